@@ -1,0 +1,369 @@
+"""The agent loop: asks the model, records its answer, pauses for people, runs tools.
+
+Everything the loop learns from the outside world (the model's answers, tool results,
+decisions) is recorded as an event on the run, so a replay never calls anything again.
+
+Durability: the events are saved in as few transactions as the rules allow: one when a
+run pauses, completes or fails, and one just before any tool's function is called, so
+that a decision and the fact that the tool started are committed before its side
+effect can happen. If the process dies while a tool runs, the call stays ``running``
+until its deadline passes; after that the next touch of the run (``recover``) marks it
+in doubt and pauses for a person, or, for an idempotent tool, runs it again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+from eventsourcing.persistence import IntegrityError
+
+from agent.models.base import ModelClient, ModelError
+from agent.tools import Agent, Tool
+from domain.errors import InvalidRunTransition, ToolCallNotPending
+from domain.run import Run
+from domain.values import RUN_CONFIRMATION_TOOL, CallState, DecisionKind, Requirement, RunStatus
+from service.runs import RunService
+
+log = logging.getLogger("signoff.loop")
+
+# Called after each save with the run as it now is and the events just committed.
+Observer = Callable[[Run, list[Any]], None]
+
+
+class AgentNotFound(Exception):
+    """No served agent has this id."""
+
+
+class RunBusy(Exception):
+    """Another request changed the run at the same moment; the caller may retry."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision on one tool call, as a reviewer or client submits it."""
+
+    tool_call_id: str
+    kind: DecisionKind
+    note: str | None = None  # confirmation note, or rejection reason
+    approved_args: dict[str, Any] | None = None
+    result: str | None = None
+    values: dict[str, Any] | None = None
+
+
+def load_agents(modules: Iterable[str]) -> dict[str, Agent]:
+    """Every module-level ``Agent`` in the given modules, by id."""
+    agents: dict[str, Agent] = {}
+    for name in modules:
+        module = importlib.import_module(name.strip())
+        for value in vars(module).values():
+            if isinstance(value, Agent):
+                if value.id in agents and agents[value.id] is not value:
+                    raise ValueError(f"two agents have the id {value.id!r}")
+                agents[value.id] = value
+    if not agents:
+        raise ValueError(f"no Agent objects found in {', '.join(modules)}")
+    return agents
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AgentLoop:
+    def __init__(
+        self,
+        app: RunService,
+        agents: dict[str, Agent],
+        default_model: ModelClient,
+        *,
+        tool_timeout: float = 300.0,
+        max_model_turns: int = 10,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.app = app
+        self.agents = agents
+        self.default_model = default_model
+        self.tool_timeout = tool_timeout
+        self.max_model_turns = max_model_turns
+        self.clock = clock
+        self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="signoff-tool")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def agent(self, agent_id: str) -> Agent:
+        try:
+            return self.agents[agent_id]
+        except KeyError:
+            raise AgentNotFound(f"no agent {agent_id!r}") from None
+
+    def model_for(self, agent: Agent) -> ModelClient:
+        return agent.model or self.default_model
+
+    # ------------------------------------------------------------ use cases
+
+    def start(
+        self,
+        agent_id: str,
+        message: str,
+        *,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        observer: Observer | None = None,
+    ) -> Run:
+        """Start a run and drive it until it pauses or ends."""
+        agent = self.agent(agent_id)
+        run = Run.start(
+            agent_id=agent.id,
+            agent_name=agent.name,
+            user_id=user_id,
+            session_id=session_id or str(uuid4()),  # as Agno: a run without one gets its own
+            input=message,
+            instructions=agent.system_prompt(),
+        )
+        if agent.confirm_before_run:
+            run.request_tool_call(
+                tool_call_id=f"confirm_{run.id.hex}",
+                tool_name=RUN_CONFIRMATION_TOOL,
+                tool_args={"message": message},
+                requires=Requirement.CONFIRMATION,
+                confirmation_message=agent.confirmation_message or "Run this agent?",
+                editable_args=False,
+            )
+            run.pause()
+        return self._drive(run, agent, observer)
+
+    def decide(
+        self,
+        run_id: str,
+        decisions: list[Decision],
+        *,
+        actor: str,
+        request_key: str | None = None,
+        observer: Observer | None = None,
+    ) -> Run:
+        """Record decisions and commit them; continue the run when none is left pending.
+
+        Returns the run after the commit, not yet driven on (see ``drive``). If another
+        request decides the same call at the same moment, exactly one wins; the loser
+        gets ``ToolCallNotPending`` carrying the decision that stands.
+        """
+        run = self.recover(run_id, observer=observer)
+        for d in decisions:
+            self._apply_decision(run, d, actor, request_key)
+        if not run.pending_calls() and run.status == RunStatus.PAUSED:
+            run.continue_run()
+        try:
+            self._save(run, observer)
+        except IntegrityError:
+            # Someone else saved this run first: reload and check the rules again.
+            fresh = self.app.get_run(run.id)
+            for d in decisions:
+                call = fresh.calls.get(d.tool_call_id)
+                if call is not None and call["state"] not in (CallState.PENDING,
+                                                              CallState.IN_DOUBT):
+                    raise ToolCallNotPending(
+                        f"call {d.tool_call_id!r} was decided by another request",
+                        decision=call["decision"]) from None
+            raise RunBusy("the run changed while deciding; try again") from None
+        return run
+
+    def drive(self, run: Run, observer: Observer | None = None) -> Run:
+        """Drive a RUNNING run on until it pauses or ends (no-op otherwise)."""
+        if run.status != RunStatus.RUNNING:
+            return run
+        try:
+            return self._drive(run, self.agent(run.agent_id), observer)
+        except IntegrityError:
+            # Another process changed the run (a cancel, a recovery): what it saved stands.
+            log.warning("run %s changed while being driven; its newer state stands", run.id)
+            return self.app.get_run(run.id)
+
+    def cancel(self, run_id: str, *, actor: str, reason: str | None = None,
+               observer: Observer | None = None) -> Run:
+        run = self.app.get_run(run_id)
+        run.cancel(cancelled_by=actor, reason=reason)
+        try:
+            self._save(run, observer)
+        except IntegrityError:
+            raise RunBusy("the run changed while cancelling; try again") from None
+        return run
+
+    def recover(self, run_id: str, observer: Observer | None = None) -> Run:
+        """Settle a run a crashed process left behind (no-op for a healthy one).
+
+        A call whose deadline passed with no recorded outcome is in doubt: a person
+        decides (it may have had its effect), unless its tool is idempotent, when it is
+        run again. A run left ``RUNNING`` with nothing in flight is driven on.
+        """
+        run = self.app.get_run(run_id)
+        if run.status != RunStatus.RUNNING:
+            return run
+        now = self.clock()
+        stale = run.modified_on + timedelta(seconds=self.tool_timeout) < now
+        agent = self.agent(run.agent_id)
+        running = run.calls_in(CallState.RUNNING)
+        expired = [c for c in running if c["deadline"] < now]
+        if not (expired or (stale and not running)):
+            return run
+        for call in expired:
+            tool = agent.get_tool(call["tool_name"])
+            if tool is None or not tool.idempotent:
+                run.mark_in_doubt(call["tool_call_id"])
+        if run.pending_calls():
+            run.pause()
+            try:
+                self._save(run, observer)
+            except IntegrityError:
+                return self.app.get_run(run_id)
+            return run
+        try:
+            return self._drive(run, agent, observer, retry_running=True)
+        except IntegrityError:
+            return self.app.get_run(run_id)
+
+    # -------------------------------------------------------------- driving
+
+    @staticmethod
+    def _apply_decision(run: Run, d: Decision, actor: str, key: str | None) -> None:
+        if d.kind == DecisionKind.CONFIRMED:
+            run.confirm_tool(d.tool_call_id, decided_by=actor, note=d.note,
+                             approved_args=d.approved_args, request_key=key)
+        elif d.kind == DecisionKind.REJECTED:
+            run.reject_tool(d.tool_call_id, decided_by=actor, reason=d.note, request_key=key)
+        elif d.kind == DecisionKind.EXTERNAL_RESULT:
+            run.provide_external_result(d.tool_call_id, decided_by=actor, result=d.result or "",
+                                        request_key=key)
+        else:
+            run.provide_user_input(d.tool_call_id, decided_by=actor, values=d.values or {},
+                                   request_key=key)
+
+    def _save(self, run: Run, observer: Observer | None) -> None:
+        pending = list(run.pending_events)
+        if not pending:
+            return
+        self.app.save(run)
+        if observer is not None:
+            observer(run, pending)
+
+    def _drive(self, run: Run, agent: Agent, observer: Observer | None,
+               retry_running: bool = False) -> Run:
+        """Drive a RUNNING run until it pauses or ends; save at the durable points."""
+        turns = 0
+        while run.status == RunStatus.RUNNING:
+            confirmation = next((c for c in run.calls.values()
+                                 if c["tool_name"] == RUN_CONFIRMATION_TOOL
+                                 and c["state"] == CallState.REJECTED), None)
+            if confirmation is not None:
+                d = confirmation["decision"] or {}
+                run.cancel(cancelled_by=d.get("decided_by", "system"), reason=d.get("reason"))
+                break
+            to_run = run.calls_in(CallState.APPROVED)
+            if retry_running:
+                now = self.clock()
+                to_run += [c for c in run.calls_in(CallState.RUNNING) if c["deadline"] < now]
+            if to_run:
+                done = self._run_tools(run, agent, to_run, observer)
+                if done:
+                    break
+                continue
+            if turns >= self.max_model_turns:
+                run.fail(f"stopped after {turns} model turns in one request")
+                break
+            turns += 1
+            self._model_turn(run, agent)
+            if run.pending_calls():
+                run.pause()
+        self._save(run, observer)
+        return run
+
+    def _model_turn(self, run: Run, agent: Agent) -> None:
+        model = self.model_for(agent)
+        try:
+            turn = model.respond(run.model_messages(), [t.spec() for t in agent.tools])
+        except ModelError as e:
+            run.fail(f"model error: {e}")
+            return
+        run.record_model_response(
+            model=model.name, provider=model.provider, content=turn.content,
+            tool_calls=[{"id": c.id, "name": c.name, "args": c.args} for c in turn.tool_calls],
+            input_tokens=turn.input_tokens, output_tokens=turn.output_tokens)
+        if not turn.tool_calls:
+            run.complete(turn.content)
+            return
+        for proposal in turn.tool_calls:
+            tool = agent.get_tool(proposal.name)
+            requirement = tool.requirement if tool else None
+            run.request_tool_call(
+                tool_call_id=proposal.id,
+                tool_name=proposal.name,
+                tool_args=proposal.args,
+                requires=Requirement(requirement) if requirement else None,
+                confirmation_message=tool.confirmation_message if tool else None,
+                user_input_schema=tool.user_input_schema() if tool and tool.requires_user_input
+                else None,
+                stop_after_tool_call=tool.stop_after_tool_call if tool else False,
+                editable_args=tool.editable_args if tool else False,
+            )
+
+    def _run_tools(self, run: Run, agent: Agent, calls: list[dict[str, Any]],
+                   observer: Observer | None) -> bool:
+        """Run approved calls in order. True when the run ended (stop_after_tool_call)."""
+        deadline = self.clock() + timedelta(seconds=self.tool_timeout)
+        for call in calls:
+            call_id = call["tool_call_id"]
+            if call["state"] == CallState.RUNNING:  # an idempotent retry after a crash
+                run.trigger_event(run.ToolExecutionStarted, tool_call_id=call_id,
+                                  attempt=call["attempts"] + 1, deadline=deadline)
+            else:
+                run.start_tool(call_id, deadline=deadline)
+        # Commit the decisions and the starts before any side effect.
+        self._save(run, observer)
+        stop_content: str | None = None
+        for call in calls:
+            call_id = call["tool_call_id"]
+            tool = agent.get_tool(call["tool_name"])
+            outcome = self._execute(tool, call)
+            try:
+                if isinstance(outcome, BaseException):
+                    run.record_tool_failure(call_id, f"{type(outcome).__name__}: {outcome}")
+                else:
+                    run.record_tool_result(call_id, outcome)
+                    if call["stop_after_tool_call"]:
+                        stop_content = outcome
+            except InvalidRunTransition:  # pragma: no cover - the call changed under us
+                log.warning("outcome of %s not recorded: call is %s", call_id, call["state"])
+        if stop_content is not None and not run.calls_in(CallState.APPROVED, CallState.RUNNING):
+            run.complete(stop_content)
+            return True
+        return False
+
+    def _execute(self, tool: Tool | None, call: dict[str, Any]) -> str | BaseException:
+        if tool is None:
+            return LookupError(f"the agent has no tool {call['tool_name']!r}")
+        if tool.external_execution:
+            return RuntimeError("an external tool cannot be run by signoff")
+        args = call["approved_args"] if call["approved_args"] is not None else call["tool_args"]
+        future = self._pool.submit(tool.fn, **args)
+        try:
+            result = future.result(timeout=self.tool_timeout)
+        except concurrent.futures.TimeoutError:
+            return TimeoutError(f"the tool did not finish within {self.tool_timeout:g} s")
+        except Exception as e:  # the tool's own failure is recorded, not raised
+            return e
+        return result if isinstance(result, str) else _to_text(result)
+
+
+def _to_text(value: Any) -> str:
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return str(value)

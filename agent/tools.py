@@ -1,0 +1,193 @@
+"""The ``@tool`` decorator and the ``Agent`` definition, in Agno's spellings.
+
+A tool is a plain Python function. The decorator records what a call of it needs before
+it may run: a person's confirmation, an external system's result, or user input.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+from agent.models.base import ModelClient, ToolSpec
+
+_JSON_TYPES: dict[Any, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    dict: "object",
+    list: "array",
+}
+
+
+def _json_type(annotation: Any) -> str:
+    origin = typing.get_origin(annotation) or annotation
+    return _JSON_TYPES.get(origin, "string")
+
+
+def _arg_docs(doc: str) -> dict[str, str]:
+    """Parameter descriptions from a Google-style ``Args:`` section."""
+    docs: dict[str, str] = {}
+    in_args = False
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped in ("Args:", "Arguments:", "Parameters:"):
+            in_args = True
+            continue
+        if in_args:
+            if not stripped:
+                continue
+            if stripped.endswith(":") and " " not in stripped:
+                in_args = False
+                continue
+            m = re.match(r"(\w+)(?:\s*\([^)]*\))?:\s*(.*)", stripped)
+            if m:
+                docs[m.group(1)] = m.group(2)
+    return docs
+
+
+@dataclass
+class Tool:
+    """A function the agent may call, and what a call of it needs first."""
+
+    fn: Callable[..., Any]
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    requires_confirmation: bool = False
+    confirmation_message: str | None = None
+    external_execution: bool = False
+    requires_user_input: bool = False
+    user_input_fields: list[str] = field(default_factory=list)
+    stop_after_tool_call: bool = False
+    idempotent: bool = False
+    editable_args: bool = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    @property
+    def requirement(self) -> str | None:
+        """The kind of decision a call of this tool waits for, or None."""
+        if self.external_execution:
+            return "external_execution"
+        if self.requires_user_input:
+            return "user_input"
+        if self.requires_confirmation:
+            return "confirmation"
+        return None
+
+    def spec(self) -> ToolSpec:
+        return ToolSpec(self.name, self.description, self.parameters)
+
+    def user_input_schema(self) -> list[dict[str, Any]]:
+        """Agno's ``user_input_schema``: the fields a person fills in before the call runs."""
+        props = self.parameters.get("properties", {})
+        names = self.user_input_fields or list(props)
+        return [
+            {
+                "name": n,
+                "field_type": _field_type(props.get(n, {}).get("type", "string")),
+                "description": props.get(n, {}).get("description"),
+                "value": None,
+            }
+            for n in names
+        ]
+
+
+def _field_type(json_type: str) -> str:
+    return {"string": "str", "integer": "int", "number": "float", "boolean": "bool",
+            "object": "dict", "array": "list"}.get(json_type, "str")
+
+
+def _parameters(fn: Callable[..., Any]) -> dict[str, Any]:
+    sig = inspect.signature(fn)
+    hints = typing.get_type_hints(fn)
+    docs = _arg_docs(inspect.getdoc(fn) or "")
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for pname, param in sig.parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        prop: dict[str, Any] = {"type": _json_type(hints.get(pname, str))}
+        if pname in docs:
+            prop["description"] = docs[pname]
+        properties[pname] = prop
+        if param.default is param.empty:
+            required.append(pname)
+    return {"type": "object", "properties": properties, "required": required}
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+@overload
+def tool(
+    fn: None = None, /, **options: Any
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Make a function a tool. Options (Agno's names; the seed's aliases in brackets):
+
+    - ``requires_confirmation`` [``stop_before_execution``]: a person confirms or rejects
+      each call before it runs; ``confirmation_message`` [``execution_message``] is shown.
+    - ``external_execution``: signoff never runs the function; an external system
+      supplies the result.
+    - ``requires_user_input`` with ``user_input_fields``: a person fills in those
+      arguments before the call runs.
+    - ``stop_after_tool_call``: the run completes with the tool's result.
+    - ``idempotent``: safe to run again when a crash left its outcome unknown.
+    - ``editable_args``: whether a reviewer may change the arguments when confirming.
+    - ``name``, ``description``: override the function's name and docstring.
+    """
+    aliases = {"stop_before_execution": "requires_confirmation",
+               "execution_message": "confirmation_message"}
+    opts = {aliases.get(k, k): v for k, v in options.items()}
+    allowed = {f for f in Tool.__dataclass_fields__ if f not in ("fn", "parameters")}
+    unknown = set(opts) - allowed
+    if unknown:
+        raise TypeError(f"unknown tool option(s): {', '.join(sorted(unknown))}")
+
+    def wrap(f: Callable[..., Any]) -> Tool:
+        doc = inspect.getdoc(f) or ""
+        description = opts.pop("description", None) or doc.split("\n\n")[0].strip()
+        name = opts.pop("name", None) or f.__name__
+        return Tool(fn=f, name=name, description=description, parameters=_parameters(f), **opts)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+@dataclass
+class Agent:
+    """An agent: a model, instructions and tools, served under ``id``.
+
+    ``confirm_before_run`` pauses every run before the model is asked anything, until a
+    person confirms it (``confirmation_message`` is shown); a rejection cancels the run.
+    ``model`` is None to use the service's configured default model.
+    """
+
+    id: str
+    name: str
+    tools: list[Tool] = field(default_factory=list)
+    instructions: list[str] = field(default_factory=list)
+    model: ModelClient | None = None
+    description: str | None = None
+    confirm_before_run: bool = False
+    confirmation_message: str | None = None
+
+    def __post_init__(self) -> None:
+        self.tools = [t if isinstance(t, Tool) else tool(t) for t in self.tools]
+        names = [t.name for t in self.tools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"agent {self.id!r} has two tools with one name")
+
+    def get_tool(self, name: str) -> Tool | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+    def system_prompt(self) -> str:
+        return "\n".join(self.instructions)

@@ -1,0 +1,275 @@
+"""Agno AgentOS's wire format: a run as ``RunOutput.to_dict()``, its stream events, and
+the continue payload read back into decisions (``../shared/notes/agno-wire.md``).
+
+Only Agno's own keys are written into these bodies, so a client that parses them with
+Agno's classes keeps working; signoff's richer view is ``GET /runs/{run_id}``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, uuid5
+
+from agent.loop import Decision
+from agent.tools import Agent
+from api.errors import ProblemError
+from domain.errors import ToolCallNotPending
+from domain.run import Run, tool_message_content
+from domain.values import CallState, DecisionKind, Requirement
+
+Json = dict[str, Any]
+
+
+def _epoch(ts: datetime | None) -> int | None:
+    return int(ts.timestamp()) if ts is not None else None
+
+
+def _uuid(*parts: str) -> str:
+    return str(uuid5(NAMESPACE_URL, "signoff:" + ":".join(parts)))
+
+
+def tool_execution(call: Json) -> Json:
+    """One call as Agno's ``ToolExecution``."""
+    state = call["state"]
+    requires = call["requires"]
+    in_doubt = state == CallState.IN_DOUBT
+    pending = state == CallState.PENDING
+    decision = call["decision"] or {}
+    kind = decision.get("kind")
+    schema = call["user_input_schema"]
+    if schema is not None and kind == DecisionKind.USER_INPUT:
+        schema = [{**f, "value": decision["values"].get(f["name"])} for f in schema]
+    return {
+        "tool_call_id": call["tool_call_id"],
+        "tool_name": call["tool_name"],
+        "tool_args": call["approved_args"] if call["approved_args"] is not None
+        else call["tool_args"],
+        "tool_call_error": {CallState.FAILED: True, CallState.EXECUTED: False}.get(state),
+        "result": call["result"] if call["result"] is not None
+        else (call["error"] if state == CallState.FAILED
+              else tool_message_content(call) if state == CallState.REJECTED else None),
+        "metrics": None,
+        "child_run_id": None,
+        "stop_after_tool_call": call["stop_after_tool_call"],
+        "created_at": _epoch(call["requested_at"]),
+        "requires_confirmation": (pending and requires == Requirement.CONFIRMATION) or in_doubt,
+        "confirmed": {DecisionKind.CONFIRMED: True, DecisionKind.REJECTED: False}.get(kind),
+        "confirmation_note": decision.get("note") or decision.get("reason")
+        or (call["confirmation_message"] if pending else None),
+        "requires_user_input": (pending and requires == Requirement.USER_INPUT) or None,
+        "user_input_schema": schema,
+        "user_feedback_schema": None,
+        "answered": True if kind == DecisionKind.USER_INPUT else None,
+        "external_execution_required": (pending and requires == Requirement.EXTERNAL_EXECUTION)
+        or None,
+        "external_execution_silent": None,
+        "approval_type": None,
+        "approval_id": None,
+        "parent_tool_call_id": None,
+    }
+
+
+def _requirements(run: Run) -> list[Json]:
+    return [
+        {
+            "id": _uuid(run.run_id, c["tool_call_id"]),
+            "created_at": c["requested_at"].isoformat(),
+            "tool_execution": tool_execution(c),
+        }
+        for c in run.calls.values()
+        if c["requires"] or c["state"] == CallState.IN_DOUBT
+    ]
+
+
+def _messages(run: Run) -> list[Json]:
+    created = _epoch(run.created_on)
+    out = []
+    for i, m in enumerate(run.model_messages()):
+        msg = {"id": _uuid(run.run_id, "message", str(i)), **m, "from_history": False,
+               "stop_after_tool_call": False, "created_at": created}
+        if m["role"] == "tool":
+            call = run.calls[m["tool_call_id"]]
+            msg.update(tool_name=call["tool_name"], tool_args=call["tool_args"],
+                       tool_call_error=call["state"] == CallState.FAILED)
+        out.append(msg)
+    return out
+
+
+def _metrics(run: Run) -> Json:
+    return {"input_tokens": run.input_tokens, "output_tokens": run.output_tokens,
+            "total_tokens": run.input_tokens + run.output_tokens}
+
+
+def run_output(run: Run) -> Json:
+    """The run as Agno's ``RunOutput.to_dict()``."""
+    return {
+        "run_id": run.run_id,
+        "agent_id": run.agent_id,
+        "agent_name": run.agent_name,
+        "session_id": run.session_id,
+        "user_id": run.user_id,
+        "content": run.error if run.error else run.content,
+        "content_type": "str",
+        "model": run.model,
+        "model_provider": run.model_provider,
+        "session_state": {},
+        "created_at": _epoch(run.created_on),
+        "status": str(run.status),
+        "metrics": _metrics(run),
+        "messages": _messages(run),
+        "tools": [tool_execution(c) for c in run.calls.values()],
+        "requirements": _requirements(run),
+        "input": {"input_content": run.input},
+    }
+
+
+def agent_info(agent: Agent, default_model: Any) -> Json:
+    """An agent as in Agno's ``GET /agents``."""
+    model = agent.model or default_model
+    return {
+        "id": agent.id,
+        "name": agent.name,
+        "description": agent.description,
+        "model": {"name": type(model).__name__, "model": model.name, "provider": model.provider},
+        "tools": {"tools": [
+            {"name": t.name, "description": t.description, "parameters": t.parameters,
+             "requires_confirmation": t.requires_confirmation,
+             "external_execution": t.external_execution,
+             "requires_user_input": t.requires_user_input,
+             "user_input_fields": t.user_input_fields}
+            for t in agent.tools]},
+        "instructions": agent.instructions,
+        "confirm_before_run": agent.confirm_before_run,
+    }
+
+
+# ------------------------------------------------------------ stream events
+
+def stream_events(run: Run, events: list[Any]) -> list[tuple[str, Json]]:
+    """Agno stream events (name, data) for domain events just committed on ``run``."""
+    base = {"agent_id": run.agent_id, "agent_name": run.agent_name, "run_id": run.run_id,
+            "session_id": run.session_id, "nested_depth": 0}
+    out: list[tuple[str, Json]] = []
+
+    def emit(name: str, ts: datetime, **data: Any) -> None:
+        out.append((name, {"created_at": _epoch(ts), "event": name, **base, **data}))
+
+    for e in events:
+        name = type(e).__name__
+        ts = e.timestamp
+        if name == "RunStarted":
+            emit("RunStarted", ts, model=run.model, model_provider=run.model_provider)
+        elif name == "ModelResponded":
+            model = {"model": e.model, "model_provider": e.provider}
+            emit("ModelRequestStarted", ts, **model)
+            if e.content:
+                emit("RunContent", ts, content=e.content, content_type="str")
+            emit("ModelRequestCompleted", ts, **model, input_tokens=e.input_tokens,
+                 output_tokens=e.output_tokens,
+                 total_tokens=e.input_tokens + e.output_tokens)
+        elif name == "ToolExecutionStarted":
+            emit("ToolCallStarted", ts, tool=tool_execution(run.calls[e.tool_call_id]))
+        elif name == "ToolExecuted":
+            call = run.calls[e.tool_call_id]
+            emit("ToolCallCompleted", ts, tool=tool_execution(call), content=e.result)
+        elif name == "ToolFailed":
+            emit("ToolCallError", ts, tool=tool_execution(run.calls[e.tool_call_id]),
+                 error=e.error)
+        elif name == "RunPaused":
+            emit("RunContentCompleted", ts)
+            paused = [c for c in run.calls.values() if c["tool_call_id"] in e.waiting_for]
+            emit("RunPaused", ts, content=run.content,
+                 tools=[tool_execution(c) for c in paused],
+                 requirements=[r for r in _requirements(run)
+                               if r["tool_execution"]["tool_call_id"] in e.waiting_for])
+        elif name == "RunContinued":
+            emit("RunContinued", ts)
+        elif name == "RunCompleted":
+            emit("RunContentCompleted", ts)
+            emit("RunCompleted", ts, content=e.content, content_type="str", session_state={},
+                 metrics=_metrics(run))
+        elif name == "RunFailed":
+            emit("RunError", ts, content=e.error)
+        elif name == "RunCancelled":
+            emit("RunCancelled", ts, reason=e.reason)
+    return out
+
+
+# ---------------------------------------------------------- continue payload
+
+def parse_tools(raw: str) -> list[Json]:
+    """The ``tools`` form field: a JSON list of tool executions."""
+    try:
+        tools = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ProblemError(400, "'tools' is not valid JSON") from None
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise ProblemError(422, "'tools' must be a JSON list of tool executions (objects)")
+    for t in tools:
+        if not isinstance(t.get("tool_call_id"), str):
+            raise ProblemError(422, "each tool execution needs a string 'tool_call_id'")
+    return tools
+
+
+def decisions_from_tools(run: Run, tools: list[Json]) -> tuple[list[Decision], list[Json]]:
+    """Read Agno tool executions into decisions on calls that wait for one.
+
+    Returns (decisions on pending calls, items that repeat a decision on a call that is
+    no longer pending). An item with no decision (``confirmed: null`` and no result or
+    input) leaves its call pending: decisions may arrive one at a time.
+    """
+    decisions: list[Decision] = []
+    repeats: list[Json] = []
+    for item in tools:
+        call_id = item["tool_call_id"]
+        call = run.calls.get(call_id)
+        if call is None:
+            raise ProblemError(422, f"the run has no tool call {call_id!r}")
+        d = _decision(call, item)
+        if d is None:
+            continue
+        if call["state"] in (CallState.PENDING, CallState.IN_DOUBT):
+            decisions.append(d)
+            continue
+        standing = call["decision"] or {}
+        if standing.get("kind") != d.kind:
+            raise ToolCallNotPending(
+                f"call {call_id!r} was already decided otherwise", decision=call["decision"])
+        repeats.append(item)
+    return decisions, repeats
+
+
+def _decision(call: Json, item: Json) -> Decision | None:
+    call_id = call["tool_call_id"]
+    confirmed = item.get("confirmed")
+    if confirmed is not None and not isinstance(confirmed, bool):
+        raise ProblemError(422, f"'confirmed' of {call_id!r} must be true, false or null")
+    note = item.get("confirmation_note")
+    if note is not None and not isinstance(note, str):
+        raise ProblemError(422, f"'confirmation_note' of {call_id!r} must be a string")
+    result = item.get("result")
+    requires = call["requires"]
+    in_doubt = call["state"] == CallState.IN_DOUBT
+    if confirmed is False:
+        return Decision(call_id, DecisionKind.REJECTED, note=note)
+    if result is not None and (requires == Requirement.EXTERNAL_EXECUTION or in_doubt):
+        text = result if isinstance(result, str) else json.dumps(result)
+        return Decision(call_id, DecisionKind.EXTERNAL_RESULT, result=text)
+    if requires == Requirement.USER_INPUT and not in_doubt:
+        schema = item.get("user_input_schema")
+        if not isinstance(schema, list):
+            return None
+        values = {f["name"]: f.get("value") for f in schema
+                  if isinstance(f, dict) and isinstance(f.get("name"), str)}
+        if all(v is None for v in values.values()):
+            return None
+        return Decision(call_id, DecisionKind.USER_INPUT,
+                        values={k: v for k, v in values.items() if v is not None})
+    if confirmed is True:
+        args = item.get("tool_args")
+        if args is not None and not isinstance(args, dict):
+            raise ProblemError(422, f"'tool_args' of {call_id!r} must be an object")
+        return Decision(call_id, DecisionKind.CONFIRMED, note=note, approved_args=args)
+    return None

@@ -1,0 +1,27 @@
+"""What the routes need, built once per process and reached through ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from agent.loop import AgentLoop
+from service.config import Settings
+from service.runs import RunService
+
+
+@dataclass
+class Container:
+    settings: Settings
+    app: RunService
+    loop: AgentLoop
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]

@@ -1,0 +1,50 @@
+"""signoff's own run routes: state, history, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from api.deps import ContainerDep
+from api.views import event_view, run_view
+
+router = APIRouter(tags=["Runs"])
+
+
+class CancelRequest(BaseModel):
+    reason: str | None = Field(None, max_length=10_000)
+    actor: str | None = Field(None, max_length=200)
+
+
+@router.get("/runs/{run_id}")
+def get_run(run_id: str, c: ContainerDep,
+            at_version: int | None = Query(None, ge=1)) -> dict[str, Any]:
+    """The run's state: status, pending calls, decisions, version.
+
+    ``at_version`` shows the run as it was after that many events.
+    """
+    run = c.app.get_run(run_id, version=at_version)
+    return run_view(run)
+
+
+@router.get("/runs/{run_id}/events")
+def get_run_events(run_id: str, c: ContainerDep) -> list[dict[str, Any]]:
+    """The run's history: every event in order, with its type, version, time and payload."""
+    return [event_view(e) for e in c.app.run_events(run_id)]
+
+
+@router.post("/runs/{run_id}/cancel")
+def cancel_run(run_id: str, c: ContainerDep, body: CancelRequest | None = None) -> dict[str, Any]:
+    """Cancel a run that has not ended. Pending calls are cancelled with it."""
+    body = body or CancelRequest()
+    run = c.app.get_run(run_id)
+    actor = body.actor or run.user_id or "anonymous"
+    return run_view(c.loop.cancel(run_id, actor=actor, reason=body.reason))
+
+
+@router.get("/health", tags=["Operations"])
+def health(c: ContainerDep) -> dict[str, Any]:
+    """Alive, and the event store answers."""
+    return {"status": "ok", "log_head": c.app.head()}

@@ -1,0 +1,95 @@
+"""The ``signoff`` command: serve the API, and read runs from the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+app = typer.Typer(help="signoff: event-sourced run state for human-in-the-loop AI agents.",
+                  no_args_is_help=True, add_completion=False)
+runs_app = typer.Typer(help="Read runs from the store.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+def _settings(**overrides: Any) -> Any:
+    """Settings from SIGNOFF_* variables; CLI options win. Exits 2 naming a bad variable."""
+    from service.config import Settings
+
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[f"SIGNOFF_{key.upper()}"] = str(value)
+    try:
+        return Settings()
+    except ValidationError as e:
+        for err in e.errors():
+            name = "SIGNOFF_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+            typer.echo(f"signoff: invalid {name}: {err['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    agents: Annotated[str | None, typer.Option(help="Modules with the Agent objects to serve "
+                                               "(comma-separated). [SIGNOFF_AGENTS]")] = None,
+    host: Annotated[str | None, typer.Option(help="[SIGNOFF_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="[SIGNOFF_PORT]")] = None,
+    database_url: Annotated[str | None, typer.Option(help="[SIGNOFF_DATABASE_URL]")] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the API (Agno-compatible endpoints and signoff's own)."""
+    import uvicorn
+
+    sys.path.insert(0, os.getcwd())  # so --agents can name a module beside you
+    settings = _settings(agents=agents, host=host, port=port, database_url=database_url)
+    from service.bootstrap import build_loop
+
+    build_loop(settings).close()  # fail fast: bad agents module, bad model settings
+    typer.echo(f"signoff: store {settings.database_url}, model "
+               f"{settings.default_model_spec()}, agents from {settings.agents}", err=True)
+    uvicorn.run("api.app:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=workers, log_level="info")
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: str,
+    at_version: Annotated[int | None, typer.Option(help="show the state after N events")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Print a run's history, event by event, and its state."""
+    from api.views import event_view, run_view
+    from service.bootstrap import build_app
+    from service.runs import RunNotFound
+
+    store = build_app(_settings())
+    try:
+        run = store.get_run(run_id, version=at_version)
+        events = [e for e in store.run_events(run_id)
+                  if at_version is None or e.originator_version <= at_version]
+    except RunNotFound as e:
+        typer.echo(f"signoff: {e}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps({"run": run_view(run), "events": [event_view(e) for e in events]},
+                              default=str, indent=2))
+        return
+    typer.echo(f"run {run.run_id}  agent {run.agent_id}  user {run.user_id}  "
+               f"status {run.status}  version {run.version}")
+    for e in events:
+        view = event_view(e)
+        payload = json.dumps(view["payload"], default=str)
+        typer.echo(f"{view['version']:>4}  {view['timestamp']:%Y-%m-%d %H:%M:%S.%f}  "
+                   f"{view['type']:<24} {payload}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

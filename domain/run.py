@@ -1,0 +1,530 @@
+"""The Run aggregate: one agent run, its tool calls and the decisions on them.
+
+A run's state is only a fold of its events. Each event class applies itself
+(``apply``); each command is a public method that checks the rules, raises a domain
+error when they are broken, and otherwise triggers one event. Nothing here does I/O:
+the agent loop (``agent/loop.py``) calls the model and the tools, and records what they
+answered as events, so replaying a run never calls either again.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import (
+    InvalidDecision,
+    InvalidRunTransition,
+    ToolCallNotFound,
+    ToolCallNotPending,
+    WrongDecisionKind,
+)
+from domain.values import RUN_CONFIRMATION_TOOL, CallState, DecisionKind, Requirement, RunStatus
+
+Json = dict[str, Any]
+
+# States in which a call holds the run open (it must be resolved before the run ends).
+_OPEN = (CallState.PENDING, CallState.APPROVED, CallState.RUNNING, CallState.IN_DOUBT)
+
+
+class Run(Aggregate):
+    """One run of an agent, from the user's message to its end."""
+
+    # ---------------------------------------------------------------- events
+
+    class RunStarted(Aggregate.Created):
+        agent_id: str
+        agent_name: str
+        user_id: str | None
+        session_id: str
+        input: str
+        instructions: str
+
+    class ModelResponded(Aggregate.Event):
+        """The model's answer, recorded so that a replay never calls the model again."""
+
+        model: str
+        provider: str
+        content: str | None
+        tool_calls: list[Json]  # [{"id", "name", "args"}]
+        input_tokens: int
+        output_tokens: int
+
+        def apply(self, run: Run) -> None:
+            run.turns.append({"content": self.content,
+                              "tool_call_ids": [c["id"] for c in self.tool_calls],
+                              "tool_calls": self.tool_calls})
+            run.model = self.model
+            run.model_provider = self.provider
+            run.input_tokens += self.input_tokens
+            run.output_tokens += self.output_tokens
+            if self.content is not None:
+                run.content = self.content
+
+    class ToolCallRequested(Aggregate.Event):
+        tool_call_id: str
+        tool_name: str
+        tool_args: Json
+        requires: str | None  # a Requirement, or None when the call may run at once
+        confirmation_message: str | None
+        user_input_schema: list[Json] | None
+        stop_after_tool_call: bool
+        editable_args: bool
+
+        def apply(self, run: Run) -> None:
+            run.calls[self.tool_call_id] = {
+                "tool_call_id": self.tool_call_id,
+                "tool_name": self.tool_name,
+                "tool_args": self.tool_args,
+                "requires": self.requires,
+                "confirmation_message": self.confirmation_message,
+                "user_input_schema": self.user_input_schema,
+                "stop_after_tool_call": self.stop_after_tool_call,
+                "editable_args": self.editable_args,
+                "state": CallState.PENDING if self.requires else CallState.APPROVED,
+                "requested_at": self.timestamp,
+                "decision": None,
+                "approved_args": None,
+                "result": None,
+                "error": None,
+                "attempts": 0,
+                "deadline": None,
+            }
+
+    class RunPaused(Aggregate.Event):
+        waiting_for: list[str]
+
+        def apply(self, run: Run) -> None:
+            run.status = RunStatus.PAUSED
+            run.waiting_for = list(self.waiting_for)
+            run.paused_at = self.timestamp
+
+    class ToolConfirmed(Aggregate.Event):
+        tool_call_id: str
+        decided_by: str
+        note: str | None
+        approved_args: Json | None  # set when the reviewer changed the arguments
+        request_key: str | None  # the Idempotency-Key of the request that decided
+
+        def apply(self, run: Run) -> None:
+            call = run.calls[self.tool_call_id]
+            call["decision"] = _decision(self, DecisionKind.CONFIRMED, note=self.note,
+                                         approved_args=self.approved_args)
+            call["approved_args"] = self.approved_args
+            if call["tool_name"] == RUN_CONFIRMATION_TOOL:  # nothing to run: the run goes on
+                call["state"] = CallState.EXECUTED
+                call["result"] = "confirmed"
+            else:
+                call["state"] = CallState.APPROVED
+
+    class ToolRejected(Aggregate.Event):
+        tool_call_id: str
+        decided_by: str
+        reason: str | None
+        request_key: str | None
+
+        def apply(self, run: Run) -> None:
+            call = run.calls[self.tool_call_id]
+            call["decision"] = _decision(self, DecisionKind.REJECTED, reason=self.reason)
+            call["state"] = CallState.REJECTED
+
+    class ExternalResultProvided(Aggregate.Event):
+        tool_call_id: str
+        decided_by: str
+        result: str
+        request_key: str | None
+
+        def apply(self, run: Run) -> None:
+            call = run.calls[self.tool_call_id]
+            call["decision"] = _decision(self, DecisionKind.EXTERNAL_RESULT, result=self.result)
+            call["result"] = self.result
+            call["state"] = CallState.ANSWERED
+
+    class UserInputProvided(Aggregate.Event):
+        tool_call_id: str
+        decided_by: str
+        values: Json
+        request_key: str | None
+
+        def apply(self, run: Run) -> None:
+            call = run.calls[self.tool_call_id]
+            call["decision"] = _decision(self, DecisionKind.USER_INPUT, values=self.values)
+            call["approved_args"] = {**call["tool_args"], **self.values}
+            call["state"] = CallState.APPROVED
+
+    class RunContinued(Aggregate.Event):
+        def apply(self, run: Run) -> None:
+            run.status = RunStatus.RUNNING
+            run.waiting_for = []
+            run.paused_at = None
+
+    class ToolExecutionStarted(Aggregate.Event):
+        """Recorded (and committed) before the tool's function is called."""
+
+        tool_call_id: str
+        attempt: int
+        deadline: datetime  # after this, with no outcome recorded, the call is in doubt
+
+        def apply(self, run: Run) -> None:
+            call = run.calls[self.tool_call_id]
+            call["state"] = CallState.RUNNING
+            call["attempts"] = self.attempt
+            call["deadline"] = self.deadline
+
+    class ToolExecuted(Aggregate.Event):
+        tool_call_id: str
+        result: str
+
+        def apply(self, run: Run) -> None:
+            call = run.calls[self.tool_call_id]
+            call["state"] = CallState.EXECUTED
+            call["result"] = self.result
+
+    class ToolFailed(Aggregate.Event):
+        tool_call_id: str
+        error: str
+
+        def apply(self, run: Run) -> None:
+            call = run.calls[self.tool_call_id]
+            call["state"] = CallState.FAILED
+            call["error"] = self.error
+
+    class ToolCallInDoubt(Aggregate.Event):
+        """The call started but its outcome was never recorded: a person must decide."""
+
+        tool_call_id: str
+
+        def apply(self, run: Run) -> None:
+            call = run.calls[self.tool_call_id]
+            call["state"] = CallState.IN_DOUBT
+            call["decision"] = None
+
+    class RunCompleted(Aggregate.Event):
+        content: str | None
+
+        def apply(self, run: Run) -> None:
+            run.status = RunStatus.COMPLETED
+            run.content = self.content
+
+    class RunFailed(Aggregate.Event):
+        error: str
+
+        def apply(self, run: Run) -> None:
+            run.status = RunStatus.ERROR
+            run.error = self.error
+
+    class RunCancelled(Aggregate.Event):
+        cancelled_by: str
+        reason: str | None
+
+        def apply(self, run: Run) -> None:
+            run.status = RunStatus.CANCELLED
+            run.cancelled_by = self.cancelled_by
+            run.cancel_reason = self.reason
+            run.waiting_for = []
+            for call in run.calls.values():
+                if call["state"] in (CallState.PENDING, CallState.APPROVED, CallState.IN_DOUBT):
+                    call["state"] = CallState.CANCELLED
+
+    # ------------------------------------------------------- creation, state
+
+    def __init__(
+        self,
+        agent_id: str,
+        agent_name: str,
+        user_id: str | None,
+        session_id: str,
+        input: str,
+        instructions: str,
+    ) -> None:
+        self.agent_id = agent_id
+        self.agent_name = agent_name
+        self.user_id = user_id
+        self.session_id = session_id
+        self.input = input
+        self.instructions = instructions
+        self.status = RunStatus.RUNNING
+        self.model: str | None = None
+        self.model_provider: str | None = None
+        self.content: str | None = None
+        self.turns: list[Json] = []
+        self.calls: dict[str, Json] = {}
+        self.waiting_for: list[str] = []
+        self.paused_at: datetime | None = None
+        self.error: str | None = None
+        self.cancelled_by: str | None = None
+        self.cancel_reason: str | None = None
+        self.input_tokens = 0
+        self.output_tokens = 0
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        agent_id: str,
+        agent_name: str,
+        user_id: str | None,
+        session_id: str,
+        input: str,
+        instructions: str = "",
+        run_id: UUID | None = None,
+    ) -> Run:
+        """Start a run for the user's ``input``."""
+        kwargs: Json = {"id": run_id} if run_id else {}
+        return cls._create(
+            cls.RunStarted,
+            agent_id=agent_id,
+            agent_name=agent_name,
+            user_id=user_id,
+            session_id=session_id,
+            input=input,
+            instructions=instructions,
+            **kwargs,
+        )
+
+    @property
+    def run_id(self) -> str:
+        return str(self.id)
+
+    def pending_calls(self) -> list[Json]:
+        """Calls that wait for a decision, in the order they were requested."""
+        return [c for c in self.calls.values()
+                if c["state"] in (CallState.PENDING, CallState.IN_DOUBT)]
+
+    def calls_in(self, *states: CallState) -> list[Json]:
+        return [c for c in self.calls.values() if c["state"] in states]
+
+    def model_messages(self) -> list[Json]:
+        """The conversation as OpenAI chat messages, derived from the events."""
+        messages: list[Json] = []
+        if self.instructions:
+            messages.append({"role": "system", "content": self.instructions})
+        messages.append({"role": "user", "content": self.input})
+        for turn in self.turns:
+            msg: Json = {"role": "assistant", "content": turn["content"]}
+            if turn["tool_calls"]:
+                msg["tool_calls"] = [_openai_tool_call(c) for c in turn["tool_calls"]]
+            messages.append(msg)
+            for call_id in turn["tool_call_ids"]:
+                content = tool_message_content(self.calls[call_id])
+                if content is not None:
+                    messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
+        return messages
+
+    # -------------------------------------------------------------- commands
+
+    def record_model_response(
+        self,
+        *,
+        model: str,
+        provider: str,
+        content: str | None,
+        tool_calls: list[Json],
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
+        self._require_status(RunStatus.RUNNING, "record a model response")
+        if self.calls_in(*_OPEN):
+            raise InvalidRunTransition("earlier tool calls are still open")
+        ids = [c["id"] for c in tool_calls]
+        if len(set(ids)) != len(ids) or any(i in self.calls for i in ids):
+            raise InvalidDecision("tool call ids must be unique within a run")
+        self.trigger_event(
+            self.ModelResponded,
+            model=model,
+            provider=provider,
+            content=content,
+            tool_calls=tool_calls,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+
+    def request_tool_call(
+        self,
+        *,
+        tool_call_id: str,
+        tool_name: str,
+        tool_args: Json,
+        requires: Requirement | None = None,
+        confirmation_message: str | None = None,
+        user_input_schema: list[Json] | None = None,
+        stop_after_tool_call: bool = False,
+        editable_args: bool = True,
+    ) -> None:
+        self._require_status(RunStatus.RUNNING, "request a tool call")
+        if tool_call_id in self.calls:
+            raise InvalidDecision(f"tool call {tool_call_id!r} was already requested")
+        self.trigger_event(
+            self.ToolCallRequested,
+            tool_call_id=tool_call_id,
+            tool_name=tool_name,
+            tool_args=tool_args,
+            requires=str(requires) if requires else None,
+            confirmation_message=confirmation_message,
+            user_input_schema=user_input_schema,
+            stop_after_tool_call=stop_after_tool_call,
+            editable_args=editable_args,
+        )
+
+    def pause(self) -> None:
+        """Pause until every call that waits for a decision has one."""
+        self._require_status(RunStatus.RUNNING, "pause")
+        waiting = [c["tool_call_id"] for c in self.pending_calls()]
+        if not waiting:
+            raise InvalidRunTransition("nothing to wait for: no call needs a decision")
+        self.trigger_event(self.RunPaused, waiting_for=waiting)
+
+    def confirm_tool(
+        self, tool_call_id: str, *, decided_by: str, note: str | None = None,
+        approved_args: Json | None = None, request_key: str | None = None,
+    ) -> None:
+        call = self._pending_call(tool_call_id, DecisionKind.CONFIRMED)
+        if approved_args is not None and approved_args == call["tool_args"]:
+            approved_args = None
+        if approved_args is not None and not call["editable_args"]:
+            raise InvalidDecision(f"the arguments of {call['tool_name']!r} may not be edited")
+        self.trigger_event(self.ToolConfirmed, tool_call_id=tool_call_id,
+                           decided_by=decided_by, note=note, approved_args=approved_args,
+                           request_key=request_key)
+
+    def reject_tool(self, tool_call_id: str, *, decided_by: str, reason: str | None = None,
+                    request_key: str | None = None) -> None:
+        self._pending_call(tool_call_id, DecisionKind.REJECTED)
+        self.trigger_event(self.ToolRejected, tool_call_id=tool_call_id,
+                           decided_by=decided_by, reason=reason, request_key=request_key)
+
+    def provide_external_result(self, tool_call_id: str, *, decided_by: str, result: str,
+                                request_key: str | None = None) -> None:
+        self._pending_call(tool_call_id, DecisionKind.EXTERNAL_RESULT)
+        self.trigger_event(self.ExternalResultProvided, tool_call_id=tool_call_id,
+                           decided_by=decided_by, result=result, request_key=request_key)
+
+    def provide_user_input(self, tool_call_id: str, *, decided_by: str, values: Json,
+                           request_key: str | None = None) -> None:
+        call = self._pending_call(tool_call_id, DecisionKind.USER_INPUT)
+        wanted = [f["name"] for f in call["user_input_schema"] or []]
+        missing = [n for n in wanted if values.get(n) is None]
+        if missing:
+            raise InvalidDecision(f"user input is missing: {', '.join(missing)}")
+        unknown = sorted(set(values) - set(wanted))
+        if unknown:
+            raise InvalidDecision(f"not an input field of this call: {', '.join(unknown)}")
+        self.trigger_event(self.UserInputProvided, tool_call_id=tool_call_id,
+                           decided_by=decided_by, values=values, request_key=request_key)
+
+    def continue_run(self) -> None:
+        """Continue a paused run once every call it waited for has its decision."""
+        self._require_status(RunStatus.PAUSED, "continue")
+        waiting = [c["tool_call_id"] for c in self.pending_calls()]
+        if waiting:
+            raise InvalidRunTransition(f"still waiting for: {', '.join(waiting)}")
+        self.trigger_event(self.RunContinued)
+
+    def start_tool(self, tool_call_id: str, *, deadline: datetime) -> None:
+        self._require_status(RunStatus.RUNNING, "run a tool")
+        call = self._call(tool_call_id)
+        if call["state"] != CallState.APPROVED:
+            raise InvalidRunTransition(f"call {tool_call_id!r} is {call['state']}, not approved")
+        self.trigger_event(self.ToolExecutionStarted, tool_call_id=tool_call_id,
+                           attempt=call["attempts"] + 1, deadline=deadline)
+
+    def record_tool_result(self, tool_call_id: str, result: str) -> None:
+        self._require_started(tool_call_id)
+        self.trigger_event(self.ToolExecuted, tool_call_id=tool_call_id, result=result)
+
+    def record_tool_failure(self, tool_call_id: str, error: str) -> None:
+        self._require_started(tool_call_id)
+        self.trigger_event(self.ToolFailed, tool_call_id=tool_call_id, error=error)
+
+    def mark_in_doubt(self, tool_call_id: str) -> None:
+        call = self._call(tool_call_id)
+        if call["state"] != CallState.RUNNING:
+            raise InvalidRunTransition(f"call {tool_call_id!r} is {call['state']}, not running")
+        self.trigger_event(self.ToolCallInDoubt, tool_call_id=tool_call_id)
+
+    def complete(self, content: str | None) -> None:
+        self._require_status(RunStatus.RUNNING, "complete")
+        open_calls = [c["tool_call_id"] for c in self.calls_in(*_OPEN)]
+        if open_calls:
+            raise InvalidRunTransition(f"calls still open: {', '.join(open_calls)}")
+        self.trigger_event(self.RunCompleted, content=content)
+
+    def fail(self, error: str) -> None:
+        if self.status.is_final:
+            raise InvalidRunTransition(f"the run is {self.status}")
+        self.trigger_event(self.RunFailed, error=error)
+
+    def cancel(self, *, cancelled_by: str, reason: str | None = None) -> None:
+        if self.status.is_final:
+            raise InvalidRunTransition(f"the run is already {self.status}")
+        self.trigger_event(self.RunCancelled, cancelled_by=cancelled_by, reason=reason)
+
+    # ---------------------------------------------------------------- guards
+
+    def _require_status(self, status: RunStatus, doing: str) -> None:
+        if self.status != status:
+            raise InvalidRunTransition(f"cannot {doing}: the run is {self.status}")
+
+    def _call(self, tool_call_id: str) -> Json:
+        try:
+            return self.calls[tool_call_id]
+        except KeyError:
+            raise ToolCallNotFound(f"run has no tool call {tool_call_id!r}") from None
+
+    def _pending_call(self, tool_call_id: str, kind: DecisionKind) -> Json:
+        if self.status.is_final:
+            raise InvalidRunTransition(f"cannot decide: the run is {self.status}")
+        call = self._call(tool_call_id)
+        if call["state"] == CallState.IN_DOUBT:
+            if kind == DecisionKind.USER_INPUT:
+                raise WrongDecisionKind("a call in doubt is confirmed (run it again), "
+                                        "rejected, or given its result")
+            return call
+        if call["state"] != CallState.PENDING:
+            raise ToolCallNotPending(
+                f"call {tool_call_id!r} is not waiting for a decision (it is {call['state']})",
+                decision=call["decision"],
+            )
+        allowed = {
+            Requirement.CONFIRMATION: (DecisionKind.CONFIRMED, DecisionKind.REJECTED),
+            Requirement.EXTERNAL_EXECUTION: (DecisionKind.EXTERNAL_RESULT, DecisionKind.REJECTED),
+            Requirement.USER_INPUT: (DecisionKind.USER_INPUT, DecisionKind.REJECTED),
+        }[Requirement(call["requires"])]
+        if kind not in allowed:
+            raise WrongDecisionKind(
+                f"call {tool_call_id!r} waits for {call['requires']}, not {kind}")
+        return call
+
+    def _require_started(self, tool_call_id: str) -> None:
+        call = self._call(tool_call_id)
+        # A late outcome of a call marked in doubt still resolves it.
+        if call["state"] not in (CallState.RUNNING, CallState.IN_DOUBT):
+            raise InvalidRunTransition(f"call {tool_call_id!r} is {call['state']}, not running")
+
+
+def _decision(event: Aggregate.Event, kind: DecisionKind, **fields: Any) -> Json:
+    return {"kind": str(kind), "decided_by": getattr(event, "decided_by"),  # noqa: B009
+            "decided_at": event.timestamp, "version": event.originator_version,
+            "request_key": getattr(event, "request_key"), **fields}  # noqa: B009
+
+
+def _openai_tool_call(call: Json) -> Json:
+    return {"id": call["id"], "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["args"])}}
+
+
+def tool_message_content(call: Json) -> str | None:
+    """What the model is told about a resolved call; None while it is unresolved."""
+    state = call["state"]
+    if state in (CallState.EXECUTED, CallState.ANSWERED):
+        return str(call["result"])
+    if state == CallState.FAILED:
+        return f"Error: {call['error']}"
+    if state == CallState.REJECTED:
+        reason = (call["decision"] or {}).get("reason")
+        return reason or "The user rejected this tool call; it was not run."
+    return None

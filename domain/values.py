@@ -1,0 +1,52 @@
+"""Values of the run domain: statuses, kinds of decision, states of a tool call."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    """Agno's run statuses, as on the wire."""
+
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    ERROR = "ERROR"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.CANCELLED, RunStatus.ERROR)
+
+
+class Requirement(StrEnum):
+    """What a tool call waits for before it may run."""
+
+    CONFIRMATION = "confirmation"
+    EXTERNAL_EXECUTION = "external_execution"
+    USER_INPUT = "user_input"
+
+
+class CallState(StrEnum):
+    """Where one tool call is in its life."""
+
+    PENDING = "pending"  # waits for a person's (or a system's) decision
+    APPROVED = "approved"  # may run: needed nothing, or was confirmed / given its input
+    REJECTED = "rejected"  # will not run; the model is told why
+    ANSWERED = "answered"  # an external system supplied its result
+    RUNNING = "running"  # execution started; outcome not yet recorded
+    EXECUTED = "executed"
+    FAILED = "failed"
+    IN_DOUBT = "in_doubt"  # started, outcome unknown after a crash: a person decides
+    CANCELLED = "cancelled"
+
+
+class DecisionKind(StrEnum):
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+    EXTERNAL_RESULT = "external_result"
+    USER_INPUT = "user_input"
+
+
+# The pseudo tool a run waits on when its agent has ``confirm_before_run``.
+RUN_CONFIRMATION_TOOL = "confirm_run"

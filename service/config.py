@@ -1,0 +1,85 @@
+"""Settings: every ``SIGNOFF_*`` variable, validated at start (pydantic-settings)."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIGNOFF_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///signoff.db",
+        description="Where events are stored: sqlite:///PATH (a file; the default) or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DBNAME. sqlite:///:memory: keeps nothing.",
+    )
+    model: str = Field(
+        "",
+        description="The default model for agents that name none: 'offline' (deterministic, "
+        "no network) or 'openai:MODEL_ID' (any OpenAI-compatible endpoint; OPENAI_API_KEY, "
+        "OPENAI_BASE_URL). Empty: openai:gpt-4o-mini when OPENAI_API_KEY is set, else offline.",
+    )
+    agents: str = Field(
+        "agent.demo",
+        description="Comma-separated Python modules whose module-level Agent objects are served.",
+    )
+    host: str = Field("127.0.0.1", description="Address `signoff serve` listens on.")
+    port: int = Field(7777, ge=1, le=65535, description="Port `signoff serve` listens on.")
+    tool_timeout: float = Field(
+        300.0, gt=0,
+        description="Seconds a tool may run. A call whose outcome was not recorded by then "
+        "(the process died) is in doubt: a person decides, unless the tool is idempotent.",
+    )
+    model_timeout: float = Field(60.0, gt=0, description="Seconds a model call may take.")
+    max_model_turns: int = Field(
+        10, ge=1, description="Model turns one request may drive before the run fails.")
+    postgres_pool_size: int = Field(10, ge=1, description="PostgreSQL connections per process.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        scheme = urlsplit(v).scheme
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v and v != "offline" and not (v.startswith("openai:") and len(v) > 7):
+            raise ValueError("must be 'offline' or 'openai:MODEL_ID'")
+        return v
+
+    def default_model_spec(self) -> str:
+        if self.model:
+            return self.model
+        return "openai:gpt-4o-mini" if os.environ.get("OPENAI_API_KEY") else "offline"
+
+
+def eventsourcing_env(settings: Settings) -> dict[str, str]:
+    """Map ``SIGNOFF_DATABASE_URL`` onto eventsourcing's own persistence settings."""
+    url = urlsplit(settings.database_url)
+    if url.scheme == "sqlite":
+        # sqlite:///relative/path, sqlite:////absolute/path, sqlite:///:memory:
+        path = settings.database_url[len("sqlite:///"):] or "signoff.db"
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": path if path != ":memory:" else "file::memory:?cache=shared",
+            "SQLITE_LOCK_TIMEOUT": "10",
+        }
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": url.path.lstrip("/") or "signoff",
+        "POSTGRES_HOST": url.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(url.port or 5432),
+        "POSTGRES_USER": unquote(url.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(url.password or ""),
+        "POSTGRES_POOL_SIZE": str(settings.postgres_pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(settings.postgres_pool_size),
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_LOCK_TIMEOUT": "5",
+    }

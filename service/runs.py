@@ -1,0 +1,60 @@
+"""The eventsourcing Application: where runs are stored and read back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import DomainEventProtocol
+
+from domain.run import Run
+
+
+class RunNotFound(Exception):
+    """No run has this id."""
+
+
+class RunService(Application[UUID]):
+    """Stores runs as event streams. The agent loop drives them; the API reads them."""
+
+    name = "signoff"
+    snapshotting_intervals = {Run: 100}
+
+    def get_run(self, run_id: str | UUID, version: int | None = None) -> Run:
+        try:
+            uuid = run_id if isinstance(run_id, UUID) else UUID(str(run_id))
+        except ValueError:
+            raise RunNotFound(f"no run {run_id!r}") from None
+        try:
+            run = self.repository.get(uuid, version=version)
+        except AggregateNotFoundError:
+            raise RunNotFound(f"no run {run_id!r}") from None
+        if not isinstance(run, Run):  # pragma: no cover - only runs are stored
+            raise RunNotFound(f"no run {run_id!r}")
+        return run
+
+    def run_events(self, run_id: str | UUID) -> list[DomainEventProtocol[UUID]]:
+        """Every event of one run, in order (``RunNotFound`` when there are none)."""
+        run = self.get_run(run_id)  # raises RunNotFound; cheap with snapshots
+        return list(self.repository.event_store.get(run.id))
+
+    def log(self, start: int = 1, limit: int = 500,
+            topics: Sequence[str] = ()) -> Iterator[tuple[int, DomainEventProtocol[UUID]]]:
+        """Follow the whole event log from ``start``: (notification id, event) pairs."""
+        recorder = self.recorder
+        while True:
+            page = recorder.select_notifications(start, limit, topics=topics)
+            for n in page:
+                yield n.id, self.mapper.to_domain_event(n)
+            if len(page) < limit:
+                return
+            start = page[-1].id + 1
+
+    def head(self) -> int:
+        """The notification id of the newest event in the log (0 when empty)."""
+        return self.recorder.max_notification_id() or 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"persistence": type(self.factory).__module__}

@@ -1,0 +1,148 @@
+"""The OpenAI adapter, driven through the real ``openai`` SDK against a local fake server."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+import pytest
+
+from agent.models.base import ModelError, ModelTurn, ToolCallProposal, ToolSpec
+from agent.models.openai import OpenAIModel
+from tests.support.fake_openai import FakeOpenAI, error_reply, text_reply, tool_call_reply
+
+MESSAGES = [
+    {"role": "system", "content": "You are helpful."},
+    {"role": "user", "content": "Refund order 42."},
+]
+REFUND = ToolSpec(
+    "refund",
+    "Refund an order.",
+    {"type": "object", "properties": {"order_id": {"type": "integer"}}, "required": ["order_id"]},
+)
+
+
+def model_for(fake: FakeOpenAI, **options: object) -> OpenAIModel:
+    return OpenAIModel(base_url=fake.base_url, api_key="sk-test", **options)  # type: ignore[arg-type]
+
+
+def test_the_model_names_its_model_id_and_the_openai_provider(fake_openai: FakeOpenAI) -> None:
+    model = model_for(fake_openai, model="gpt-4.1")
+    assert (model.name, model.provider) == ("gpt-4.1", "openai")
+
+
+def test_a_text_answer_becomes_a_turn_with_content_and_token_usage(
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.script(text_reply("Done.", usage=(21, 4)))
+    turn = model_for(fake_openai).respond(MESSAGES, [])
+    assert turn == ModelTurn(content="Done.", tool_calls=[], input_tokens=21, output_tokens=4)
+
+
+def test_an_answer_without_usage_counts_zero_tokens(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(text_reply("Done.", usage=None))
+    turn = model_for(fake_openai).respond(MESSAGES, [])
+    assert (turn.input_tokens, turn.output_tokens) == (0, 0)
+
+
+def test_proposed_tool_calls_become_proposals_with_parsed_arguments(
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.script(
+        tool_call_reply([("call_1", "refund", {"order_id": 42}), ("call_2", "refund", {})])
+    )
+    turn = model_for(fake_openai).respond(MESSAGES, [REFUND])
+    assert turn.content is None
+    assert turn.tool_calls == [
+        ToolCallProposal("call_1", "refund", {"order_id": 42}),
+        ToolCallProposal("call_2", "refund", {}),
+    ]
+
+
+def test_the_request_carries_the_model_id_messages_and_tools_in_function_format(
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.script(text_reply("ok"))
+    history = [
+        *MESSAGES,
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "refund", "arguments": '{"order_id": 42}'},
+        }]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "refunded"},
+    ]
+    model_for(fake_openai, model="gpt-4.1-mini").respond(history, [REFUND])
+    [sent] = fake_openai.requests
+    assert sent["model"] == "gpt-4.1-mini"
+    assert sent["messages"] == history
+    assert sent["tools"] == [{
+        "type": "function",
+        "function": {
+            "name": "refund",
+            "description": "Refund an order.",
+            "parameters": REFUND.parameters,
+        },
+    }]
+
+
+def test_no_tools_key_is_sent_when_there_are_no_tools(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(text_reply("ok"))
+    model_for(fake_openai).respond(MESSAGES, [])
+    assert "tools" not in fake_openai.requests[0]
+
+
+@pytest.mark.parametrize("status", [500, 429])
+def test_an_api_error_status_raises_model_error(fake_openai: FakeOpenAI, status: int) -> None:
+    fake_openai.script(error_reply(status, "the model is unavailable"))
+    with pytest.raises(ModelError, match=rf"HTTP {status}.*the model is unavailable") as info:
+        model_for(fake_openai, max_retries=0).respond(MESSAGES, [])
+    assert info.value.__cause__ is not None
+    assert len(fake_openai.requests) == 1
+
+
+def test_a_failed_request_is_retried_when_retries_are_allowed(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(error_reply(500, "hiccup"), text_reply("recovered"))
+    turn = model_for(fake_openai, max_retries=1).respond(MESSAGES, [])
+    assert turn.content == "recovered"
+    assert len(fake_openai.requests) == 2
+
+
+@pytest.mark.parametrize("arguments", ['{"order_id": 4', "[42]", '"42"'])
+def test_tool_arguments_that_are_not_a_json_object_raise_model_error(
+    fake_openai: FakeOpenAI, arguments: str
+) -> None:
+    fake_openai.script(tool_call_reply([("call_1", "refund", arguments)]))
+    with pytest.raises(ModelError, match="refund"):
+        model_for(fake_openai).respond(MESSAGES, [REFUND])
+
+
+def test_a_timeout_raises_model_error(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(dataclasses.replace(text_reply("late"), delay=1))
+    with pytest.raises(ModelError, match="timed out"):
+        model_for(fake_openai, timeout=0.2, max_retries=0).respond(MESSAGES, [])
+
+
+def test_an_unreachable_server_raises_model_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound but not listening: connections are refused
+        model = OpenAIModel(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+        with pytest.raises(ModelError, match="cannot reach"):
+            model.respond(MESSAGES, [])
+
+
+def test_the_sdk_uses_base_url_and_api_key_from_the_environment(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    fake_openai.script(text_reply("hello from env"))
+    assert OpenAIModel().respond(MESSAGES, []).content == "hello from env"
+    assert fake_openai.headers[0]["authorization"] == "Bearer sk-from-env"
+
+
+def test_missing_credentials_raise_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("OPENAI_API_KEY", "OPENAI_ADMIN_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ModelError, match="OpenAI client"):
+        OpenAIModel(base_url="http://127.0.0.1:9/v1")

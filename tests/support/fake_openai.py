@@ -1,0 +1,181 @@
+"""A local OpenAI-compatible chat-completions server, run for real, for tests.
+
+It answers ``POST /v1/chat/completions`` from a script of canned replies the test sets,
+and records every request body it received::
+
+    def test_something(fake_openai):
+        fake_openai.script(text_reply("hi"), tool_call_reply([("c1", "add", {"a": 1})]))
+        model = OpenAIModel(base_url=fake_openai.base_url, api_key="test")
+        ...
+        assert fake_openai.requests[0]["model"] == "gpt-4o-mini"
+
+When the script runs out it answers HTTP 400 (which the SDK does not retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One canned HTTP answer: a status, a JSON body, extra headers, a delay in seconds."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+def _usage(usage: tuple[int, int] | None) -> dict[str, Any]:
+    if usage is None:
+        return {}
+    prompt, completion = usage
+    return {
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+    }
+
+
+def _completion(message: dict[str, Any], finish: str, usage: tuple[int, int] | None) -> Reply:
+    choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+    return Reply(200, {"object": "chat.completion", "choices": [choice], **_usage(usage)})
+
+
+def text_reply(content: str, *, usage: tuple[int, int] | None = (10, 5)) -> Reply:
+    """An assistant text answer; ``usage`` is (prompt_tokens, completion_tokens) or None."""
+    return _completion({"role": "assistant", "content": content}, "stop", usage)
+
+
+def tool_call_reply(
+    calls: list[tuple[str, str, dict[str, Any] | str]],
+    *,
+    content: str | None = None,
+    usage: tuple[int, int] | None = (10, 5),
+) -> Reply:
+    """An answer proposing tool calls ``(id, name, args)``; a str ``args`` is sent verbatim."""
+    tool_calls = [
+        {
+            "id": cid,
+            "type": "function",
+            "function": {
+                "name": name,
+                "arguments": args if isinstance(args, str) else json.dumps(args),
+            },
+        }
+        for cid, name, args in calls
+    ]
+    message = {"role": "assistant", "content": content, "tool_calls": tool_calls}
+    return _completion(message, "tool_calls", usage)
+
+
+def error_reply(status: int, message: str, *, retry_after_ms: int = 10) -> Reply:
+    """An OpenAI-style error; ``retry-after-ms`` keeps any SDK retries fast."""
+    body = {"error": {"message": message, "type": "fake_error", "param": None, "code": None}}
+    return Reply(status, body, {"retry-after-ms": str(retry_after_ms)})
+
+
+class FakeOpenAI:
+    """The running server's state: where it listens, what it received, what it will answer."""
+
+    def __init__(self) -> None:
+        self.base_url = ""
+        self.requests: list[dict[str, Any]] = []  # JSON bodies of chat-completion requests
+        self.headers: list[dict[str, str]] = []  # their headers, names lower-cased
+        self._replies: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    def script(self, *replies: Reply) -> None:
+        """Queue replies, answered in order, one per chat-completion request."""
+        with self._lock:
+            self._replies.extend(replies)
+
+    def _next(self, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        with self._lock:
+            self.requests.append(body)
+            self.headers.append(headers)
+            if self._replies:
+                return self._replies.popleft()
+        return error_reply(400, "fake_openai: no scripted reply left")
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/v1/chat/completions")
+        async def chat_completions(request: Request) -> JSONResponse:
+            body = await request.json()
+            reply = self._next(body, {k.lower(): v for k, v in request.headers.items()})
+            await asyncio.sleep(reply.delay)
+            content = dict(reply.body)
+            if reply.status == 200:
+                content.update(
+                    id=f"chatcmpl-fake-{next(self._ids)}",
+                    created=int(time.time()),
+                    model=body.get("model", "fake"),
+                )
+            return JSONResponse(content, status_code=reply.status, headers=reply.headers)
+
+        @app.get("/v1/models")
+        async def models() -> dict[str, Any]:
+            ids = sorted({"gpt-4o-mini", *(r["model"] for r in self.requests if "model" in r)})
+            return {
+                "object": "list",
+                "data": [
+                    {"id": i, "object": "model", "created": 0, "owned_by": "fake"} for i in ids
+                ],
+            }
+
+        return app
+
+
+@contextmanager
+def run_fake_openai() -> Iterator[FakeOpenAI]:
+    """Start a :class:`FakeOpenAI` on 127.0.0.1 at a free port; stop it on exit."""
+    fake = FakeOpenAI()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(fake.app(), log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("fake OpenAI server did not start")
+            time.sleep(0.01)
+        fake.base_url = f"http://127.0.0.1:{port}/v1"
+        yield fake
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A running fake OpenAI server for one test (see :func:`run_fake_openai`)."""
+    with run_fake_openai() as fake:
+        yield fake
