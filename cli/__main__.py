@@ -48,7 +48,13 @@ def serve(
     settings = _settings(agents=agents, host=host, port=port, database_url=database_url)
     from service.bootstrap import build_loop
 
-    build_loop(settings).close()  # fail fast: bad agents module, bad model settings
+    try:  # fail fast: a bad agents module, a model that cannot be set up, a store unreachable
+        loop = build_loop(settings)
+        loop.close()
+        loop.app.close()
+    except Exception as e:
+        typer.echo(f"signoff: cannot start: {type(e).__name__}: {e}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"signoff: store {settings.database_url}, model "
                f"{settings.default_model_spec()}, agents from {settings.agents}", err=True)
     uvicorn.run("api.app:create_app", factory=True, host=settings.host, port=settings.port,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from agent.loop import AgentLoop, load_agents
 from agent.models.base import ModelClient
 from service.config import Settings, eventsourcing_env
@@ -16,7 +18,9 @@ def build_model(spec: str, timeout: float = 60.0) -> ModelClient:
         return OfflineModel()
     from agent.models.openai import OpenAIModel
 
-    return OpenAIModel(model=spec.removeprefix("openai:"), timeout=timeout)
+    # An empty OPENAI_BASE_URL (as docker compose passes it) means the default endpoint.
+    base_url = os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    return OpenAIModel(model=spec.removeprefix("openai:"), base_url=base_url, timeout=timeout)
 
 
 def build_app(settings: Settings) -> RunService:

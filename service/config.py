@@ -83,3 +83,16 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_CONNECT_TIMEOUT": "5",
         "POSTGRES_LOCK_TIMEOUT": "5",
     }
+
+
+def reference_table() -> str:
+    """The settings as a Markdown table (``docs/configuration.md`` is made from this)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, f in Settings.model_fields.items():
+        default = "" if f.default is None else str(f.default)
+        rows.append(f"| `SIGNOFF_{name.upper()}` | `{default}` | {f.description or ''} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_table(), end="")

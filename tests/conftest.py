@@ -5,4 +5,8 @@ tests/support/fake_openai.py (``fake_openai``) are registered here so that any
 test under tests/ can use them.
 """
 
-pytest_plugins = ["tests.support.postgres", "tests.support.fake_openai"]
+pytest_plugins = [
+    "tests.support.postgres",
+    "tests.support.fake_openai",
+    "tests.support.server",
+]

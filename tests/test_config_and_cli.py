@@ -1,0 +1,85 @@
+"""Settings, the generated configuration reference, and the ``signoff`` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.config import Settings, eventsourcing_env, reference_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def signoff(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=60, env={**os.environ, **env})
+
+
+def test_the_configuration_reference_is_generated_from_the_settings() -> None:
+    assert reference_table() in (ROOT / "docs" / "configuration.md").read_text()
+
+
+def test_sqlite_and_postgresql_urls_map_onto_eventsourcing_settings() -> None:
+    env = eventsourcing_env(Settings(database_url="sqlite:///data/s.db"))
+    assert env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite"
+    assert env["SQLITE_DBNAME"] == "data/s.db"
+    env = eventsourcing_env(Settings(database_url="sqlite:////abs/s.db"))
+    assert env["SQLITE_DBNAME"] == "/abs/s.db"
+    env = eventsourcing_env(Settings(database_url="postgresql://al%40x:p%2Fw@db.local:6543/runs"))
+    assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+    assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == ("al@x", "p/w")
+    assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"]) == (
+        "db.local", "6543", "runs")
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("SIGNOFF_DATABASE_URL", "mysql://x"),
+    ("SIGNOFF_PORT", "seventy"),
+    ("SIGNOFF_MODEL", "anthropic:claude"),
+    ("SIGNOFF_TOOL_TIMEOUT", "-1"),
+])
+def test_starting_with_an_invalid_setting_exits_with_a_message_naming_the_variable(
+    variable: str, value: str
+) -> None:
+    result = signoff("serve", **{variable: value})
+    assert result.returncode == 2
+    assert variable in result.stderr
+
+
+def test_serving_agents_from_a_module_that_does_not_exist_exits_with_a_message() -> None:
+    result = signoff("serve", "--agents", "no_such_module_here")
+    assert result.returncode == 2
+    assert "no_such_module_here" in result.stderr
+
+
+def test_runs_show_prints_a_runs_history_and_its_state_at_a_version(tmp_path: Path) -> None:
+    from agent.loop import AgentLoop, load_agents
+    from agent.models.offline import OfflineModel
+    from service.runs import RunService
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = RunService(env=eventsourcing_env(Settings(database_url=url)))
+    loop = AgentLoop(app, load_agents(["agent.demo"]), OfflineModel())
+    run = loop.start("data_manager", "Delete 50 old records from the users table",
+                     user_id="u1")
+    app.close()
+
+    result = signoff("runs", "show", run.run_id, SIGNOFF_DATABASE_URL=url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "status PAUSED" in lines[0]
+    assert [line.split()[3] for line in lines[1:]] == [
+        "RunStarted", "ModelResponded", "ToolCallRequested", "RunPaused"]
+
+    result = signoff("runs", "show", run.run_id, "--at-version", "2",
+                     SIGNOFF_DATABASE_URL=url)
+    assert "status RUNNING  version 2" in result.stdout
+
+    result = signoff("runs", "show", "00000000-0000-0000-0000-000000000000",
+                     SIGNOFF_DATABASE_URL=url)
+    assert result.returncode == 1
+    assert "no run" in result.stderr
