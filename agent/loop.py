@@ -215,8 +215,7 @@ class AgentLoop:
         if not (expired or (stale and not running)):
             return run
         for call in expired:
-            tool = agent.get_tool(call["tool_name"])
-            if tool is None or not tool.idempotent:
+            if not _idempotent(agent, call):
                 run.mark_in_doubt(call["tool_call_id"])
         if run.pending_calls():
             run.pause()
@@ -226,7 +225,7 @@ class AgentLoop:
                 return self.app.get_run(run_id)
             return run
         try:
-            return self._drive(run, agent, observer, retry_running=True)
+            return self._drive(run, agent, observer)
         except IntegrityError:
             return self.app.get_run(run_id)
 
@@ -254,8 +253,7 @@ class AgentLoop:
         if observer is not None:
             observer(run, pending)
 
-    def _drive(self, run: Run, agent: Agent, observer: Observer | None,
-               retry_running: bool = False) -> Run:
+    def _drive(self, run: Run, agent: Agent, observer: Observer | None) -> Run:
         """Drive a RUNNING run until it pauses or ends; save at the durable points."""
         turns = 0
         while run.status == RunStatus.RUNNING:
@@ -267,9 +265,13 @@ class AgentLoop:
                 run.cancel(cancelled_by=d.get("decided_by", "system"), reason=d.get("reason"))
                 break
             to_run = run.calls_in(CallState.APPROVED)
-            if retry_running:
-                now = self.clock()
-                to_run += [c for c in run.calls_in(CallState.RUNNING) if c["deadline"] < now]
+            # Idempotent calls a crashed process left running past their deadline run
+            # again: when recover() drives on, and also when the run had paused for a
+            # call of the same batch that was in doubt (recover() marks every other
+            # expired call in doubt, so none of them is picked up here).
+            now = self.clock()
+            to_run += [c for c in run.calls_in(CallState.RUNNING)
+                       if c["deadline"] < now and _idempotent(agent, c)]
             if to_run:
                 done = self._run_tools(run, agent, to_run, observer)
                 if done:
@@ -360,6 +362,11 @@ class AgentLoop:
         except Exception as e:  # the tool's own failure is recorded, not raised
             return e
         return result if isinstance(result, str) else _to_text(result)
+
+
+def _idempotent(agent: Agent, call: dict[str, Any]) -> bool:
+    tool = agent.get_tool(call["tool_name"])
+    return tool is not None and tool.idempotent
 
 
 def _to_text(value: Any) -> str:

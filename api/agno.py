@@ -233,10 +233,14 @@ def decisions_from_tools(run: Run, tools: list[Json]) -> tuple[list[Decision], l
         if call["state"] in (CallState.PENDING, CallState.IN_DOUBT):
             decisions.append(d)
             continue
-        standing = call["decision"] or {}
+        standing = call["decision"]
+        if standing is None:  # e.g. cancelled with its run: nothing was decided on it
+            raise ToolCallNotPending(
+                f"call {call_id!r} is not waiting for a decision (it is {call['state']}; "
+                f"the run is {run.status})")
         if standing.get("kind") != d.kind:
             raise ToolCallNotPending(
-                f"call {call_id!r} was already decided otherwise", decision=call["decision"])
+                f"call {call_id!r} was already decided otherwise", decision=standing)
         repeats.append(item)
     return decisions, repeats
 
@@ -252,24 +256,30 @@ def _decision(call: Json, item: Json) -> Decision | None:
     result = item.get("result")
     requires = call["requires"]
     in_doubt = call["state"] == CallState.IN_DOUBT
+    if requires is None and not in_doubt:
+        # The call never waited for anyone (it runs at once): as in Agno, a decision on it
+        # is ignored, so a client may set ``confirmed: true`` on every item it sends back.
+        return None
     if confirmed is False:
         return Decision(call_id, DecisionKind.REJECTED, note=note)
-    if result is not None and (requires == Requirement.EXTERNAL_EXECUTION or in_doubt):
-        text = result if isinstance(result, str) else json.dumps(result)
+    text = None if result is None else result if isinstance(result, str) else json.dumps(result)
+    if text is not None and (requires == Requirement.EXTERNAL_EXECUTION or in_doubt):
         return Decision(call_id, DecisionKind.EXTERNAL_RESULT, result=text)
     if requires == Requirement.USER_INPUT and not in_doubt:
         schema = item.get("user_input_schema")
-        if not isinstance(schema, list):
-            return None
         values = {f["name"]: f.get("value") for f in schema
-                  if isinstance(f, dict) and isinstance(f.get("name"), str)}
-        if all(v is None for v in values.values()):
-            return None
-        return Decision(call_id, DecisionKind.USER_INPUT,
-                        values={k: v for k, v in values.items() if v is not None})
-    if confirmed is True:
+                  if isinstance(f, dict) and isinstance(f.get("name"), str)
+                  } if isinstance(schema, list) else {}
+        if any(v is not None for v in values.values()):
+            return Decision(call_id, DecisionKind.USER_INPUT,
+                            values={k: v for k, v in values.items() if v is not None})
+    elif confirmed is True:
         args = item.get("tool_args")
         if args is not None and not isinstance(args, dict):
             raise ProblemError(422, f"'tool_args' of {call_id!r} must be an object")
         return Decision(call_id, DecisionKind.CONFIRMED, note=note, approved_args=args)
+    if text is not None and call["state"] == CallState.PENDING:
+        # A result for a call that waits for a confirmation or for input: the wrong kind
+        # of decision, which the run refuses (409) rather than ignore it (422).
+        return Decision(call_id, DecisionKind.EXTERNAL_RESULT, result=text)
     return None

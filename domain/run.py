@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -229,6 +229,17 @@ class Run(Aggregate):
             for call in run.calls.values():
                 if call["state"] in (CallState.PENDING, CallState.APPROVED, CallState.IN_DOUBT):
                     call["state"] = CallState.CANCELLED
+
+    class Snapshot(Aggregate.Snapshot):
+        """A snapshot's state is stored as JSON, so its enums come back as plain strings:
+        restore them, or ``run.status.is_final`` breaks on a run loaded from a snapshot."""
+
+        def mutate(self, _: None) -> Run:
+            run = cast(Run, super().mutate(_))
+            run.status = RunStatus(run.status)
+            for call in run.calls.values():
+                call["state"] = CallState(call["state"])
+            return run
 
     # ------------------------------------------------------- creation, state
 
