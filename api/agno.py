@@ -56,8 +56,9 @@ def tool_execution(call: Json) -> Json:
         "created_at": _epoch(call["requested_at"]),
         "requires_confirmation": (pending and requires == Requirement.CONFIRMATION) or in_doubt,
         "confirmed": {DecisionKind.CONFIRMED: True, DecisionKind.REJECTED: False}.get(kind),
-        "confirmation_note": decision.get("note") or decision.get("reason")
-        or (call["confirmation_message"] if pending else None),
+        # The reviewer's note or reason. The tool's confirmation message is not put here:
+        # a client sending the list back as it came would record it as the note.
+        "confirmation_note": decision.get("note") or decision.get("reason"),
         "requires_user_input": (pending and requires == Requirement.USER_INPUT) or None,
         "user_input_schema": schema,
         "user_feedback_schema": None,

@@ -83,3 +83,50 @@ def test_runs_show_prints_a_runs_history_and_its_state_at_a_version(tmp_path: Pa
                      SIGNOFF_DATABASE_URL=url)
     assert result.returncode == 1
     assert "no run" in result.stderr
+
+
+def test_signoff_serve_serves_your_own_agents_module_from_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    from tests.support.server import free_port
+
+    (tmp_path / "my_agents.py").write_text(
+        "from agent.tools import Agent, tool\n\n"
+        "@tool(stop_before_execution=True, execution_message='Really pay?')\n"
+        "def send_payment(to: str, amount: float) -> str:\n"
+        "    '''Send a payment.'''\n"
+        "    return f'paid {amount} to {to}'\n\n"
+        "payments = Agent(id='payments', name='Payments', tools=[send_payment])\n")
+    port = free_port()
+    env = {**os.environ, "SIGNOFF_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--agents", "my_agents", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        agents = None
+        for _ in range(200):
+            try:
+                agents = httpx.get(f"http://127.0.0.1:{port}/agents", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                import time
+
+                time.sleep(0.05)
+        assert agents is not None
+        assert [a["id"] for a in agents] == ["payments"]
+        tool = agents[0]["tools"]["tools"][0]
+        assert (tool["name"], tool["requires_confirmation"]) == ("send_payment", True)
+        r = httpx.post(f"http://127.0.0.1:{port}/agents/payments/runs",
+                       data={"message": "call send_payment {\"to\": \"bob\", \"amount\": 5}",
+                             "stream": "false"})
+        paused = r.json()
+        assert paused["status"] == "PAUSED"
+        run = httpx.get(f"http://127.0.0.1:{port}/runs/{paused['run_id']}").json()
+        assert run["pending"][0]["confirmation_message"] == "Really pay?"
+    finally:
+        proc.terminate()
+        proc.wait(10)
