@@ -216,6 +216,7 @@ class Run(Aggregate):
         def apply(self, run: Run) -> None:
             run.status = RunStatus.ERROR
             run.error = self.error
+            _close_open_calls(run)
 
     class RunCancelled(Aggregate.Event):
         cancelled_by: str
@@ -225,10 +226,7 @@ class Run(Aggregate):
             run.status = RunStatus.CANCELLED
             run.cancelled_by = self.cancelled_by
             run.cancel_reason = self.reason
-            run.waiting_for = []
-            for call in run.calls.values():
-                if call["state"] in (CallState.PENDING, CallState.APPROVED, CallState.IN_DOUBT):
-                    call["state"] = CallState.CANCELLED
+            _close_open_calls(run)
 
     class Snapshot(Aggregate.Snapshot):
         """A snapshot's state is stored as JSON, so its enums come back as plain strings:
@@ -515,6 +513,16 @@ class Run(Aggregate):
         # A late outcome of a call marked in doubt still resolves it.
         if call["state"] not in (CallState.RUNNING, CallState.IN_DOUBT):
             raise InvalidRunTransition(f"call {tool_call_id!r} is {call['state']}, not running")
+
+
+def _close_open_calls(run: Run) -> None:
+    """A run that ends takes its undecided and unstarted calls with it. A call already
+    running keeps its state: its outcome, when it comes, is still recorded."""
+    run.waiting_for = []
+    run.paused_at = None
+    for call in run.calls.values():
+        if call["state"] in (CallState.PENDING, CallState.APPROVED, CallState.IN_DOUBT):
+            call["state"] = CallState.CANCELLED
 
 
 def _decision(event: Aggregate.Event, kind: DecisionKind, **fields: Any) -> Json:

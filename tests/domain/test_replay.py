@@ -159,10 +159,13 @@ def test_given_a_run_long_enough_to_be_snapshotted_when_it_is_read_then_it_still
     assert app.snapshots is not None and list(app.snapshots.get(run.id))
 
     read = app.repository.get(run.id)
+    at_snapshot = app.repository.get(run.id, version=100)
 
     assert state(read) == state(run)
     # Regression: a snapshot's JSON state gave back plain strings, and
     # ``status.is_final`` raised AttributeError on the restored run.
+    assert isinstance(at_snapshot.status, RunStatus)
+    at_snapshot.fail("a run read from its snapshot can still end")
     assert isinstance(read.status, RunStatus)
     assert all(isinstance(c["state"], CallState) for c in read.calls.values())
     read.cancel(cancelled_by="ann")
