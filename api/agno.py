@@ -274,7 +274,8 @@ def _decision(call: Json, item: Json) -> Decision | None:
         if any(v is not None for v in values.values()):
             return Decision(call_id, DecisionKind.USER_INPUT,
                             values={k: v for k, v in values.items() if v is not None})
-    elif confirmed is True:
+    elif confirmed is True and (requires == Requirement.CONFIRMATION or in_doubt):
+        # (Agno ignores ``confirmed`` on external calls; so does signoff.)
         args = item.get("tool_args")
         if args is not None and not isinstance(args, dict):
             raise ProblemError(422, f"'tool_args' of {call_id!r} must be an object")
