@@ -27,7 +27,7 @@ from eventsourcing.persistence import IntegrityError
 
 from agent.models.base import ModelClient, ModelError
 from agent.tools import Agent, Tool
-from domain.errors import InvalidRunTransition, ToolCallNotPending
+from domain.errors import InvalidDecision, ToolCallNotPending
 from domain.run import Run
 from domain.values import RUN_CONFIRMATION_TOOL, CallState, DecisionKind, Requirement, RunStatus
 from service.runs import RunService
@@ -157,7 +157,9 @@ class AgentLoop:
         gets ``ToolCallNotPending`` carrying the decision that stands.
         """
         run = self.recover(run_id, observer=observer)
+        agent = self.agent(run.agent_id)
         for d in decisions:
+            self._check_args(run, agent, d)
             self._apply_decision(run, d, actor, request_key)
         if not run.pending_calls() and run.status == RunStatus.PAUSED:
             run.continue_run()
@@ -232,6 +234,22 @@ class AgentLoop:
     # -------------------------------------------------------------- driving
 
     @staticmethod
+    def _check_args(run: Run, agent: Agent, d: Decision) -> None:
+        """Edited arguments and user input must fit the tool's parameters (422 if not)."""
+        call = run.calls.get(d.tool_call_id)
+        tool = agent.get_tool(call["tool_name"]) if call else None
+        if tool is None:
+            return
+        if d.kind == DecisionKind.CONFIRMED and d.approved_args is not None:
+            problems = tool.spec().problems(d.approved_args, complete=True)
+        elif d.kind == DecisionKind.USER_INPUT and d.values:
+            problems = tool.spec().problems(d.values)
+        else:
+            return
+        if problems:
+            raise InvalidDecision("; ".join(problems))
+
+    @staticmethod
     def _apply_decision(run: Run, d: Decision, actor: str, key: str | None) -> None:
         if d.kind == DecisionKind.CONFIRMED:
             run.confirm_tool(d.tool_call_id, decided_by=actor, note=d.note,
@@ -264,14 +282,14 @@ class AgentLoop:
                 d = confirmation["decision"] or {}
                 run.cancel(cancelled_by=d.get("decided_by", "system"), reason=d.get("reason"))
                 break
-            to_run = run.calls_in(CallState.APPROVED)
-            # Idempotent calls a crashed process left running past their deadline run
-            # again: when recover() drives on, and also when the run had paused for a
-            # call of the same batch that was in doubt (recover() marks every other
-            # expired call in doubt, so none of them is picked up here).
+            # Approved calls run in the order they were requested. Idempotent calls a
+            # crashed process left running past their deadline run again, in their place
+            # (recover() marks the other expired calls in doubt, so none of them is here).
             now = self.clock()
-            to_run += [c for c in run.calls_in(CallState.RUNNING)
-                       if c["deadline"] < now and _idempotent(agent, c)]
+            to_run = [c for c in run.calls.values()
+                      if c["state"] == CallState.APPROVED
+                      or (c["state"] == CallState.RUNNING and c["deadline"] < now
+                          and _idempotent(agent, c))]
             if to_run:
                 done = self._run_tools(run, agent, to_run, observer)
                 if done:
@@ -318,31 +336,30 @@ class AgentLoop:
 
     def _run_tools(self, run: Run, agent: Agent, calls: list[dict[str, Any]],
                    observer: Observer | None) -> bool:
-        """Run approved calls in order. True when the run ended (stop_after_tool_call)."""
-        deadline = self.clock() + timedelta(seconds=self.tool_timeout)
+        """Run approved calls one by one. True when the run ended (stop_after_tool_call).
+
+        Each call's start (with its own deadline) is committed just before its function
+        is called, together with whatever was recorded since the last save (the
+        decisions, the previous call's outcome): so a crash puts at most the call that
+        was running in doubt.
+        """
+        stop_content: str | None = None
         for call in calls:
             call_id = call["tool_call_id"]
+            deadline = self.clock() + timedelta(seconds=self.tool_timeout)
             if call["state"] == CallState.RUNNING:  # an idempotent retry after a crash
                 run.trigger_event(run.ToolExecutionStarted, tool_call_id=call_id,
                                   attempt=call["attempts"] + 1, deadline=deadline)
             else:
                 run.start_tool(call_id, deadline=deadline)
-        # Commit the decisions and the starts before any side effect.
-        self._save(run, observer)
-        stop_content: str | None = None
-        for call in calls:
-            call_id = call["tool_call_id"]
-            tool = agent.get_tool(call["tool_name"])
-            outcome = self._execute(tool, call)
-            try:
-                if isinstance(outcome, BaseException):
-                    run.record_tool_failure(call_id, f"{type(outcome).__name__}: {outcome}")
-                else:
-                    run.record_tool_result(call_id, outcome)
-                    if call["stop_after_tool_call"]:
-                        stop_content = outcome
-            except InvalidRunTransition:  # pragma: no cover - the call changed under us
-                log.warning("outcome of %s not recorded: call is %s", call_id, call["state"])
+            self._save(run, observer)  # committed before any side effect
+            outcome = self._execute(agent.get_tool(call["tool_name"]), call)
+            if isinstance(outcome, BaseException):
+                run.record_tool_failure(call_id, f"{type(outcome).__name__}: {outcome}")
+            else:
+                run.record_tool_result(call_id, outcome)
+                if call["stop_after_tool_call"]:
+                    stop_content = outcome
         if stop_content is not None and not run.calls_in(CallState.APPROVED, CallState.RUNNING):
             run.complete(stop_content)
             return True

@@ -485,9 +485,15 @@ class Run(Aggregate):
             raise ToolCallNotFound(f"run has no tool call {tool_call_id!r}") from None
 
     def _pending_call(self, tool_call_id: str, kind: DecisionKind) -> Json:
+        call = self._call(tool_call_id)
+        if call["decision"] is not None and call["state"] not in (CallState.PENDING,
+                                                                  CallState.IN_DOUBT):
+            # Already decided (the run may even have ended since): the decision stands.
+            raise ToolCallNotPending(
+                f"call {tool_call_id!r} was already decided ({call['decision']['kind']} "
+                f"by {call['decision']['decided_by']})", decision=call["decision"])
         if self.status.is_final:
             raise InvalidRunTransition(f"cannot decide: the run is {self.status}")
-        call = self._call(tool_call_id)
         if call["state"] == CallState.IN_DOUBT:
             if kind == DecisionKind.USER_INPUT:
                 raise WrongDecisionKind("a call in doubt is confirmed (run it again), "

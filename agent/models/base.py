@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str, "integer": int, "number": (int, float), "boolean": bool,
+    "object": dict, "array": list}
+
 
 @dataclass(frozen=True)
 class ToolSpec:
@@ -17,6 +21,24 @@ class ToolSpec:
     name: str
     description: str
     parameters: dict[str, Any]  # JSON schema of an object
+
+    def problems(self, args: dict[str, Any], *, complete: bool = False) -> list[str]:
+        """What is wrong with ``args`` for this tool: unknown names and wrong JSON types;
+        with ``complete``, missing required arguments too. Empty when they fit."""
+        props = self.parameters.get("properties", {})
+        found: list[str] = []
+        for key, value in args.items():
+            if key not in props:
+                found.append(f"{self.name} has no parameter {key!r}")
+                continue
+            kind = props[key].get("type") if isinstance(props[key], dict) else None
+            if kind in _JSON_TYPES and (not isinstance(value, _JSON_TYPES[kind])
+                                        or (isinstance(value, bool) and kind != "boolean")):
+                found.append(f"{self.name}: {key} must be {kind}, not {type(value).__name__}")
+        if complete:
+            found += [f"{self.name}: {key} is required"
+                      for key in self.parameters.get("required", []) if key not in args]
+        return found
 
 
 @dataclass(frozen=True)

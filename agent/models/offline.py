@@ -61,9 +61,6 @@ _STOP = {"the", "a", "an", "from", "to", "of", "in", "on", "at", "for", "with", 
          "by", "into", "as", "is", "be", "this", "that", "my", "all", "some", "please"}
 _SKIP_AFTER = {"the", "a", "an", "named", "called"}
 _RECIPIENT = {"recipient", "to", "user", "email", "username", "address", "recipients"}
-_TYPES: dict[str, type | tuple[type, ...]] = {
-    "string": str, "integer": int, "number": (int, float), "boolean": bool,
-    "object": dict, "array": list}
 _QUOTED = re.compile(r'"([^"]*)"|(?<!\w)\'(.*?)\'(?!\w)')
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _NUMBER = re.compile(r"(?<![\w.])-?\d{1,30}(?:\.\d{1,30})?(?!\w)")
@@ -151,15 +148,8 @@ def _explicit(text: str, tools: dict[str, ToolSpec]) -> list[tuple[str, dict[str
 
 
 def _mismatch(spec: ToolSpec, args: dict[str, Any]) -> str | None:
-    props = spec.parameters.get("properties", {})
-    for key, value in args.items():
-        if key not in props:
-            return f"{spec.name} has no parameter {key!r}"
-        kind = props[key].get("type") if isinstance(props[key], dict) else None
-        if kind in _TYPES and (not isinstance(value, _TYPES[kind])
-                               or (isinstance(value, bool) and kind != "boolean")):
-            return f"{spec.name}: {key} must be {kind}, not {type(value).__name__}"
-    return None
+    problems = spec.problems(args)
+    return problems[0] if problems else None
 
 
 def _py_call(line: str, tools: dict[str, ToolSpec]) -> tuple[str, dict[str, Any]] | None:

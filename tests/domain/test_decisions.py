@@ -287,13 +287,18 @@ def a_cancelled_run() -> Run:
 
 
 @pytest.mark.parametrize("decide", [confirm, reject])
-@pytest.mark.parametrize("given_run", [a_completed_run, a_failed_run, a_cancelled_run])
+@pytest.mark.parametrize(("given_run", "error"), [
+    # The call was decided before the run ended: the answer names the decision that stands.
+    (a_completed_run, ToolCallNotPending),
+    (a_failed_run, InvalidRunTransition),
+    (a_cancelled_run, InvalidRunTransition),
+])
 def test_given_an_ended_run_when_a_call_is_decided_then_it_is_refused(
-    given_run: Callable[[], Run], decide: Decide,
+    given_run: Callable[[], Run], error: type[Exception], decide: Decide,
 ) -> None:
     run = given_run()
 
-    with pytest.raises(InvalidRunTransition):
+    with pytest.raises(error):
         decide(run, "c1")
 
     assert run.collect_events() == []

@@ -270,17 +270,14 @@ def test_idempotent_tool_is_run_again_after_a_crash(crashable: Crashable) -> Non
     assert [e["payload"]["attempt"] for e in of_type(evs, "ToolExecutionStarted")] == [1, 2]
 
 
-def test_batch_with_a_call_in_doubt_and_an_idempotent_call(crashable: Crashable) -> None:
-    """Both calls of one batch started before the crash: the person decides the one in
-    doubt; the idempotent one is run again when the run goes on, and its outcome is kept.
-
-    Regression: the run went on without retrying the idempotent call, the model turn then
-    refused ("earlier tool calls are still open", 409) and the re-run of the confirmed
-    call was never recorded although its function had been called.
-    """
+def test_a_crash_in_a_batch_puts_only_the_running_call_in_doubt(crashable: Crashable) -> None:
+    """Two confirmed calls in one batch; each call's start is committed just before it
+    runs, so the crash (while the first, non-idempotent call runs) leaves the second
+    call not started: only the first is in doubt, and the second runs exactly once."""
     x = crashable
     run_id, before = crash_while_tool_runs(x, f"{DELETE}\n{REFRESH}")
-    assert types(before)[-2:] == ["ToolExecutionStarted", "ToolExecutionStarted"]
+    assert types(before)[-1] == "ToolExecutionStarted"
+    assert len(of_type(before, "ToolExecutionStarted")) == 1
     wait_past_deadline(before)
 
     out = get_run(x.client, run_id)
@@ -299,8 +296,31 @@ def test_batch_with_a_call_in_doubt_and_an_idempotent_call(crashable: Crashable)
     assert evs[:len(before)] == before
     assert types(evs)[len(before):] == [
         "ToolCallInDoubt", "RunPaused", "ToolConfirmed", "RunContinued",
-        "ToolExecutionStarted", "ToolExecutionStarted", "ToolExecuted", "ToolExecuted",
+        "ToolExecutionStarted", "ToolExecuted", "ToolExecutionStarted", "ToolExecuted",
         "ModelResponded", "RunCompleted"]
-    assert len(of_type(evs, "ToolCallInDoubt")) == 1
-    assert [e["payload"]["attempt"] for e in of_type(evs, "ToolExecutionStarted")] == [
-        1, 1, 2, 2]
+    started = [(e["payload"]["tool_call_id"], e["payload"]["attempt"])
+               for e in of_type(evs, "ToolExecutionStarted")]
+    delete_id, refresh_id = (t["tool_call_id"] for t in out["tools"])
+    assert started == [(delete_id, 1), (delete_id, 2), (refresh_id, 1)]
+
+
+def test_a_crash_while_an_idempotent_call_runs_retries_it_and_runs_the_rest_once(
+    crashable: Crashable,
+) -> None:
+    """The idempotent call runs first and the crash happens while it runs: after the
+    deadline it is run again (attempt 2) and the batch's other call runs once."""
+    x = crashable
+    run_id, before = crash_while_tool_runs(x, f"{REFRESH}\n{DELETE}")
+    wait_past_deadline(before)
+
+    out = get_run(x.client, run_id)  # the touch that recovers it
+    assert out["status"] == "COMPLETED"
+    assert out["content"] == "Done. Refreshed prices; Dropped users"
+    evs = events(x.client, run_id)
+    assert_contiguous(evs)
+    assert "ToolCallInDoubt" not in types(evs)
+    refresh_id, delete_id = (t["tool_call_id"] for t in out["tools"])
+    started = [(e["payload"]["tool_call_id"], e["payload"]["attempt"])
+               for e in of_type(evs, "ToolExecutionStarted")]
+    assert started == [(refresh_id, 1), (refresh_id, 2), (delete_id, 1)]
+    assert len(of_type(evs, "ToolExecuted")) == 2

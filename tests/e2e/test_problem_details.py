@@ -193,6 +193,16 @@ def test_bad_continue_body(c: httpx.Client, paused: Json) -> None:
     pytest.param("data_manager", SEED_MESSAGE,
                  lambda t: decided(t, confirmed=True, confirmation_note=3), 422,
                  id="note-not-a-string"),
+    pytest.param("data_manager", SEED_MESSAGE,
+                 lambda t: decided(t, confirmed=True, tool_args={"nope": 1}), 422,
+                 id="edited-args-unknown-parameter"),
+    pytest.param("data_manager", SEED_MESSAGE,
+                 lambda t: decided(t, confirmed=True,
+                                   tool_args={"table_name": "users", "count": "fifty"}), 422,
+                 id="edited-args-wrong-type"),
+    pytest.param("data_manager", SEED_MESSAGE,
+                 lambda t: decided(t, confirmed=True, tool_args={"table_name": "users"}), 422,
+                 id="edited-args-missing-required"),
 ])
 def test_wrong_decision(c: httpx.Client, agent: str, message: str,
                         decide: Callable[[Json], Json], status: int) -> None:
