@@ -10,8 +10,8 @@ from fastapi import FastAPI
 
 from api import errors
 from api.deps import Container
-from api.routes import agno, runs
-from service.bootstrap import build_app, build_loop
+from api.routes import agno, reviews, runs
+from service.bootstrap import build_app, build_loop, build_projections
 from service.config import Settings
 
 log = logging.getLogger("signoff")
@@ -24,7 +24,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = build_app(settings)
         loop = build_loop(settings, store)
-        app.state.container = Container(settings=settings, app=store, loop=loop)
+        projections = build_projections(settings, store)
+        if settings.projections == "inline":
+            store.after_save.append(projections.prompt)
+            projections.start()
+        app.state.container = Container(settings=settings, app=store, loop=loop,
+                                        projections=projections)
         log.info("signoff serving agents %s, model %s, store %s",
                  ", ".join(loop.agents), loop.default_model.name,
                  store.describe()["persistence"])
@@ -32,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             loop.close()
+            projections.close()
             store.close()
 
     app = FastAPI(
@@ -44,4 +50,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(agno.router)
     app.include_router(runs.router)
+    app.include_router(reviews.router)
     return app

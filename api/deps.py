@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from agent.loop import AgentLoop
+from projections.runner import Projections
 from service.config import Settings
 from service.runs import RunService
 
@@ -17,6 +18,7 @@ class Container:
     settings: Settings
     app: RunService
     loop: AgentLoop
+    projections: Projections
 
 
 def get_container(request: Request) -> Container:

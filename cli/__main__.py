@@ -14,6 +14,8 @@ app = typer.Typer(help="signoff: event-sourced run state for human-in-the-loop A
                   no_args_is_help=True, add_completion=False)
 runs_app = typer.Typer(help="Read runs from the store.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+project_app = typer.Typer(help="Run the projections (read models) as their own process.")
+app.add_typer(project_app, name="project")
 
 
 def _settings(**overrides: Any) -> Any:
@@ -91,6 +93,75 @@ def runs_show(
         payload = json.dumps(view["payload"], default=str)
         typer.echo(f"{view['version']:>4}  {view['timestamp']:%Y-%m-%d %H:%M:%S.%f}  "
                    f"{view['type']:<24} {payload}")
+
+
+def _projections(names: list[str] | None = None) -> Any:
+    from projections.runner import Projections
+    from service.bootstrap import build_app
+    from service.config import eventsourcing_env
+
+    settings = _settings()
+    return Projections(build_app(settings), eventsourcing_env(settings), names=names)
+
+
+@project_app.callback(invoke_without_command=True)
+def project(ctx: typer.Context) -> None:
+    """Follow the event log and keep every projection up to date, until interrupted.
+
+    Run one such process beside API workers started with SIGNOFF_PROJECTIONS=off.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import signal
+    import threading
+
+    projections = _projections()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    for s in projections.status():
+        typer.echo(f"signoff project: {s.name} at {s.position}, log head {s.head}", err=True)
+    try:
+        projections.follow(stop)
+    finally:
+        projections.close()
+
+
+@project_app.command("status")
+def project_status() -> None:
+    """Each projection's position, the log's head, and the lag."""
+    projections = _projections()
+    try:
+        for s in projections.status():
+            typer.echo(f"{s.name:<8} position {s.position:>10}  head {s.head:>10}  "
+                       f"lag {s.lag:>8}")
+    finally:
+        projections.close()
+
+
+@project_app.command("rebuild")
+def project_rebuild(name: str) -> None:
+    """Rebuild one projection from the start of the log (queue, audit)."""
+    from projections.runner import MODULES
+
+    if name not in MODULES:
+        typer.echo(f"signoff: no projection {name!r} (there are: {', '.join(MODULES)})",
+                   err=True)
+        raise typer.Exit(2)
+    projections = _projections([name])
+    head = projections.app.head()
+    try:
+        with typer.progressbar(length=head, label=f"rebuilding {name}", file=sys.stderr) as bar:
+            done = [0]
+
+            def progress(position: int, _head: int) -> None:
+                bar.update(position - done[0])
+                done[0] = position
+
+            count = projections.rebuild(name, progress)
+        typer.echo(f"signoff: {name} rebuilt from {count} events", err=True)
+    finally:
+        projections.close()
 
 
 def main() -> None:

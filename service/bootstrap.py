@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from agent.loop import AgentLoop, load_agents
 from agent.models.base import ModelClient
 from service.config import Settings, eventsourcing_env
 from service.runs import RunService
+
+if TYPE_CHECKING:
+    from projections.runner import Projections
 
 
 def build_model(spec: str, timeout: float = 60.0) -> ModelClient:
@@ -33,3 +37,9 @@ def build_loop(settings: Settings, app: RunService | None = None) -> AgentLoop:
     model = build_model(settings.default_model_spec(), settings.model_timeout)
     return AgentLoop(app, agents, model, tool_timeout=settings.tool_timeout,
                      max_model_turns=settings.max_model_turns)
+
+
+def build_projections(settings: Settings, app: RunService) -> Projections:
+    from projections.runner import Projections
+
+    return Projections(app, eventsourcing_env(settings))

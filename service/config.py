@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
@@ -38,6 +39,12 @@ class Settings(BaseSettings):
     max_model_turns: int = Field(
         10, ge=1, description="Model turns one request may drive before the run fails.")
     postgres_pool_size: int = Field(10, ge=1, description="PostgreSQL connections per process.")
+    projections: Literal["inline", "off"] = Field(
+        "inline",
+        description="'inline': the server process keeps the read models (queue, audit trail) "
+        "up to date itself. 'off': a separate `signoff project` process does (PostgreSQL "
+        "with several API workers); the API still reads them.",
+    )
 
     @field_validator("database_url")
     @classmethod

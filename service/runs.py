@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +21,16 @@ class RunService(Application[UUID]):
 
     name = "signoff"
     snapshotting_intervals = {Run: 100}
+
+    def __init__(self, env: Any = None) -> None:
+        super().__init__(env)
+        self.after_save: list[Callable[[], None]] = []  # e.g. prompt the projections
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        recordings = super().save(*objs, **kwargs)
+        for listener in self.after_save:
+            listener()
+        return recordings
 
     def get_run(self, run_id: str | UUID, version: int | None = None) -> Run:
         try:

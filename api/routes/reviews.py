@@ -1,0 +1,130 @@
+"""Read models for reviewers, auditors and analysts: the paused-run queue, the decision
+audit trail (with streamed CSV / JSON Lines export), decision analytics, and where each
+projection is in the log."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from api.deps import ContainerDep
+from api.errors import ProblemError
+from projections import audit, queue
+
+router = APIRouter(tags=["Review"])
+
+Kind = Literal["confirmation", "external_execution", "user_input", "in_doubt"]
+Decision = Literal["confirmed", "rejected", "external_result", "user_input", "expired",
+                   "cancelled"]
+Text = Annotated[str | None, Query(max_length=200)]
+
+
+@router.get("/queue")
+def get_queue(
+    c: ContainerDep,
+    agent_id: Text = None,
+    user_id: Text = None,
+    tool: Text = None,
+    kind: Kind | None = None,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """Paused runs waiting for a decision, oldest first, with the calls each waits for.
+
+    ``total`` counts every run matching the filters; pass ``next_cursor`` back as
+    ``cursor`` for the next page.
+    """
+    try:
+        with c.projections.views[queue.NAME].read() as cur:
+            return queue.list_queue(cur, agent_id=agent_id, user_id=user_id, tool_name=tool,
+                                    kind=kind, after=cursor, limit=limit)
+    except ValueError as e:
+        raise ProblemError(422, f"invalid cursor: {e}") from None
+
+
+@router.get("/audit/decisions", responses={200: {"content": {
+    "text/csv": {}, "application/x-ndjson": {}}}})
+async def get_decisions(
+    c: ContainerDep,
+    run_id: Text = None,
+    actor: Text = None,
+    tool: Text = None,
+    decision: Decision | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    format: Literal["json", "csv", "jsonl"] = "json",
+) -> Any:
+    """Every decision: who decided what on which call, when, why, and how long after it
+    was asked. ``format=csv`` or ``jsonl`` streams every matching decision (no paging,
+    constant memory)."""
+    view = c.projections.views[audit.NAME]
+    filters: dict[str, Any] = {"run_id": run_id, "actor": actor, "tool_name": tool,
+                               "decision": decision, "since": _aware(since),
+                               "until": _aware(until)}
+    if format == "json":
+        def page() -> dict[str, Any]:
+            with view.read() as cur:
+                return audit.list_decisions(cur, after=cursor, limit=limit, **filters)
+        return await run_in_threadpool(page)
+    rows = audit.iter_decisions(view.read, **filters)
+    if format == "jsonl":
+        body: Iterator[str] = (json.dumps(r, default=str) + "\n" for r in rows)
+        media = "application/x-ndjson"
+    else:
+        body = _csv(rows)
+        media = "text/csv"
+    return StreamingResponse(body, media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="decisions.{format}"'})
+
+
+def _csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(audit.COLUMNS))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v
+                         for k, v in row.items()})
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+@router.get("/analytics/decisions")
+def get_analytics(
+    c: ContainerDep,
+    group_by: Literal["tool", "agent", "actor", "day"] = "tool",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """Per tool, agent, actor or day: calls requested, decisions of each kind, approval
+    rate (confirmed / (confirmed + rejected)), time to decision p50 / p90 / p99 (ms)."""
+    with c.projections.views[audit.NAME].read() as cur:
+        groups = audit.analytics(cur, group_by, since=_aware(since), until=_aware(until))
+    return {"group_by": group_by, "since": since, "until": until, "groups": groups}
+
+
+@router.get("/projections", tags=["Operations"])
+def get_projections(c: ContainerDep) -> list[dict[str, Any]]:
+    """Each projection's position in the log, the log's head, and the lag between them."""
+    return [{"name": s.name, "position": s.position, "head": s.head, "lag": s.lag}
+            for s in c.projections.status()]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Times without a zone are taken as UTC."""
+    if value is not None and value.tzinfo is None:
+        from datetime import UTC
+
+        return value.replace(tzinfo=UTC)
+    return value

@@ -1,0 +1,280 @@
+"""The decision audit trail, and the analytics computed over it.
+
+Tables (plain SQL; see docs/projections.md):
+
+- ``signoff_audit_runs``: one row per run (agent, user, session), to name them.
+- ``signoff_audit_calls``: one row per tool call; ``kind`` is what it needed
+  (``confirmation``, ``external_execution``, ``user_input``, ``in_doubt``, or ``none``).
+- ``signoff_decisions``: one row per decision: who decided what, when, why, on which
+  arguments, how long after it was asked, and the decision event's position in the log.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from projections.store import Cursor, Dialect
+
+NAME = "audit"
+TABLES_IN_ORDER = ("signoff_decisions", "signoff_audit_calls", "signoff_audit_runs")
+DECISIONS = ("confirmed", "rejected", "external_result", "user_input", "expired", "cancelled")
+GROUPS = {"tool": "tool_name", "agent": "agent_id", "actor": "actor", "day": "decided_day"}
+
+COLUMNS = ("position", "run_id", "tool_call_id", "agent_id", "user_id", "session_id",
+           "tool_name", "args_requested", "args_approved", "decision", "actor", "note",
+           "details", "requested_at", "decided_at", "time_to_decision_ms")
+
+
+def tables(d: Dialect) -> list[str]:
+    return [
+        """CREATE TABLE IF NOT EXISTS signoff_audit_runs (
+            run_id TEXT PRIMARY KEY,
+            agent_id TEXT NOT NULL,
+            user_id TEXT,
+            session_id TEXT NOT NULL)""",
+        f"""CREATE TABLE IF NOT EXISTS signoff_audit_calls (
+            run_id TEXT NOT NULL,
+            tool_call_id TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            tool_name TEXT NOT NULL,
+            tool_args {d.json_type} NOT NULL,
+            kind TEXT NOT NULL,
+            requested_at {d.time_type} NOT NULL,
+            requested_day TEXT NOT NULL,
+            decided BOOLEAN NOT NULL,
+            PRIMARY KEY (run_id, tool_call_id))""",
+        "CREATE INDEX IF NOT EXISTS signoff_audit_calls_requested "
+        "ON signoff_audit_calls (requested_at)",
+        f"""CREATE TABLE IF NOT EXISTS signoff_decisions (
+            position BIGINT NOT NULL,
+            run_id TEXT NOT NULL,
+            tool_call_id TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            user_id TEXT,
+            session_id TEXT NOT NULL,
+            tool_name TEXT NOT NULL,
+            args_requested {d.json_type} NOT NULL,
+            args_approved {d.json_type},
+            decision TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            note TEXT,
+            details {d.json_type},
+            requested_at {d.time_type} NOT NULL,
+            decided_at {d.time_type} NOT NULL,
+            decided_day TEXT NOT NULL,
+            time_to_decision_ms DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (position, tool_call_id))""",
+        "CREATE INDEX IF NOT EXISTS signoff_decisions_run ON signoff_decisions (run_id, position)",
+        "CREATE INDEX IF NOT EXISTS signoff_decisions_actor "
+        "ON signoff_decisions (actor, position)",
+        "CREATE INDEX IF NOT EXISTS signoff_decisions_tool "
+        "ON signoff_decisions (tool_name, position)",
+        "CREATE INDEX IF NOT EXISTS signoff_decisions_decided "
+        "ON signoff_decisions (decided_at)",
+    ]
+
+
+_KIND = {"ToolConfirmed": "confirmed", "ToolRejected": "rejected",
+         "ExternalResultProvided": "external_result", "UserInputProvided": "user_input"}
+
+
+def apply_event(c: Cursor, e: Any, position: int) -> None:
+    d = c.dialect
+    kind = type(e).__name__
+    run_id = str(e.originator_id)
+    if kind == "RunStarted":
+        c.execute("INSERT INTO signoff_audit_runs (run_id, agent_id, user_id, session_id) "
+                  "VALUES (%s, %s, %s, %s)", (run_id, e.agent_id, e.user_id, e.session_id))
+    elif kind == "ToolCallRequested":
+        c.execute("INSERT INTO signoff_audit_calls (run_id, tool_call_id, agent_id, tool_name, "
+                  "tool_args, kind, requested_at, requested_day, decided) "
+                  "SELECT run_id, %s, agent_id, %s, %s, %s, %s, %s, FALSE "
+                  "FROM signoff_audit_runs WHERE run_id = %s",
+                  (e.tool_call_id, e.tool_name, d.json(e.tool_args), e.requires or "none",
+                   d.time(e.timestamp), _day(e.timestamp), run_id))
+    elif kind == "ToolCallInDoubt":
+        c.execute("UPDATE signoff_audit_calls SET kind = 'in_doubt', decided = FALSE, "
+                  "requested_at = %s, requested_day = %s "
+                  "WHERE run_id = %s AND tool_call_id = %s",
+                  (d.time(e.timestamp), _day(e.timestamp), run_id, e.tool_call_id))
+    elif kind in _KIND:
+        details: dict[str, Any] | None = None
+        if kind == "ExternalResultProvided":
+            details = {"result": e.result}
+        elif kind == "UserInputProvided":
+            details = {"values": e.values}
+        note = getattr(e, "note", None) or getattr(e, "reason", None)
+        approved = getattr(e, "approved_args", None)
+        _decide(c, e, position, run_id, [e.tool_call_id], _KIND[kind], e.decided_by, note,
+                approved, details)
+    elif kind == "RunCancelled":
+        open_calls = c.execute(
+            "SELECT tool_call_id FROM signoff_audit_calls WHERE run_id = %s AND NOT decided "
+            "AND kind <> 'none' ORDER BY requested_at, tool_call_id", (run_id,)).fetchall()
+        _decide(c, e, position, run_id, [r["tool_call_id"] for r in open_calls], "cancelled",
+                e.cancelled_by, e.reason, None, None)
+
+
+def _decide(c: Cursor, e: Any, position: int, run_id: str, call_ids: list[str], decision: str,
+            actor: str, note: str | None, approved: Any, details: Any) -> None:
+    d = c.dialect
+    for call_id in call_ids:
+        call = c.execute(
+            "SELECT k.tool_name, k.tool_args, k.requested_at, r.agent_id, r.user_id, "
+            "r.session_id FROM signoff_audit_calls k JOIN signoff_audit_runs r "
+            "ON r.run_id = k.run_id WHERE k.run_id = %s AND k.tool_call_id = %s",
+            (run_id, call_id)).fetchone()
+        if call is None:  # pragma: no cover - a decision always follows its request
+            continue
+        requested_at = d.from_time(call["requested_at"])
+        assert requested_at is not None
+        ms = (e.timestamp - requested_at).total_seconds() * 1000
+        c.execute(
+            "INSERT INTO signoff_decisions (position, run_id, tool_call_id, agent_id, user_id, "
+            "session_id, tool_name, args_requested, args_approved, decision, actor, note, "
+            "details, requested_at, decided_at, decided_day, time_to_decision_ms) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (position, run_id, call_id, call["agent_id"], call["user_id"], call["session_id"],
+             call["tool_name"], call["tool_args"] if d.name == "sqlite"
+             else d.json(call["tool_args"]), d.json(approved), decision, actor, note,
+             d.json(details), d.time(requested_at), d.time(e.timestamp), _day(e.timestamp),
+             ms))
+        c.execute("UPDATE signoff_audit_calls SET decided = TRUE "
+                  "WHERE run_id = %s AND tool_call_id = %s", (run_id, call_id))
+
+
+def _day(ts: datetime) -> str:
+    return ts.date().isoformat()
+
+
+# ------------------------------------------------------------------ reading
+
+def _filters(d: Dialect, run_id: str | None, actor: str | None, tool_name: str | None,
+             decision: str | None, since: datetime | None, until: datetime | None,
+             ) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("run_id", run_id), ("actor", actor), ("tool_name", tool_name),
+                          ("decision", decision)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            params.append(value)
+    if since is not None:
+        where.append("decided_at >= %s")
+        params.append(d.time(since))
+    if until is not None:
+        where.append("decided_at < %s")
+        params.append(d.time(until))
+    return where, params
+
+
+def _row(d: Dialect, row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("args_requested", "args_approved", "details"):
+        row[key] = d.from_json(row[key])
+    for key in ("requested_at", "decided_at"):
+        row[key] = d.from_time(row[key])
+    row.pop("decided_day", None)
+    return row
+
+
+def list_decisions(
+    c: Cursor, *, run_id: str | None = None, actor: str | None = None,
+    tool_name: str | None = None, decision: str | None = None,
+    since: datetime | None = None, until: datetime | None = None,
+    after: int | None = None, limit: int = 100,
+) -> dict[str, Any]:
+    """Decisions in log order; ``next_cursor`` is the position to pass as ``after``."""
+    d = c.dialect
+    where, params = _filters(d, run_id, actor, tool_name, decision, since, until)
+    total = c.execute("SELECT COUNT(*) AS n FROM signoff_decisions"
+                      + (f" WHERE {' AND '.join(where)}" if where else ""), params).fetchone()
+    if after is not None:
+        where.append("position > %s")
+        params.append(after)
+    rows = c.execute(
+        f"SELECT {', '.join(COLUMNS)} FROM signoff_decisions"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + " ORDER BY position, tool_call_id LIMIT %s", [*params, limit + 1]).fetchall()
+    has_more = len(rows) > limit
+    items = [_row(d, r) for r in rows[:limit]]
+    # A cancel decides several calls at one position: a page never splits them.
+    if has_more and items and rows[limit]["position"] == items[-1]["position"]:
+        last = items[-1]["position"]
+        items = [r for r in items if r["position"] != last] or items
+        has_more = True
+    return {"items": items, "total": int(total["n"]) if total else 0,
+            "next_cursor": str(items[-1]["position"]) if has_more and items else None}
+
+
+def iter_decisions(
+    read: Any, *, page: int = 1000, **filters: Any,
+) -> Iterator[dict[str, Any]]:
+    """Every matching decision, in log order, a page per read transaction: memory stays
+    flat however long the trail is. ``read`` opens a read cursor (``view.read``)."""
+    after: int | None = None
+    while True:
+        with read() as c:
+            result = list_decisions(c, after=after, limit=page, **filters)
+        yield from result["items"]
+        if result["next_cursor"] is None:
+            return
+        after = int(result["next_cursor"])
+
+
+def analytics(
+    c: Cursor, group_by: str, *, since: datetime | None = None, until: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Counts, approval rate and time-to-decision percentiles (nearest rank) per group."""
+    d = c.dialect
+    column = GROUPS[group_by]
+    where, params = _filters(d, None, None, None, None, since, until)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    groups: dict[Any, dict[str, Any]] = {}
+
+    def group(key: Any) -> dict[str, Any]:
+        return groups.setdefault(key, {"group": key, "requested": 0 if column != "actor"
+                                       else None, **{k: 0 for k in DECISIONS},
+                                       "_times": []})
+
+    rows = c.execute(f"SELECT {column} AS g, decision, time_to_decision_ms AS ms "
+                     f"FROM signoff_decisions{clause} ORDER BY g, ms", params)
+    for row in rows.fetchall():
+        g = group(row["g"])
+        g[row["decision"]] += 1
+        if row["decision"] != "cancelled":
+            g["_times"].append(row["ms"])
+    if column != "actor":
+        req_column = {"tool_name": "tool_name", "agent_id": "agent_id",
+                      "decided_day": "requested_day"}[column]
+        req_where = ["kind <> 'none'"]
+        req_params: list[Any] = []
+        if since is not None:
+            req_where.append("requested_at >= %s")
+            req_params.append(d.time(since))
+        if until is not None:
+            req_where.append("requested_at < %s")
+            req_params.append(d.time(until))
+        for row in c.execute(
+                f"SELECT {req_column} AS g, COUNT(*) AS n FROM signoff_audit_calls "
+                f"WHERE {' AND '.join(req_where)} GROUP BY {req_column}", req_params).fetchall():
+            group(row["g"])["requested"] = int(row["n"])
+    out = []
+    for key in sorted(groups, key=lambda k: (k is None, k)):
+        g = groups[key]
+        times = g.pop("_times")
+        decided = g["confirmed"] + g["rejected"]
+        g["approval_rate"] = g["confirmed"] / decided if decided else None
+        for p in (50, 90, 99):
+            g[f"time_to_decision_p{p}_ms"] = _nearest_rank(times, p)
+        out.append(g)
+    return out
+
+
+def _nearest_rank(sorted_values: list[float], p: int) -> float | None:
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]

@@ -1,0 +1,172 @@
+"""The paused-run queue: what waits for a decision, oldest first.
+
+Tables (plain SQL; see docs/projections.md):
+
+- ``signoff_queue_runs``: one row per run that has not ended (agent, user, session,
+  ``paused_since`` when it is paused); a run leaves when it completes, fails or is
+  cancelled.
+- ``signoff_queue_calls``: the calls of those runs that need or needed a decision;
+  ``waiting`` is true while the call waits for one.
+
+The queue is the runs with ``paused_since`` set, each with its waiting calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from projections.store import Cursor, Dialect, Row
+
+NAME = "queue"
+TABLES_IN_ORDER = ("signoff_queue_calls", "signoff_queue_runs")
+
+
+def tables(d: Dialect) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS signoff_queue_runs (
+            run_id TEXT PRIMARY KEY,
+            agent_id TEXT NOT NULL,
+            user_id TEXT,
+            session_id TEXT NOT NULL,
+            started_at {d.time_type} NOT NULL,
+            paused_since {d.time_type},
+            position BIGINT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS signoff_queue_runs_paused "
+        "ON signoff_queue_runs (paused_since, run_id)",
+        f"""CREATE TABLE IF NOT EXISTS signoff_queue_calls (
+            run_id TEXT NOT NULL,
+            tool_call_id TEXT NOT NULL,
+            tool_name TEXT NOT NULL,
+            tool_args {d.json_type} NOT NULL,
+            kind TEXT NOT NULL,
+            confirmation_message TEXT,
+            requested_at {d.time_type} NOT NULL,
+            waiting BOOLEAN NOT NULL,
+            PRIMARY KEY (run_id, tool_call_id))""",
+        "CREATE INDEX IF NOT EXISTS signoff_queue_calls_tool "
+        "ON signoff_queue_calls (tool_name, kind)",
+    ]
+
+
+_DECISIONS = ("ToolConfirmed", "ToolRejected", "ExternalResultProvided", "UserInputProvided")
+_ENDS = ("RunCompleted", "RunFailed", "RunCancelled")
+
+
+def apply_event(c: Cursor, e: Any, position: int) -> None:
+    """What one event changes in the queue's tables."""
+    d = c.dialect
+    kind = type(e).__name__
+    run_id = str(e.originator_id)
+    if kind == "RunStarted":
+        c.execute("INSERT INTO signoff_queue_runs (run_id, agent_id, user_id, session_id, "
+                  "started_at, paused_since, position) VALUES (%s, %s, %s, %s, %s, NULL, %s)",
+                  (run_id, e.agent_id, e.user_id, e.session_id, d.time(e.timestamp), position))
+    elif kind == "ToolCallRequested":
+        # Every call is kept while its run lives: one that needed no decision can still
+        # come back to the queue if it ends up in doubt after a crash.
+        c.execute("INSERT INTO signoff_queue_calls (run_id, tool_call_id, tool_name, tool_args, "
+                  "kind, confirmation_message, requested_at, waiting) "
+                  "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                  (run_id, e.tool_call_id, e.tool_name, d.json(e.tool_args),
+                   e.requires or "none", e.confirmation_message, d.time(e.timestamp),
+                   bool(e.requires)))
+    elif kind == "RunPaused":
+        c.execute("UPDATE signoff_queue_runs SET paused_since = %s, position = %s "
+                  "WHERE run_id = %s", (d.time(e.timestamp), position, run_id))
+    elif kind in _DECISIONS:
+        c.execute("UPDATE signoff_queue_calls SET waiting = FALSE "
+                  "WHERE run_id = %s AND tool_call_id = %s", (run_id, e.tool_call_id))
+    elif kind == "ToolCallInDoubt":
+        # Back in the queue: a person decides what to do with a call that may have run.
+        c.execute("UPDATE signoff_queue_calls SET waiting = TRUE, kind = 'in_doubt', "
+                  "requested_at = %s WHERE run_id = %s AND tool_call_id = %s",
+                  (d.time(e.timestamp), run_id, e.tool_call_id))
+    elif kind == "RunContinued":
+        c.execute("UPDATE signoff_queue_runs SET paused_since = NULL, position = %s "
+                  "WHERE run_id = %s", (position, run_id))
+    elif kind in _ENDS:
+        c.execute("DELETE FROM signoff_queue_calls WHERE run_id = %s", (run_id,))
+        c.execute("DELETE FROM signoff_queue_runs WHERE run_id = %s", (run_id,))
+
+
+# ------------------------------------------------------------------ reading
+
+def _cursor_encode(paused_since: datetime, run_id: str) -> str:
+    raw = json.dumps([paused_since.isoformat(), run_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def cursor_decode(token: str) -> tuple[datetime, str]:
+    """The position after which a page starts; ValueError when the token is not ours."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        since, run_id = json.loads(raw)
+        return datetime.fromisoformat(since), str(run_id)
+    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError("not a queue cursor") from e
+
+
+def list_queue(
+    c: Cursor,
+    *,
+    agent_id: str | None = None,
+    user_id: str | None = None,
+    tool_name: str | None = None,
+    kind: str | None = None,
+    after: str | None = None,
+    limit: int = 50,
+) -> dict[str, Any]:
+    """Paused runs, oldest first, with the calls they wait for; ``total`` matches the
+    filters (all pages); ``next_cursor`` continues after this page."""
+    d = c.dialect
+    where = ["r.paused_since IS NOT NULL"]
+    params: list[Any] = []
+    if agent_id is not None:
+        where.append("r.agent_id = %s")
+        params.append(agent_id)
+    if user_id is not None:
+        where.append("r.user_id = %s")
+        params.append(user_id)
+    if tool_name is not None or kind is not None:
+        sub = ["q.run_id = r.run_id", "q.waiting"]
+        if tool_name is not None:
+            sub.append("q.tool_name = %s")
+            params.append(tool_name)
+        if kind is not None:
+            sub.append("q.kind = %s")
+            params.append(kind)
+        where.append(f"EXISTS (SELECT 1 FROM signoff_queue_calls q WHERE {' AND '.join(sub)})")
+    filters = " AND ".join(where)
+    total = c.execute(f"SELECT COUNT(*) AS n FROM signoff_queue_runs r WHERE {filters}",
+                      params).fetchone()
+    page_where, page_params = filters, list(params)
+    if after is not None:
+        since, run_id = cursor_decode(after)
+        page_where += " AND (r.paused_since > %s OR (r.paused_since = %s AND r.run_id > %s))"
+        page_params += [d.time(since), d.time(since), run_id]
+    runs = c.execute(
+        "SELECT r.run_id, r.agent_id, r.user_id, r.session_id, r.started_at, r.paused_since "
+        f"FROM signoff_queue_runs r WHERE {page_where} "
+        "ORDER BY r.paused_since, r.run_id LIMIT %s", [*page_params, limit + 1]).fetchall()
+    has_more = len(runs) > limit
+    runs = runs[:limit]
+    calls: dict[str, list[Row]] = {r["run_id"]: [] for r in runs}
+    if runs:
+        marks = ", ".join(["%s"] * len(runs))
+        for row in c.execute(
+            "SELECT run_id, tool_call_id, tool_name, tool_args, kind, confirmation_message, "
+            f"requested_at FROM signoff_queue_calls WHERE waiting AND run_id IN ({marks}) "
+            "ORDER BY requested_at, tool_call_id", list(calls)).fetchall():
+            calls[row.pop("run_id")].append({
+                **row, "tool_args": d.from_json(row["tool_args"]),
+                "requested_at": d.from_time(row["requested_at"])})
+    items = [{**r, "started_at": d.from_time(r["started_at"]),
+              "paused_since": d.from_time(r["paused_since"]), "waiting_for": calls[r["run_id"]]}
+             for r in runs]
+    next_cursor = (_cursor_encode(items[-1]["paused_since"], items[-1]["run_id"])
+                   if has_more and items else None)
+    return {"items": items, "total": int(total["n"]) if total else 0,
+            "next_cursor": next_cursor}

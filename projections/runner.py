@@ -1,0 +1,190 @@
+"""Running the projections: catch up with the event log in batches, then follow it.
+
+Each projection reads the log from its tracked position in pages (``batch_size`` events)
+and writes each page's rows and the page's last position in one transaction: a page is
+applied exactly once, and a crash loses nothing but the page in flight, which is applied
+again on restart. Pages make catch-up and rebuilds fast (one transaction per page, not
+per event).
+
+Following new events:
+
+- PostgreSQL: ``LISTEN`` on eventsourcing's channel for the events table (every insert
+  transaction ``NOTIFY``s it), so new events are applied as soon as they are committed.
+  eventsourcing's insert takes a table lock, so commit order equals position order and
+  reading ``position > last`` never skips an event committed late.
+- SQLite has no notifications: in the server process the application prompts the
+  projections after each save; otherwise (``signoff project`` beside another process) the
+  log is checked once a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import psycopg
+from eventsourcing.persistence import IntegrityError
+
+from projections import audit, queue
+from projections.store import Dialect, ViewMixin, open_view
+
+if TYPE_CHECKING:  # projections depend on the domain only; the log comes in
+    from service.runs import RunService
+
+log = logging.getLogger("signoff.projections")
+
+MODULES: dict[str, ModuleType] = {queue.NAME: queue, audit.NAME: audit}
+
+Progress = Callable[[int, int], None]  # (position reached, head)
+
+
+@dataclass
+class ProjectionStatus:
+    name: str
+    position: int
+    head: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.head - self.position)
+
+
+class Projections:
+    """The projections of one store: their views, catching up, following, rebuilding."""
+
+    def __init__(self, app: RunService, env: dict[str, str], *, batch_size: int = 500,
+                 names: list[str] | None = None) -> None:
+        self.app = app
+        self.env = env
+        self.batch_size = batch_size
+        self.views: dict[str, ViewMixin] = {}
+        dialect = Dialect("postgres" if is_postgres(env) else "sqlite")
+        for name in names or list(MODULES):
+            module = MODULES[name]
+            self.views[name] = open_view(name, env, module.tables(dialect),
+                                         module.apply_event)
+        self._prompt = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------- catch-up
+
+    def catch_up(self, name: str, progress: Progress | None = None) -> int:
+        """Apply every event past the projection's position. Returns how many."""
+        view = self.views[name]
+        recorder, mapper = self.app.recorder, self.app.mapper
+        applied = 0
+        head = self.app.head() if progress else 0
+        position = view.position()
+        while True:
+            page = recorder.select_notifications(position + 1, self.batch_size)
+            if not page:
+                return applied
+            batch = [(n.id, mapper.to_domain_event(n)) for n in page]
+            try:
+                view.write(batch)
+            except IntegrityError:
+                # Another runner applied this page first (its tracking row is past ours):
+                # what it wrote stands; go on from where it got to.
+                position = view.position()
+                continue
+            position = page[-1].id
+            applied += len(page)
+            if progress:
+                progress(position, max(head, position))
+
+    def catch_up_all(self) -> int:
+        return sum(self.catch_up(name) for name in self.views)
+
+    def rebuild(self, name: str, progress: Progress | None = None) -> int:
+        """Empty the projection and apply the whole log again."""
+        self.views[name].reset(MODULES[name].TABLES_IN_ORDER)
+        return self.catch_up(name, progress)
+
+    def status(self) -> list[ProjectionStatus]:
+        head = self.app.head()
+        return [ProjectionStatus(name, view.position(), head)
+                for name, view in self.views.items()]
+
+    def wait(self, position: int, timeout: float = 5.0) -> bool:
+        """Block until every projection has applied ``position`` (read-your-writes)."""
+        deadline = time.monotonic() + timeout
+        while not all(v.position() >= position for v in self.views.values()):
+            if time.monotonic() > deadline:
+                return False
+            self._prompt.set()
+            time.sleep(0.005)
+        return True
+
+    # ------------------------------------------------------------- following
+
+    def prompt(self) -> None:
+        """New events were saved (called by the application after each save)."""
+        self._prompt.set()
+
+    def follow(self, stop: threading.Event | None = None) -> None:
+        """Apply new events as they are committed, until ``stop`` is set."""
+        stop = stop or self._stop
+        if is_postgres(self.env):
+            self._follow_postgres(stop)
+        else:
+            self._follow_polling(stop)
+
+    def start(self) -> None:
+        """Follow in a background thread of this process (the embedded default)."""
+        self._thread = threading.Thread(target=self._run_guarded, name="signoff-projections",
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._prompt.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        for view in self.views.values():
+            view.datastore.close()  # type: ignore[attr-defined]
+
+    def _run_guarded(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.follow(self._stop)
+            except Exception:
+                log.exception("projections stopped on an error; resuming from their positions")
+                self._stop.wait(1.0)
+
+    def _follow_polling(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.catch_up_all()
+            self._prompt.wait(1.0)
+            self._prompt.clear()
+
+    def _follow_postgres(self, stop: threading.Event) -> None:
+        e = self.env
+        channel = f"{self.app.name.lower()}_events"
+        while not stop.is_set():
+            try:
+                with psycopg.connect(
+                    host=e["POSTGRES_HOST"], port=int(e["POSTGRES_PORT"]),
+                    dbname=e["POSTGRES_DBNAME"], user=e["POSTGRES_USER"],
+                    password=e.get("POSTGRES_PASSWORD", ""), autocommit=True,
+                    connect_timeout=5,
+                ) as conn:
+                    conn.execute(f'LISTEN "{channel}"')
+                    while not stop.is_set():
+                        self.catch_up_all()
+                        self._prompt.clear()
+                        # Wakes on the first NOTIFY; the timeout only lets `stop` be seen.
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            pass
+            except psycopg.OperationalError as err:
+                log.warning("projections lost PostgreSQL (%s); reconnecting", err)
+                stop.wait(1.0)
+
+
+def is_postgres(env: dict[str, str]) -> bool:
+    return env["PERSISTENCE_MODULE"].endswith("postgres")
