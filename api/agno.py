@@ -15,6 +15,7 @@ from uuid import NAMESPACE_URL, uuid5
 from agent.loop import Decision
 from agent.tools import Agent
 from api.errors import ProblemError
+from api.wire import MAX_DEPTH, depth, loads
 from domain.errors import ToolCallNotPending
 from domain.run import Run, tool_message_content
 from domain.values import CallState, DecisionKind, Requirement
@@ -203,11 +204,13 @@ def stream_events(run: Run, events: list[Any]) -> list[tuple[str, Json]]:
 def parse_tools(raw: str) -> list[Json]:
     """The ``tools`` form field: a JSON list of tool executions."""
     try:
-        tools = json.loads(raw)
+        tools = loads(raw)
     except (ValueError, RecursionError):
         raise ProblemError(400, "'tools' is not valid JSON") from None
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
         raise ProblemError(422, "'tools' must be a JSON list of tool executions (objects)")
+    if depth(tools) > MAX_DEPTH:
+        raise ProblemError(422, f"'tools' nests values more than {MAX_DEPTH} levels deep")
     for t in tools:
         if not isinstance(t.get("tool_call_id"), str):
             raise ProblemError(422, "each tool execution needs a string 'tool_call_id'")

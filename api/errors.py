@@ -6,18 +6,20 @@ fastapi-problem-details) are little used, and the whole job is the mapping below
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.loop import AgentNotFound, RunBusy
+from api.wire import JSONBody
 from domain.errors import (
     InvalidDecision,
     RunError,
@@ -29,6 +31,41 @@ from service.runs import RunNotFound
 log = logging.getLogger("signoff.api")
 
 PROBLEM = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    """One reason a request is not valid (the ``errors`` of a 422)."""
+
+    loc: list[str | int]
+    msg: str | None = None
+    type: str | None = None
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: how every error leaves this service (``application/problem+json``).
+
+    Some problems carry more members: ``errors`` (why a request is not valid, on 422) and
+    ``decision`` (the decision that stands, on 409 for a call that was already decided).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=["https://signoff.dev/problems/not-found"])
+    title: str = Field(examples=["Not Found"])
+    status: int = Field(ge=400, le=599, examples=[404])
+    detail: str = Field(examples=["no run '0b7e...'"])
+    instance: str | None = Field(None, examples=["/runs/0b7e..."])
+    errors: list[FieldError] | None = None
+    decision: dict[str, Any] | None = None
+
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route: these statuses, each an ``application/problem+json``."""
+    return {s: {"description": HTTPStatus(s).phrase, "content": {PROBLEM: {"schema": _PROBLEM_REF}}}
+            for s in statuses}
 
 
 class ProblemError(Exception):
@@ -52,8 +89,7 @@ def problem(request: Request, status: int, detail: str, **extra: Any) -> JSONRes
         **extra,
     }
     headers = {"Retry-After": "1"} if status == 503 else None
-    return JSONResponse(jsonable_encoder(body), status_code=status, media_type=PROBLEM,
-                        headers=headers)
+    return JSONBody(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 # Domain and application errors → status. Order matters: subclasses first.
@@ -69,7 +105,41 @@ _STATUS: list[tuple[type[Exception], int]] = [
 ]
 
 
+def _document(app: FastAPI) -> None:
+    """Describe errors as they are sent: ``Problem`` documents, not FastAPI's default 422.
+
+    Routes declare their problem statuses with ``problem_responses``; a 422 FastAPI adds on
+    its own (``HTTPValidationError``, as ``application/json``) is replaced by the problem the
+    validation handler really sends.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = build()
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(problem_schema.pop("$defs", {}))
+        schemas["Problem"] = problem_schema
+        default_422 = {"$ref": "#/components/schemas/HTTPValidationError"}
+        for operation in (op for path in doc.get("paths", {}).values() for op in path.values()):
+            responses = operation.get("responses", {})
+            content = responses.get("422", {}).get("content", {})
+            if content.get("application/json", {}).get("schema") == default_422:
+                responses["422"] = problem_responses(422)[422]
+        if "HTTPValidationError" not in json.dumps(doc.get("paths", {})):
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _document(app)
+
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
         return problem(request, exc.status, exc.detail, **exc.extra)

@@ -70,9 +70,9 @@ def runs_show(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print a run's history, event by event, and its state."""
-    from api.views import event_view, run_view
     from service.bootstrap import build_app
     from service.runs import RunNotFound
+    from service.views import event_view, run_view
 
     store = build_app(_settings())
     try:
@@ -101,7 +101,8 @@ def _projections(names: list[str] | None = None) -> Any:
     from service.config import eventsourcing_env
 
     settings = _settings()
-    return Projections(build_app(settings), eventsourcing_env(settings), names=names)
+    return Projections(build_app(settings), eventsourcing_env(settings), names=names,
+                       batch_size=settings.projection_batch_size)
 
 
 @project_app.callback(invoke_without_command=True)

@@ -106,7 +106,8 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
             details = {"result": e.result}
         elif kind == "UserInputProvided":
             details = {"values": e.values}
-        note = getattr(e, "note", None) or getattr(e, "reason", None)
+        # As given: an empty note is a note ("" or None would record "" as no note).
+        note = e.note if kind == "ToolConfirmed" else getattr(e, "reason", None)
         approved = getattr(e, "approved_args", None)
         _decide(c, e, position, run_id, [e.tool_call_id], _KIND[kind], e.decided_by, note,
                 approved, details)
@@ -180,33 +181,51 @@ def _row(d: Dialect, row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def cursor_decode(token: str | int) -> tuple[int, str | None]:
+    """Where a page of decisions starts: after ``(position, tool_call_id)``, or after every
+    decision at ``position`` when the cursor is a bare log position. ValueError when the
+    token is not ours."""
+    text = str(token)
+    position, sep, call_id = text.partition(":")
+    if not (position.isascii() and position.isdigit() and len(position) <= 18) or (
+            sep and not call_id):
+        raise ValueError("not an audit cursor")
+    return int(position), call_id if sep else None
+
+
 def list_decisions(
     c: Cursor, *, run_id: str | None = None, actor: str | None = None,
     tool_name: str | None = None, decision: str | None = None,
     since: datetime | None = None, until: datetime | None = None,
-    after: int | None = None, limit: int = 100,
+    after: str | int | None = None, limit: int = 100,
 ) -> dict[str, Any]:
-    """Decisions in log order; ``next_cursor`` is the position to pass as ``after``."""
+    """Decisions in log order (a cancel decides several calls at one position: by call id
+    there); pass ``next_cursor`` back as ``after`` for the next page. The cursor is the
+    last row's log position, with its call id when the next row shares that position."""
     d = c.dialect
     where, params = _filters(d, run_id, actor, tool_name, decision, since, until)
     total = c.execute("SELECT COUNT(*) AS n FROM signoff_decisions"
                       + (f" WHERE {' AND '.join(where)}" if where else ""), params).fetchone()
     if after is not None:
-        where.append("position > %s")
-        params.append(after)
+        position, call_id = cursor_decode(after)
+        if call_id is None:
+            where.append("position > %s")
+            params.append(position)
+        else:
+            where.append("(position > %s OR (position = %s AND tool_call_id > %s))")
+            params += [position, position, call_id]
     rows = c.execute(
         f"SELECT {', '.join(COLUMNS)} FROM signoff_decisions"
         + (f" WHERE {' AND '.join(where)}" if where else "")
         + " ORDER BY position, tool_call_id LIMIT %s", [*params, limit + 1]).fetchall()
-    has_more = len(rows) > limit
     items = [_row(d, r) for r in rows[:limit]]
-    # A cancel decides several calls at one position: a page never splits them.
-    if has_more and items and rows[limit]["position"] == items[-1]["position"]:
-        last = items[-1]["position"]
-        items = [r for r in items if r["position"] != last] or items
-        has_more = True
+    next_cursor = None
+    if len(rows) > limit and items:
+        last = items[-1]
+        next_cursor = (str(last["position"]) if rows[limit]["position"] != last["position"]
+                       else f"{last['position']}:{last['tool_call_id']}")
     return {"items": items, "total": int(total["n"]) if total else 0,
-            "next_cursor": str(items[-1]["position"]) if has_more and items else None}
+            "next_cursor": next_cursor}
 
 
 def iter_decisions(
@@ -214,14 +233,14 @@ def iter_decisions(
 ) -> Iterator[dict[str, Any]]:
     """Every matching decision, in log order, a page per read transaction: memory stays
     flat however long the trail is. ``read`` opens a read cursor (``view.read``)."""
-    after: int | None = None
+    after: str | None = None
     while True:
         with read() as c:
             result = list_decisions(c, after=after, limit=page, **filters)
         yield from result["items"]
         if result["next_cursor"] is None:
             return
-        after = int(result["next_cursor"])
+        after = result["next_cursor"]
 
 
 def analytics(

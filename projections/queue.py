@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from projections.store import Cursor, Dialect, Row
@@ -104,8 +104,14 @@ def cursor_decode(token: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         since, run_id = json.loads(raw)
-        return datetime.fromisoformat(since), str(run_id)
-    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        if not isinstance(run_id, str):
+            raise TypeError("run id")
+        paused_since = datetime.fromisoformat(since)
+        if paused_since.tzinfo is None:  # ours always carry their zone
+            raise ValueError("no time zone")
+        # In UTC, as stored; a time that has no UTC equivalent is no cursor of ours.
+        return paused_since.astimezone(UTC), run_id
+    except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as e:
         raise ValueError("not a queue cursor") from e
 
 

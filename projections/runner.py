@@ -28,10 +28,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 import psycopg
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import InterfaceError, OperationalError
 
 from projections import audit, queue
-from projections.store import Dialect, ViewMixin, open_view
+from projections.store import Dialect, PositionMoved, ViewMixin, open_view
 
 if TYPE_CHECKING:  # projections depend on the domain only; the log comes in
     from service.runs import RunService
@@ -87,10 +87,12 @@ class Projections:
                 return applied
             batch = [(n.id, mapper.to_domain_event(n)) for n in page]
             try:
-                view.write(batch)
-            except IntegrityError:
-                # Another runner applied this page first (its tracking row is past ours):
-                # what it wrote stands; go on from where it got to.
+                view.write(batch, after=position)
+            except PositionMoved:
+                # Another runner applied events meanwhile (or a rebuild reset the
+                # projection): what it wrote stands; go on from where it is now. Any
+                # other error (a constraint of our own tables) is raised, not retried
+                # for ever on the same page.
                 position = view.position()
                 continue
             position = page[-1].id
@@ -159,7 +161,13 @@ class Projections:
 
     def _follow_polling(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self.catch_up_all()
+            try:
+                self.catch_up_all()
+            except (OperationalError, InterfaceError) as err:  # e.g. "database is locked"
+                log.warning("projections could not read or write the store (%s); retrying",
+                            err)
+                stop.wait(1.0)
+                continue
             self._prompt.wait(1.0)
             self._prompt.clear()
 
@@ -181,7 +189,10 @@ class Projections:
                         # Wakes on the first NOTIFY; the timeout only lets `stop` be seen.
                         for _ in conn.notifies(timeout=1.0, stop_after=1):
                             pass
-            except psycopg.OperationalError as err:
+            except (psycopg.OperationalError, OperationalError, InterfaceError) as err:
+                # The LISTEN connection (psycopg's errors) or the pools of the log and the
+                # views (eventsourcing's): a restart or failover of the server must not end
+                # `signoff project`; it goes on from the tracked positions.
                 log.warning("projections lost PostgreSQL (%s); reconnecting", err)
                 stop.wait(1.0)
 

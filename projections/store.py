@@ -2,8 +2,9 @@
 the projection's own tables, on SQLite or PostgreSQL.
 
 A view writes a batch of events and the tracking position of the last one in ONE
-transaction (``write``): eventsourcing's ``_insert_tracking`` refuses a position that is
-not past the recorded one, so a batch is applied exactly once, after crashes too.
+transaction (``write``), after checking, under the projection's write lock, that the
+recorded position is still the one the batch was read after: a batch is applied exactly
+once, after crashes and with several runners too.
 
 The SQL of a projection is written once, with ``%s`` placeholders; ``Dialect`` adapts it
 to SQLite (``?``; JSON and times as text) or PostgreSQL (``jsonb``, ``timestamptz``).
@@ -12,19 +13,31 @@ to SQLite (``?``; JSON and times as text) or PostgreSQL (``jsonb``, ``timestampt
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    IntegrityError,
+    Tracking,
+    TrackingRecorder,
+)
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
 Row = dict[str, Any]
+
+
+class PositionMoved(IntegrityError):
+    """The projection is no longer at the position a page was read after: another runner
+    applied events meanwhile, or a rebuild reset it. Nothing was written: read the
+    position again and go on from there."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +58,16 @@ class Dialect:
     def json(self, value: Any) -> Any:
         if value is None:
             return None
-        return Jsonb(value) if self.name == "postgres" else json.dumps(value, sort_keys=True)
+        if self.name == "postgres":
+            return Jsonb(_without_nul(value))
+        return json.dumps(value, sort_keys=True)
+
+    def param(self, value: Any) -> Any:
+        """PostgreSQL text cannot hold NUL: one such character in an event (a model's or a
+        user's text) would otherwise stop a projection for good. It becomes U+FFFD."""
+        if self.name == "postgres" and isinstance(value, str):
+            return value.replace("\x00", "\ufffd")
+        return value
 
     def from_json(self, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) and self.name == "sqlite" else value
@@ -62,6 +84,19 @@ class Dialect:
         return datetime.fromisoformat(value)
 
 
+def _without_nul(value: Any) -> Any:
+    """What jsonb refuses: NUL in strings (→ U+FFFD), NaN and infinities (→ null)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 class Cursor:
     """A cursor that speaks one SQL (``%s``) on both databases and returns dict rows."""
 
@@ -70,12 +105,13 @@ class Cursor:
         self.dialect = dialect
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Cursor:
-        self.raw.execute(self.dialect.sql(statement), tuple(params))
+        self.raw.execute(self.dialect.sql(statement), [self.dialect.param(p) for p in params])
         return self
 
     def executemany(self, statement: str, params: Sequence[Sequence[Any]]) -> None:
         if params:
-            self.raw.executemany(self.dialect.sql(statement), [tuple(p) for p in params])
+            self.raw.executemany(self.dialect.sql(statement),
+                                 [[self.dialect.param(v) for v in p] for p in params])
 
     def fetchall(self) -> list[Row]:
         return [dict(r) for r in self.raw.fetchall()]
@@ -94,16 +130,44 @@ class ViewMixin:
     # apply(cursor, event, position): writes what one event changes
     apply_event: Callable[[Cursor, Any, int], None]
 
-    def write(self, events: Sequence[tuple[int, Any]]) -> None:
-        """Apply (position, event) pairs and track the last position, in one transaction."""
+    def write(self, events: Sequence[tuple[int, Any]], *, after: int | None = None) -> None:
+        """Apply (position, event) pairs and track the last position, in one transaction.
+
+        ``after`` is the position the page was read after: unless it is still the
+        recorded one, ``PositionMoved`` is raised and nothing is written. The check is
+        made holding the projection's write lock (until commit), so concurrent runners
+        never apply an event twice, even when their pages overlap without being equal
+        (eventsourcing's tracking upsert alone only refuses a page that does not end past
+        the recorded position: a longer page would re-apply the overlap).
+        """
         if not events:
             return
         with self.datastore.transaction(commit=True) as raw:  # type: ignore[attr-defined]
             cursor = Cursor(raw, self.dialect)
+            self._lock(cursor)
+            if after is not None:
+                recorded = self._max_tracking_id(self.tracking_name, raw) or 0  # type: ignore[attr-defined]
+                if recorded != after:
+                    raise PositionMoved(f"{self.tracking_name} is at {recorded}, not {after}")
+            self._insert_tracking(raw, Tracking(self.tracking_name, events[-1][0]))  # type: ignore[attr-defined]
             with self._pipeline(raw):
                 for position, event in events:
                     self.apply_event(cursor, event, position)
-            self._insert_tracking(raw, Tracking(self.tracking_name, events[-1][0]))  # type: ignore[attr-defined]
+
+    def _lock(self, c: Cursor) -> None:
+        """Hold the projection's write lock until the transaction ends.
+
+        PostgreSQL: a transaction-level advisory lock on the projection's name. SQLite:
+        a write (that changes nothing) as the transaction's first statement, so it holds
+        the database's write lock before it reads anything: a read snapshot taken before
+        another connection's commit cannot be upgraded to a write ("database is locked"
+        at once, no busy wait).
+        """
+        if self.dialect.name == "postgres":
+            c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.tracking_name,))
+        else:
+            c.execute(f"UPDATE {self._tracking_table()} SET notification_id = notification_id "
+                      "WHERE application_name = %s", (self.tracking_name,))
 
     def _pipeline(self, raw: Any) -> Any:
         """PostgreSQL: send the page's statements without waiting for each answer."""
@@ -125,6 +189,7 @@ class ViewMixin:
     def reset(self, table_names: Sequence[str]) -> None:
         """Empty the projection's tables and forget its position (for a rebuild)."""
         with self.write_transaction() as c:
+            self._lock(c)  # not in the middle of a runner's page
             for table in table_names:
                 c.execute(f"DELETE FROM {table}")
             c.execute(f"DELETE FROM {self._tracking_table()} WHERE application_name = %s",

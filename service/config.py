@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         "up to date itself. 'off': a separate `signoff project` process does (PostgreSQL "
         "with several API workers); the API still reads them.",
     )
+    projection_batch_size: int = Field(
+        500, ge=1, le=100_000,
+        description="Events a projection applies per transaction when it catches up or is "
+        "rebuilt (each page and its tracked position commit together).",
+    )
 
     @field_validator("database_url")
     @classmethod

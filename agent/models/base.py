@@ -6,6 +6,7 @@ Adapters: :mod:`agent.models.offline` (deterministic, the default with no API ke
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +36,8 @@ class ToolSpec:
             if kind in _JSON_TYPES and (not isinstance(value, _JSON_TYPES[kind])
                                         or (isinstance(value, bool) and kind != "boolean")):
                 found.append(f"{self.name}: {key} must be {kind}, not {type(value).__name__}")
+            elif isinstance(value, float) and not math.isfinite(value):
+                found.append(f"{self.name}: {key} must be a finite number")
         if complete:
             found += [f"{self.name}: {key} is required"
                       for key in self.parameters.get("required", []) if key not in args]

@@ -4,20 +4,19 @@ unchanged (``../shared/notes/agno-wire.md``)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
 
 from agent.loop import Observer
 from api.agno import agent_info, decisions_from_tools, parse_tools, run_output, stream_events
 from api.deps import ContainerDep
-from api.errors import ProblemError
+from api.errors import ProblemError, problem_responses
+from api.wire import JSONBody, dumps, loads
 from domain.errors import ToolCallNotPending
 from domain.run import Run
 
@@ -68,7 +67,7 @@ async def _read(request: Request, model: type[BaseModel]) -> Any:
             if any(not isinstance(v, str) for v in form.values()):
                 raise ProblemError(422, "file uploads are not supported")
         elif ctype == "application/json":
-            data = json.loads(await request.body())
+            data = loads(await request.body())
         else:
             raise ProblemError(415, "send a form (urlencoded or multipart) or JSON")
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -103,10 +102,10 @@ def _sse(work: Callable[[Observer], Run], first: list[tuple[str, dict[str, Any]]
         future.add_done_callback(lambda _: queue.put_nowait(None))
         while (item := await queue.get()) is not None:
             name, data = item
-            yield {"event": name, "data": json.dumps(data, default=str)}
+            yield {"event": name, "data": dumps(data)}
         if future.exception() is not None:
             err = future.exception()
-            yield {"event": "RunError", "data": json.dumps(
+            yield {"event": "RunError", "data": dumps(
                 {"event": "RunError", "content": f"{type(err).__name__}: {err}"})}
 
     return EventSourceResponse(generate(), sep="\n", ping=15)
@@ -118,13 +117,14 @@ def list_agents(c: ContainerDep) -> list[dict[str, Any]]:
     return [agent_info(a, c.loop.default_model) for a in c.loop.agents.values()]
 
 
-@router.get("/agents/{agent_id}")
+@router.get("/agents/{agent_id}", responses=problem_responses(404))
 def get_agent(agent_id: str, c: ContainerDep) -> dict[str, Any]:
     return agent_info(c.loop.agent(agent_id), c.loop.default_model)
 
 
 @router.post("/agents/{agent_id}/runs", openapi_extra=_body_doc(StartRunForm),
-             responses={200: {"content": {"text/event-stream": {}}}})
+             responses={200: {"content": {"text/event-stream": {}}},
+                        **problem_responses(400, 404, 415, 422)})
 async def create_agent_run(agent_id: str, request: Request, c: ContainerDep) -> Any:
     """Start a run. ``stream`` defaults to true (server-sent events), as in Agno."""
     form: StartRunForm = await _read(request, StartRunForm)
@@ -139,12 +139,13 @@ async def create_agent_run(agent_id: str, request: Request, c: ContainerDep) -> 
     if form.stream:
         return _sse(work)
     run = await run_in_threadpool(work, None)
-    return JSONResponse(run_output(run))
+    return JSONBody(run_output(run))
 
 
 @router.post("/agents/{agent_id}/runs/{run_id}/continue",
              openapi_extra=_body_doc(ContinueRunForm),
-             responses={200: {"content": {"text/event-stream": {}}}})
+             responses={200: {"content": {"text/event-stream": {}}},
+                        **problem_responses(400, 404, 409, 415, 422)})
 async def continue_agent_run(
     agent_id: str,
     run_id: str,
@@ -186,7 +187,7 @@ async def continue_agent_run(
     if not form.stream:
         if not replayed:
             run = await run_in_threadpool(c.loop.drive, run, None)
-        return JSONResponse(run_output(run))
+        return JSONBody(run_output(run))
     if replayed:
         events = c.loop.app.run_events(run.id)
         since = _first_version_with(run, idempotency_key or "")
@@ -218,7 +219,7 @@ def _refuse_without_decisions(run: Run, repeats: list[dict[str, Any]]) -> None:
                        "(set confirmed, result or user_input_schema values)")
 
 
-@router.get("/agents/{agent_id}/runs/{run_id}")
+@router.get("/agents/{agent_id}/runs/{run_id}", responses=problem_responses(404))
 def get_agent_run(agent_id: str, run_id: str, c: ContainerDep) -> dict[str, Any]:
     """The run as Agno's ``RunOutput``."""
     run = c.loop.recover(run_id)
@@ -227,7 +228,7 @@ def get_agent_run(agent_id: str, run_id: str, c: ContainerDep) -> dict[str, Any]
     return run_output(run)
 
 
-@router.post("/agents/{agent_id}/runs/{run_id}/cancel")
+@router.post("/agents/{agent_id}/runs/{run_id}/cancel", responses=problem_responses(404, 409))
 def cancel_agent_run(agent_id: str, run_id: str, c: ContainerDep) -> dict[str, Any]:
     run = c.loop.app.get_run(run_id)
     if run.agent_id != agent_id:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -14,7 +13,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from pydantic_core import to_jsonable_python
 
+from api import wire
 from api.deps import ContainerDep
 from api.errors import ProblemError
 from projections import audit, queue
@@ -24,7 +25,8 @@ router = APIRouter(tags=["Review"])
 Kind = Literal["confirmation", "external_execution", "user_input", "in_doubt"]
 Decision = Literal["confirmed", "rejected", "external_result", "user_input", "expired",
                    "cancelled"]
-Text = Annotated[str | None, Query(max_length=200)]
+# PostgreSQL text cannot hold NUL: refused here (422) rather than failing in the database.
+Text = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
 
 
 @router.get("/queue")
@@ -42,12 +44,21 @@ def get_queue(
     ``total`` counts every run matching the filters; pass ``next_cursor`` back as
     ``cursor`` for the next page.
     """
+    if cursor is not None:
+        _check_cursor(queue.cursor_decode, cursor)
+    with c.projections.views[queue.NAME].read() as cur:
+        return queue.list_queue(cur, agent_id=agent_id, user_id=user_id, tool_name=tool,
+                                kind=kind, after=cursor, limit=limit)
+
+
+def _check_cursor(decode: Any, cursor: str) -> None:
+    """A cursor this service did not hand out is a 422 (checked before any query runs, so
+    that no other ``ValueError`` passes for a bad cursor)."""
     try:
-        with c.projections.views[queue.NAME].read() as cur:
-            return queue.list_queue(cur, agent_id=agent_id, user_id=user_id, tool_name=tool,
-                                    kind=kind, after=cursor, limit=limit)
+        decode(cursor)
     except ValueError as e:
-        raise ProblemError(422, f"invalid cursor: {e}") from None
+        raise ProblemError(422, f"invalid cursor: {e}", errors=[
+            {"loc": ["query", "cursor"], "msg": str(e), "type": "value_error"}]) from None
 
 
 @router.get("/audit/decisions", responses={200: {"content": {
@@ -60,13 +71,19 @@ async def get_decisions(
     decision: Decision | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    cursor: Annotated[str | None, Query(max_length=300)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     format: Literal["json", "csv", "jsonl"] = "json",
 ) -> Any:
     """Every decision: who decided what on which call, when, why, and how long after it
     was asked. ``format=csv`` or ``jsonl`` streams every matching decision (no paging,
-    constant memory)."""
+    constant memory).
+
+    Pages: pass ``next_cursor`` back as ``cursor``. A cursor is a log position (the
+    page continues after every decision at it), or ``position:tool_call_id``.
+    """
+    if cursor is not None:
+        _check_cursor(audit.cursor_decode, cursor)
     view = c.projections.views[audit.NAME]
     filters: dict[str, Any] = {"run_id": run_id, "actor": actor, "tool_name": tool,
                                "decision": decision, "since": _aware(since),
@@ -78,7 +95,7 @@ async def get_decisions(
         return await run_in_threadpool(page)
     rows = audit.iter_decisions(view.read, **filters)
     if format == "jsonl":
-        body: Iterator[str] = (json.dumps(r, default=str) + "\n" for r in rows)
+        body: Iterator[str] = (wire.dumps(r) + "\n" for r in rows)
         media = "application/x-ndjson"
     else:
         body = _csv(rows)
@@ -88,12 +105,15 @@ async def get_decisions(
 
 
 def _csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """One line per decision, values as the JSON pages show them (times as there, objects
+    as JSON text, null as an empty cell)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(audit.COLUMNS))
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v
-                         for k, v in row.items()})
+        values = to_jsonable_python(row, inf_nan_mode="null", fallback=str)
+        writer.writerow({k: wire.dumps(v) if isinstance(v, (dict, list)) else v
+                         for k, v in values.items()})
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -109,8 +129,9 @@ def get_analytics(
 ) -> dict[str, Any]:
     """Per tool, agent, actor or day: calls requested, decisions of each kind, approval
     rate (confirmed / (confirmed + rejected)), time to decision p50 / p90 / p99 (ms)."""
+    since, until = _aware(since), _aware(until)  # echoed as applied: with their zone
     with c.projections.views[audit.NAME].read() as cur:
-        groups = audit.analytics(cur, group_by, since=_aware(since), until=_aware(until))
+        groups = audit.analytics(cur, group_by, since=since, until=until)
     return {"group_by": group_by, "since": since, "until": until, "groups": groups}
 
 

@@ -8,9 +8,14 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ContainerDep
-from api.views import event_view, run_view
+from api.errors import problem_responses
+from service.views import event_view, run_view
 
 router = APIRouter(tags=["Runs"])
+
+# Event versions are stored as 64-bit integers (SQLite INTEGER, PostgreSQL bigint): a
+# larger number cannot be sent to the database (an OverflowError, i.e. a 500, before).
+MAX_VERSION = 2**63 - 1
 
 
 class CancelRequest(BaseModel):
@@ -18,9 +23,9 @@ class CancelRequest(BaseModel):
     actor: str | None = Field(None, max_length=200)
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", responses=problem_responses(404, 422))
 def get_run(run_id: str, c: ContainerDep,
-            at_version: int | None = Query(None, ge=1)) -> dict[str, Any]:
+            at_version: int | None = Query(None, ge=1, le=MAX_VERSION)) -> dict[str, Any]:
     """The run's state: status, pending calls, decisions, version.
 
     ``at_version`` shows the run as it was after that many events.
@@ -29,13 +34,13 @@ def get_run(run_id: str, c: ContainerDep,
     return run_view(run)
 
 
-@router.get("/runs/{run_id}/events")
+@router.get("/runs/{run_id}/events", responses=problem_responses(404))
 def get_run_events(run_id: str, c: ContainerDep) -> list[dict[str, Any]]:
     """The run's history: every event in order, with its type, version, time and payload."""
     return [event_view(e) for e in c.app.run_events(run_id)]
 
 
-@router.post("/runs/{run_id}/cancel")
+@router.post("/runs/{run_id}/cancel", responses=problem_responses(400, 404, 409, 422))
 def cancel_run(run_id: str, c: ContainerDep, body: CancelRequest | None = None) -> dict[str, Any]:
     """Cancel a run that has not ended. Pending calls are cancelled with it."""
     body = body or CancelRequest()

@@ -1,0 +1,213 @@
+"""The read models, computed again by a plain fold over the event log.
+
+Written from the issue's description of each read model, independently of
+``projections/*.py`` (nothing here imports them): the property tests compare what the
+projections' tables answer with what this fold says they should answer, for the same
+``(position, event)`` pairs (``RunService.log()``).
+
+- ``expected_queue``: the paused runs, oldest pause first (ties by run id), each with the
+  calls it waits for: calls that need a decision (confirmation, an external result, user
+  input) and have none yet, and calls that went in doubt after a crash (kind
+  ``in_doubt``, asked again when they went in doubt), ordered by when they were asked.
+- ``expected_decisions``: one row per decision, in log order; a cancelled run gives a
+  ``cancelled`` row (actor and reason of the cancel) for each call still undecided.
+- ``expected_analytics``: per tool, agent, actor or day, the calls that needed a decision
+  (not per actor), the decisions of each kind, the approval rate (confirmed over confirmed
+  plus rejected) and the nearest-rank p50/p90/p99 of the time to decision (cancels left
+  out). A call's day is the day it was asked (or went in doubt); a decision's day is the
+  day it was made.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+DECISION_KINDS = ("confirmed", "rejected", "external_result", "user_input", "expired",
+                  "cancelled")
+_DECIDED_BY = {"ToolConfirmed": "confirmed", "ToolRejected": "rejected",
+               "ExternalResultProvided": "external_result",
+               "UserInputProvided": "user_input"}
+
+
+@dataclass
+class _Call:
+    run_id: str
+    tool_call_id: str
+    tool_name: str
+    tool_args: dict[str, Any]
+    kind: str  # what it needs: a requirement, "in_doubt", or "none"
+    confirmation_message: str | None
+    asked_at: datetime  # when it was (last) asked for a decision
+    open: bool  # waiting for a decision now
+
+
+@dataclass
+class _Run:
+    run_id: str
+    agent_id: str
+    user_id: str | None
+    session_id: str
+    started_at: datetime
+    paused_since: datetime | None = None
+    ended: bool = False
+    calls: dict[str, _Call] = field(default_factory=dict)
+
+
+@dataclass
+class Fold:
+    """Everything the read models need, folded from the log."""
+
+    runs: dict[str, _Run] = field(default_factory=dict)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    def apply(self, position: int, event: Any) -> None:
+        name = type(event).__name__
+        run_id = str(event.originator_id)
+        at = event.timestamp
+        if name == "RunStarted":
+            self.runs[run_id] = _Run(run_id, event.agent_id, event.user_id, event.session_id,
+                                     at)
+            return
+        run = self.runs[run_id]
+        if name == "ToolCallRequested":
+            run.calls[event.tool_call_id] = _Call(
+                run_id, event.tool_call_id, event.tool_name, event.tool_args,
+                event.requires if event.requires is not None else "none",
+                event.confirmation_message, at, event.requires is not None)
+        elif name == "ToolCallInDoubt":
+            call = run.calls[event.tool_call_id]
+            call.kind, call.asked_at, call.open = "in_doubt", at, True
+        elif name == "RunPaused":
+            run.paused_since = at
+        elif name == "RunContinued":
+            run.paused_since = None
+        elif name in _DECIDED_BY:
+            call = run.calls[event.tool_call_id]
+            note = event.note if name == "ToolConfirmed" else getattr(event, "reason", None)
+            details = ({"result": event.result} if name == "ExternalResultProvided"
+                       else {"values": event.values} if name == "UserInputProvided" else None)
+            self._decide(position, run, call, _DECIDED_BY[name], event.decided_by, at, note,
+                         getattr(event, "approved_args", None), details)
+        elif name == "RunCancelled":
+            still_open = sorted((c for c in run.calls.values() if c.open),
+                                key=lambda c: (c.asked_at, c.tool_call_id))
+            for call in still_open:
+                self._decide(position, run, call, "cancelled", event.cancelled_by, at,
+                             event.reason, None, None)
+            run.ended, run.paused_since = True, None
+        elif name in ("RunCompleted", "RunFailed"):
+            run.ended, run.paused_since = True, None
+
+    def _decide(self, position: int, run: _Run, call: _Call, decision: str, actor: str,
+                at: datetime, note: str | None, approved: Any, details: Any) -> None:
+        self.decisions.append({
+            "position": position, "run_id": run.run_id, "tool_call_id": call.tool_call_id,
+            "agent_id": run.agent_id, "user_id": run.user_id, "session_id": run.session_id,
+            "tool_name": call.tool_name, "args_requested": call.tool_args,
+            "args_approved": approved, "decision": decision, "actor": actor, "note": note,
+            "details": details, "requested_at": call.asked_at, "decided_at": at,
+            "time_to_decision_ms": (at - call.asked_at).total_seconds() * 1000,
+        })
+        call.open = False
+
+
+def fold(log: Iterable[tuple[int, Any]]) -> Fold:
+    f = Fold()
+    for position, event in log:
+        f.apply(position, event)
+    return f
+
+
+# ------------------------------------------------------------------ the queue
+
+def expected_queue(f: Fold, *, agent_id: str | None = None, user_id: str | None = None,
+                   tool_name: str | None = None, kind: str | None = None,
+                   ) -> list[dict[str, Any]]:
+    """The queue's items, every page, in order (``list_queue``'s item shape)."""
+    items = []
+    for run in f.runs.values():
+        if run.ended or run.paused_since is None:
+            continue
+        waiting = sorted((c for c in run.calls.values() if c.open),
+                         key=lambda c: (c.asked_at, c.tool_call_id))
+        if agent_id is not None and run.agent_id != agent_id:
+            continue
+        if user_id is not None and run.user_id != user_id:
+            continue
+        if (tool_name is not None or kind is not None) and not any(
+                (tool_name is None or c.tool_name == tool_name)
+                and (kind is None or c.kind == kind) for c in waiting):
+            continue
+        items.append({
+            "run_id": run.run_id, "agent_id": run.agent_id, "user_id": run.user_id,
+            "session_id": run.session_id, "started_at": run.started_at,
+            "paused_since": run.paused_since,
+            "waiting_for": [{"tool_call_id": c.tool_call_id, "tool_name": c.tool_name,
+                             "tool_args": c.tool_args, "kind": c.kind,
+                             "confirmation_message": c.confirmation_message,
+                             "requested_at": c.asked_at} for c in waiting],
+        })
+    return sorted(items, key=lambda i: (i["paused_since"], i["run_id"]))
+
+
+# ---------------------------------------------------------------- the audit trail
+
+def expected_decisions(f: Fold, **where: Any) -> list[dict[str, Any]]:
+    """Every decision row in log order (position, then call id); ``where`` keeps the rows
+    whose fields equal the given values."""
+    rows = [r for r in f.decisions if all(r[k] == v for k, v in where.items())]
+    return sorted(rows, key=lambda r: (r["position"], r["tool_call_id"]))
+
+
+def nearest_rank(values: list[float], p: int) -> float | None:
+    """The smallest value with at least p% of the values at or below it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(len(ordered) * p / 100)) - 1]
+
+
+def expected_analytics(f: Fold, group_by: str, *, since: datetime | None = None,
+                       until: datetime | None = None) -> list[dict[str, Any]]:
+    def inside(t: datetime) -> bool:
+        return (since is None or t >= since) and (until is None or t < until)
+
+    decision_key = {"tool": lambda r: r["tool_name"], "agent": lambda r: r["agent_id"],
+                    "actor": lambda r: r["actor"],
+                    "day": lambda r: r["decided_at"].date().isoformat()}[group_by]
+    groups: dict[str, dict[str, Any]] = {}
+
+    def group(key: str) -> dict[str, Any]:
+        if key not in groups:
+            groups[key] = {"group": key, "requested": None if group_by == "actor" else 0,
+                           **dict.fromkeys(DECISION_KINDS, 0), "times": []}
+        return groups[key]
+
+    for row in f.decisions:
+        if inside(row["decided_at"]):
+            g = group(decision_key(row))
+            g[row["decision"]] += 1
+            if row["decision"] != "cancelled":
+                g["times"].append(row["time_to_decision_ms"])
+    if group_by != "actor":
+        for run in f.runs.values():
+            for call in run.calls.values():
+                if call.kind == "none" or not inside(call.asked_at):
+                    continue
+                key = {"tool": call.tool_name, "agent": run.agent_id,
+                       "day": call.asked_at.date().isoformat()}[group_by]
+                group(key)["requested"] += 1
+    out = []
+    for key in sorted(groups):
+        g = groups[key]
+        times = g.pop("times")
+        approved_or_not = g["confirmed"] + g["rejected"]
+        g["approval_rate"] = g["confirmed"] / approved_or_not if approved_or_not else None
+        for p in (50, 90, 99):
+            g[f"time_to_decision_p{p}_ms"] = nearest_rank(times, p)
+        out.append(g)
+    return out

@@ -1,0 +1,362 @@
+"""Random scenarios driven through the real ``AgentLoop`` (offline model), and the
+comparison of every read model with the independent fold (``tests/projections/fold.py``).
+
+A scenario is drawn step by step (``hypothesis`` ``st.data()``): runs of the demo agents,
+the test agents (``tests/support/agents.py``) and ``crashing`` (below) are started with
+explicit ``call TOOL {json}`` lines, so the offline model proposes one to three calls of
+every kind (confirmation, external result, user input, none); then paused runs are
+decided (one call at a time or all at once, confirmed with or without edited arguments,
+rejected with reasons, by several actors), cancelled, crashed mid-tool and recovered (the
+call goes in doubt), while time moves on by milliseconds, hours or days.
+
+Time is a fake clock shared by the loop and the events' timestamps (eventsourcing's
+``datetime_now_with_tzinfo``), so times to decision, days and ties are drawn too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
+
+from hypothesis import strategies as st
+
+from agent import demo
+from agent.loop import AgentLoop, Decision
+from agent.models.offline import OfflineModel
+from agent.tools import Agent, tool
+from domain.run import Run
+from domain.values import CallState, DecisionKind, Requirement, RunStatus
+from projections import audit, queue
+from projections.runner import Projections
+from service.runs import RunService
+from tests.projections.fold import (
+    expected_analytics,
+    expected_decisions,
+    expected_queue,
+    fold,
+)
+from tests.support import agents as test_agents
+
+TOOL_TIMEOUT = 60.0
+
+
+class SimulatedCrash(BaseException):
+    """The process "dies" while a tool runs: nothing after the tool's start is recorded."""
+
+
+@tool(requires_confirmation=True)
+def wire_funds(account: str, crash: bool = False) -> str:
+    """Wire funds; with ``crash`` the process dies while it runs.
+
+    Args:
+        account: Target account
+        crash: Die while running
+    """
+    if crash:
+        raise SimulatedCrash(account)
+    return f"Wired to {account}"
+
+
+@tool
+def sync_ledger(ledger: str, crash: bool = False) -> str:
+    """Sync a ledger (needs no decision); with ``crash`` the process dies while it runs.
+
+    Args:
+        ledger: Which ledger
+        crash: Die while running
+    """
+    if crash:
+        raise SimulatedCrash(ledger)
+    return f"Synced {ledger}"
+
+
+crashing = Agent(id="crashing", name="Crashing", tools=[wire_funds, sync_ledger, demo.lookup_order])
+
+AGENTS: dict[str, Agent] = {a.id: a for a in (demo.data_manager, demo.support_desk,
+                                               test_agents.ops, test_agents.gatekeeper,
+                                               crashing)}
+
+_words = st.sampled_from(["users", "orders", "logs", "o-1", "o-2", "acct-9", "main"])
+ARGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "delete_records": st.fixed_dictionaries({"table_name": _words,
+                                             "count": st.integers(0, 500)}),
+    "send_notification": st.fixed_dictionaries({
+        "recipient": st.sampled_from(["ann@example.com", "bo"]), "message": _words}),
+    "lookup_order": st.fixed_dictionaries({"order_id": _words}),
+    "check_payment": st.fixed_dictionaries({"order_id": _words}),
+    "issue_refund": st.fixed_dictionaries({"order_id": _words,
+                                           "amount": st.sampled_from([5.0, 12.5, 99.0])}),
+    "slow_delete": st.fixed_dictionaries({"table_name": _words}),
+    "refresh_cache": st.fixed_dictionaries({"name": _words}),
+    "transfer_money": st.fixed_dictionaries({"account": _words,
+                                             "amount": st.integers(1, 1000)}),
+    "archive_table": st.fixed_dictionaries({"table_name": _words}),
+    "failing_tool": st.fixed_dictionaries({"name": _words}),
+    "wire_funds": st.fixed_dictionaries({"account": _words, "crash": st.booleans()}),
+    "sync_ledger": st.fixed_dictionaries({"ledger": _words, "crash": st.booleans()}),
+}
+USERS = st.sampled_from(["alice", "bob", None])
+ACTORS = st.sampled_from(["alice", "bob", "carol", "ops-bot"])
+NOTES = st.sampled_from([None, "", "looks fine", "not today", "checked twice"])
+TICKS = st.one_of(st.integers(0, 5_000).map(lambda ms: timedelta(milliseconds=ms)),
+                  st.integers(1, 30).map(lambda m: timedelta(minutes=m)),
+                  st.just(timedelta(hours=7)), st.just(timedelta(days=1)))
+
+
+class FakeClock:
+    """The loop's clock and every event's timestamp; moves only when told."""
+
+    def __init__(self, start: datetime = datetime(2030, 3, 10, 21, 0, tzinfo=UTC)) -> None:
+        self.t = start
+
+    def now(self) -> datetime:
+        return self.t
+
+    def tick(self, by: timedelta) -> None:
+        self.t += by
+
+
+@contextlib.contextmanager
+def fake_time(clock: FakeClock) -> Iterator[None]:
+    with mock.patch("eventsourcing.domain.datetime_now_with_tzinfo", clock.now):
+        yield
+
+
+@dataclass
+class Driver:
+    """Draws and performs the steps of one scenario."""
+
+    data: Any  # hypothesis st.data()
+    loop: AgentLoop
+    clock: FakeClock
+    projections: Projections | None = None
+    run_ids: list[str] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+
+    @property
+    def app(self) -> RunService:
+        return self.loop.app
+
+    def draw(self, strategy: st.SearchStrategy[Any], label: str | None = None) -> Any:
+        return self.data.draw(strategy, label=label)
+
+    def pick(self, runs: list[Run]) -> Run:
+        """One of ``runs``, by its place in the scenario (run ids are random)."""
+        return runs[self.draw(st.integers(0, len(runs) - 1), "run")]
+
+    def _seen(self, run: Run, _events: list[Any]) -> None:
+        if run.run_id not in self.run_ids:
+            self.run_ids.append(run.run_id)
+
+    def runs(self) -> list[Run]:
+        return [self.app.get_run(r) for r in self.run_ids]
+
+    def run(self, max_steps: int = 25, max_runs: int = 7) -> None:
+        n = self.draw(st.integers(1, max_steps), "steps")
+        for _ in range(n):
+            runs = self.runs()
+            paused = [r for r in runs if r.status == RunStatus.PAUSED]
+            live = [r for r in runs if not r.status.is_final]
+            crashed = [r for r in runs if r.status == RunStatus.RUNNING
+                       and r.calls_in(CallState.RUNNING)]
+            choices = ["tick", "catch_up"]
+            if len(runs) < max_runs:
+                choices += ["start", "start"]
+            if paused:
+                choices += ["decide", "decide", "decide"]
+            if live:
+                choices.append("cancel")
+            if crashed:
+                choices += ["recover", "recover"]
+            action = self.draw(st.sampled_from(choices), "action")
+            self.steps.append(action)
+            if action == "tick":
+                self.clock.tick(self.draw(TICKS, "tick"))
+            elif action == "catch_up" and self.projections is not None:
+                self.projections.catch_up_all()
+            elif action == "start":
+                self.start()
+            elif action == "decide":
+                self.decide(self.pick(paused))
+            elif action == "cancel":
+                run = self.pick(live)
+                self.loop.cancel(run.run_id, actor=self.draw(ACTORS, "actor"),
+                                 reason=self.draw(NOTES, "reason"), observer=self._seen)
+            elif action == "recover":
+                run = self.pick(crashed)
+                self.clock.tick(timedelta(seconds=TOOL_TIMEOUT + 1))
+                self.loop.recover(run.run_id, observer=self._seen)
+
+    def start(self) -> None:
+        # "crashing" twice: its calls going in doubt need a crash and a recovery after it.
+        agent = AGENTS[self.draw(st.sampled_from([*sorted(AGENTS), "crashing"]), "agent")]
+        names = self.draw(st.lists(st.sampled_from([t.name for t in agent.tools]),
+                                   min_size=1, max_size=3), "tools")
+        lines = [f"call {n} {json.dumps(self.draw(ARGS[n], n))}" for n in names]
+        with contextlib.suppress(SimulatedCrash):
+            self.loop.start(agent.id, "\n".join(lines), user_id=self.draw(USERS, "user"),
+                            session_id=self.draw(st.sampled_from([None, "s1", "s2"])),
+                            observer=self._seen)
+
+    def decide(self, run: Run) -> None:
+        pending = run.pending_calls()
+        how = self.draw(st.sampled_from(["one", "all", "some"]), "how")
+        if how == "one":
+            chosen = [pending[0]]
+        elif how == "all":
+            chosen = pending
+        else:
+            picked = self.draw(st.sets(st.sampled_from(range(len(pending))), min_size=1),
+                               "calls")
+            chosen = [pending[i] for i in sorted(picked)]
+        decisions = [self.decision(run, c) for c in chosen]
+        actor = self.draw(ACTORS, "actor")
+        with contextlib.suppress(SimulatedCrash):
+            after = self.loop.decide(run.run_id, decisions, actor=actor, observer=self._seen)
+            self.loop.drive(after, observer=self._seen)
+
+    def decision(self, run: Run, call: dict[str, Any]) -> Decision:
+        cid, name = call["tool_call_id"], call["tool_name"]
+        if call["state"] == CallState.IN_DOUBT:
+            kinds = [DecisionKind.CONFIRMED, DecisionKind.REJECTED,
+                     DecisionKind.EXTERNAL_RESULT]
+        else:
+            kinds = {Requirement.CONFIRMATION: [DecisionKind.CONFIRMED],
+                     Requirement.EXTERNAL_EXECUTION: [DecisionKind.EXTERNAL_RESULT],
+                     Requirement.USER_INPUT: [DecisionKind.USER_INPUT],
+                     }[Requirement(call["requires"])] + [DecisionKind.REJECTED]
+        kind = self.draw(st.sampled_from(kinds), "kind")
+        if kind == DecisionKind.CONFIRMED:
+            edited = None
+            if call["editable_args"] and name in ARGS and self.draw(st.booleans(), "edit"):
+                edited = self.draw(ARGS[name], "edited")
+            return Decision(cid, kind, note=self.draw(NOTES, "note"), approved_args=edited)
+        if kind == DecisionKind.REJECTED:
+            return Decision(cid, kind, note=self.draw(NOTES, "reason"))
+        if kind == DecisionKind.EXTERNAL_RESULT:
+            return Decision(cid, kind, result=self.draw(st.sampled_from(["paid", "unpaid",
+                                                                         ""]), "result"))
+        fields = [f["name"] for f in call["user_input_schema"] or []]
+        return Decision(cid, kind, values={f: self.draw(st.sampled_from(
+            ["ann@example.com", "bo@example.org"]), f) for f in fields})
+
+
+def new_loop(app: RunService, clock: FakeClock) -> AgentLoop:
+    return AgentLoop(app, AGENTS, OfflineModel(), tool_timeout=TOOL_TIMEOUT, clock=clock.now)
+
+
+# ------------------------------------------------------------------ reading back
+
+def read_queue(p: Projections, *, limit: int, **filters: Any) -> list[dict[str, Any]]:
+    """Every page of ``list_queue``, following ``next_cursor``; checks ``total``."""
+    items: list[dict[str, Any]] = []
+    after = None
+    totals = set()
+    view = p.views[queue.NAME]
+    while True:
+        with view.read() as c:
+            page = queue.list_queue(c, after=after, limit=limit, **filters)
+        assert len(page["items"]) <= limit
+        items += page["items"]
+        totals.add(page["total"])
+        if page["next_cursor"] is None:
+            break
+        after = page["next_cursor"]
+    assert totals <= {len(items)}, (totals, len(items))
+    return items
+
+
+def read_decisions(p: Projections, *, limit: int, **filters: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    after = None
+    view = p.views[audit.NAME]
+    while True:
+        with view.read() as c:
+            page = audit.list_decisions(c, after=after, limit=limit, **filters)
+        rows += page["items"]
+        assert page["total"] >= len(rows)
+        if page["next_cursor"] is None:
+            assert page["total"] == len(rows)
+            return rows
+        after = page["next_cursor"]
+
+
+def read_analytics(p: Projections, group_by: str, **window: Any) -> list[dict[str, Any]]:
+    with p.views[audit.NAME].read() as c:
+        return audit.analytics(c, group_by, **window)
+
+
+def same(actual: list[dict[str, Any]], expected: list[dict[str, Any]], what: str) -> None:
+    """``actual == expected``, or an AssertionError naming the first rows that differ."""
+    if actual == expected:
+        return
+    lines = [f"{what}: {len(actual)} rows read, {len(expected)} expected by the fold"]
+    for i, (a, e) in enumerate(zip(actual, expected, strict=False)):
+        if a != e:
+            keys = sorted(set(a) | set(e))
+            lines.append(f"row {i} differs: " + "; ".join(
+                f"{k}: read {a.get(k)!r}, fold {e.get(k)!r}" for k in keys
+                if a.get(k) != e.get(k)))
+            break
+    lines += [f"read only: {r}" for r in actual[len(expected):][:3]]
+    lines += [f"fold only: {r}" for r in expected[len(actual):][:3]]
+    raise AssertionError("\n".join(lines))
+
+
+def assert_read_models_match_fold(p: Projections, app: RunService, data: Any) -> None:
+    """Every read function's answer equals the fold's, over the same log."""
+    f = fold(app.log())
+    draw = data.draw
+
+    queue_limit = draw(st.integers(1, 4), "queue page size")
+    same(read_queue(p, limit=queue_limit), expected_queue(f), "queue")
+    waiting = [c for item in expected_queue(f) for c in item["waiting_for"]]
+    filters = draw(st.sampled_from([
+        {"agent_id": draw(st.sampled_from(sorted(AGENTS)))},
+        {"user_id": draw(USERS.filter(bool))},
+        {"tool_name": draw(st.sampled_from(sorted({c["tool_name"] for c in waiting}
+                                                  or {"slow_delete"})))},
+        {"kind": draw(st.sampled_from(["confirmation", "external_execution", "user_input",
+                                       "in_doubt"]))},
+    ]), "queue filter")
+    same(read_queue(p, limit=queue_limit, **filters), expected_queue(f, **filters),
+         f"queue {filters}")
+
+    # Small pages split a cancel's rows (one position, several calls) too.
+    decision_limit = draw(st.sampled_from([1, 2, 3, 1000]), "decisions page size")
+    same(read_decisions(p, limit=decision_limit), expected_decisions(f), "decisions")
+    rows = expected_decisions(f)
+    if rows:
+        row = rows[draw(st.integers(0, len(rows) - 1), "a decision to filter on")]
+        key = draw(st.sampled_from(["run_id", "actor", "tool_name", "decision"]))
+        same(read_decisions(p, limit=decision_limit, **{key: row[key]}),
+             expected_decisions(f, **{key: row[key]}), f"decisions {key}={row[key]!r}")
+
+    times = sorted({r["decided_at"] for r in rows} | {r["requested_at"] for r in rows})
+    window: dict[str, Any] = {}
+    if times:
+        window = {"since": draw(st.sampled_from(times), "since")}
+        window["until"] = draw(st.sampled_from([t for t in times if t >= window["since"]]
+                                               + [window["since"] + timedelta(days=2)]),
+                               "until")
+    for group_by in ("tool", "agent", "actor", "day"):
+        same(read_analytics(p, group_by), expected_analytics(f, group_by),
+             f"analytics by {group_by}")
+        same(read_analytics(p, group_by, **window), expected_analytics(f, group_by, **window),
+             f"analytics by {group_by} in {window}")
+
+
+def assert_matches_fold(p: Projections, app: RunService) -> None:
+    """The whole queue, the whole decision trail and every analytics grouping equal the
+    fold's (no random paging or filters: for tests that are not property tests)."""
+    f = fold(app.log())
+    same(read_queue(p, limit=100), expected_queue(f), "queue")
+    same(read_decisions(p, limit=1000), expected_decisions(f), "decisions")
+    for group_by in ("tool", "agent", "actor", "day"):
+        same(read_analytics(p, group_by), expected_analytics(f, group_by),
+             f"analytics by {group_by}")
