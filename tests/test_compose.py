@@ -22,6 +22,11 @@ def test_compose_starts_postgresql_and_the_service_wired_to_it() -> None:
     assert app["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert app["build"] == "."
     assert any(p.endswith(":7777") for p in app["ports"])
+    # One projection process beside the API, on the same database; the API leaves it to it.
+    assert app["environment"]["SIGNOFF_PROJECTIONS"] == "off"
+    projections = services["projections"]
+    assert projections["command"] == ["project"]
+    assert projections["environment"]["SIGNOFF_DATABASE_URL"] == url
 
 
 def test_the_image_runs_as_a_non_root_user_and_serves_by_default() -> None:
