@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = build_app(settings)
         loop = build_loop(settings, store)
-        projections = build_projections(settings, store)
+        projections = build_projections(settings)
         if settings.projections == "inline":
             store.after_save.append(projections.prompt)
             projections.start()
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             loop.close()
             projections.close()
+            projections.app.close()
             store.close()
 
     app = FastAPI(

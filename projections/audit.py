@@ -100,6 +100,12 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
                   "requested_at = %s, requested_day = %s "
                   "WHERE run_id = %s AND tool_call_id = %s",
                   (d.time(e.timestamp), _day(e.timestamp), run_id, e.tool_call_id))
+    elif kind in ("ToolExecuted", "ToolFailed"):
+        # A late outcome of a call in doubt settles it: a cancel no longer decides it.
+        c.execute("UPDATE signoff_audit_calls SET decided = TRUE "
+                  "WHERE run_id = %s AND tool_call_id = %s AND kind = 'in_doubt' "
+                  "AND NOT decided",
+                  (run_id, e.tool_call_id))
     elif kind in _KIND:
         details: dict[str, Any] | None = None
         if kind == "ExternalResultProvided":
@@ -133,14 +139,16 @@ def _decide(c: Cursor, e: Any, position: int, run_id: str, call_ids: list[str], 
         requested_at = d.from_time(call["requested_at"])
         assert requested_at is not None
         ms = (e.timestamp - requested_at).total_seconds() * 1000
+        requested = d.from_json(call["tool_args"])
+        if decision == "user_input":  # the tool runs with the requested args + the input
+            approved = {**requested, **details["values"]}
         c.execute(
             "INSERT INTO signoff_decisions (position, run_id, tool_call_id, agent_id, user_id, "
             "session_id, tool_name, args_requested, args_approved, decision, actor, note, "
             "details, requested_at, decided_at, decided_day, time_to_decision_ms) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (position, run_id, call_id, call["agent_id"], call["user_id"], call["session_id"],
-             call["tool_name"], call["tool_args"] if d.name == "sqlite"
-             else d.json(call["tool_args"]), d.json(approved), decision, actor, note,
+             call["tool_name"], d.json(requested), d.json(approved), decision, actor, note,
              d.json(details), d.time(requested_at), d.time(e.timestamp), _day(e.timestamp),
              ms))
         c.execute("UPDATE signoff_audit_calls SET decided = TRUE "

@@ -36,6 +36,10 @@ def tables(d: Dialect) -> list[str]:
             position BIGINT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS signoff_queue_runs_paused "
         "ON signoff_queue_runs (paused_since, run_id)",
+        "CREATE INDEX IF NOT EXISTS signoff_queue_runs_agent "
+        "ON signoff_queue_runs (agent_id, paused_since, run_id)",
+        "CREATE INDEX IF NOT EXISTS signoff_queue_runs_user "
+        "ON signoff_queue_runs (user_id, paused_since, run_id)",
         f"""CREATE TABLE IF NOT EXISTS signoff_queue_calls (
             run_id TEXT NOT NULL,
             tool_call_id TEXT NOT NULL,
@@ -84,6 +88,12 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
         c.execute("UPDATE signoff_queue_calls SET waiting = TRUE, kind = 'in_doubt', "
                   "requested_at = %s WHERE run_id = %s AND tool_call_id = %s",
                   (d.time(e.timestamp), run_id, e.tool_call_id))
+    elif kind in ("ToolExecuted", "ToolFailed"):
+        # An outcome settles a call: a late one, of a call in doubt, takes it out of the
+        # queue (the run no longer waits for it).
+        c.execute("UPDATE signoff_queue_calls SET waiting = FALSE "
+                  "WHERE run_id = %s AND tool_call_id = %s AND waiting",
+                  (run_id, e.tool_call_id))
     elif kind == "RunContinued":
         c.execute("UPDATE signoff_queue_runs SET paused_since = NULL, position = %s "
                   "WHERE run_id = %s", (position, run_id))

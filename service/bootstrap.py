@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING
+
+from eventsourcing.persistence import IntegrityError, InternalError, ProgrammingError
 
 from agent.loop import AgentLoop, load_agents
 from agent.models.base import ModelClient
@@ -28,7 +31,17 @@ def build_model(spec: str, timeout: float = 60.0) -> ModelClient:
 
 
 def build_app(settings: Settings) -> RunService:
-    return RunService(env=eventsourcing_env(settings))
+    """The application. Workers starting together on one PostgreSQL all create the
+    tables and function if missing, and all but one may then fail on the catalog
+    ("tuple concurrently updated", a unique violation): try again, briefly."""
+    for attempt in range(5):
+        try:
+            return RunService(env=eventsourcing_env(settings))
+        except (InternalError, IntegrityError, ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def build_loop(settings: Settings, app: RunService | None = None) -> AgentLoop:
@@ -39,7 +52,10 @@ def build_loop(settings: Settings, app: RunService | None = None) -> AgentLoop:
                      max_model_turns=settings.max_model_turns)
 
 
-def build_projections(settings: Settings, app: RunService) -> Projections:
+def build_projections(settings: Settings) -> Projections:
+    """The projections, reading the log through an application of their own: its
+    connections are never taken by request threads, so the read models keep up under
+    load."""
     from projections.runner import Projections
 
-    return Projections(app, eventsourcing_env(settings))
+    return Projections(build_app(settings), eventsourcing_env(settings))

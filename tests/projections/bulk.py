@@ -19,6 +19,7 @@ from agent.loop import AgentLoop, Decision
 from agent.models.offline import OfflineModel
 from domain.values import DecisionKind, Requirement, RunStatus
 from projections.runner import MODULES, Projections
+from projections.store import PositionMoved
 from service.runs import RunService
 from tests.projections.scenario import AGENTS
 
@@ -162,14 +163,21 @@ def assert_dumps_equal(before: dict[str, Any], after: dict[str, Any]) -> None:
 
 
 def count_writes(p: Projections) -> dict[str, list[int]]:
-    """Record the positions each view of ``p`` applies, as its transactions commit."""
-    applied: dict[str, list[int]] = {name: [] for name in p.views}
+    """Record the positions each view of ``p`` applies, as its transactions commit
+    (``applied[name]``), and the pages refused because another runner got there first
+    (``applied[name + ":moved"]``, the positions they were read after)."""
+    applied: dict[str, list[int]] = {}
     for name, view in p.views.items():
         original = view.write
+        applied[name], applied[f"{name}:moved"] = [], []
 
         def write(events: Sequence[tuple[int, Any]], *, after: int | None = None,
                   _original: Any = original, _name: str = name) -> None:
-            _original(events, after=after)
+            try:
+                _original(events, after=after)
+            except PositionMoved:
+                applied[f"{_name}:moved"].append(after or 0)
+                raise
             applied[_name].extend(position for position, _ in events)
 
         view.write = write  # type: ignore[method-assign]

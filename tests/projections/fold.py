@@ -8,7 +8,8 @@ projections' tables answer with what this fold says they should answer, for the 
 - ``expected_queue``: the paused runs, oldest pause first (ties by run id), each with the
   calls it waits for: calls that need a decision (confirmation, an external result, user
   input) and have none yet, and calls that went in doubt after a crash (kind
-  ``in_doubt``, asked again when they went in doubt), ordered by when they were asked.
+  ``in_doubt``, asked again when they went in doubt) with neither a decision nor a late
+  outcome since, ordered by when they were asked.
 - ``expected_decisions``: one row per decision, in log order; a cancelled run gives a
   ``cancelled`` row (actor and reason of the cancel) for each call still undecided.
 - ``expected_analytics``: per tool, agent, actor or day, the calls that needed a decision
@@ -81,6 +82,10 @@ class Fold:
         elif name == "ToolCallInDoubt":
             call = run.calls[event.tool_call_id]
             call.kind, call.asked_at, call.open = "in_doubt", at, True
+        elif name in ("ToolExecuted", "ToolFailed"):
+            # An outcome (a late one, of a call in doubt, too) settles the call: the run
+            # no longer waits for it, and a cancel does not decide it.
+            run.calls[event.tool_call_id].open = False
         elif name == "RunPaused":
             run.paused_since = at
         elif name == "RunContinued":
@@ -90,8 +95,12 @@ class Fold:
             note = event.note if name == "ToolConfirmed" else getattr(event, "reason", None)
             details = ({"result": event.result} if name == "ExternalResultProvided"
                        else {"values": event.values} if name == "UserInputProvided" else None)
+            # The arguments the tool runs with when they differ from the requested ones:
+            # a reviewer's edit, or the requested ones completed by the user's input.
+            approved = ({**call.tool_args, **event.values} if name == "UserInputProvided"
+                        else getattr(event, "approved_args", None))
             self._decide(position, run, call, _DECIDED_BY[name], event.decided_by, at, note,
-                         getattr(event, "approved_args", None), details)
+                         approved, details)
         elif name == "RunCancelled":
             still_open = sorted((c for c in run.calls.values() if c.open),
                                 key=lambda c: (c.asked_at, c.tool_call_id))

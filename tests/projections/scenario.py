@@ -136,7 +136,6 @@ class Driver:
     clock: FakeClock
     projections: Projections | None = None
     run_ids: list[str] = field(default_factory=list)
-    steps: list[str] = field(default_factory=list)
 
     @property
     def app(self) -> RunService:
@@ -174,7 +173,6 @@ class Driver:
             if crashed:
                 choices += ["recover", "recover"]
             action = self.draw(st.sampled_from(choices), "action")
-            self.steps.append(action)
             if action == "tick":
                 self.clock.tick(self.draw(TICKS, "tick"))
             elif action == "catch_up" and self.projections is not None:

@@ -12,6 +12,7 @@ a time window) with the fold over ``app.log()``.
 from __future__ import annotations
 
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from domain.run import Run
 from projections.runner import Projections
 from service.config import Settings, eventsourcing_env
 from service.runs import RunService
 from tests.projections.scenario import (
     Driver,
     FakeClock,
+    assert_matches_fold,
     assert_read_models_match_fold,
     fake_time,
     new_loop,
+    read_queue,
 )
 from tests.support.postgres import PgServer
 
@@ -79,3 +83,43 @@ def test_read_models_equal_the_fold_postgres(pg_database: PgServer) -> None:
         check_scenario(data, env)
 
     examples()
+
+
+def test_a_late_outcome_of_a_call_in_doubt_settles_it(tmp_path: Path) -> None:
+    """A path the loop does not take (its late save loses to the one that marked the call
+    in doubt) but the domain allows: the outcome of a call in doubt is recorded after all.
+    The run no longer waits for it, so neither does the queue, and a cancel does not
+    record it as cancelled."""
+    env = eventsourcing_env(Settings(database_url=f"sqlite:///{tmp_path / 'late.db'}"))
+    app = RunService(env=env)
+    run = Run.start(agent_id="ops", agent_name="Ops", user_id="u1", session_id="s1",
+                    input="call slow_delete")
+    run.record_model_response(model="offline", provider="signoff", content=None,
+                              tool_calls=[{"id": "c1", "name": "sync", "args": {}},
+                                          {"id": "c2", "name": "sync", "args": {}}])
+    for call_id in ("c1", "c2"):
+        run.request_tool_call(tool_call_id=call_id, tool_name="sync", tool_args={})
+        run.start_tool(call_id, deadline=datetime(2030, 1, 1, tzinfo=UTC))
+        run.mark_in_doubt(call_id)
+    run.pause()
+    app.save(run)
+    run.record_tool_result("c1", "done, late")
+    app.save(run)
+    assert [c["tool_call_id"] for c in app.get_run(run.id).pending_calls()] == ["c2"]
+    p = Projections(app, env, batch_size=BATCH)
+    try:
+        p.catch_up_all()
+        [item] = read_queue(p, limit=10)
+        assert [c["tool_call_id"] for c in item["waiting_for"]] == ["c2"]
+        assert_matches_fold(p, app)
+        run.cancel(cancelled_by="alice", reason="enough")
+        app.save(run)
+        p.catch_up_all()
+        assert read_queue(p, limit=10) == []
+        assert_matches_fold(p, app)  # one cancelled row: c2's
+        with p.views["audit"].read() as c:
+            assert [r["tool_call_id"] for r in c.execute(
+                "SELECT tool_call_id FROM signoff_decisions").fetchall()] == ["c2"]
+    finally:
+        p.close()
+        app.close()

@@ -280,3 +280,29 @@ def test_two_server_processes_with_one_idempotency_key(
     types = _stored_types(two_servers[0], run_id)
     assert types.count("ToolConfirmed") == 1
     assert types[-1] == "RunCompleted"
+
+
+@pytest.mark.postgres
+def test_workers_starting_together_on_one_postgresql_all_come_up(pg_database: PgServer) -> None:
+    """Each start creates the tables and eventsourcing's insert function if missing; on
+    the catalog, concurrent starts collide ("tuple concurrently updated"): build_app
+    tries again, so every worker comes up."""
+    from service.bootstrap import build_app
+
+    settings = Settings(database_url=pg_database.url)
+    build_app(settings).close()
+    for _ in range(3):
+        errors: list[BaseException] = []
+
+        def start(errors: list[BaseException] = errors) -> None:
+            try:
+                build_app(settings).close()
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=start) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []

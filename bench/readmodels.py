@@ -1,0 +1,214 @@
+"""Read-model latency: ``python -m bench.readmodels`` (see bench/README.md).
+
+1. Fills a store with ``--runs`` runs through the domain (every tenth left paused, the
+   rest decided and completed), brings the projections up to date.
+2. Starts a real ``signoff serve`` on that store and measures ``GET /queue`` (first page,
+   a filtered page, a page deep in the cursor chain) and ``GET /audit/decisions`` (first
+   page, filtered by actor, a deep page) latency over HTTP: p50 / p99.
+3. Under load (``--clients`` threads doing HITL cycles), measures the time from a
+   decision's commit (the continue request's answer) to ``/queue`` no longer showing the
+   run: p50 / p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.__main__ import MESSAGE, cycle, machine, store  # noqa: E402
+from bench.catchup import a_run  # noqa: E402
+from domain.run import Run  # noqa: E402
+from domain.values import Requirement  # noqa: E402
+from projections import queue  # noqa: E402
+from projections.runner import Projections  # noqa: E402
+from service.config import Settings, eventsourcing_env  # noqa: E402
+from service.runs import RunService  # noqa: E402
+from tests.support.server import live_server  # noqa: E402
+
+
+def a_paused_run(i: int) -> Run:
+    run = Run.start(agent_id=f"agent{i % 3}", agent_name="Agent", user_id=f"user{i % 50}",
+                    session_id=f"s{i % 200}", input=MESSAGE)
+    args = {"table_name": "users", "count": i % 100}
+    run.record_model_response(model="offline", provider="signoff", content=None,
+                              tool_calls=[{"id": f"call_{i}", "name": "delete_records",
+                                           "args": args}])
+    run.request_tool_call(tool_call_id=f"call_{i}", tool_name="delete_records", tool_args=args,
+                          requires=Requirement.CONFIRMATION)
+    run.pause()
+    return run
+
+
+def fill(app: RunService, runs: int) -> None:
+    for start in range(0, runs, 200):
+        app.save(*(a_paused_run(i) if i % 10 == 0 else a_run(i)
+                   for i in range(start, min(runs, start + 200))))
+
+
+def pct(xs: list[float], q: int) -> float:
+    return statistics.quantiles(xs, n=100)[q - 1] * 1000
+
+
+def timed(client: httpx.Client, url: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = client.get(url)
+        out.append(time.perf_counter() - t0)
+        r.raise_for_status()
+    return out
+
+
+def deep_cursor(client: httpx.Client, path: str, pages: int, limit: int) -> str:
+    """A cursor up to ``pages`` pages deep (as deep as the data goes), as a query suffix."""
+    cursor = ""
+    for _ in range(pages):
+        body = client.get(f"{path}?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+                          ).json()
+        if not body["next_cursor"]:
+            break
+        cursor = body["next_cursor"]
+    return f"&cursor={cursor}" if cursor else ""
+
+
+def _load(server_url: str, clients: int, stop: Any, done: Any) -> None:
+    def client() -> None:
+        timings: dict[str, list[float]] = {"start": [], "continue": []}
+        with httpx.Client(base_url=server_url, timeout=60) as c:
+            while not stop.is_set():
+                cycle(c, timings)
+                with done.get_lock():
+                    done.value += 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def decision_to_queue(server_url: str, env: dict[str, str], clients: int, probes: int,
+                      ) -> tuple[list[float], float]:
+    """Time from a decision's commit (its ToolConfirmed event's timestamp, taken just
+    before the commit) to the queue's table no longer holding the run, read straight from
+    the database (1 ms polls) so that HTTP latency under load does not blur it."""
+    # The load runs in a process of its own, so that it does not take this process's GIL
+    # from the probe (which would add its own delay to what is measured).
+    stop = multiprocessing.Event()
+    done = multiprocessing.Value("i", 0)
+    loader = multiprocessing.Process(target=_load, args=(server_url, clients, stop, done))
+    loader.start()
+    reader = Projections(RunService(env=env), env, names=["queue"])
+    view = reader.views["queue"]
+
+    def queued(user: str) -> bool:
+        with view.read() as cur:
+            return bool(queue.list_queue(cur, user_id=user, limit=1)["items"])
+
+    lags: list[float] = []
+    t_load = time.perf_counter()
+    with httpx.Client(base_url=server_url, timeout=60) as c:
+        for i in range(probes):
+            user = f"probe{i}"
+            run = c.post("/agents/data_manager/runs", data={
+                "message": MESSAGE, "user_id": user, "stream": "false"}).json()
+            while not queued(user):
+                time.sleep(0.001)
+            tools = run["tools"]
+            for t in tools:
+                t["confirmed"] = True
+            c.post(f"/agents/data_manager/runs/{run['run_id']}/continue",
+                   data={"tools": json.dumps(tools), "stream": "false"}).raise_for_status()
+            while queued(user):
+                time.sleep(0.001)
+            seen = time.time()
+            events = c.get(f"/runs/{run['run_id']}/events").json()
+            decided = next(e for e in events if e["type"] == "ToolConfirmed")
+            lags.append(seen - datetime.fromisoformat(decided["timestamp"]).timestamp())
+    stop.set()
+    loader.join(120)
+    rate = done.value / (time.perf_counter() - t_load)
+    reader.close()
+    reader.app.close()
+    return lags, rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.readmodels", description=__doc__)
+    parser.add_argument("--stores", default="postgres")
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--probes", type=int, default=100)
+    parser.add_argument("--projections", choices=("inline", "process"), default="inline",
+                        help="run the projections in the API process, or as `signoff "
+                        "project` beside it (SIGNOFF_PROJECTIONS=off)")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    for kind in args.stores.split(","):
+        with tempfile.TemporaryDirectory() as tmp, store(kind, Path(tmp)) as url:
+            env = eventsourcing_env(Settings(database_url=url))
+            app = RunService(env=env)
+            t0 = time.perf_counter()
+            fill(app, args.runs)
+            projections = Projections(app, env)
+            projections.catch_up_all()
+            print(f"{kind}: {args.runs} runs, {app.head()} events, "
+                  f"{args.runs // 10} paused; filled and projected in "
+                  f"{time.perf_counter() - t0:.0f} s")
+            projections.close()
+            app.close()
+            projector = None
+            server_env = {}
+            if args.projections == "process":
+                server_env["SIGNOFF_PROJECTIONS"] = "off"
+                projector = subprocess.Popen(
+                    [sys.executable, "-m", "cli", "project"], cwd=ROOT,
+                    env={**os.environ, "SIGNOFF_DATABASE_URL": url},
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            print(f"projections: {args.projections}")
+            with live_server(url, Path(tmp) / "server.log", **server_env) as server, \
+                    httpx.Client(base_url=server.url, timeout=60) as c:
+                queue_deep = deep_cursor(c, "/queue", 20, 100)
+                audit_deep = deep_cursor(c, "/audit/decisions", 20, 100)
+                print(f"{'request':<52}{'p50 ms':>8}{'p99 ms':>8}")
+                for label, path in [
+                    ("GET /queue?limit=50", "/queue?limit=50"),
+                    ("GET /queue?agent_id=agent1&tool=delete_records",
+                     "/queue?agent_id=agent1&tool=delete_records"),
+                    ("GET /queue (page 21 by cursor)", f"/queue?limit=50{queue_deep}"),
+                    ("GET /audit/decisions?limit=100", "/audit/decisions?limit=100"),
+                    ("GET /audit/decisions?actor=reviewer3",
+                     "/audit/decisions?actor=reviewer3&limit=100"),
+                    ("GET /audit/decisions (page 21 by cursor)",
+                     f"/audit/decisions?limit=100{audit_deep}"),
+                ]:
+                    xs = timed(c, path, args.requests)
+                    print(f"{label:<52}{pct(xs, 50):>8.1f}{pct(xs, 99):>8.1f}", flush=True)
+                lags, rate = decision_to_queue(server.url, env, args.clients, args.probes)
+                print(f"decision commit -> gone from /queue, under {args.clients} clients "
+                      f"({rate:.0f} cycles/s): p50 {pct(lags, 50):.1f} ms, "
+                      f"p99 {pct(lags, 99):.1f} ms", flush=True)
+            if projector is not None:
+                projector.terminate()
+                projector.wait(30)
+
+
+if __name__ == "__main__":
+    main()
