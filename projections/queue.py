@@ -50,8 +50,10 @@ def tables(d: Dialect) -> list[str]:
             requested_at {d.time_type} NOT NULL,
             waiting BOOLEAN NOT NULL,
             PRIMARY KEY (run_id, tool_call_id))""",
-        "CREATE INDEX IF NOT EXISTS signoff_queue_calls_tool "
-        "ON signoff_queue_calls (tool_name, kind)",
+        "CREATE INDEX IF NOT EXISTS signoff_queue_calls_waiting "
+        "ON signoff_queue_calls (tool_name, kind, run_id) WHERE waiting",
+        "CREATE INDEX IF NOT EXISTS signoff_queue_calls_kind "
+        "ON signoff_queue_calls (kind, run_id) WHERE waiting",
     ]
 
 
@@ -147,14 +149,16 @@ def list_queue(
         where.append("r.user_id = %s")
         params.append(user_id)
     if tool_name is not None or kind is not None:
-        sub = ["q.run_id = r.run_id", "q.waiting"]
+        # Not correlated: the matching runs are found once, by index, then probed.
+        sub = ["q.waiting"]
         if tool_name is not None:
             sub.append("q.tool_name = %s")
             params.append(tool_name)
         if kind is not None:
             sub.append("q.kind = %s")
             params.append(kind)
-        where.append(f"EXISTS (SELECT 1 FROM signoff_queue_calls q WHERE {' AND '.join(sub)})")
+        where.append(f"r.run_id IN (SELECT q.run_id FROM signoff_queue_calls q "
+                     f"WHERE {' AND '.join(sub)})")
     filters = " AND ".join(where)
     total = c.execute(f"SELECT COUNT(*) AS n FROM signoff_queue_runs r WHERE {filters}",
                       params).fetchone()
