@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from projections.store import Cursor, Dialect
@@ -127,32 +127,67 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
 
 def _decide(c: Cursor, e: Any, position: int, run_id: str, call_ids: list[str], decision: str,
             actor: str, note: str | None, approved: Any, details: Any) -> None:
-    d = c.dialect
     for call_id in call_ids:
-        call = c.execute(
-            "SELECT k.tool_name, k.tool_args, k.requested_at, r.agent_id, r.user_id, "
-            "r.session_id FROM signoff_audit_calls k JOIN signoff_audit_runs r "
-            "ON r.run_id = k.run_id WHERE k.run_id = %s AND k.tool_call_id = %s",
-            (run_id, call_id)).fetchone()
-        if call is None:  # pragma: no cover - a decision always follows its request
-            continue
-        requested_at = d.from_time(call["requested_at"])
-        assert requested_at is not None
-        ms = (e.timestamp - requested_at).total_seconds() * 1000
-        requested = d.from_json(call["tool_args"])
-        if decision == "user_input":  # the tool runs with the requested args + the input
-            approved = {**requested, **details["values"]}
-        c.execute(
-            "INSERT INTO signoff_decisions (position, run_id, tool_call_id, agent_id, user_id, "
-            "session_id, tool_name, args_requested, args_approved, decision, actor, note, "
-            "details, requested_at, decided_at, decided_day, time_to_decision_ms) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (position, run_id, call_id, call["agent_id"], call["user_id"], call["session_id"],
-             call["tool_name"], d.json(requested), d.json(approved), decision, actor, note,
-             d.json(details), d.time(requested_at), d.time(e.timestamp), _day(e.timestamp),
-             ms))
+        if c.dialect.name == "postgres":
+            _insert_decision_pg(c, e, position, run_id, call_id, decision, actor, note,
+                                approved, details)
+        else:
+            _insert_decision(c, e, position, run_id, call_id, decision, actor, note, approved,
+                             details)
         c.execute("UPDATE signoff_audit_calls SET decided = TRUE "
                   "WHERE run_id = %s AND tool_call_id = %s", (run_id, call_id))
+
+
+def _insert_decision(c: Cursor, e: Any, position: int, run_id: str, call_id: str,
+                     decision: str, actor: str, note: str | None, approved: Any,
+                     details: Any) -> None:
+    """Read the call's request back, then write the decision's row."""
+    d = c.dialect
+    call = c.execute(
+        "SELECT k.tool_name, k.tool_args, k.requested_at, r.agent_id, r.user_id, "
+        "r.session_id FROM signoff_audit_calls k JOIN signoff_audit_runs r "
+        "ON r.run_id = k.run_id WHERE k.run_id = %s AND k.tool_call_id = %s",
+        (run_id, call_id)).fetchone()
+    if call is None:  # pragma: no cover - a decision always follows its request
+        return
+    requested_at = d.from_time(call["requested_at"])
+    assert requested_at is not None
+    requested = d.from_json(call["tool_args"])
+    if decision == "user_input":  # the tool runs with the requested args + the input
+        approved = {**requested, **details["values"]}
+    c.execute(
+        "INSERT INTO signoff_decisions (position, run_id, tool_call_id, agent_id, user_id, "
+        "session_id, tool_name, args_requested, args_approved, decision, actor, note, "
+        "details, requested_at, decided_at, decided_day, time_to_decision_ms) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (position, run_id, call_id, call["agent_id"], call["user_id"], call["session_id"],
+         call["tool_name"], d.json(requested), d.json(approved), decision, actor, note,
+         d.json(details), d.time(requested_at), d.time(e.timestamp), _day(e.timestamp),
+         (e.timestamp - requested_at) / timedelta(milliseconds=1)))
+
+
+def _insert_decision_pg(c: Cursor, e: Any, position: int, run_id: str, call_id: str,
+                        decision: str, actor: str, note: str | None, approved: Any,
+                        details: Any) -> None:
+    """The same row in one statement that reads nothing back: a page's statements then
+    go to PostgreSQL in one pipeline, with no round trip per decision. The interval is
+    exact (microseconds), so its milliseconds equal Python's ``delta / 1 ms``."""
+    d = c.dialect
+    merged = decision == "user_input"  # the tool runs with the requested args + the input
+    c.execute(
+        "INSERT INTO signoff_decisions (position, run_id, tool_call_id, agent_id, user_id, "
+        "session_id, tool_name, args_requested, args_approved, decision, actor, note, "
+        "details, requested_at, decided_at, decided_day, time_to_decision_ms) "
+        "SELECT %s, k.run_id, k.tool_call_id, r.agent_id, r.user_id, r.session_id, "
+        "k.tool_name, k.tool_args, "
+        + ("k.tool_args || %s::jsonb, " if merged else "%s::jsonb, ")
+        + "%s, %s, %s, %s::jsonb, k.requested_at, %s, %s, "
+        "(EXTRACT(EPOCH FROM (%s::timestamptz - k.requested_at)) * 1000)::float8 "
+        "FROM signoff_audit_calls k JOIN signoff_audit_runs r ON r.run_id = k.run_id "
+        "WHERE k.run_id = %s AND k.tool_call_id = %s",
+        (position, d.json(details["values"] if merged else approved), decision, actor, note,
+         d.json(details), d.time(e.timestamp), _day(e.timestamp), d.time(e.timestamp),
+         run_id, call_id))
 
 
 def _day(ts: datetime) -> str:
@@ -171,13 +206,19 @@ def _filters(d: Dialect, run_id: str | None, actor: str | None, tool_name: str |
         if value is not None:
             where.append(f"{column} = %s")
             params.append(value)
+    _time_range(d, "decided_at", since, until, where, params)
+    return where, params
+
+
+def _time_range(d: Dialect, column: str, since: datetime | None, until: datetime | None,
+                where: list[str], params: list[Any]) -> None:
+    """``since`` inclusive, ``until`` exclusive."""
     if since is not None:
-        where.append("decided_at >= %s")
+        where.append(f"{column} >= %s")
         params.append(d.time(since))
     if until is not None:
-        where.append("decided_at < %s")
+        where.append(f"{column} < %s")
         params.append(d.time(until))
-    return where, params
 
 
 def _row(d: Dialect, row: dict[str, Any]) -> dict[str, Any]:
@@ -278,12 +319,7 @@ def analytics(
                       "decided_day": "requested_day"}[column]
         req_where = ["kind <> 'none'"]
         req_params: list[Any] = []
-        if since is not None:
-            req_where.append("requested_at >= %s")
-            req_params.append(d.time(since))
-        if until is not None:
-            req_where.append("requested_at < %s")
-            req_params.append(d.time(until))
+        _time_range(d, "requested_at", since, until, req_where, req_params)
         for row in c.execute(
                 f"SELECT {req_column} AS g, COUNT(*) AS n FROM signoff_audit_calls "
                 f"WHERE {' AND '.join(req_where)} GROUP BY {req_column}", req_params).fetchall():

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 DECISION_KINDS = ("confirmed", "rejected", "external_result", "user_input", "expired",
@@ -119,7 +119,7 @@ class Fold:
             "tool_name": call.tool_name, "args_requested": call.tool_args,
             "args_approved": approved, "decision": decision, "actor": actor, "note": note,
             "details": details, "requested_at": call.asked_at, "decided_at": at,
-            "time_to_decision_ms": (at - call.asked_at).total_seconds() * 1000,
+            "time_to_decision_ms": (at - call.asked_at) / timedelta(milliseconds=1),
         })
         call.open = False
 
