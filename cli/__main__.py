@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -67,6 +68,8 @@ def serve(
 def runs_show(
     run_id: str,
     at_version: Annotated[int | None, typer.Option(help="show the state after N events")] = None,
+    as_of: Annotated[str | None, typer.Option(
+        help="show the state at this time (ISO 8601; UTC without a zone)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print a run's history, event by event, and its state."""
@@ -74,11 +77,20 @@ def runs_show(
     from service.runs import RunNotFound
     from service.views import event_view, run_view
 
+    if at_version is not None and as_of is not None:
+        typer.echo("signoff: give --at-version or --as-of, not both", err=True)
+        raise typer.Exit(2)
     store = build_app(_settings())
     try:
-        run = store.get_run(run_id, version=at_version)
-        events = [e for e in store.run_events(run_id)
-                  if at_version is None or e.originator_version <= at_version]
+        when = datetime.fromisoformat(as_of) if as_of else None
+    except ValueError:
+        typer.echo(f"signoff: --as-of {as_of!r} is not an ISO 8601 time", err=True)
+        raise typer.Exit(2) from None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    try:
+        run = store.get_run_at(run_id, version=at_version, as_of=when)
+        events = [e for e in store.run_events(run_id) if e.originator_version <= run.version]
     except RunNotFound as e:
         typer.echo(f"signoff: {e}", err=True)
         raise typer.Exit(1) from None

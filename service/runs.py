@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -43,6 +44,24 @@ class RunService(Application[UUID]):
             raise RunNotFound(f"no run {run_id!r}") from None
         if not isinstance(run, Run):  # pragma: no cover - only runs are stored
             raise RunNotFound(f"no run {run_id!r}")
+        return run
+
+    def get_run_at(self, run_id: str | UUID, *, version: int | None = None,
+                   as_of: datetime | None = None) -> Run:
+        """The run as it was after its first ``version`` events, or at the time ``as_of``
+        (after every event recorded at or before it). ``RunNotFound`` when the run did
+        not exist yet then, or has fewer events than asked for."""
+        if as_of is not None:
+            version = None
+            for event in self.run_events(run_id):
+                if event.timestamp > as_of:
+                    break
+                version = event.originator_version
+            if version is None:
+                raise RunNotFound(f"run {run_id!r} did not exist yet at {as_of.isoformat()}")
+        run = self.get_run(run_id, version=version)
+        if version is not None and run.version < version:
+            raise RunNotFound(f"run {run_id!r} has only {run.version} events, not {version}")
         return run
 
     def run_events(self, run_id: str | UUID) -> list[DomainEventProtocol[UUID]]:

@@ -66,6 +66,7 @@ def test_runs_show_prints_a_runs_history_and_its_state_at_a_version(tmp_path: Pa
     loop = AgentLoop(app, load_agents(["agent.demo"]), OfflineModel())
     run = loop.start("data_manager", "Delete 50 old records from the users table",
                      user_id="u1")
+    second = app.run_events(run.run_id)[1].timestamp
     app.close()
 
     result = signoff("runs", "show", run.run_id, SIGNOFF_DATABASE_URL=url)
@@ -78,6 +79,13 @@ def test_runs_show_prints_a_runs_history_and_its_state_at_a_version(tmp_path: Pa
     result = signoff("runs", "show", run.run_id, "--at-version", "2",
                      SIGNOFF_DATABASE_URL=url)
     assert "status RUNNING  version 2" in result.stdout
+    result = signoff("runs", "show", run.run_id, "--as-of", second.isoformat(),
+                     SIGNOFF_DATABASE_URL=url)
+    assert "status RUNNING  version 2" in result.stdout
+    assert len(result.stdout.splitlines()) == 3  # the header and the first two events
+    result = signoff("runs", "show", run.run_id, "--as-of", "not a time",
+                     SIGNOFF_DATABASE_URL=url)
+    assert result.returncode == 2
 
     result = signoff("runs", "show", "00000000-0000-0000-0000-000000000000",
                      SIGNOFF_DATABASE_URL=url)

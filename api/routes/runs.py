@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ContainerDep
-from api.errors import problem_responses
+from api.errors import ProblemError, problem_responses
 from service.views import event_view, run_view
 
 router = APIRouter(tags=["Runs"])
@@ -25,13 +26,19 @@ class CancelRequest(BaseModel):
 
 @router.get("/runs/{run_id}", responses=problem_responses(404, 422))
 def get_run(run_id: str, c: ContainerDep,
-            at_version: int | None = Query(None, ge=1, le=MAX_VERSION)) -> dict[str, Any]:
+            at_version: int | None = Query(None, ge=1, le=MAX_VERSION),
+            as_of: datetime | None = None) -> dict[str, Any]:
     """The run's state: status, pending calls, decisions, version.
 
-    ``at_version`` shows the run as it was after that many events.
+    ``at_version=N`` shows the run as it was after its first N events; ``as_of=TIME``
+    as it was at that time (a time without a zone is UTC). 404 when the run did not
+    exist yet then, or has fewer events.
     """
-    run = c.app.get_run(run_id, version=at_version)
-    return run_view(run)
+    if at_version is not None and as_of is not None:
+        raise ProblemError(422, "give at_version or as_of, not both")
+    if as_of is not None and as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
+    return run_view(c.app.get_run_at(run_id, version=at_version, as_of=as_of))
 
 
 @router.get("/runs/{run_id}/events", responses=problem_responses(404))
