@@ -149,14 +149,19 @@ class AgentLoop:
         actor: str,
         request_key: str | None = None,
         observer: Observer | None = None,
+        run: Run | None = None,
     ) -> Run:
         """Record decisions and commit them; continue the run when none is left pending.
+
+        ``run``: the run as the caller has just loaded (and recovered) it, to save a
+        second read; a change by someone else since is still caught when it is saved.
 
         Returns the run after the commit, not yet driven on (see ``drive``). If another
         request decides the same call at the same moment, exactly one wins; the loser
         gets ``ToolCallNotPending`` carrying the decision that stands.
         """
-        run = self.recover(run_id, observer=observer)
+        if run is None:
+            run = self.recover(run_id, observer=observer)
         agent = self.agent(run.agent_id)
         for d in decisions:
             self._check_args(run, agent, d)

@@ -35,11 +35,7 @@ class RunService(Application[UUID]):
 
     def get_run(self, run_id: str | UUID, version: int | None = None) -> Run:
         try:
-            uuid = run_id if isinstance(run_id, UUID) else UUID(str(run_id))
-        except ValueError:
-            raise RunNotFound(f"no run {run_id!r}") from None
-        try:
-            run = self.repository.get(uuid, version=version)
+            run = self.repository.get(_uuid(run_id), version=version)
         except AggregateNotFoundError:
             raise RunNotFound(f"no run {run_id!r}") from None
         if not isinstance(run, Run):  # pragma: no cover - only runs are stored
@@ -66,8 +62,10 @@ class RunService(Application[UUID]):
 
     def run_events(self, run_id: str | UUID) -> list[DomainEventProtocol[UUID]]:
         """Every event of one run, in order (``RunNotFound`` when there are none)."""
-        run = self.get_run(run_id)  # raises RunNotFound; cheap with snapshots
-        return list(self.repository.event_store.get(run.id))
+        events = list(self.repository.event_store.get(_uuid(run_id)))
+        if not events:
+            raise RunNotFound(f"no run {run_id!r}")
+        return events
 
     def log(self, start: int = 1, limit: int = 500,
             topics: Sequence[str] = ()) -> Iterator[tuple[int, DomainEventProtocol[UUID]]]:
@@ -87,3 +85,10 @@ class RunService(Application[UUID]):
 
     def describe(self) -> dict[str, Any]:
         return {"persistence": type(self.factory).__module__}
+
+
+def _uuid(run_id: str | UUID) -> UUID:
+    try:
+        return run_id if isinstance(run_id, UUID) else UUID(str(run_id))
+    except ValueError:
+        raise RunNotFound(f"no run {run_id!r}") from None

@@ -175,10 +175,12 @@ async def continue_agent_run(
         actor = form.user_id or run.user_id or "anonymous"
         try:
             return c.loop.decide(run_id, decisions, actor=actor, request_key=idempotency_key,
-                                 observer=observer), False
+                                 run=run, observer=observer), False
         except ToolCallNotPending:
-            if idempotency_key and _decided_with(c.loop.app.get_run(run_id), idempotency_key):
-                return c.loop.app.get_run(run_id), True
+            if idempotency_key:  # decided by an earlier attempt of this same request?
+                latest = c.loop.app.get_run(run_id)
+                if _decided_with(latest, idempotency_key):
+                    return latest, True
             raise
 
     first: list[tuple[str, dict[str, Any]]] = []
