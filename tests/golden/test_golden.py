@@ -1,0 +1,47 @@
+"""Every golden history (``tests/golden/*/``, recorded by ``record.py`` with an earlier
+version of signoff) still replays, through today's events and upcasters, to exactly the
+states it had when it was recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from service.runs import RunService
+from service.views import run_view
+from tests.golden.record import _json, _state
+
+HISTORIES = sorted(p.parent for p in Path(__file__).parent.glob("*/events.jsonl"))
+
+
+def load(history: Path) -> RunService:
+    app = RunService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    with (history / "events.jsonl").open() as f:
+        for line in f:
+            e = json.loads(line)
+            app.recorder.insert_events([StoredEvent(
+                originator_id=UUID(e["originator_id"]),
+                originator_version=e["originator_version"],
+                topic=e["topic"],
+                state=json.dumps(e["state"]).encode())])
+    return app
+
+
+def test_there_are_golden_histories() -> None:
+    assert HISTORIES, "no golden histories found"
+
+
+@pytest.mark.parametrize("history", HISTORIES, ids=[h.name for h in HISTORIES])
+def test_golden_history_replays_to_the_recorded_states(history: Path) -> None:
+    app = load(history)
+    expected = json.loads((history / "expected.json").read_text())
+    assert len(expected) >= 12
+    for run_id, want in expected.items():
+        run = app.get_run(run_id)
+        assert _json(run_view(run)) == want["final"], run_id
+        for version, state in enumerate(want["versions"], start=1):
+            assert _state(app.get_run(run_id, version=version)) == state, (run_id, version)
