@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError
 
-from projections import audit, queue
+from projections import anchors, audit, queue
 from projections.store import Dialect, PositionMoved, ViewMixin, open_view
 
 if TYPE_CHECKING:  # projections depend on the domain only; the log comes in
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # projections depend on the domain only; the log comes in
 
 log = logging.getLogger("signoff.projections")
 
-MODULES: dict[str, ModuleType] = {queue.NAME: queue, audit.NAME: audit}
+MODULES: dict[str, ModuleType] = {queue.NAME: queue, audit.NAME: audit, anchors.NAME: anchors}
 
 Progress = Callable[[int, int], None]  # (position reached, head)
 
