@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -51,6 +52,27 @@ class Settings(BaseSettings):
         "rebuilt (each page and its tracked position commit together).",
     )
 
+    cipher_key: str = Field(
+        "",
+        description="Encrypt stored events (AES-256-GCM, compressed first) with this key: "
+        "base64 of 16, 24 or 32 bytes (`signoff keys generate` prints one). Empty: not "
+        "encrypted. A store written with a key can only be read with the same key.",
+        repr=False,
+    )
+
+    @field_validator("cipher_key")
+    @classmethod
+    def _cipher_key(cls, v: str) -> str:
+        if v:
+            try:
+                size = len(base64.b64decode(v, validate=True))
+            except ValueError:
+                raise ValueError("must be base64 (`signoff keys generate` prints a key)") \
+                    from None
+            if size not in (16, 24, 32):
+                raise ValueError(f"must decode to 16, 24 or 32 bytes, not {size}")
+        return v
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, v: str) -> str:
@@ -73,7 +95,17 @@ class Settings(BaseSettings):
 
 
 def eventsourcing_env(settings: Settings) -> dict[str, str]:
-    """Map ``SIGNOFF_DATABASE_URL`` onto eventsourcing's own persistence settings."""
+    """Map ``SIGNOFF_DATABASE_URL`` (and ``SIGNOFF_CIPHER_KEY``) onto eventsourcing's own
+    persistence settings."""
+    env = _store_env(settings)
+    if settings.cipher_key:
+        env.update(CIPHER_TOPIC="eventsourcing.cryptography:AESCipher",
+                   CIPHER_KEY=settings.cipher_key,
+                   COMPRESSOR_TOPIC="eventsourcing.compressor:ZlibCompressor")
+    return env
+
+
+def _store_env(settings: Settings) -> dict[str, str]:
     url = urlsplit(settings.database_url)
     if url.scheme == "sqlite":
         # sqlite:///relative/path, sqlite:////absolute/path, sqlite:///:memory:
