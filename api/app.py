@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.deps import Container
-from api.routes import agno, reviews, runs
+from api.routes import agno, audit, reviews, runs
 from service.bootstrap import build_app, build_loop, build_projections
 from service.config import Settings
 
@@ -52,4 +52,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agno.router)
     app.include_router(runs.router)
     app.include_router(reviews.router)
+    app.include_router(audit.router)
     return app
