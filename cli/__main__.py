@@ -17,6 +17,11 @@ runs_app = typer.Typer(help="Read runs from the store.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 project_app = typer.Typer(help="Run the projections (read models) as their own process.")
 app.add_typer(project_app, name="project")
+audit_app = typer.Typer(help="Prove the record intact; export and import it.",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+keys_app = typer.Typer(help="Keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 def _settings(**overrides: Any) -> Any:
@@ -175,6 +180,235 @@ def project_rebuild(name: str) -> None:
         typer.echo(f"signoff: {name} rebuilt from {count} events", err=True)
     finally:
         projections.close()
+
+
+# ------------------------------------------------------------------ audit
+
+def _anchors() -> list[dict[str, Any]]:
+    """The anchors projection's checkpoints and head, brought up to date first."""
+    from projections import anchors
+
+    projections = _projections([anchors.NAME])
+    try:
+        projections.catch_up(anchors.NAME)
+        with projections.views[anchors.NAME].read() as c:
+            return anchors.read_anchors(c)
+    finally:
+        projections.close()
+        projections.app.close()
+
+
+def _kept_anchor(text: str) -> dict[str, Any]:
+    try:
+        position, events, hash_ = text.split(":")
+        return {"position": int(position), "events": int(events), "hash": hash_}
+    except ValueError:
+        typer.echo(f"signoff: --anchor {text!r} is not POSITION:EVENTS:HASH", err=True)
+        raise typer.Exit(2) from None
+
+
+@audit_app.command("verify")
+def audit_verify(
+    run: Annotated[str | None, typer.Option(help="verify this run only")] = None,
+    anchor: Annotated[list[str] | None, typer.Option(
+        help="an anchor you kept (POSITION:EVENTS:HASH, as `signoff audit anchor` printed "
+             "it); may be repeated")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Recompute every hash: each run's chain, and the whole log against its anchors.
+
+    Exits 0 when all is intact, 1 naming the first broken event or anchor."""
+    from service import audit
+    from service.bootstrap import build_app
+    from service.runs import RunNotFound
+
+    kept = [_kept_anchor(a) for a in anchor or []]
+    store = build_app(_settings())
+    try:
+        if run:
+            report = audit.verify_run(store, run)
+        else:
+            anchors = [*_anchors(), *kept]
+            with typer.progressbar(length=max(store.head(), 1), label="verifying",
+                                   file=sys.stderr) as bar:
+                done = [0]
+
+                def progress(position: int, _head: int) -> None:
+                    bar.update(position - done[0])
+                    done[0] = position
+
+                report = audit.verify_log(store, anchors, progress=progress)
+    except RunNotFound as e:
+        typer.echo(f"signoff: {e}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    result = report.as_dict()
+    if as_json:
+        typer.echo(json.dumps(result, default=str, indent=2))
+    else:
+        _print_report(result, run)
+    raise typer.Exit(0 if report.intact else 1)
+
+
+def _print_report(r: dict[str, Any], run: str | None) -> None:
+    what = f"run {run}" if run else f"{r['runs']} runs"
+    typer.echo(f"{'INTACT' if r['intact'] else 'BROKEN'}: {r['events']} events of {what}"
+               + (f", {r['anchors_checked']} anchors" if not run else ""))
+    if r["unchained_events"]:
+        typer.echo(f"  {r['unchained_events']} events were recorded before the hash chain "
+                   "(covered by the log anchors only)")
+    b = r["first_broken"]
+    if b:
+        where = f"position {b['position']}, " if b.get("position") else ""
+        typer.echo(f"  first broken event: {where}run {b['run_id']} version {b['version']} "
+                   f"({b['type']}): {b['problem']}")
+        if r["broken_events"] > 1:
+            typer.echo(f"  {r['broken_events']} runs have a broken event")
+    m = r["anchor_mismatch"]
+    if m:
+        typer.echo(f"  anchor at position {m['position']} does not match: {m['problem']} "
+                   f"(anchored {m['expected_events']} events, hash {m['expected_hash']}; "
+                   f"found {m['found_events']}, {m['found_hash']})")
+    if not run and r["head"]:
+        h = r["head"]
+        typer.echo(f"  log head: {h['position']}:{h['events']}:{h['hash']}")
+
+
+@audit_app.command("anchor")
+def audit_anchor() -> None:
+    """Print the log's current anchor (POSITION:EVENTS:HASH): keep it outside signoff;
+    `signoff audit verify --anchor ...` later proves nothing before it changed."""
+    found = [a for a in _anchors() if a["kind"] == "head"]
+    if not found:
+        typer.echo("signoff: the log is empty", err=True)
+        raise typer.Exit(1)
+    a = found[0]
+    typer.echo(f"{a['position']}:{a['events']}:{a['hash']}")
+    typer.echo(f"signoff: anchored at {a['anchored_at']:%Y-%m-%d %H:%M:%S%z}", err=True)
+
+
+def _time_option(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        typer.echo(f"signoff: {name} {value!r} is not an ISO 8601 time", err=True)
+        raise typer.Exit(2) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Annotated[str | None, typer.Option(help="from this time (ISO 8601)")] = None,
+    until: Annotated[str | None, typer.Option(help="up to, not including, this time")] = None,
+    format: Annotated[str, typer.Option(
+        help="jsonl: every event with its hash; csv: the decision audit trail")] = "jsonl",
+    output: Annotated[str, typer.Option("--output", "-o", help="file (- for stdout)")] = "-",
+) -> None:
+    """Stream the record, in constant memory, with a progress bar on stderr."""
+    from service.archive import export_events
+    from service.bootstrap import build_app
+
+    if format not in ("jsonl", "csv"):
+        typer.echo("signoff: --format is jsonl or csv", err=True)
+        raise typer.Exit(2)
+    start, end = _time_option(since, "--since"), _time_option(until, "--until")
+    out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        if format == "csv":
+            count = _export_decisions(out, start, end)
+        else:
+            store = build_app(_settings())
+            count = 0
+            try:
+                with typer.progressbar(length=max(store.head(), 1), label="exporting",
+                                       file=sys.stderr) as bar:
+                    done = [0]
+
+                    def progress(position: int, _head: int) -> None:
+                        bar.update(position - done[0])
+                        done[0] = position
+
+                    for rec in export_events(store, since=start, until=end,
+                                             progress=progress):
+                        out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                        count += 1
+            finally:
+                store.close()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    typer.echo(f"signoff: exported {count} {'decisions' if format == 'csv' else 'events'}",
+               err=True)
+
+
+def _export_decisions(out: Any, since: datetime | None, until: datetime | None) -> int:
+    from projections import audit
+    from projections.csvfile import decisions_csv
+
+    projections = _projections([audit.NAME])
+    try:
+        projections.catch_up(audit.NAME)
+        rows = audit.iter_decisions(projections.views[audit.NAME].read, since=since,
+                                    until=until)
+        count = 0
+
+        def counted() -> Any:
+            nonlocal count
+            for row in rows:
+                count += 1
+                yield row
+
+        out.writelines(decisions_csv(counted()))
+        return count
+    finally:
+        projections.close()
+        projections.app.close()
+
+
+@audit_app.command("import")
+def audit_import(
+    path: Annotated[str, typer.Argument(help="an export (jsonl); - for stdin")],
+) -> None:
+    """Load an export into an empty store, then verify every chain."""
+    from service import audit
+    from service.archive import ImportError_, import_events
+    from service.bootstrap import build_app
+
+    store = build_app(_settings())
+    source = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    try:
+        size = os.path.getsize(path) if path != "-" else 0
+        with typer.progressbar(length=max(size, 1), label="importing",
+                               file=sys.stderr) as bar:
+
+            def lines() -> Any:
+                for line in source:
+                    bar.update(len(line))  # characters: close enough to bytes for a bar
+                    yield line
+
+            count = import_events(store, lines())
+        report = audit.verify_log(store)
+    except ImportError_ as e:
+        typer.echo(f"signoff: {e}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        if source is not sys.stdin:
+            source.close()
+        store.close()
+    typer.echo(f"signoff: imported {count} events of {report.runs} runs", err=True)
+    _print_report(report.as_dict(), None)
+    raise typer.Exit(0 if report.intact else 1)
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new key for SIGNOFF_CIPHER_KEY (AES-256, base64)."""
+    from eventsourcing.cryptography import AESCipher
+
+    typer.echo(AESCipher.create_key(32))
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from domain.run import Run
 
-_HEADER = ("originator_id", "originator_version", "timestamp", "originator_topic")
+_HEADER = ("originator_id", "originator_version", "timestamp", "originator_topic", "hash")
 
 
 def run_view(run: Run) -> dict[str, Any]:
@@ -41,4 +41,5 @@ def event_view(event: Any) -> dict[str, Any]:
         "type": type(event).__name__,
         "timestamp": event.timestamp,
         "payload": payload,
+        "hash": getattr(event, "hash", None),
     }

@@ -46,7 +46,30 @@ def _json(value: Any) -> Any:
 
 def record(name: str) -> Path:
     app = RunService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    clock = FakeClock()
+    ids = populate(app)
+    out = HERE / name
+    out.mkdir(parents=True, exist_ok=False)
+    with (out / "events.jsonl").open("w") as f:
+        for n in app.recorder.select_notifications(1, 1_000_000):
+            f.write(json.dumps({"originator_id": str(n.originator_id),
+                                "originator_version": n.originator_version,
+                                "topic": n.topic,
+                                "state": json.loads(n.state)}, sort_keys=True) + "\n")
+    expected = {}
+    for run_id in ids:
+        final = app.get_run(run_id)
+        expected[run_id] = {
+            "final": _json(run_view(final)),
+            "versions": [_state(app.get_run(run_id, version=v))
+                         for v in range(1, final.version + 1)],
+        }
+    (out / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+    return out
+
+
+def populate(app: RunService, clock: FakeClock | None = None) -> list[str]:
+    """Make the runs (12 of them) in ``app``; returns their ids in order of start."""
+    clock = clock or FakeClock()
     loop = new_loop(app, clock)
     C, R = DecisionKind.CONFIRMED, DecisionKind.REJECTED
     E, U = DecisionKind.EXTERNAL_RESULT, DecisionKind.USER_INPUT
@@ -115,24 +138,7 @@ def record(name: str) -> Path:
         # A run left paused.
         start("support_desk", 'call check_payment {"order_id": "o-2"}', user="bob")
 
-    out = HERE / name
-    out.mkdir(parents=True, exist_ok=False)
-    with (out / "events.jsonl").open("w") as f:
-        for n in app.recorder.select_notifications(1, 1_000_000):
-            f.write(json.dumps({"originator_id": str(n.originator_id),
-                                "originator_version": n.originator_version,
-                                "topic": n.topic,
-                                "state": json.loads(n.state)}, sort_keys=True) + "\n")
-    expected = {}
-    for run_id in ids:
-        final = app.get_run(run_id)
-        expected[run_id] = {
-            "final": _json(run_view(final)),
-            "versions": [_state(app.get_run(run_id, version=v))
-                         for v in range(1, final.version + 1)],
-        }
-    (out / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
-    return out
+    return ids
 
 
 def _state(run: Run) -> dict[str, Any]:

@@ -1,0 +1,135 @@
+"""Export the event log as JSON Lines, and import such an export into an empty store.
+
+One line per event, in log order: the event's canonical record (``domain/chain.py``)
+with its ``hash`` and its ``position`` in the log::
+
+    {"position": 7, "run_id": "…", "version": 3, "type": "domain.run:Run.RunPaused",
+     "timestamp": "2030-03-10T21:03:00+00:00", "data": {"waiting_for": ["…"]},
+     "prev": "…", "hash": "…"}
+
+Both directions stream in constant memory. An import rebuilds each stored event from
+its line exactly (the same fields with the same types, timestamps and hashes), so every
+run's state and hash chain, and the log chain, come out identical; positions are
+renumbered from 1 in the new store, and the anchors projection then recomputes them.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from functools import cache
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.utils import resolve_topic
+
+from domain import chain
+from service.runs import RunService
+
+Progress = Callable[[int, int], None]
+
+
+def export_events(app: RunService, *, since: datetime | None = None,
+                  until: datetime | None = None, progress: Progress | None = None,
+                  page: int = 500) -> Iterator[dict[str, Any]]:
+    """Every event of the log (recorded at or after ``since`` and before ``until``)."""
+    head = app.head()
+    start = 1
+    prevs = _Prevs(app)
+    while True:
+        notifications = app.recorder.select_notifications(start, page)
+        for n in notifications:
+            event = app.mapper.to_domain_event(n)
+            prev = prevs.before(n.originator_id, n.originator_version)
+            prevs.set(n.originator_id, n.originator_version, getattr(event, "hash", None))
+            if (since and event.timestamp < since) or (until and event.timestamp >= until):
+                continue
+            rec = chain.event_record(event, n.topic, prev)
+            rec = json.loads(chain.canonical(rec))  # dates and ids as the hash saw them
+            yield {"position": n.id, **rec, "hash": getattr(event, "hash", None)}
+        if notifications and progress:
+            progress(notifications[-1].id, max(head, notifications[-1].id))
+        if len(notifications) < page:
+            return
+        start = notifications[-1].id + 1
+
+
+class _Prevs:
+    """The hash of each run's newest event met so far, for the ``prev`` of its next one;
+    bounded, and looked up in the store for a run forgotten."""
+
+    def __init__(self, app: RunService, remember: int = 100_000) -> None:
+        self.app = app
+        self.remember = remember
+        self.hashes: dict[UUID, tuple[int, str | None]] = {}
+
+    def before(self, run_id: UUID, version: int) -> str | None:
+        known = self.hashes.get(run_id)
+        if known and known[0] == version - 1:
+            return known[1]
+        if version == 1:
+            return None
+        stored = self.app.recorder.select_events(run_id, gt=version - 2, lte=version - 1)
+        return getattr(self.app.mapper.to_domain_event(stored[0]), "hash", None) if stored \
+            else None
+
+    def set(self, run_id: UUID, version: int, hash_: str | None) -> None:
+        self.hashes.pop(run_id, None)
+        self.hashes[run_id] = (version, hash_)
+        if len(self.hashes) > self.remember:
+            del self.hashes[next(iter(self.hashes))]
+
+
+class ImportError_(Exception):
+    """The export cannot be imported (the store is not empty, or a line is invalid)."""
+
+
+def import_events(app: RunService, lines: Iterable[str], *, batch: int = 500,
+                  progress: Callable[[int], None] | None = None) -> int:
+    """Load an export into an empty store. Returns the number of events imported. The
+    chains are not trusted here: run ``verify_log`` afterwards (the CLI does)."""
+    if app.head():
+        raise ImportError_("the store already holds events: import only into an empty one")
+    pending = []
+    count = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            pending.append(app.mapper.to_stored_event(_event(json.loads(line))))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ImportError_(f"line {number}: not an exported event ({err})") from err
+        if len(pending) >= batch:
+            app.recorder.insert_events(pending)
+            count += len(pending)
+            pending = []
+            if progress:
+                progress(count)
+    if pending:
+        app.recorder.insert_events(pending)
+        count += len(pending)
+        if progress:
+            progress(count)
+    return count
+
+
+def _event(rec: dict[str, Any]) -> Any:
+    cls = resolve_topic(rec["type"])
+    dates = _date_fields(cls)
+    state = {k: (datetime.fromisoformat(v) if k in dates and isinstance(v, str) else v)
+             for k, v in rec["data"].items()}
+    state.update(originator_id=UUID(rec["run_id"]), originator_version=int(rec["version"]),
+                 timestamp=datetime.fromisoformat(rec["timestamp"]), hash=rec["hash"])
+    event = object.__new__(cls)
+    object.__setattr__(event, "__dict__", state)
+    return event
+
+
+@cache
+def _date_fields(cls: type) -> frozenset[str]:
+    """The event's fields that hold a date and time (written as ISO strings)."""
+    hints = typing.get_type_hints(cls)
+    return frozenset(k for k, t in hints.items()
+                     if t is datetime or datetime in typing.get_args(t))

@@ -1,0 +1,121 @@
+"""A store filled with the golden scenario's runs, and direct SQL on its events table, to
+tamper with the record the way someone with database access could."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from projections import anchors
+from projections.runner import Projections
+from service import audit
+from service.bootstrap import build_app, build_projections
+from service.config import Settings
+from service.runs import RunService
+from tests.golden.record import populate
+
+
+@dataclass
+class Store:
+    settings: Settings
+    app: RunService
+    projections: Projections
+    run_ids: list[str]
+
+    @property
+    def postgres(self) -> bool:
+        return self.settings.database_url.startswith("postgres")
+
+    def anchor(self) -> list[dict[str, Any]]:
+        """Bring the anchors projection up to date; its checkpoints and head."""
+        self.projections.catch_up(anchors.NAME)
+        with self.projections.views[anchors.NAME].read() as c:
+            return anchors.read_anchors(c)
+
+    def stored_anchors(self) -> list[dict[str, Any]]:
+        with self.projections.views[anchors.NAME].read() as c:
+            return anchors.read_anchors(c)
+
+    def verify(self, *kept: dict[str, Any]) -> audit.Report:
+        return audit.verify_log(self.app, [*self.stored_anchors(), *kept])
+
+    # ------------------------------------------------------------ raw SQL
+
+    @contextmanager
+    def sql(self) -> Iterator[Any]:
+        if self.postgres:
+            with psycopg.connect(self.settings.database_url, autocommit=False) as conn:
+                yield conn
+        else:
+            conn = sqlite3.connect(self.settings.database_url.removeprefix("sqlite:///"))
+            try:
+                yield conn
+                conn.commit()
+            finally:
+                conn.close()
+
+    @property
+    def table(self) -> str:
+        return "signoff_events" if self.postgres else "stored_events"
+
+    def q(self, statement: str) -> str:
+        return statement if self.postgres else statement.replace("%s", "?")
+
+    def _id(self, run_id: str) -> Any:
+        return UUID(run_id) if self.postgres else UUID(run_id).hex
+
+    def rows(self, run_id: str) -> list[tuple[int, str, bytes]]:
+        """(version, topic, state bytes) of a run, as stored."""
+        with self.sql() as conn:
+            rows = conn.execute(self.q(
+                f"SELECT originator_version, topic, state FROM {self.table} "
+                "WHERE originator_id = %s ORDER BY originator_version"),
+                (self._id(run_id),)).fetchall()
+        return [(v, t, bytes(s)) for v, t, s in rows]
+
+    def set_state(self, run_id: str, version: int, state: bytes,
+                  topic: str | None = None) -> None:
+        with self.sql() as conn:
+            conn.execute(self.q(
+                f"UPDATE {self.table} SET state = %s, topic = COALESCE(%s, topic) "
+                "WHERE originator_id = %s AND originator_version = %s"),
+                (state, topic, self._id(run_id), version))
+
+    def edit(self, run_id: str, version: int, change: Any) -> None:
+        """Decode a stored event's JSON, let ``change`` alter it, write it back."""
+        state = json.loads(dict((v, s) for v, _, s in self.rows(run_id))[version])
+        change(state)
+        self.set_state(run_id, version, json.dumps(state).encode())
+
+    def delete(self, run_id: str, *versions: int) -> None:
+        with self.sql() as conn:
+            for version in versions or [v for v, _, _ in self.rows(run_id)]:
+                conn.execute(self.q(f"DELETE FROM {self.table} WHERE originator_id = %s "
+                                    "AND originator_version = %s"),
+                             (self._id(run_id), version))
+
+    def swap(self, run_id: str, a: int, b: int) -> None:
+        rows = {v: (t, s) for v, t, s in self.rows(run_id)}
+        self.set_state(run_id, a, rows[b][1], rows[b][0])
+        self.set_state(run_id, b, rows[a][1], rows[a][0])
+
+    def close(self) -> None:
+        self.projections.close()
+        self.projections.app.close()
+        self.app.close()
+
+
+def filled_store(database_url: str, cipher_key: str = "") -> Store:
+    settings = Settings(database_url=database_url, cipher_key=cipher_key)
+    app = build_app(settings)
+    run_ids = populate(app)
+    store = Store(settings, app, build_projections(settings), run_ids)
+    store.anchor()
+    return store
