@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, metrics
 from api.deps import Container
 from api.routes import agno, audit, reviews, runs
+from service import logs
 from service.bootstrap import build_app, build_loop, build_projections
-from service.config import Settings
+from service.config import Settings, load_settings, unknown_variables
+from service.metrics import CommittedFacts, watch_commits
 
 log = logging.getLogger("signoff")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or load_settings()  # a bad SIGNOFF_* value exits, naming it
+    logs.configure(settings)
+    for name in unknown_variables():
+        log.warning("%s is not a signoff setting; it is ignored", name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Streamed runs are driven in the default executor: give it the request's context
+        # (request id, run id), as FastAPI's threadpool already does.
+        asyncio.get_running_loop().set_default_executor(ContextExecutor())
         store = build_app(settings)
         loop = build_loop(settings, store)
+        metrics.instrument_models(loop)
+        watch_commits(store, CommittedFacts(
+            {a.id: [t.name for t in a.tools] for a in loop.agents.values()}))
         projections = build_projections(settings)
         if settings.projections == "inline":
             store.after_save.append(projections.prompt)
@@ -36,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            metrics.mark_process_dead()
             loop.close()
             projections.close()
             projections.app.close()
@@ -49,8 +65,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(metrics.RequestObserver)
     app.include_router(agno.router)
     app.include_router(runs.router)
     app.include_router(reviews.router)
     app.include_router(audit.router)
+    app.include_router(metrics.router)
     return app
+
+
+class ContextExecutor(ThreadPoolExecutor):
+    """A thread pool that runs each function in a copy of its submitter's context."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)

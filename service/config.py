@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Literal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "SIGNOFF_"
 
 
 class Settings(BaseSettings):
@@ -73,6 +78,37 @@ class Settings(BaseSettings):
                 raise ValueError(f"must decode to 16, 24 or 32 bytes, not {size}")
         return v
 
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info",
+        description="Least severe log records written (any case). Tool arguments, results, "
+        "model output and user input are logged at debug only.",
+    )
+    log_format: Literal["json", "text", "auto"] = Field(
+        "auto",
+        description="'json': one JSON object per line (run_id, agent, request_id fields); "
+        "'text': one readable line per record; 'auto': text when stderr is a terminal, "
+        "else json.",
+    )
+    ready_max_lag: int = Field(
+        1000, ge=0,
+        description="GET /ready answers 503 while a projection is more than this many events "
+        "behind the event log (0: it must be fully caught up).",
+    )
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _metrics_dir(self) -> Settings:
+        # prometheus_client's multiprocess mode (several workers): not a SIGNOFF_ variable,
+        # but a bad value would otherwise fail in every worker after the start.
+        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if path is not None and not (Path(path).is_dir() and os.access(path, os.W_OK)):
+            raise ValueError("PROMETHEUS_MULTIPROC_DIR must name a writable directory")
+        return self
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, v: str) -> str:
@@ -92,6 +128,36 @@ class Settings(BaseSettings):
         if self.model:
             return self.model
         return "openai:gpt-4o-mini" if os.environ.get("OPENAI_API_KEY") else "offline"
+
+
+def problems(error: ValidationError) -> list[str]:
+    """One line per bad value, naming its variable (never echoing the value: it may be a
+    password in a database URL)."""
+    lines = []
+    for err in error.errors():
+        loc = err.get("loc") or ()
+        name = PREFIX + str(loc[0]).upper() if loc else "settings"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"invalid {name}: {msg}")
+    return lines
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``SIGNOFF_*`` variables that name no setting (a typo is otherwise silently ignored)."""
+    environ = os.environ if environ is None else environ
+    known = {PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(k for k in environ if k.upper().startswith(PREFIX) and k.upper() not in known)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value ends the process (status 2) with one
+    line on stderr per bad variable, naming it."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        for line in problems(e):
+            print(f"signoff: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def eventsourcing_env(settings: Settings) -> dict[str, str]:

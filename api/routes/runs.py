@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +12,8 @@ from pydantic import BaseModel, Field
 from api.deps import ContainerDep
 from api.errors import ProblemError, problem_responses
 from service.views import event_view, run_view
+
+log = logging.getLogger("signoff.api")
 
 router = APIRouter(tags=["Runs"])
 
@@ -60,3 +63,30 @@ def cancel_run(run_id: str, c: ContainerDep, body: CancelRequest | None = None) 
 def health(c: ContainerDep) -> dict[str, Any]:
     """Alive, and the event store answers."""
     return {"status": "ok", "log_head": c.app.head()}
+
+
+@router.get("/ready", tags=["Operations"], responses=problem_responses(503))
+def ready(c: ContainerDep) -> dict[str, Any]:
+    """Ready for traffic: the event store answers, and every projection is reachable and at
+    most ``SIGNOFF_READY_MAX_LAG`` events behind the log. Otherwise 503, a problem saying
+    what is not ready."""
+    try:
+        head = c.app.head()
+    except Exception as e:
+        log.warning("not ready: the event store does not answer (%s)", e)
+        raise ProblemError(503, f"the event store does not answer ({type(e).__name__})") \
+            from None
+    try:
+        statuses = c.projections.status()
+    except Exception as e:
+        log.warning("not ready: the projections are not reachable (%s)", e)
+        raise ProblemError(503, f"the projections are not reachable ({type(e).__name__})") \
+            from None
+    projections = [{"name": s.name, "position": s.position, "lag": s.lag} for s in statuses]
+    max_lag = c.settings.ready_max_lag
+    behind = [p["name"] for p in projections if p["lag"] > max_lag]
+    if behind:
+        raise ProblemError(503, f"projections more than {max_lag} events behind the log: "
+                           f"{', '.join(behind)}", projections=projections)
+    return {"status": "ready", "log_head": head, "max_lag": max_lag,
+            "projections": projections}

@@ -1,0 +1,222 @@
+"""Logs: one JSON object per line (or one readable line on a terminal), each carrying the
+request id, run id and agent it is about.
+
+- ``configure(settings)`` sets up the root logger (``SIGNOFF_LOG_LEVEL``,
+  ``SIGNOFF_LOG_FORMAT``) and routes uvicorn's loggers through it.
+- ``LogContext`` holds what a request is about; the API puts one in ``CONTEXT`` for each
+  request, and every record logged while it is handled gets its fields.
+- ``log_committed`` writes one line per committed event of a run. At info level a line
+  names the facts (event, tool, decision, who decided, durations), never the values a run
+  carries: tool arguments and results, model output, user input, notes. Those are added
+  at debug level only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from service.config import Settings
+
+log = logging.getLogger("signoff.runs")
+
+# The attributes every LogRecord has; anything else on a record came in ``extra``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime", "taskName", "color_message"}  # uvicorn's, with ANSI colours
+# The context fields, in the order they are written.
+FIELDS = ("request_id", "run_id", "agent")
+
+
+@dataclass
+class LogContext:
+    """What the work in progress is about. Mutable on purpose: the request's context is
+    copied into worker threads, and a run id found there (a run just started) is seen by
+    the request's own last line too."""
+
+    request_id: str | None = None
+    run_id: str | None = None
+    agent: str | None = None
+    # The request's ASGI scope: its ``path_params`` (run_id, agent_id) once it is routed.
+    scope: Mapping[str, Any] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, str]:
+        params = self.scope.get("path_params") or {}
+        found = {"request_id": self.request_id,
+                 "run_id": self.run_id or _short(params.get("run_id")),
+                 "agent": self.agent or _short(params.get("agent_id"))}
+        return {k: v for k, v in found.items() if v}
+
+
+CONTEXT: ContextVar[LogContext | None] = ContextVar("signoff_log_context", default=None)
+
+
+def _short(value: Any) -> str | None:
+    return value[:200] if isinstance(value, str) and value else None
+
+
+class ContextFilter(logging.Filter):
+    """Adds the current context's fields to each record that does not set them itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = CONTEXT.get()
+        if ctx is not None:
+            for key, value in ctx.fields().items():
+                if getattr(record, key, None) is None:
+                    setattr(record, key, value)
+        return True
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None}
+
+
+class JSONFormatter(logging.Formatter):
+    """``{"time", "level", "logger", "message", request_id?, run_id?, agent?, ...extra,
+    "exception"?}`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        extras = _extras(record)
+        for key in FIELDS:
+            if key in extras:
+                line[key] = extras.pop(key)
+        line.update(extras)
+        if record.exc_info:
+            line["exception"] = "".join(traceback.format_exception(*record.exc_info))
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``HH:MM:SS.mmm LEVEL logger: message key=value ...`` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
+        extras = _extras(record)
+        keys = [k for k in FIELDS if k in extras] + [k for k in extras if k not in FIELDS]
+        pairs = " ".join(f"{k}={_text(extras[k])}" for k in keys)
+        text = f"{when} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        text = f"{text}  {pairs}" if pairs else text
+        if record.exc_info:
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        return text
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if text.isprintable() and " " not in text and text else json.dumps(text)
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """signoff's own handler on the root logger."""
+
+
+def configure(settings: Settings, stream: Any = None) -> None:
+    """Root logger → one handler on stderr, in the configured format and level. uvicorn's
+    loggers go through it too; its access log is replaced by the API's own request line
+    (which carries the request id)."""
+    stream = stream or sys.stderr
+    fmt = settings.log_format
+    if fmt == "auto":
+        fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
+    handler = _Handler(stream)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(ContextFilter())
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)  # configured again (another app in this process)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
+    access.disabled = True
+
+
+# ------------------------------------------------------------- run facts
+
+_DECISIONS = {"ToolConfirmed": "confirmed", "ToolRejected": "rejected",
+              "ExternalResultProvided": "external_result", "UserInputProvided": "user_input"}
+
+
+def log_committed(run: Any, event: Any, **facts: Any) -> None:
+    """One line for one committed event of ``run``: its kind and the facts about it that
+    carry no user or tool data (more facts, e.g. a duration, may be passed in)."""
+    kind = type(event).__name__
+    fields: dict[str, Any] = {"run_id": str(event.originator_id), "agent": run.agent_id,
+                              "event": kind, "version": event.originator_version, **facts}
+    call_id = getattr(event, "tool_call_id", None)
+    if call_id is not None:
+        fields["tool_call_id"] = call_id
+        call = run.calls.get(call_id)
+        if call is not None:
+            fields["tool"] = call["tool_name"]
+    level = logging.INFO
+    if kind == "RunStarted":
+        fields.update(user_id=event.user_id, session_id=event.session_id)
+    elif kind == "ModelResponded":
+        fields.update(model=event.model, tool_calls=len(event.tool_calls),
+                      input_tokens=event.input_tokens, output_tokens=event.output_tokens)
+    elif kind == "ToolCallRequested":
+        fields["requires"] = event.requires
+    elif kind == "RunPaused":
+        fields["waiting_for"] = len(event.waiting_for)
+    elif kind in _DECISIONS:
+        fields.update(decision=_DECISIONS[kind], decided_by=event.decided_by)
+    elif kind == "ToolExecutionStarted":
+        fields["attempt"] = event.attempt
+    elif kind == "ToolFailed":
+        level = logging.WARNING
+        fields["error_type"] = event.error.split(":", 1)[0][:100]
+    elif kind == "ToolCallInDoubt":
+        level = logging.WARNING
+    elif kind == "RunFailed":
+        level = logging.WARNING
+        fields["error"] = event.error[:300]  # the service's own words (model error, turns)
+    elif kind == "RunCancelled":
+        fields["cancelled_by"] = event.cancelled_by
+    message = _MESSAGES.get(kind, kind)
+    log.log(level, "%s", message, extra=fields)
+    if log.isEnabledFor(logging.DEBUG):
+        # The whole event, values included: at debug level only (they may be secrets).
+        payload = {k: v for k, v in vars(event).items()
+                   if k not in ("originator_id", "originator_version", "timestamp",
+                                "originator_topic")}
+        log.debug("%s: payload", message, extra={**fields, "payload": payload})
+
+
+_MESSAGES = {
+    "RunStarted": "run started",
+    "ModelResponded": "model responded",
+    "ToolCallRequested": "tool call requested",
+    "RunPaused": "run paused for decisions",
+    "ToolConfirmed": "tool call confirmed",
+    "ToolRejected": "tool call rejected",
+    "ExternalResultProvided": "external result provided",
+    "UserInputProvided": "user input provided",
+    "RunContinued": "run continued",
+    "ToolExecutionStarted": "tool started",
+    "ToolExecuted": "tool executed",
+    "ToolFailed": "tool failed",
+    "ToolCallInDoubt": "tool call in doubt",
+    "RunCompleted": "run completed",
+    "RunFailed": "run failed",
+    "RunCancelled": "run cancelled",
+}
