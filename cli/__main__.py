@@ -58,6 +58,7 @@ def serve(
 
     try:  # fail fast: a bad agents module, a model that cannot be set up, a store unreachable
         loop = build_loop(settings)
+        loop.app.check_readable()
         loop.close()
         loop.app.close()
     except Exception as e:
@@ -412,7 +413,15 @@ def keys_generate() -> None:
 
 
 def main() -> None:
-    app()
+    from eventsourcing.persistence import MapperDeserialisationError
+
+    try:
+        app()
+    except MapperDeserialisationError as e:
+        typer.echo(f"signoff: cannot read the stored events: {e}\nIs SIGNOFF_CIPHER_KEY the "
+                   "key they were written with (and unset for a store never encrypted)?",
+                   err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,14 @@ class RunService(Application[UUID]):
         """The notification id of the newest event in the log (0 when empty)."""
         return self.recorder.max_notification_id() or 0
 
+    def check_readable(self) -> None:
+        """Decode the newest event: raises ``MapperDeserialisationError`` at start rather
+        than on the first request when the cipher key is wrong or missing."""
+        head = self.head()
+        if head:
+            for n in self.recorder.select_notifications(head, 1):
+                self.mapper.to_domain_event(n)
+
     def describe(self) -> dict[str, Any]:
         return {"persistence": type(self.factory).__module__}
 
