@@ -332,9 +332,9 @@ def audit_export(
                         bar.update(position - done[0])
                         done[0] = position
 
-                    for rec in export_events(store, since=start, until=end,
-                                             progress=progress):
-                        out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    for line in export_events(store, since=start, until=end,
+                                              progress=progress):
+                        out.write(line)
                         count += 1
             finally:
                 store.close()

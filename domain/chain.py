@@ -39,7 +39,7 @@ GENESIS = "0" * 64
 HEADER = ("originator_id", "originator_version", "timestamp", "hash")
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, UUID):
@@ -56,7 +56,7 @@ def record(run_id: UUID | str, version: int, topic: str, timestamp: datetime,
 
 def canonical(rec: dict[str, Any]) -> bytes:
     return json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False, default=_plain).encode()
+                      allow_nan=False, default=plain).encode()
 
 
 def digest(rec: dict[str, Any]) -> str:

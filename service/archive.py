@@ -33,8 +33,9 @@ Progress = Callable[[int, int], None]
 
 def export_events(app: RunService, *, since: datetime | None = None,
                   until: datetime | None = None, progress: Progress | None = None,
-                  page: int = 500) -> Iterator[dict[str, Any]]:
-    """Every event of the log (recorded at or after ``since`` and before ``until``)."""
+                  page: int = 500) -> Iterator[str]:
+    """Every event of the log (recorded at or after ``since`` and before ``until``), one
+    JSON line each (with its newline)."""
     head = app.head()
     start = 1
     prevs = _Prevs(app)
@@ -47,8 +48,8 @@ def export_events(app: RunService, *, since: datetime | None = None,
             if (since and event.timestamp < since) or (until and event.timestamp >= until):
                 continue
             rec = chain.event_record(event, n.topic, prev)
-            rec = json.loads(chain.canonical(rec))  # dates and ids as the hash saw them
-            yield {"position": n.id, **rec, "hash": getattr(event, "hash", None)}
+            yield json.dumps({"position": n.id, **rec, "hash": getattr(event, "hash", None)},
+                             ensure_ascii=False, default=chain.plain) + "\n"
         if notifications and progress:
             progress(notifications[-1].id, max(head, notifications[-1].id))
         if len(notifications) < page:
