@@ -11,6 +11,7 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import StoredEvent
 
+from service import audit
 from service.runs import RunService
 from service.views import run_view
 from tests.golden.record import _json, _state
@@ -45,3 +46,29 @@ def test_golden_history_replays_to_the_recorded_states(history: Path) -> None:
         assert _json(run_view(run)) == want["final"], run_id
         for version, state in enumerate(want["versions"], start=1):
             assert _state(app.get_run(run_id, version=version)) == state, (run_id, version)
+
+
+@pytest.mark.parametrize("history", HISTORIES, ids=[h.name for h in HISTORIES])
+def test_golden_history_verifies(history: Path) -> None:
+    """v1 predates the hash chain: its events read as unchained (upcast with no hash);
+    every later history verifies with every event chained."""
+    app = load(history)
+    report = audit.verify_log(app)
+    assert report.intact, report.as_dict()
+    assert report.unchained == (report.events if history.name == "v1" else 0)
+
+
+def test_a_v1_run_continued_today_chains_its_new_events() -> None:
+    app = load(Path(__file__).parent / "v1")
+    expected = json.loads((Path(__file__).parent / "v1" / "expected.json").read_text())
+    paused = next(r for r, want in expected.items() if want["final"]["status"] == "PAUSED")
+    run = app.get_run(paused)
+    old = run.version
+    call = run.pending_calls()[0]["tool_call_id"]
+    run.provide_external_result(call, decided_by="bob", result="paid")
+    run.continue_run()
+    app.save(run)
+    report = audit.verify_run(app, paused)
+    assert report.intact and report.unchained == old and report.events == old + 2
+    new = app.run_events(paused)[old:]
+    assert all(e.hash for e in new)
