@@ -7,6 +7,8 @@ Tables (plain SQL; see docs/projections.md):
   (``confirmation``, ``external_execution``, ``user_input``, ``in_doubt``, or ``none``).
 - ``signoff_decisions``: one row per decision: who decided what, when, why, on which
   arguments, how long after it was asked, and the decision event's position in the log.
+- ``signoff_audit_counts``: exact counters, moved in the same transaction as the rows:
+  ``decisions`` is how many rows ``signoff_decisions`` has (the unfiltered ``total``).
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from projections.store import Cursor, Dialect
+from projections.store import Cursor, Dialect, capped_count, read_count
 
 NAME = "audit"
-TABLES_IN_ORDER = ("signoff_decisions", "signoff_audit_calls", "signoff_audit_runs")
+COUNTS_TABLE = "signoff_audit_counts"
+TABLES_IN_ORDER = ("signoff_decisions", "signoff_audit_calls", "signoff_audit_runs",
+                   COUNTS_TABLE)
+# Each counter, and how to count it from the rows (a missing counter is recounted).
+COUNTS = {"decisions": "SELECT COUNT(*) AS n FROM signoff_decisions"}
+# A filtered trail counts its matches up to this many (``total_exact`` false beyond).
+TOTAL_CAP = 10_000
 DECISIONS = ("confirmed", "rejected", "external_result", "user_input", "expired", "cancelled")
 GROUPS = {"tool": "tool_name", "agent": "agent_id", "actor": "actor", "day": "decided_day"}
 
@@ -74,6 +82,9 @@ def tables(d: Dialect) -> list[str]:
         "ON signoff_decisions (tool_name, position)",
         "CREATE INDEX IF NOT EXISTS signoff_decisions_decided "
         "ON signoff_decisions (decided_at)",
+        f"""CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (
+            name TEXT PRIMARY KEY,
+            n BIGINT NOT NULL)""",
     ]
 
 
@@ -164,6 +175,7 @@ def _insert_decision(c: Cursor, e: Any, position: int, run_id: str, call_id: str
          call["tool_name"], d.json(requested), d.json(approved), decision, actor, note,
          d.json(details), d.time(requested_at), d.time(e.timestamp), _day(e.timestamp),
          (e.timestamp - requested_at) / timedelta(milliseconds=1)))
+    c.execute(f"UPDATE {COUNTS_TABLE} SET n = n + 1 WHERE name = 'decisions'")
 
 
 def _insert_decision_pg(c: Cursor, e: Any, position: int, run_id: str, call_id: str,
@@ -171,10 +183,12 @@ def _insert_decision_pg(c: Cursor, e: Any, position: int, run_id: str, call_id: 
                         details: Any) -> None:
     """The same row in one statement that reads nothing back: a page's statements then
     go to PostgreSQL in one pipeline, with no round trip per decision. The interval is
-    exact (microseconds), so its milliseconds equal Python's ``delta / 1 ms``."""
+    exact (microseconds), so its milliseconds equal Python's ``delta / 1 ms``. The same
+    statement counts the row it inserted."""
     d = c.dialect
     merged = decision == "user_input"  # the tool runs with the requested args + the input
     c.execute(
+        "WITH inserted AS ("
         "INSERT INTO signoff_decisions (position, run_id, tool_call_id, agent_id, user_id, "
         "session_id, tool_name, args_requested, args_approved, decision, actor, note, "
         "details, requested_at, decided_at, decided_day, time_to_decision_ms) "
@@ -184,7 +198,9 @@ def _insert_decision_pg(c: Cursor, e: Any, position: int, run_id: str, call_id: 
         + "%s, %s, %s, %s::jsonb, k.requested_at, %s, %s, "
         "(EXTRACT(EPOCH FROM (%s::timestamptz - k.requested_at)) * 1000)::float8 "
         "FROM signoff_audit_calls k JOIN signoff_audit_runs r ON r.run_id = k.run_id "
-        "WHERE k.run_id = %s AND k.tool_call_id = %s",
+        "WHERE k.run_id = %s AND k.tool_call_id = %s RETURNING 1) "
+        f"UPDATE {COUNTS_TABLE} SET n = n + (SELECT COUNT(*) FROM inserted) "
+        "WHERE name = 'decisions'",
         (position, d.json(details["values"] if merged else approved), decision, actor, note,
          d.json(details), d.time(e.timestamp), _day(e.timestamp), d.time(e.timestamp),
          run_id, call_id))
@@ -246,15 +262,25 @@ def list_decisions(
     c: Cursor, *, run_id: str | None = None, actor: str | None = None,
     tool_name: str | None = None, decision: str | None = None,
     since: datetime | None = None, until: datetime | None = None,
-    after: str | int | None = None, limit: int = 100,
+    after: str | int | None = None, limit: int = 100, total_cap: int = TOTAL_CAP,
 ) -> dict[str, Any]:
     """Decisions in log order (a cancel decides several calls at one position: by call id
     there); pass ``next_cursor`` back as ``after`` for the next page. The cursor is the
-    last row's log position, with its call id when the next row shares that position."""
+    last row's log position, with its call id when the next row shares that position.
+
+    ``total`` counts the decisions matching the filters (all pages). Unfiltered, it is
+    the ``decisions`` counter: exact, however long the trail. Filtered, the matches are
+    counted up to ``total_cap``: ``total_exact`` is false when there are more than
+    ``total`` (then ``total`` is the cap)."""
     d = c.dialect
     where, params = _filters(d, run_id, actor, tool_name, decision, since, until)
-    total = c.execute("SELECT COUNT(*) AS n FROM signoff_decisions"
-                      + (f" WHERE {' AND '.join(where)}" if where else ""), params).fetchone()
+    counted = None if where else read_count(c, COUNTS_TABLE, "decisions")
+    if counted is not None:
+        total, exact = counted, True
+    else:
+        total, exact = capped_count(
+            c, "SELECT 1 FROM signoff_decisions"
+            + (f" WHERE {' AND '.join(where)}" if where else ""), params, total_cap)
     if after is not None:
         position, call_id = cursor_decode(after)
         if call_id is None:
@@ -273,8 +299,7 @@ def list_decisions(
         last = items[-1]
         next_cursor = (str(last["position"]) if rows[limit]["position"] != last["position"]
                        else f"{last['position']}:{last['tool_call_id']}")
-    return {"items": items, "total": int(total["n"]) if total else 0,
-            "next_cursor": next_cursor}
+    return {"items": items, "total": total, "total_exact": exact, "next_cursor": next_cursor}
 
 
 def iter_decisions(

@@ -8,6 +8,9 @@ Tables (plain SQL; see docs/projections.md):
 - ``signoff_queue_calls``: the calls of those runs that need or needed a decision;
   ``waiting`` is true while the call waits for one.
 
+- ``signoff_queue_counts``: exact counters, moved in the same transaction as the rows:
+  ``paused`` is how many runs are paused (the unfiltered queue's ``total``).
+
 The queue is the runs with ``paused_since`` set, each with its waiting calls.
 """
 
@@ -18,10 +21,15 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from projections.store import Cursor, Dialect, Row
+from projections.store import Cursor, Dialect, Row, capped_count, read_count
 
 NAME = "queue"
-TABLES_IN_ORDER = ("signoff_queue_calls", "signoff_queue_runs")
+COUNTS_TABLE = "signoff_queue_counts"
+TABLES_IN_ORDER = ("signoff_queue_calls", "signoff_queue_runs", COUNTS_TABLE)
+# Each counter, and how to count it from the rows (a missing counter is recounted).
+COUNTS = {"paused": "SELECT COUNT(*) AS n FROM signoff_queue_runs WHERE paused_since IS NOT NULL"}
+# A filtered queue counts its matches up to this many (``total_exact`` false beyond).
+TOTAL_CAP = 10_000
 
 
 def tables(d: Dialect) -> list[str]:
@@ -54,6 +62,9 @@ def tables(d: Dialect) -> list[str]:
         "ON signoff_queue_calls (tool_name, kind, run_id) WHERE waiting",
         "CREATE INDEX IF NOT EXISTS signoff_queue_calls_kind "
         "ON signoff_queue_calls (kind, run_id) WHERE waiting",
+        f"""CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (
+            name TEXT PRIMARY KEY,
+            n BIGINT NOT NULL)""",
     ]
 
 
@@ -80,6 +91,7 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
                    e.requires or "none", e.confirmation_message, d.time(e.timestamp),
                    bool(e.requires)))
     elif kind == "RunPaused":
+        _count_paused(c, +1, run_id, "paused_since IS NULL")
         c.execute("UPDATE signoff_queue_runs SET paused_since = %s, position = %s "
                   "WHERE run_id = %s", (d.time(e.timestamp), position, run_id))
     elif kind in _DECISIONS:
@@ -97,11 +109,22 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
                   "WHERE run_id = %s AND tool_call_id = %s AND waiting",
                   (run_id, e.tool_call_id))
     elif kind == "RunContinued":
+        _count_paused(c, -1, run_id, "paused_since IS NOT NULL")
         c.execute("UPDATE signoff_queue_runs SET paused_since = NULL, position = %s "
                   "WHERE run_id = %s", (position, run_id))
     elif kind in _ENDS:
+        _count_paused(c, -1, run_id, "paused_since IS NOT NULL")
         c.execute("DELETE FROM signoff_queue_calls WHERE run_id = %s", (run_id,))
         c.execute("DELETE FROM signoff_queue_runs WHERE run_id = %s", (run_id,))
+
+
+def _count_paused(c: Cursor, delta: int, run_id: str, before: str) -> None:
+    """Move the ``paused`` counter when the run's row is in the state ``before`` the
+    change that follows (read by the statement itself: nothing comes back to Python, so
+    a page's statements still go to PostgreSQL in one pipeline)."""
+    c.execute(f"UPDATE {COUNTS_TABLE} SET n = n + %s WHERE name = 'paused' AND EXISTS "
+              f"(SELECT 1 FROM signoff_queue_runs WHERE run_id = %s AND {before})",
+              (delta, run_id))
 
 
 # ------------------------------------------------------------------ reading
@@ -136,9 +159,15 @@ def list_queue(
     kind: str | None = None,
     after: str | None = None,
     limit: int = 50,
+    total_cap: int = TOTAL_CAP,
 ) -> dict[str, Any]:
-    """Paused runs, oldest first, with the calls they wait for; ``total`` matches the
-    filters (all pages); ``next_cursor`` continues after this page."""
+    """Paused runs, oldest first, with the calls they wait for; ``next_cursor`` continues
+    after this page.
+
+    ``total`` counts the runs matching the filters (all pages). Unfiltered, it is the
+    ``paused`` counter: exact, whatever the size of the queue. Filtered, the matches are
+    counted up to ``total_cap``: ``total_exact`` is false when there are more than
+    ``total`` (then ``total`` is the cap)."""
     d = c.dialect
     where = ["r.paused_since IS NOT NULL"]
     params: list[Any] = []
@@ -160,8 +189,13 @@ def list_queue(
         where.append(f"r.run_id IN (SELECT q.run_id FROM signoff_queue_calls q "
                      f"WHERE {' AND '.join(sub)})")
     filters = " AND ".join(where)
-    total = c.execute(f"SELECT COUNT(*) AS n FROM signoff_queue_runs r WHERE {filters}",
-                      params).fetchone()
+    filtered = any(v is not None for v in (agent_id, user_id, tool_name, kind))
+    counted = None if filtered else read_count(c, COUNTS_TABLE, "paused")
+    if counted is not None:
+        total, exact = counted, True
+    else:
+        total, exact = capped_count(c, f"SELECT 1 FROM signoff_queue_runs r WHERE {filters}",
+                                    params, total_cap)
     page_where, page_params = filters, list(params)
     if after is not None:
         since, run_id = cursor_decode(after)
@@ -188,5 +222,4 @@ def list_queue(
              for r in runs]
     next_cursor = (_cursor_encode(items[-1]["paused_since"], items[-1]["run_id"])
                    if has_more and items else None)
-    return {"items": items, "total": int(total["n"]) if total else 0,
-            "next_cursor": next_cursor}
+    return {"items": items, "total": total, "total_exact": exact, "next_cursor": next_cursor}

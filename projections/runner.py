@@ -67,7 +67,9 @@ class Projections:
         for name in names or list(MODULES):
             module = MODULES[name]
             self.views[name] = open_view(name, env, module.tables(dialect),
-                                         module.apply_event)
+                                         module.apply_event,
+                                         counts_table=getattr(module, "COUNTS_TABLE", ""),
+                                         counts=getattr(module, "COUNTS", None))
         self._prompt = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -6,6 +6,14 @@ transaction (``write``), after checking, under the projection's write lock, that
 recorded position is still the one the batch was read after: a batch is applied exactly
 once, after crashes and with several runners too.
 
+Counters: a projection may keep exact counts of its rows (``counts``: a name and the
+``SELECT COUNT(*) AS n`` that recounts it) in a table of its own (``counts_table``: ``name``,
+``n``). Its ``apply_event`` moves them in the same transaction as the rows they count, so a
+count is exactly as current as the rows a read sees. A missing counter is recounted under
+the write lock when the view is opened (a store projected before the counter existed);
+a reset puts every counter back at 0. ``capped_count`` counts what no counter covers, up to
+a cap.
+
 The SQL of a projection is written once, with ``%s`` placeholders; ``Dialect`` adapts it
 to SQLite (``?``; JSON and times as text) or PostgreSQL (``jsonb``, ``timestamptz``).
 """
@@ -15,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -128,6 +136,8 @@ class ViewMixin:
 
     tables: Sequence[str] = ()
     tracking_name: str = ""
+    counts_table: str = ""
+    counts: Mapping[str, str] = {}  # counter name -> SELECT COUNT(*) AS n that recounts it
     dialect: Dialect
     # apply(cursor, event, position): writes what one event changes
     apply_event: Callable[[Cursor, Any, int], None]
@@ -198,13 +208,50 @@ class ViewMixin:
         return self.max_tracking_id(self.tracking_name) or 0  # type: ignore[attr-defined]
 
     def reset(self, table_names: Sequence[str]) -> None:
-        """Empty the projection's tables and forget its position (for a rebuild)."""
+        """Empty the projection's tables and forget its position (for a rebuild); every
+        counter is back at 0."""
         with self.write_transaction() as c:
             self._lock(c)  # not in the middle of a runner's page
             for table in table_names:
                 c.execute(f"DELETE FROM {table}")
             c.execute(f"DELETE FROM {self._tracking_table()} WHERE application_name = %s",
                       (self.tracking_name,))
+            if self.counts_table:
+                c.execute(f"DELETE FROM {self.counts_table}")
+                c.executemany(f"INSERT INTO {self.counts_table} (name, n) VALUES (%s, 0)",
+                              [(name,) for name in self.counts])
+
+    def ensure_counts(self) -> None:
+        """Recount the counters that have no row yet, holding the write lock (the rows
+        and the position cannot move meanwhile): a store projected before a counter
+        existed gets it exact, and the projection moves it from there on."""
+        if not self.counts_table:
+            return
+        with self.read() as c:
+            present = {r["name"] for r in c.execute(
+                f"SELECT name FROM {self.counts_table}").fetchall()}
+        if present >= set(self.counts):
+            return
+        with self.write_transaction() as c:
+            self._lock(c)
+            present = {r["name"] for r in c.execute(
+                f"SELECT name FROM {self.counts_table}").fetchall()}
+            for name, recount in self.counts.items():
+                if name not in present:
+                    row = c.execute(recount).fetchone()
+                    c.execute(f"INSERT INTO {self.counts_table} (name, n) VALUES (%s, %s)",
+                              (name, int(row["n"]) if row else 0))
+
+    def recount(self) -> dict[str, tuple[int | None, int]]:
+        """Each counter's stored value (None when it has no row) and what recounting the
+        rows says, in one snapshot: they are equal, or a counter is wrong."""
+        out: dict[str, tuple[int | None, int]] = {}
+        with self.read() as c:
+            for name, sql in self.counts.items():
+                row = c.execute(sql).fetchone()
+                out[name] = (read_count(c, self.counts_table, name),
+                             int(row["n"]) if row else 0)
+        return out
 
     def _tracking_table(self) -> str:
         return getattr(self, "tracking_table_name", "tracking")
@@ -231,21 +278,32 @@ def open_view(
     env: dict[str, str],
     tables: Sequence[str],
     apply_event: Callable[[Cursor, Any, int], None],
+    *,
+    counts_table: str = "",
+    counts: Mapping[str, str] | None = None,
 ) -> ViewMixin:
     """The view of projection ``name`` in the store ``env`` points at (eventsourcing's
-    persistence settings), with its tables created when missing."""
+    persistence settings), with its tables created when missing and its counters
+    (``counts`` in ``counts_table``, which ``tables`` creates) present."""
     factory = InfrastructureFactory[TrackingRecorder].construct(env=_env(name, env))
     base = PostgresView if env["PERSISTENCE_MODULE"].endswith("postgres") else SQLiteView
     view_class = type(f"{name.title()}View", (base,), {
         "tables": tuple(tables),
         "tracking_name": f"signoff:{name}",
         "apply_event": staticmethod(apply_event),
+        "counts_table": counts_table,
+        "counts": dict(counts or {}),
     })
     for attempt in range(1, 6):
+        view = None
         try:
             view = factory.tracking_recorder(view_class)
+            assert isinstance(view, ViewMixin)
+            view.ensure_counts()
             break
         except PersistenceError:
+            if view is not None:
+                view.datastore.close()  # type: ignore[attr-defined]
             # Processes starting together on a new store (API workers and `signoff
             # project`) all create the tables: all but one fail, on the catalog's unique
             # constraints or on the tracking table's first row. Once the first has
@@ -255,6 +313,23 @@ def open_view(
             time.sleep(0.05 * attempt)
     assert isinstance(view, ViewMixin)
     return view
+
+
+def read_count(c: Cursor, table: str, name: str) -> int | None:
+    """A counter's value as of the read's snapshot (None when it has no row)."""
+    row = c.execute(f"SELECT n FROM {table} WHERE name = %s", (name,)).fetchone()
+    return int(row["n"]) if row is not None else None
+
+
+def capped_count(c: Cursor, select: str, params: Sequence[Any], cap: int) -> tuple[int, bool]:
+    """How many rows ``select`` (a ``SELECT 1 FROM ... WHERE ...``) gives, counting no
+    further than ``cap``: ``(n, True)`` when there are ``n <= cap``, ``(cap, False)`` when
+    there are more. The database stops after ``cap + 1`` matches, so the cost is bounded
+    by the cap, not by the size of the table."""
+    row = c.execute(f"SELECT COUNT(*) AS n FROM ({select} LIMIT %s) AS matches",
+                    [*params, cap + 1]).fetchone()
+    n = int(row["n"]) if row else 0
+    return (n, True) if n <= cap else (cap, False)
 
 
 def _env(name: str, env: dict[str, str]) -> Any:

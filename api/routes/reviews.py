@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 from pydantic_core import to_jsonable_python
 
 from api import wire
@@ -28,8 +29,67 @@ Decision = Literal["confirmed", "rejected", "external_result", "user_input", "ex
 # PostgreSQL text cannot hold NUL: refused here (422) rather than failing in the database.
 Text = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
 
+_TOTAL = ("How many match the filters, on every page. Without filters: exact (a counter "
+          "the projection keeps). With filters: counted up to {cap}; beyond that, "
+          "`total` is {cap} and `total_exact` is false.")
+_TOTAL_EXACT = "False when more than `total` match (a filtered count stopped at its cap)."
 
-@router.get("/queue")
+
+class WaitingCall(BaseModel):
+    tool_call_id: str
+    tool_name: str
+    tool_args: Any
+    kind: Kind
+    confirmation_message: str | None
+    requested_at: datetime
+
+
+class QueueItem(BaseModel):
+    run_id: str
+    agent_id: str
+    user_id: str | None
+    session_id: str
+    started_at: datetime
+    paused_since: datetime
+    waiting_for: list[WaitingCall]
+
+
+class QueuePage(BaseModel):
+    items: list[QueueItem]
+    total: int = Field(description=_TOTAL.format(cap=f"{queue.TOTAL_CAP:,}"))
+    total_exact: bool = Field(description=_TOTAL_EXACT)
+    next_cursor: str | None = Field(description="Pass back as `cursor` for the next page; "
+                                    "null on the last page.")
+
+
+class DecisionRow(BaseModel):
+    position: int
+    run_id: str
+    tool_call_id: str
+    agent_id: str
+    user_id: str | None
+    session_id: str
+    tool_name: str
+    args_requested: Any
+    args_approved: Any
+    decision: Decision
+    actor: str
+    note: str | None
+    details: Any
+    requested_at: datetime
+    decided_at: datetime
+    time_to_decision_ms: float
+
+
+class DecisionPage(BaseModel):
+    items: list[DecisionRow]
+    total: int = Field(description=_TOTAL.format(cap=f"{audit.TOTAL_CAP:,}"))
+    total_exact: bool = Field(description=_TOTAL_EXACT)
+    next_cursor: str | None = Field(description="Pass back as `cursor` for the next page; "
+                                    "null on the last page.")
+
+
+@router.get("/queue", response_model=QueuePage)
 def get_queue(
     c: ContainerDep,
     agent_id: Text = None,
@@ -41,7 +101,8 @@ def get_queue(
 ) -> dict[str, Any]:
     """Paused runs waiting for a decision, oldest first, with the calls each waits for.
 
-    ``total`` counts every run matching the filters; pass ``next_cursor`` back as
+    ``total`` counts the runs matching the filters: exactly without filters; with
+    filters up to 10,000 (``total_exact`` false beyond). Pass ``next_cursor`` back as
     ``cursor`` for the next page.
     """
     if cursor is not None:
@@ -61,7 +122,7 @@ def _check_cursor(decode: Any, cursor: str) -> None:
             {"loc": ["query", "cursor"], "msg": str(e), "type": "value_error"}]) from None
 
 
-@router.get("/audit/decisions", responses={200: {"content": {
+@router.get("/audit/decisions", response_model=DecisionPage, responses={200: {"content": {
     "text/csv": {}, "application/x-ndjson": {}}}})
 async def get_decisions(
     c: ContainerDep,
@@ -81,6 +142,8 @@ async def get_decisions(
 
     Pages: pass ``next_cursor`` back as ``cursor``. A cursor is a log position (the
     page continues after every decision at it), or ``position:tool_call_id``.
+    ``total`` counts the decisions matching the filters: exactly without filters; with
+    filters up to 10,000 (``total_exact`` false beyond).
     """
     if cursor is not None:
         _check_cursor(audit.cursor_decode, cursor)

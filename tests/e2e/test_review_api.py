@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
+from projections.runner import MODULES
 from tests.e2e.flows import (
     Json,
     assert_problem,
@@ -118,13 +119,15 @@ def analytics(c: httpx.Client, group_by: str, **params: Any) -> dict[Any, Json]:
 
 def all_pages(c: httpx.Client, path: str, limit: int, **params: Any) -> list[Json]:
     """Follow ``next_cursor`` to the end; every page reports the same ``total``, and the
-    pages hold ``total`` items between them."""
+    pages hold ``total`` items between them (the tests' totals are far below the cap of
+    filtered counts: always exact)."""
     items: list[Json] = []
     cursor = None
     totals = set()
     while True:
         page = get_json(c, path, limit=limit, cursor=cursor, **params)
         assert len(page["items"]) <= limit
+        assert page["total_exact"] is True
         totals.add(page["total"])
         items.extend(page["items"])
         cursor = page["next_cursor"]
@@ -194,7 +197,7 @@ def test_paused_run_is_queued_then_decided_audited_and_counted(server: LiveServe
 
         # Out of the queue...
         assert queue(c, user_id="story-user") == {"items": [], "total": 0,
-                                                   "next_cursor": None}
+                                                   "total_exact": True, "next_cursor": None}
         # ...into the audit trail, with the reviewer's identity and reason...
         page = audit(c, run_id=run["run_id"])
         assert (page["total"], page["next_cursor"]) == (1, None)
@@ -289,7 +292,8 @@ def test_cancel_removes_a_run_and_audits_its_undecided_calls(server: LiveServer)
         assert r.status_code == 200, r.text
         wait_caught_up(c)
 
-        assert queue(c, user_id=user) == {"items": [], "total": 0, "next_cursor": None}
+        assert queue(c, user_id=user) == {"items": [], "total": 0, "total_exact": True,
+                                          "next_cursor": None}
         rows = audit(c, run_id=run["run_id"])["items"]
         assert [(r["tool_call_id"], r["decision"], r["actor"], r["note"]) for r in rows] == [
             (delete["tool_call_id"], "confirmed", "cancel-rev", None),
@@ -354,7 +358,7 @@ def test_runs_that_ended_are_not_in_the_queue(server: LiveServer) -> None:
         assert (ids(page["items"]), page["total"]) == ([waiting["run_id"]], 1)
         # A call that needed no decision leaves nothing in the audit trail.
         assert audit(c, run_id=auto["run_id"]) == {"items": [], "total": 0,
-                                                    "next_cursor": None}
+                                                    "total_exact": True, "next_cursor": None}
 
 
 def test_queue_filters(server: LiveServer) -> None:
@@ -369,7 +373,7 @@ def test_queue_filters(server: LiveServer) -> None:
 
         def runs(**params: Any) -> list[str]:
             page = queue(c, **params)
-            assert page["total"] == len(page["items"])
+            assert (page["total"], page["total_exact"]) == (len(page["items"]), True)
             return ids(page["items"])
 
         assert runs(user_id=user) == ids([confirm, external, user_input, ops_too])
@@ -749,13 +753,48 @@ def test_analytics(server: LiveServer) -> None:
         c.post(f"/runs/{waiting['run_id']}/cancel")
 
 
+# ------------------------------------------------------------------ totals
+
+def test_totals_say_whether_they_are_exact(server: LiveServer) -> None:
+    """Unfiltered, ``total`` is a counter the projection keeps: exact, equal to what
+    paging through finds. Filtered, it is counted up to a cap (far above what a test
+    makes), so exact here too. The OpenAPI document declares both fields."""
+    with server.client() as c:
+        user = "total-user"
+        started = [start(c, "data_manager", SEED, user_id=user) for _ in range(3)]
+        continue_(c, started[0], [decided(started[0]["tools"][0], confirmed=True)],
+                  user_id="total-rev")
+        wait_caught_up(c)
+        page = queue(c, limit=1)
+        assert page["total_exact"] is True
+        assert page["total"] == len(all_pages(c, "/queue", 50)) >= 2
+        page = queue(c, user_id=user, limit=1)
+        assert (page["total"], page["total_exact"]) == (2, True)
+        page = audit(c, limit=1)
+        assert page["total_exact"] is True
+        assert page["total"] == len(all_pages(c, "/audit/decisions", 1000)) >= 1
+        page = audit(c, actor="total-rev", limit=1)
+        assert (page["total"], page["total_exact"]) == (1, True)
+        for run in started[1:]:
+            assert c.post(f"/runs/{run['run_id']}/cancel").status_code == 200
+
+        doc = c.get("/openapi.json").json()
+        for path in ("/queue", "/audit/decisions"):
+            ref = doc["paths"][path]["get"]["responses"]["200"]["content"][
+                "application/json"]["schema"]["$ref"]
+            schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+            assert set(schema["required"]) == {"items", "total", "total_exact",
+                                               "next_cursor"}, path
+            assert schema["properties"]["total_exact"]["type"] == "boolean"
+
+
 # ------------------------------------------------------------ projections
 
 def test_projections_report_their_position_and_lag(server: LiveServer) -> None:
     with server.client() as c:
         start(c, "data_manager", SEED, user_id="proj-user")
         status = wait_caught_up(c)
-        assert sorted(p["name"] for p in status) == ["audit", "queue"]
+        assert sorted(p["name"] for p in status) == sorted(MODULES)  # anchors, audit, queue
         head = c.get("/health").json()["log_head"]
         for p in status:
             assert set(p) == {"name", "position", "head", "lag"}
@@ -766,4 +805,4 @@ def test_projections_report_their_position_and_lag(server: LiveServer) -> None:
         assert c.post(f"/runs/{item['run_id']}/cancel").status_code == 200
         after = wait_caught_up(c)
         assert all(p["position"] == p["head"] > head for p in after)
-        assert Counter(p["name"] for p in after) == Counter(["queue", "audit"])
+        assert Counter(p["name"] for p in after) == Counter(list(MODULES))
