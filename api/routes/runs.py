@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import ContainerDep
+from api.deps import Container, ContainerDep
 from api.errors import ProblemError, problem_responses
 from service.views import event_view, run_view
 
@@ -65,11 +67,27 @@ def health(c: ContainerDep) -> dict[str, Any]:
     return {"status": "ok", "log_head": c.app.head()}
 
 
+# Readiness checks run here, bounded in time: a store that does not answer must give a
+# quick 503, not a probe left hanging until the connection pool gives up (30 s).
+_READY_CHECKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="signoff-ready")
+READY_TIMEOUT = 2.0
+
+
 @router.get("/ready", tags=["Operations"], responses=problem_responses(503))
 def ready(c: ContainerDep) -> dict[str, Any]:
     """Ready for traffic: the event store answers, and every projection is reachable and at
-    most ``SIGNOFF_READY_MAX_LAG`` events behind the log. Otherwise 503, a problem saying
-    what is not ready."""
+    most ``SIGNOFF_READY_MAX_LAG`` events behind the log (within 2 s). Otherwise 503, a
+    problem saying what is not ready."""
+    future = _READY_CHECKS.submit(_readiness, c)
+    try:
+        return future.result(timeout=READY_TIMEOUT)
+    except FuturesTimeout:
+        log.warning("not ready: the store did not answer within %g s", READY_TIMEOUT)
+        raise ProblemError(503, f"the store did not answer within {READY_TIMEOUT:g} s") \
+            from None
+
+
+def _readiness(c: Container) -> dict[str, Any]:
     try:
         head = c.app.head()
     except Exception as e:
