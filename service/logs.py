@@ -99,12 +99,17 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+# Fields a text line's message already says (the event, the request's method, route and
+# status): JSON lines keep them, to be queried.
+_SAID = frozenset({"event", "method", "route", "status"})
+
+
 class TextFormatter(logging.Formatter):
     """``HH:MM:SS.mmm LEVEL logger: message key=value ...`` for people at a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
-        extras = _extras(record)
+        extras = {k: v for k, v in _extras(record).items() if k not in _SAID}
         keys = [k for k in FIELDS if k in extras] + [k for k in extras if k not in FIELDS]
         pairs = " ".join(f"{k}={_text(extras[k])}" for k in keys)
         text = f"{when} {record.levelname:<7} {record.name}: {record.getMessage()}"
