@@ -144,7 +144,9 @@ def test_an_encrypted_store_is_unreadable_in_the_database_and_verifies(
         encrypted: Store) -> None:
     for run_id in encrypted.run_ids:
         for _, _, state in encrypted.rows(run_id):
-            assert b"tool" not in state and b"{" not in state[:1]
+            assert b"tool_call" not in state and b"decided_by" not in state
+            with pytest.raises(ValueError):
+                json.loads(state)
     assert encrypted.verify().intact
 
 
