@@ -31,3 +31,7 @@ class WrongDecisionKind(RunError):
 
 class InvalidDecision(RunError):
     """The decision's content is not acceptable (missing user input, forbidden edit)."""
+
+
+class KeyRevoked(Exception):
+    """The API key is already revoked."""

@@ -15,9 +15,8 @@ from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
-from eventsourcing.utils import get_topic
 
-from domain import chain
+from domain.chain import Chained
 from domain.errors import (
     InvalidDecision,
     InvalidRunTransition,
@@ -33,30 +32,11 @@ Json = dict[str, Any]
 _OPEN = (CallState.PENDING, CallState.APPROVED, CallState.RUNNING, CallState.IN_DOUBT)
 
 
-class Run(Aggregate):
-    """One run of an agent, from the user's message to its end."""
+class Run(Chained):
+    """One run of an agent, from the user's message to its end. Its events are
+    hash-chained (``domain/chain.py``: ``Chained``)."""
 
     # ---------------------------------------------------------------- events
-
-    class Event(Aggregate.Event):
-        """Every event of a run (eventsourcing makes each event class below a subclass
-        of this one). ``hash`` chains it to the run's previous event: see
-        ``domain/chain.py``."""
-
-        hash: str | None
-
-        # Version 1 events (recorded before the hash chain) have no hash: they read as
-        # unchained, and ``signoff audit verify`` reports them as such.
-        class_version = 2
-
-        @staticmethod
-        def upcast_v1_v2(state: Json) -> None:
-            state["hash"] = None
-
-        def mutate(self, run: Any) -> Any:
-            run = super().mutate(run)
-            run.chain_head = self.hash
-            return run
 
     class RunStarted(Aggregate.Created):
         agent_id: str
@@ -318,25 +298,6 @@ class Run(Aggregate):
             instructions=instructions,
             **kwargs,
         )
-
-    @classmethod
-    def _create(cls, event_class: Any, *, id: UUID | None = None, **kwargs: Any) -> Any:
-        """As eventsourcing's, with the first link of the hash chain."""
-        run_id = id or cls.create_id()
-        timestamp = event_class.create_timestamp()
-        data = {**kwargs, "originator_topic": get_topic(cls)}
-        kwargs["hash"] = chain.digest(chain.record(run_id, cls.INITIAL_VERSION,
-                                                   get_topic(event_class), timestamp, data,
-                                                   None))
-        return super()._create(event_class, id=run_id, timestamp=timestamp, **kwargs)
-
-    def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
-        """As eventsourcing's, with each event chained to the one before."""
-        timestamp = event_class.create_timestamp()
-        kwargs["hash"] = chain.digest(chain.record(self.id, self.version + 1,
-                                                   get_topic(event_class), timestamp, kwargs,
-                                                   self.chain_head))
-        super().trigger_event(event_class, timestamp=timestamp, **kwargs)
 
     @property
     def run_id(self) -> str:

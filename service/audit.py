@@ -174,8 +174,8 @@ def verify_log(app: RunService, anchors: Iterable[dict[str, Any]] = (), *,
         runs[run_id] = run_chain
         if len(runs) > remember:
             runs.popitem(last=False)
-        if stored.originator_version == 1:
-            report.runs += 1
+        if stored.originator_version == 1 and stored.topic.endswith(":Run.RunStarted"):
+            report.runs += 1  # (API keys are chained streams in the same log)
         log_hash = chain.log_link(log_hash, run_chain.check(app, stored, report, position))
         count += 1
         report.events = count
