@@ -49,7 +49,7 @@ from service.metrics import MODEL_SECONDS
 log = logging.getLogger("signoff.http")
 
 # No ``*_created`` series: they double the output, and multiprocess mode has none.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 HTTP_REQUESTS = Counter("signoff_http_requests", "HTTP requests answered, by route template "
                         "and status.", ["method", "route", "status"])
@@ -116,7 +116,7 @@ class RequestObserver:
 def _request_id(scope: Scope) -> str:
     for key, value in scope["headers"]:
         if key == b"x-request-id":
-            text = value.decode("latin-1")
+            text: str = value.decode("latin-1")
             if _REQUEST_ID.fullmatch(text):
                 return text
             break
@@ -183,7 +183,7 @@ def metrics(c: ContainerDep) -> Response:
 def mark_process_dead() -> None:
     """A worker stops: drop its live gauges from the multiprocess directory."""
     if multiprocess_mode():
-        multiprocess.mark_process_dead(os.getpid())
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 class LiveGauges(Collector):

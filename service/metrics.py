@@ -124,4 +124,4 @@ class CommittedFacts:
     def _tool(self, run: Any, event: Any) -> str:
         call = run.calls.get(event.tool_call_id)
         name = call["tool_name"] if call else None
-        return name if name in self.tools.get(run.agent_id, ()) else "unknown"
+        return str(name) if name in self.tools.get(run.agent_id, ()) else "unknown"

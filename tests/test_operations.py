@@ -75,7 +75,7 @@ def test_a_missing_multiprocess_metrics_directory_is_named_at_start(tmp_path: Pa
 
 
 def test_log_settings_take_any_case_and_unknown_variables_are_found() -> None:
-    settings = Settings(log_level="WARNING", log_format=" Json ")  # type: ignore[arg-type]
+    settings = Settings(log_level="WARNING", log_format=" Json ")  # type: ignore[arg-type,call-arg]
     assert (settings.log_level, settings.log_format) == ("warning", "json")
     assert unknown_variables({"SIGNOFF_LOG_LEVL": "debug", "SIGNOFF_PORT": "1",
                               "OTHER": "x"}) == ["SIGNOFF_LOG_LEVL"]

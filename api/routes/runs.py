@@ -102,7 +102,7 @@ def _readiness(c: Container) -> dict[str, Any]:
             from None
     projections = [{"name": s.name, "position": s.position, "lag": s.lag} for s in statuses]
     max_lag = c.settings.ready_max_lag
-    behind = [p["name"] for p in projections if p["lag"] > max_lag]
+    behind = [s.name for s in statuses if s.lag > max_lag]
     if behind:
         raise ProblemError(503, f"projections more than {max_lag} events behind the log: "
                            f"{', '.join(behind)}", projections=projections)
