@@ -20,7 +20,8 @@ app.add_typer(project_app, name="project")
 audit_app = typer.Typer(help="Prove the record intact; export and import it.",
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-keys_app = typer.Typer(help="Keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (create, list, revoke) and the cipher key (generate).",
+                       no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
@@ -402,6 +403,88 @@ def audit_import(
     typer.echo(f"signoff: imported {count} events of {report.runs} runs", err=True)
     _print_report(report.as_dict(), None)
     raise typer.Exit(0 if report.intact else 1)
+
+
+def _cli_actor() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="who holds the key: recorded as the actor of "
+                                            "everything done with it")],
+    role: Annotated[str, typer.Option(help="client, reviewer, auditor or admin")],
+    agent: Annotated[list[str] | None, typer.Option(
+        help="limit a reviewer to this agent (repeat for several)")] = None,
+    tool: Annotated[list[str] | None, typer.Option(
+        help="limit a reviewer to this tool (repeat for several)")] = None,
+) -> None:
+    """Issue an API key and print its secret (shown this once; only its hash is kept)."""
+    from domain.keys import Role
+    from service.bootstrap import build_app
+    from service.keys import create_key
+
+    try:
+        parsed = Role(role)
+    except ValueError:
+        typer.echo(f"signoff: --role must be one of {', '.join(Role)}", err=True)
+        raise typer.Exit(2) from None
+    if (agent or tool) and parsed != Role.REVIEWER:
+        typer.echo("signoff: --agent and --tool limit reviewers only", err=True)
+        raise typer.Exit(2)
+    if not name.strip() or len(name) > 200:
+        typer.echo("signoff: --name must be 1 to 200 characters", err=True)
+        raise typer.Exit(2)
+    store = build_app(_settings())
+    try:
+        secret, key = create_key(store, name=name.strip(), role=parsed,
+                                 created_by=_cli_actor(), agents=agent, tools=tool)
+    finally:
+        store.close()
+    typer.echo(secret)
+    typer.echo(f"signoff: key {key.id} for {key.name} ({key.role}) created; the secret above "
+               "is not stored: keep it now", err=True)
+
+
+@keys_app.command("list")
+def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every key ever issued (never the secrets)."""
+    from service.bootstrap import build_app
+    from service.keys import key_view, list_keys
+
+    store = build_app(_settings())
+    try:
+        keys = [key_view(k) for k in list_keys(store)]
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps(keys, default=str, indent=2))
+        return
+    for k in keys:
+        scope = " ".join([*(f"agent={a}" for a in k["agents"] or []),
+                          *(f"tool={t}" for t in k["tools"] or [])])
+        typer.echo(f"{k['id']}  {k['hint']}…  {k['role']:<8} {k['name']:<20} "
+                   f"{'REVOKED' if k['revoked'] else 'active':<8} {scope}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="the key's id, hint or name")]) -> None:
+    """Revoke a key: requests with it are refused within seconds, everywhere."""
+    from domain.errors import KeyRevoked
+    from service.bootstrap import build_app
+    from service.keys import KeyNotFound, revoke_key
+
+    store = build_app(_settings())
+    try:
+        revoked = revoke_key(store, key, revoked_by=_cli_actor())
+    except (KeyNotFound, KeyRevoked) as e:
+        typer.echo(f"signoff: {e}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    typer.echo(f"signoff: revoked key {revoked.id} of {revoked.name}", err=True)
 
 
 @keys_app.command("generate")

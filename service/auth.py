@@ -1,0 +1,120 @@
+"""Who is calling: API keys (hashed, in the event store) and bearer JWTs.
+
+``Authenticator.identify(token)`` answers the ``Identity`` behind a bearer token, or
+raises ``Unauthenticated``. API keys look like ``sk_signoff_...``; anything else with
+two dots is tried as a JWT when one is configured. Keys are cached for a few seconds per
+process, so a revocation takes effect everywhere within ``cache_seconds``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from domain.keys import PREFIX, ApiKey, Role, key_id
+from service.runs import RunService
+
+
+class Unauthenticated(Exception):
+    """No credentials, or credentials that do not identify anyone."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    role: Role | None  # None: no authentication configured (local development)
+    agents: frozenset[str] | None = None  # a reviewer limited to these agents
+    tools: frozenset[str] | None = None  # ... and these tools
+    via: str = "key"  # "key" | "jwt" | "open"
+
+    @property
+    def open(self) -> bool:
+        return self.role is None
+
+    def may_see(self, agent_id: str, tool_names: list[str] | None = None) -> bool:
+        if self.agents is not None and agent_id not in self.agents:
+            return False
+        return not (self.tools is not None and tool_names
+                    and any(t not in self.tools for t in tool_names))
+
+
+OPEN = Identity(name="", role=None, via="open")
+
+
+def new_secret() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+class Authenticator:
+    def __init__(self, app: RunService, *, jwt_key: str = "", jwt_algorithms: tuple[str, ...] = (),
+                 jwt_audience: str = "", jwt_issuer: str = "", jwt_role_claim: str = "role",
+                 cache_seconds: float = 5.0) -> None:
+        self.app = app
+        self.jwt_key = jwt_key
+        self.jwt_algorithms = jwt_algorithms
+        self.jwt_audience = jwt_audience
+        self.jwt_issuer = jwt_issuer
+        self.jwt_role_claim = jwt_role_claim
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Identity | None]] = {}
+        self._lock = threading.Lock()
+
+    def identify(self, token: str) -> Identity:
+        if token.startswith(PREFIX):
+            return self._key(token)
+        if self.jwt_key and token.count(".") == 2:
+            return self._jwt(token)
+        raise Unauthenticated("not a signoff API key" + (" or a valid JWT" if self.jwt_key
+                                                         else ""))
+
+    def _key(self, token: str) -> Identity:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(token)
+        if hit is None or hit[0] < now:
+            identity = self._load(token)
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[token] = (now + self.cache_seconds, identity)
+        else:
+            identity = hit[1]
+        if identity is None:
+            raise Unauthenticated("unknown or revoked API key")
+        return identity
+
+    def _load(self, token: str) -> Identity | None:
+        from eventsourcing.application import AggregateNotFoundError
+
+        try:
+            key = self.app.repository.get(key_id(token))
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(key, ApiKey) or key.revoked:
+            return None
+        return Identity(name=key.name, role=key.role,
+                        agents=frozenset(key.agents) if key.agents is not None else None,
+                        tools=frozenset(key.tools) if key.tools is not None else None)
+
+    def _jwt(self, token: str) -> Identity:
+        import jwt
+
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, self.jwt_key, algorithms=list(self.jwt_algorithms),
+                audience=self.jwt_audience or None, issuer=self.jwt_issuer or None,
+                options={"require": ["sub", "exp"]})
+        except jwt.PyJWTError as e:
+            raise Unauthenticated(f"invalid token: {e}") from None
+        try:
+            role = Role(claims.get(self.jwt_role_claim))
+        except ValueError:
+            raise Unauthenticated(f"the token's {self.jwt_role_claim!r} claim is not a "
+                                  f"role ({', '.join(Role)})") from None
+        agents, tools = claims.get("signoff_agents"), claims.get("signoff_tools")
+        return Identity(name=str(claims["sub"]), role=role, via="jwt",
+                        agents=frozenset(agents) if isinstance(agents, list) else None,
+                        tools=frozenset(tools) if isinstance(tools, list) else None)

@@ -1,0 +1,68 @@
+"""Issuing, listing and revoking API keys (``signoff keys ...``, ``/keys``)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
+
+from domain.keys import ApiKey, Role
+from service.auth import new_secret
+from service.runs import RunService
+
+
+class KeyNotFound(Exception):
+    """No key has this id or hint."""
+
+
+def create_key(app: RunService, *, name: str, role: Role, created_by: str,
+               agents: list[str] | None = None, tools: list[str] | None = None
+               ) -> tuple[str, ApiKey]:
+    """A new key: its secret (shown once, never stored) and the key."""
+    secret = new_secret()
+    key = ApiKey.issue(secret, name=name, role=role, created_by=created_by,
+                       agents=agents or None, tools=tools or None)
+    app.save(key)
+    return secret, key
+
+
+def key_view(key: ApiKey) -> dict[str, Any]:
+    return {"id": str(key.id), "name": key.name, "role": str(key.role), "hint": key.hint,
+            "agents": key.agents, "tools": key.tools, "created_by": key.created_by,
+            "created_at": key.created_on, "revoked": key.revoked}
+
+
+def list_keys(app: RunService) -> list[ApiKey]:
+    """Every key ever issued, oldest first (a scan of the log for keys' first events)."""
+    ids = [e.originator_id for _, e in app.log(topics=[get_topic(ApiKey.Created)])]
+    return [app.repository.get(i) for i in ids]
+
+
+def find_key(app: RunService, id_or_hint: str) -> ApiKey:
+    try:
+        return app.repository.get(UUID(id_or_hint))  # type: ignore[no-any-return]
+    except ValueError:
+        pass
+    except Exception:
+        raise KeyNotFound(f"no key {id_or_hint!r}") from None
+    found = [k for k in list_keys(app) if k.hint == id_or_hint or k.name == id_or_hint]
+    live = [k for k in found if not k.revoked] or found
+    if len(live) != 1:
+        raise KeyNotFound(f"no key {id_or_hint!r}" if not live else
+                          f"{len(live)} keys match {id_or_hint!r}: give its id")
+    return live[0]
+
+
+def revoke_key(app: RunService, id_or_hint: str, *, revoked_by: str) -> ApiKey:
+    key = find_key(app, id_or_hint)
+    key.revoke(revoked_by=revoked_by)
+    app.save(key)
+    return key
+
+
+def any_key(app: RunService) -> bool:
+    """Whether any key was ever issued (then the service requires authentication)."""
+    for _ in app.log(limit=1, topics=[get_topic(ApiKey.Created)]):
+        return True
+    return False
