@@ -95,6 +95,37 @@ class Settings(BaseSettings):
         "behind the event log (0: it must be fully caught up).",
     )
 
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description="'auto': callers must authenticate once an API key was issued "
+        "(`signoff keys create`) or SIGNOFF_JWT_KEY is set, and may not before; "
+        "'required': always; 'off': never. Without authentication the service only "
+        "listens on a loopback address, unless SIGNOFF_ALLOW_OPEN is true.",
+    )
+    allow_open: bool = Field(
+        False, description="Serve without authentication on an address other than loopback "
+        "(a trusted network only).")
+    jwt_key: str = Field(
+        "", repr=False,
+        description="Accept bearer JWTs signed with this key: the shared secret (HS256) or "
+        "the identity provider's PEM public key (RS256, ES256). The token's `sub` is the "
+        "caller; its role claim (SIGNOFF_JWT_ROLE_CLAIM) the role; `exp` is required.",
+    )
+    jwt_algorithms: str = Field("HS256", description="Comma-separated JWT algorithms accepted.")
+    jwt_audience: str = Field("", description="The `aud` a JWT must carry (empty: not checked).")
+    jwt_issuer: str = Field("", description="The `iss` a JWT must carry (empty: not checked).")
+    jwt_role_claim: str = Field("role", description="The JWT claim holding the caller's role.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted; larger: 413.")
+    max_message_chars: int = Field(
+        100_000, ge=1, description="Longest user message a run may start with; longer: 413.")
+    max_args_bytes: int = Field(
+        65_536, ge=64,
+        description="Largest tool arguments, edited arguments, user input or external result "
+        "(as JSON) a decision may carry; larger: 413. Also bounds the tool arguments a model "
+        "proposes and the results tools return: larger ones are cut and marked as cut.",
+    )
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, v: Any) -> Any:
