@@ -10,13 +10,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from api import errors, metrics
+from api import auth, errors, metrics
+from api.auth import authorize
 from api.deps import Container
-from api.routes import agno, audit, reviews, runs
+from api.routes import agno, audit, keys, reviews, runs
 from service import logs
-from service.bootstrap import build_app, build_loop, build_projections
+from service.auth import AuthPolicy
+from service.bootstrap import build_app, build_authenticator, build_loop, build_projections
 from service.config import Settings, load_settings, unknown_variables
 from service.metrics import CommittedFacts, watch_commits
 
@@ -43,8 +45,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.projections == "inline":
             store.after_save.append(projections.prompt)
             projections.start()
+        authenticator = build_authenticator(settings, store)
+        policy = AuthPolicy(store, settings.auth, bool(settings.jwt_key))
         app.state.container = Container(settings=settings, app=store, loop=loop,
-                                        projections=projections)
+                                        projections=projections, authenticator=authenticator,
+                                        auth=policy)
+        if not policy.required:
+            log.warning("signoff: no authentication (SIGNOFF_AUTH=%s and no API key issued): "
+                        "anyone who can reach %s:%s can act as anyone", settings.auth,
+                        settings.host, settings.port)
         log.info("signoff serving agents %s, model %s, store %s",
                  ", ".join(loop.agents), loop.default_model.name,
                  store.describe()["persistence"])
@@ -63,13 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Event-sourced run state for human-in-the-loop AI agents. "
         "Agno AgentOS-compatible HITL endpoints, plus signoff's own run history.",
         lifespan=lifespan,
+        dependencies=[Depends(authorize)],  # every route: api/auth.py's POLICY
     )
     errors.install(app)
+    auth.document(app)
     app.add_middleware(metrics.RequestObserver)
     app.include_router(agno.router)
     app.include_router(runs.router)
     app.include_router(reviews.router)
     app.include_router(audit.router)
+    app.include_router(keys.router)
     app.include_router(metrics.router)
     return app
 

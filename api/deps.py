@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from agent.loop import AgentLoop
 from projections.runner import Projections
+from service.auth import Authenticator, AuthPolicy
 from service.config import Settings
 from service.runs import RunService
 
@@ -19,6 +20,12 @@ class Container:
     app: RunService
     loop: AgentLoop
     projections: Projections
+    authenticator: Authenticator
+    auth: AuthPolicy
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth.required
 
 
 def get_container(request: Request) -> Container:

@@ -89,6 +89,8 @@ def problem(request: Request, status: int, detail: str, **extra: Any) -> JSONRes
         **extra,
     }
     headers = {"Retry-After": "1"} if status == 503 else None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="signoff"'}
     return JSONBody(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 

@@ -61,14 +61,46 @@ def serve(
         loop = build_loop(settings)
         loop.app.check_readable()
         loop.close()
-        loop.app.close()
     except Exception as e:
         typer.echo(f"signoff: cannot start: {type(e).__name__}: {e}", err=True)
         raise typer.Exit(2) from None
+    try:
+        if not _auth_ready(settings, loop.app):
+            raise typer.Exit(2)
+    finally:
+        loop.app.close()
     typer.echo(f"signoff: store {settings.database_url}, model "
                f"{settings.default_model_spec()}, agents from {settings.agents}", err=True)
     uvicorn.run("api.app:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=workers, log_level="info")
+
+
+def _auth_ready(settings: Any, store: Any) -> bool:
+    """Without authentication, listen on loopback only (unless SIGNOFF_ALLOW_OPEN)."""
+    import ipaddress
+
+    from service.auth import AuthPolicy
+
+    if AuthPolicy(store, settings.auth, bool(settings.jwt_key)).required:
+        return True
+    try:
+        loopback = settings.host == "localhost" or ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        typer.echo(f"signoff: no authentication (no API key issued, SIGNOFF_AUTH="
+                   f"{settings.auth}): listening on {settings.host} only. "
+                   "`signoff keys create` turns it on.", err=True)
+        return True
+    if settings.allow_open:
+        typer.echo(f"signoff: WARNING: no authentication, listening on {settings.host} "
+                   "(SIGNOFF_ALLOW_OPEN): anyone who reaches it can act as anyone", err=True)
+        return True
+    typer.echo(f"signoff: refusing to listen on {settings.host} without authentication: "
+               "issue an API key (`signoff keys create --role admin --name you`), set "
+               "SIGNOFF_JWT_KEY, or set SIGNOFF_ALLOW_OPEN=true on a trusted network",
+               err=True)
+    return False
 
 
 @runs_app.command("show")

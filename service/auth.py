@@ -118,3 +118,30 @@ class Authenticator:
         return Identity(name=str(claims["sub"]), role=role, via="jwt",
                         agents=frozenset(agents) if isinstance(agents, list) else None,
                         tools=frozenset(tools) if isinstance(tools, list) else None)
+
+
+class AuthPolicy:
+    """Whether callers must authenticate (``SIGNOFF_AUTH``). In ``auto`` mode that is once
+    a JWT key is set or any API key was ever issued: checked again every few seconds
+    until true, so the first ``signoff keys create`` turns it on for running servers."""
+
+    def __init__(self, app: RunService, mode: str, jwt_configured: bool,
+                 recheck_seconds: float = 5.0) -> None:
+        self.app = app
+        self.mode = mode
+        self.jwt_configured = jwt_configured
+        self.recheck_seconds = recheck_seconds
+        self._known = mode == "required" or (mode == "auto" and jwt_configured)
+        self._checked_at = -1e9
+
+    @property
+    def required(self) -> bool:
+        if self._known or self.mode == "off":
+            return self._known
+        now = time.monotonic()
+        if now - self._checked_at >= self.recheck_seconds:
+            from service.keys import any_key
+
+            self._checked_at = now
+            self._known = any_key(self.app)
+        return self._known

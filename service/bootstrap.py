@@ -10,6 +10,7 @@ from eventsourcing.persistence import IntegrityError, InternalError, Programming
 
 from agent.loop import AgentLoop, load_agents
 from agent.models.base import ModelClient
+from service.auth import Authenticator
 from service.config import Settings, eventsourcing_env
 from service.runs import RunService
 
@@ -59,3 +60,10 @@ def build_projections(settings: Settings) -> Projections:
     from projections.runner import Projections
 
     return Projections(build_app(settings), eventsourcing_env(settings))
+
+
+def build_authenticator(settings: Settings, app: RunService) -> Authenticator:
+    algorithms = tuple(a.strip() for a in settings.jwt_algorithms.split(",") if a.strip())
+    return Authenticator(app, jwt_key=settings.jwt_key, jwt_algorithms=algorithms,
+                         jwt_audience=settings.jwt_audience, jwt_issuer=settings.jwt_issuer,
+                         jwt_role_claim=settings.jwt_role_claim)

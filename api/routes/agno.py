@@ -14,6 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from agent.loop import Observer
 from api.agno import agent_info, decisions_from_tools, parse_tools, run_output, stream_events
+from api.auth import CallerDep, check_run, user_for
 from api.deps import ContainerDep
 from api.errors import ProblemError, problem_responses
 from api.wire import JSONBody, dumps, loads
@@ -125,15 +126,20 @@ def get_agent(agent_id: str, c: ContainerDep) -> dict[str, Any]:
 @router.post("/agents/{agent_id}/runs", openapi_extra=_body_doc(StartRunForm),
              responses={200: {"content": {"text/event-stream": {}}},
                         **problem_responses(400, 404, 415, 422)})
-async def create_agent_run(agent_id: str, request: Request, c: ContainerDep) -> Any:
-    """Start a run. ``stream`` defaults to true (server-sent events), as in Agno."""
+async def create_agent_run(agent_id: str, request: Request, c: ContainerDep,
+                           caller: CallerDep) -> Any:
+    """Start a run. ``stream`` defaults to true (server-sent events), as in Agno.
+
+    With authentication, the run's user is the caller (a ``user_id`` naming anyone else
+    is refused)."""
     form: StartRunForm = await _read(request, StartRunForm)
+    user_id = user_for(caller, form.user_id)
     if form.background:
         raise ProblemError(422, "background runs are not supported; use stream=false")
     c.loop.agent(agent_id)  # 404 before anything is recorded
 
     def work(observer: Observer | None) -> Run:
-        return c.loop.start(agent_id, form.message, user_id=form.user_id,
+        return c.loop.start(agent_id, form.message, user_id=user_id,
                             session_id=form.session_id, observer=observer)
 
     if form.stream:
@@ -151,6 +157,7 @@ async def continue_agent_run(
     run_id: str,
     request: Request,
     c: ContainerDep,
+    caller: CallerDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Any:
     """Continue a paused run with the decisions filled into its ``tools``.
@@ -162,17 +169,22 @@ async def continue_agent_run(
     """
     form: ContinueRunForm = await _read(request, ContinueRunForm)
     tools = parse_tools(form.tools)
+    named = user_for(caller, form.user_id)
 
     def decide(observer: Observer | None) -> tuple[Run, bool]:
         run = c.loop.recover(run_id)
         if run.agent_id != agent_id:
             raise ProblemError(404, f"agent {agent_id!r} has no run {run_id!r}")
+        check_run(caller, run)
         if idempotency_key and _decided_with(run, idempotency_key):
             return run, True
         decisions, repeats = decisions_from_tools(run, tools)
+        check_run(caller, run, tools=[run.calls[d.tool_call_id]["tool_name"]
+                                      for d in decisions])
         if not decisions:
             _refuse_without_decisions(run, repeats)
-        actor = form.user_id or run.user_id or "anonymous"
+        # The actor is the authenticated caller; without authentication, as in Agno.
+        actor = named or run.user_id or "anonymous"
         try:
             return c.loop.decide(run_id, decisions, actor=actor, request_key=idempotency_key,
                                  run=run, observer=observer), False
@@ -222,18 +234,25 @@ def _refuse_without_decisions(run: Run, repeats: list[dict[str, Any]]) -> None:
 
 
 @router.get("/agents/{agent_id}/runs/{run_id}", responses=problem_responses(404))
-def get_agent_run(agent_id: str, run_id: str, c: ContainerDep) -> dict[str, Any]:
+def get_agent_run(agent_id: str, run_id: str, c: ContainerDep,
+                  caller: CallerDep) -> dict[str, Any]:
     """The run as Agno's ``RunOutput``."""
-    run = c.loop.recover(run_id)
+    run = c.loop.app.get_run(run_id)
     if run.agent_id != agent_id:
         raise ProblemError(404, f"agent {agent_id!r} has no run {run_id!r}")
+    check_run(caller, run)
+    if caller.open or caller.role != "auditor":  # an auditor only reads
+        run = c.loop.recover(run_id)
     return run_output(run)
 
 
 @router.post("/agents/{agent_id}/runs/{run_id}/cancel", responses=problem_responses(404, 409))
-def cancel_agent_run(agent_id: str, run_id: str, c: ContainerDep) -> dict[str, Any]:
+def cancel_agent_run(agent_id: str, run_id: str, c: ContainerDep,
+                     caller: CallerDep) -> dict[str, Any]:
     run = c.loop.app.get_run(run_id)
     if run.agent_id != agent_id:
         raise ProblemError(404, f"agent {agent_id!r} has no run {run_id!r}")
-    run = c.loop.cancel(run_id, actor=run.user_id or "anonymous")
+    check_run(caller, run)
+    actor = run.user_id if caller.open else caller.name
+    run = c.loop.cancel(run_id, actor=actor or "anonymous")
     return run_output(run)

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from api.auth import CallerDep, check_owner, check_run, user_for
 from api.deps import Container, ContainerDep
 from api.errors import ProblemError, problem_responses
 from service.views import event_view, run_view
@@ -30,7 +31,7 @@ class CancelRequest(BaseModel):
 
 
 @router.get("/runs/{run_id}", responses=problem_responses(404, 422))
-def get_run(run_id: str, c: ContainerDep,
+def get_run(run_id: str, c: ContainerDep, caller: CallerDep,
             at_version: int | None = Query(None, ge=1, le=MAX_VERSION),
             as_of: datetime | None = None) -> dict[str, Any]:
     """The run's state: status, pending calls, decisions, version.
@@ -43,21 +44,30 @@ def get_run(run_id: str, c: ContainerDep,
         raise ProblemError(422, "give at_version or as_of, not both")
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
-    return run_view(c.app.get_run_at(run_id, version=at_version, as_of=as_of))
+    run = c.app.get_run_at(run_id, version=at_version, as_of=as_of)
+    check_run(caller, run)
+    return run_view(run)
 
 
 @router.get("/runs/{run_id}/events", responses=problem_responses(404))
-def get_run_events(run_id: str, c: ContainerDep) -> list[dict[str, Any]]:
+def get_run_events(run_id: str, c: ContainerDep, caller: CallerDep) -> list[dict[str, Any]]:
     """The run's history: every event in order, with its type, version, time and payload."""
-    return [event_view(e) for e in c.app.run_events(run_id)]
+    events = c.app.run_events(run_id)
+    started = events[0]
+    check_owner(caller, run_id, getattr(started, "user_id", None),
+                getattr(started, "agent_id", ""))
+    return [event_view(e) for e in events]
 
 
 @router.post("/runs/{run_id}/cancel", responses=problem_responses(400, 404, 409, 422))
-def cancel_run(run_id: str, c: ContainerDep, body: CancelRequest | None = None) -> dict[str, Any]:
-    """Cancel a run that has not ended. Pending calls are cancelled with it."""
+def cancel_run(run_id: str, c: ContainerDep, caller: CallerDep,
+               body: CancelRequest | None = None) -> dict[str, Any]:
+    """Cancel a run that has not ended. Pending calls are cancelled with it. With
+    authentication the actor is the caller (an ``actor`` naming anyone else is refused)."""
     body = body or CancelRequest()
     run = c.app.get_run(run_id)
-    actor = body.actor or run.user_id or "anonymous"
+    check_run(caller, run)
+    actor = user_for(caller, body.actor) or run.user_id or "anonymous"
     return run_view(c.loop.cancel(run_id, actor=actor, reason=body.reason))
 
 

@@ -1,0 +1,151 @@
+"""Who may do what: every route's roles in one table, and the checks on one run.
+
+A request authenticates with ``Authorization: Bearer <API key or JWT>`` (or
+``X-API-Key: <API key>``). ``POLICY`` names, for each route, the roles allowed; a route
+missing from it is refused to everyone (a test checks every route is listed). Routes
+that touch one run then check the caller's relation to it (``check_run``): a client sees
+only the runs it started, a reviewer only those of its agents and tools.
+
+With authentication off (no key issued, no JWT key: local development) every route is
+open and actors come from the request as in Agno.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+
+from api.deps import ContainerDep
+from api.errors import ProblemError
+from domain.keys import Role
+from domain.run import Run
+from service.auth import OPEN, Identity, Unauthenticated
+
+C, R, A, ADMIN = Role.CLIENT, Role.REVIEWER, Role.AUDITOR, Role.ADMIN
+PUBLIC: frozenset[Role] = frozenset()  # no authentication needed
+ANYONE = frozenset(Role)
+
+POLICY: dict[tuple[str, str], frozenset[Role]] = {
+    ("GET", "/health"): PUBLIC,
+    ("GET", "/ready"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/agents"): ANYONE,
+    ("GET", "/agents/{agent_id}"): ANYONE,
+    ("POST", "/agents/{agent_id}/runs"): frozenset({C}),
+    ("POST", "/agents/{agent_id}/runs/{run_id}/continue"): frozenset({C, R}),
+    ("GET", "/agents/{agent_id}/runs/{run_id}"): frozenset({C, R, A}),
+    ("POST", "/agents/{agent_id}/runs/{run_id}/cancel"): frozenset({C, R}),
+    ("GET", "/runs/{run_id}"): frozenset({C, R, A}),
+    ("GET", "/runs/{run_id}/events"): frozenset({C, R, A}),
+    ("POST", "/runs/{run_id}/cancel"): frozenset({C, R}),
+    ("GET", "/runs/{run_id}/verify"): frozenset({A}),
+    ("GET", "/queue"): frozenset({R, A}),
+    ("GET", "/audit/decisions"): frozenset({A}),
+    ("GET", "/analytics/decisions"): frozenset({A}),
+    ("GET", "/audit/verify"): frozenset({A}),
+    ("GET", "/audit/anchors"): frozenset({A}),
+    ("GET", "/projections"): frozenset({A, ADMIN}),
+    ("GET", "/keys"): frozenset({ADMIN}),
+    ("POST", "/keys"): frozenset({ADMIN}),
+    ("POST", "/keys/{key_id}/revoke"): frozenset({ADMIN}),
+}
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ProblemError(401, "use 'Authorization: Bearer <API key or JWT>'")
+        return token.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def authorize(request: Request, c: ContainerDep) -> Identity:
+    """The caller, allowed by ``POLICY`` for this route (401 / 403 otherwise)."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", request.url.path)
+    allowed = POLICY.get((request.method if request.method != "HEAD" else "GET", path))
+    token = _token(request)
+    if allowed == PUBLIC and token is None:
+        return OPEN
+    if token is None:
+        if c.auth_required:
+            raise ProblemError(401, "authentication required: send 'Authorization: Bearer "
+                               "<API key or JWT>'")
+        caller = OPEN
+    else:
+        try:
+            caller = c.authenticator.identify(token)
+        except Unauthenticated as e:
+            raise ProblemError(401, str(e)) from None
+    if allowed is None:
+        raise ProblemError(403, "no role may use this route")
+    if not caller.open and allowed and caller.role not in allowed:
+        raise ProblemError(403, f"a {caller.role} may not {request.method} {path} "
+                           f"(allowed: {', '.join(sorted(allowed))})")
+    request.state.caller = caller
+    return caller
+
+
+CallerDep = Annotated[Identity, Depends(authorize)]
+
+
+def check_run(caller: Identity, run: Run, *, tools: list[str] | None = None) -> None:
+    """Refuse a caller who may not see (or decide on ``tools`` of) this run: a client's
+    runs are its own (another user's run is 404, as if it did not exist); a reviewer
+    limited to some agents or tools gets 403 outside them."""
+    check_owner(caller, run.run_id, run.user_id, run.agent_id, tools)
+
+
+def check_owner(caller: Identity, run_id: str, user_id: str | None, agent_id: str,
+                tools: list[str] | None = None) -> None:
+    if caller.open or caller.role == Role.AUDITOR:
+        return
+    if caller.role == Role.CLIENT:
+        if user_id != caller.name:
+            raise ProblemError(404, f"no run {run_id!r}")
+        return
+    if caller.role == Role.REVIEWER:
+        if not caller.may_see(agent_id, tools):
+            raise ProblemError(403, f"run {run_id!r} is outside your agents and tools")
+        return
+    raise ProblemError(403, f"a {caller.role} may not touch runs")
+
+
+def user_for(caller: Identity, named: str | None) -> str | None:
+    """The user a request acts as: the caller; a body that names someone else is
+    refused. Without authentication, whoever the body names (as in Agno)."""
+    if caller.open:
+        return named
+    if named is not None and named != caller.name:
+        raise ProblemError(403, f"the request names {named!r}, but you are {caller.name!r}: "
+                           "the actor is the authenticated caller, never a field of the body")
+    return caller.name
+
+
+def document(app: FastAPI) -> None:
+    """Declare the bearer scheme, and 401 / 403 on every route that needs a caller."""
+    from api.errors import problem_responses
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = build()
+        doc.setdefault("components", {})["securitySchemes"] = {"bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "an API key (`signoff keys create`) or a JWT"}}
+        for path, operations in doc.get("paths", {}).items():
+            for method, op in operations.items():
+                if POLICY.get((method.upper(), path), ANYONE) == PUBLIC:
+                    continue
+                op["security"] = [{"bearer": []}]
+                for status, response in problem_responses(401, 403).items():
+                    op.setdefault("responses", {}).setdefault(str(status), response)
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]

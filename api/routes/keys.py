@@ -1,0 +1,84 @@
+"""API keys over HTTP (the admin role): list, issue, revoke."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field, model_validator
+
+from api.auth import CallerDep
+from api.deps import ContainerDep
+from api.errors import ProblemError, problem_responses
+from domain.errors import KeyRevoked
+from domain.keys import Role
+from service.keys import KeyNotFound, create_key, key_view, list_keys, revoke_key
+
+router = APIRouter(tags=["Keys"])
+
+_NAME = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    role: Role
+    hint: str = Field(description="the secret's first characters")
+    agents: list[str] | None
+    tools: list[str] | None
+    created_by: str
+    created_at: datetime
+    revoked: bool
+
+
+class NewKey(BaseModel):
+    name: str = _NAME
+    role: Role
+    agents: list[str] | None = Field(None, max_length=100,
+                                     description="limit a reviewer to these agents")
+    tools: list[str] | None = Field(None, max_length=100,
+                                    description="limit a reviewer to these tools")
+
+    @model_validator(mode="after")
+    def _scope_for_reviewers(self) -> NewKey:
+        if (self.agents or self.tools) and self.role != Role.REVIEWER:
+            raise ValueError("agents and tools limit reviewers only")
+        return self
+
+
+class IssuedKey(BaseModel):
+    secret: str = Field(description="shown this once: only its hash is kept")
+    key: KeyOut
+
+
+def _out(key: Any) -> KeyOut:
+    return KeyOut.model_validate(key_view(key))
+
+
+@router.get("/keys", response_model=list[KeyOut])
+def get_keys(c: ContainerDep) -> list[KeyOut]:
+    """Every key ever issued (never the secrets)."""
+    return [_out(k) for k in list_keys(c.app)]
+
+
+@router.post("/keys", status_code=201, response_model=IssuedKey,
+             responses=problem_responses(422))
+def post_key(body: NewKey, c: ContainerDep, caller: CallerDep) -> IssuedKey:
+    """Issue a key. Its secret is in this answer only."""
+    secret, key = create_key(c.app, name=body.name, role=body.role,
+                             created_by=caller.name or "anonymous",
+                             agents=body.agents, tools=body.tools)
+    return IssuedKey(secret=secret, key=_out(key))
+
+
+@router.post("/keys/{key_id}/revoke", response_model=KeyOut,
+             responses=problem_responses(404, 409))
+def post_revoke(key_id: str, c: ContainerDep, caller: CallerDep) -> KeyOut:
+    """Revoke a key (by id): every server refuses it within seconds."""
+    try:
+        return _out(revoke_key(c.app, key_id, revoked_by=caller.name or "anonymous"))
+    except KeyNotFound as e:
+        raise ProblemError(404, str(e)) from None
+    except KeyRevoked as e:
+        raise ProblemError(409, str(e)) from None

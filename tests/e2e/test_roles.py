@@ -1,0 +1,263 @@
+"""Who may do what, over HTTP against a real server with API keys: every role against
+every route (allowed and refused), clients confined to their own runs, reviewers to
+their agents, and the recorded actor always the authenticated caller."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from api.auth import POLICY, PUBLIC
+from tests.e2e.flows import assert_problem, decided, form, pending
+from tests.support.server import ROOT, LiveServer, live_server
+
+SEED = "Delete 50 old records from the users table"
+KEYS = {  # name: (role, extra options)
+    "adm": ("admin", []), "ann": ("client", []), "bob": ("client", []),
+    "rita": ("reviewer", []), "sam": ("reviewer", ["--agent", "support_desk"]),
+    "audrey": ("auditor", []),
+}
+ROLE_OF = {"admin": "adm", "client": "ann", "reviewer": "rita", "auditor": "audrey"}
+JWT_SECRET = "a-shared-secret-of-the-identity-provider-0123456789"
+
+
+def _cli(url: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, check=True,
+                         env={**os.environ, "SIGNOFF_DATABASE_URL": url},
+                         capture_output=True, text=True, timeout=60)
+    return out.stdout.strip()
+
+
+class World:
+    def __init__(self, server: LiveServer, secrets: dict[str, str]) -> None:
+        self.server = server
+        self.secrets = secrets
+
+    def as_(self, who: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.secrets[who]}"} if who else {}
+        return self.server.client(headers=headers)
+
+    def paused(self, agent: str = "data_manager", message: str = SEED,
+               user: str = "ann") -> dict[str, Any]:
+        with self.as_(user) as c:
+            r = c.post(f"/agents/{agent}/runs", files=form(message=message, stream="false"))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("roles")
+    url = f"sqlite:///{tmp / 'signoff.db'}"
+    secrets = {name: _cli(url, "keys", "create", "--name", name, "--role", role, *extra)
+               for name, (role, extra) in KEYS.items()}
+    with live_server(url, tmp / "server.log", SIGNOFF_JWT_KEY=JWT_SECRET) as server:
+        yield World(server, secrets)
+
+
+def _confirm(run: dict[str, Any]) -> dict[str, Any]:
+    return form(tools=[decided(t, confirmed=True) for t in pending(run)], stream="false")
+
+
+# One request per route: (method, path template) -> build(world) -> (method, url, kwargs)
+Request = Callable[[World], tuple[str, str, dict[str, Any]]]
+
+
+def _run_route(method: str, suffix: str = "", **kw: Any) -> Request:
+    def build(w: World) -> tuple[str, str, dict[str, Any]]:
+        run = w.paused()
+        path = suffix.format(run=run["run_id"], agent=run["agent_id"])
+        extra = {"files": _confirm(run)} if path.endswith("/continue") else kw
+        return method, path, extra
+    return build
+
+
+REQUESTS: dict[tuple[str, str], Request] = {
+    ("GET", "/health"): lambda w: ("GET", "/health", {}),
+    ("GET", "/ready"): lambda w: ("GET", "/ready", {}),
+    ("GET", "/metrics"): lambda w: ("GET", "/metrics", {}),
+    ("GET", "/agents"): lambda w: ("GET", "/agents", {}),
+    ("GET", "/agents/{agent_id}"): lambda w: ("GET", "/agents/data_manager", {}),
+    ("POST", "/agents/{agent_id}/runs"): lambda w: (
+        "POST", "/agents/data_manager/runs", {"files": form(message=SEED, stream="false")}),
+    ("POST", "/agents/{agent_id}/runs/{run_id}/continue"):
+        _run_route("POST", "/agents/{agent}/runs/{run}/continue"),
+    ("GET", "/agents/{agent_id}/runs/{run_id}"): _run_route("GET", "/agents/{agent}/runs/{run}"),
+    ("POST", "/agents/{agent_id}/runs/{run_id}/cancel"):
+        _run_route("POST", "/agents/{agent}/runs/{run}/cancel"),
+    ("GET", "/runs/{run_id}"): _run_route("GET", "/runs/{run}"),
+    ("GET", "/runs/{run_id}/events"): _run_route("GET", "/runs/{run}/events"),
+    ("POST", "/runs/{run_id}/cancel"): _run_route("POST", "/runs/{run}/cancel"),
+    ("GET", "/runs/{run_id}/verify"): _run_route("GET", "/runs/{run}/verify"),
+    ("GET", "/queue"): lambda w: ("GET", "/queue", {}),
+    ("GET", "/audit/decisions"): lambda w: ("GET", "/audit/decisions", {}),
+    ("GET", "/analytics/decisions"): lambda w: ("GET", "/analytics/decisions",
+                                                {"params": {"group_by": "tool"}}),
+    ("GET", "/audit/verify"): lambda w: ("GET", "/audit/verify", {}),
+    ("GET", "/audit/anchors"): lambda w: ("GET", "/audit/anchors", {}),
+    ("GET", "/projections"): lambda w: ("GET", "/projections", {}),
+    ("GET", "/keys"): lambda w: ("GET", "/keys", {}),
+    ("POST", "/keys"): lambda w: ("POST", "/keys", {"json": {"name": "new", "role": "client"}}),
+    ("POST", "/keys/{key_id}/revoke"): lambda w: ("POST", _new_key_path(w), {}),
+}
+
+
+def _new_key_path(w: World) -> str:
+    with w.as_("adm") as c:
+        key = c.post("/keys", json={"name": "doomed", "role": "client"}).json()["key"]
+    return f"/keys/{key['id']}/revoke"
+
+
+def test_every_route_has_a_policy_and_a_request() -> None:
+    from api.app import create_app
+
+    spec = create_app().openapi()
+    routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    assert routes == set(POLICY) == set(REQUESTS)
+
+
+CASES = [(route, role) for route in sorted(POLICY) for role in ["anonymous", *ROLE_OF]]
+
+
+@pytest.mark.parametrize(("route", "role"), CASES, ids=[f"{m} {p} as {r}"
+                                                        for (m, p), r in CASES])
+def test_role_against_route(world: World, route: tuple[str, str], role: str) -> None:
+    method, path, kwargs = REQUESTS[route](world)
+    with world.as_(ROLE_OF.get(role)) as c:
+        r = c.request(method, path, **kwargs)
+    allowed = POLICY[route]
+    if allowed == PUBLIC:
+        assert r.status_code == 200, r.text
+    elif role == "anonymous":
+        assert_problem(r, 401)
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    elif role in allowed:
+        assert r.status_code in (200, 201), (r.status_code, r.text)
+    else:
+        problem = assert_problem(r, 403)
+        assert f"a {role} may not" in problem["detail"]
+
+
+def test_a_client_cannot_read_or_continue_another_users_run(world: World) -> None:
+    run = world.paused(user="ann")
+    with world.as_("bob") as bob:
+        for method, path, kw in [
+            ("GET", f"/runs/{run['run_id']}", {}),
+            ("GET", f"/runs/{run['run_id']}/events", {}),
+            ("GET", f"/agents/data_manager/runs/{run['run_id']}", {}),
+            ("POST", f"/agents/data_manager/runs/{run['run_id']}/continue",
+             {"files": _confirm(run)}),
+            ("POST", f"/runs/{run['run_id']}/cancel", {}),
+        ]:
+            assert_problem(bob.request(method, path, **kw), 404)
+    with world.as_("ann") as ann:
+        assert ann.get(f"/runs/{run['run_id']}").json()["status"] == "PAUSED"
+
+
+def test_a_body_that_names_another_actor_is_refused(world: World) -> None:
+    with world.as_("ann") as ann:
+        r = ann.post("/agents/data_manager/runs",
+                     files=form(message=SEED, user_id="bob", stream="false"))
+        assert "you are 'ann'" in assert_problem(r, 403)["detail"]
+        run = world.paused(user="ann")
+        fields = _confirm(run) | form(user_id="mallory")
+        r = ann.post(f"/agents/data_manager/runs/{run['run_id']}/continue", files=fields)
+        assert_problem(r, 403)
+        r = ann.post(f"/runs/{run['run_id']}/cancel", json={"actor": "mallory"})
+        assert_problem(r, 403)
+        assert ann.get(f"/runs/{run['run_id']}").json()["status"] == "PAUSED"
+
+
+def test_the_recorded_actor_is_the_authenticated_caller(world: World) -> None:
+    run = world.paused(user="ann")
+    assert run["user_id"] == "ann"  # the run's user is the caller who started it
+    with world.as_("rita") as rita:
+        r = rita.post(f"/agents/data_manager/runs/{run['run_id']}/continue",
+                      files=_confirm(run) | form(user_id="rita"))
+        assert r.status_code == 200, r.text
+        history = rita.get(f"/runs/{run['run_id']}/events").json()
+    confirmed = next(e for e in history if e["type"] == "ToolConfirmed")
+    assert confirmed["payload"]["decided_by"] == "rita"
+    with world.as_("audrey") as audrey:
+        deadline = time.monotonic() + 10
+        while True:
+            rows = audrey.get("/audit/decisions", params={"run_id": run["run_id"]}).json()
+            if rows["items"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert [row["actor"] for row in rows["items"]] == ["rita"]
+
+
+def test_a_reviewer_limited_to_an_agent_decides_only_its_runs(world: World) -> None:
+    other = world.paused()  # data_manager
+    own = world.paused(agent="support_desk", message='call check_payment {"order_id": "o-1"}')
+    with world.as_("sam") as sam:
+        assert_problem(sam.get(f"/runs/{other['run_id']}"), 403)
+        r = sam.post(f"/agents/data_manager/runs/{other['run_id']}/continue",
+                     files=_confirm(other))
+        assert_problem(r, 403)
+        tools = [decided(t, result="paid") for t in pending(own)]
+        r = sam.post(f"/agents/support_desk/runs/{own['run_id']}/continue",
+                     files=form(tools=tools, stream="false"))
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "COMPLETED"
+
+
+def test_bad_and_revoked_keys_are_refused(world: World) -> None:
+    with world.server.client(headers={"Authorization": "Bearer sk_signoff_nope"}) as c:
+        assert "unknown or revoked" in assert_problem(c.get("/agents"), 401)["detail"]
+    with world.server.client(headers={"Authorization": "Basic YWxhZGRpbjpvcGVu"}) as c:
+        assert_problem(c.get("/agents"), 401)
+    secret = _cli(world.server.database_url, "keys", "create", "--name", "temp",
+                  "--role", "auditor")
+    with world.server.client(headers={"X-API-Key": secret}) as c:
+        assert c.get("/agents").status_code == 200
+        _cli(world.server.database_url, "keys", "revoke", "temp")
+        deadline = time.monotonic() + 15  # keys are cached for 5 s per process
+        while c.get("/agents").status_code == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert_problem(c.get("/agents"), 401)
+
+
+def _token(role: str, sub: str = "jo", **claims: Any) -> str:
+    return jwt.encode({"sub": sub, "role": role, "exp": int(time.time()) + 300, **claims},
+                      JWT_SECRET, algorithm="HS256")
+
+
+def test_jwt_bearer_tokens(world: World) -> None:
+    run = world.paused()
+    with world.server.client(headers={"Authorization": f"Bearer {_token('reviewer')}"}) as c:
+        r = c.post(f"/agents/data_manager/runs/{run['run_id']}/continue", files=_confirm(run))
+        assert r.status_code == 200, r.text
+        history = c.get(f"/runs/{run['run_id']}/events").json()
+    assert next(e for e in history if e["type"] == "ToolConfirmed")["payload"][
+        "decided_by"] == "jo"
+    expired = _token("auditor", exp=int(time.time()) - 10)
+    forged = jwt.encode({"sub": "x", "role": "admin", "exp": int(time.time()) + 60},
+                        "another-secret-another-secret-another-secret", algorithm="HS256")
+    for bad in (expired, forged, _token("superuser")):
+        with world.server.client(headers={"Authorization": f"Bearer {bad}"}) as c:
+            assert_problem(c.get("/agents"), 401)
+
+
+def test_no_authentication_only_on_loopback(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'open.db'}"
+    env = {**os.environ, "SIGNOFF_DATABASE_URL": url, "SIGNOFF_HOST": "0.0.0.0"}
+    refused = subprocess.run([sys.executable, "-m", "cli", "serve"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without authentication" in refused.stderr
+    with live_server(url, tmp_path / "s.log") as server:
+        assert "no authentication" in server.log()
+        with server.client() as c:  # open: Agno clients work as they are
+            assert c.get("/agents").status_code == 200
