@@ -149,3 +149,18 @@ def document(app: FastAPI) -> None:
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def policy_table() -> str:
+    """``POLICY`` as a Markdown table (docs/security.md holds it; a test keeps it in step)."""
+    roles = list(Role)
+    rows = ["| route | " + " | ".join(roles) + " |", "|---|" + "---|" * len(roles)]
+    for (method, path), allowed in POLICY.items():
+        cells = ["public" if allowed == PUBLIC else ("yes" if r in allowed else "")
+                 for r in roles]
+        rows.append(f"| `{method} {path}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(policy_table(), end="")

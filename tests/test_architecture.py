@@ -15,3 +15,9 @@ def test_the_import_contracts_hold() -> None:
                             text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "0 broken" in result.stdout
+
+
+def test_the_roles_table_in_the_docs_is_the_policy() -> None:
+    from api.auth import policy_table
+
+    assert policy_table() in (Path(__file__).parent.parent / "docs" / "security.md").read_text()
