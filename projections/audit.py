@@ -263,6 +263,7 @@ def list_decisions(
     tool_name: str | None = None, decision: str | None = None,
     since: datetime | None = None, until: datetime | None = None,
     after: str | int | None = None, limit: int = 100, total_cap: int = TOTAL_CAP,
+    with_total: bool = True,
 ) -> dict[str, Any]:
     """Decisions in log order (a cancel decides several calls at one position: by call id
     there); pass ``next_cursor`` back as ``after`` for the next page. The cursor is the
@@ -271,11 +272,15 @@ def list_decisions(
     ``total`` counts the decisions matching the filters (all pages). Unfiltered, it is
     the ``decisions`` counter: exact, however long the trail. Filtered, the matches are
     counted up to ``total_cap``: ``total_exact`` is false when there are more than
-    ``total`` (then ``total`` is the cap)."""
+    ``total`` (then ``total`` is the cap). ``with_total=False``: not counted (None)."""
     d = c.dialect
     where, params = _filters(d, run_id, actor, tool_name, decision, since, until)
     counted = None if where else read_count(c, COUNTS_TABLE, "decisions")
-    if counted is not None:
+    total: int | None
+    exact: bool | None
+    if not with_total:
+        total = exact = None
+    elif counted is not None:
         total, exact = counted, True
     else:
         total, exact = capped_count(
@@ -310,7 +315,7 @@ def iter_decisions(
     after: str | None = None
     while True:
         with read() as c:
-            result = list_decisions(c, after=after, limit=page, **filters)
+            result = list_decisions(c, after=after, limit=page, with_total=False, **filters)
         yield from result["items"]
         if result["next_cursor"] is None:
             return

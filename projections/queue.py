@@ -91,9 +91,9 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
                    e.requires or "none", e.confirmation_message, d.time(e.timestamp),
                    bool(e.requires)))
     elif kind == "RunPaused":
-        _count_paused(c, +1, run_id, "paused_since IS NULL")
-        c.execute("UPDATE signoff_queue_runs SET paused_since = %s, position = %s "
-                  "WHERE run_id = %s", (d.time(e.timestamp), position, run_id))
+        _counting_paused(c, run_id, +1, "paused_since IS NULL", [
+            ("UPDATE signoff_queue_runs SET paused_since = %s, position = %s "
+             "WHERE run_id = %s", (d.time(e.timestamp), position, run_id))])
     elif kind in _DECISIONS:
         c.execute("UPDATE signoff_queue_calls SET waiting = FALSE "
                   "WHERE run_id = %s AND tool_call_id = %s", (run_id, e.tool_call_id))
@@ -109,22 +109,40 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
                   "WHERE run_id = %s AND tool_call_id = %s AND waiting",
                   (run_id, e.tool_call_id))
     elif kind == "RunContinued":
-        _count_paused(c, -1, run_id, "paused_since IS NOT NULL")
-        c.execute("UPDATE signoff_queue_runs SET paused_since = NULL, position = %s "
-                  "WHERE run_id = %s", (position, run_id))
+        _counting_paused(c, run_id, -1, "paused_since IS NOT NULL", [
+            ("UPDATE signoff_queue_runs SET paused_since = NULL, position = %s "
+             "WHERE run_id = %s", (position, run_id))])
     elif kind in _ENDS:
-        _count_paused(c, -1, run_id, "paused_since IS NOT NULL")
-        c.execute("DELETE FROM signoff_queue_calls WHERE run_id = %s", (run_id,))
-        c.execute("DELETE FROM signoff_queue_runs WHERE run_id = %s", (run_id,))
+        _counting_paused(c, run_id, -1, "paused_since IS NOT NULL", [
+            ("DELETE FROM signoff_queue_calls WHERE run_id = %s", (run_id,)),
+            ("DELETE FROM signoff_queue_runs WHERE run_id = %s", (run_id,))])
 
 
-def _count_paused(c: Cursor, delta: int, run_id: str, before: str) -> None:
-    """Move the ``paused`` counter when the run's row is in the state ``before`` the
-    change that follows (read by the statement itself: nothing comes back to Python, so
-    a page's statements still go to PostgreSQL in one pipeline)."""
-    c.execute(f"UPDATE {COUNTS_TABLE} SET n = n + %s WHERE name = 'paused' AND EXISTS "
-              f"(SELECT 1 FROM signoff_queue_runs WHERE run_id = %s AND {before})",
-              (delta, run_id))
+def _counting_paused(c: Cursor, run_id: str, delta: int, before: str,
+                     changes: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """Make ``changes`` to the run's rows, and move the ``paused`` counter by ``delta``
+    when the run's row was in the state ``before`` them.
+
+    The state is read by the statements themselves: nothing comes back to Python, so a
+    page's statements still go to PostgreSQL in one pipeline. There, the changes and
+    the counter are one statement (data-modifying CTEs, which all see the row as it was
+    before the statement); on SQLite the counter moves first, then the changes run.
+    """
+    count = (f"UPDATE {COUNTS_TABLE} SET n = n + %s WHERE name = 'paused' AND EXISTS "
+             "(SELECT 1 FROM {rows} WHERE {before})")
+    if c.dialect.name == "postgres":
+        ctes = ["run AS (SELECT paused_since FROM signoff_queue_runs WHERE run_id = %s)"]
+        params: list[Any] = [run_id]
+        for i, (statement, values) in enumerate(changes):
+            ctes.append(f"change{i} AS ({statement})")
+            params += values
+        c.execute(f"WITH {', '.join(ctes)} " + count.format(rows="run", before=before),
+                  [*params, delta])
+    else:
+        c.execute(count.format(rows="signoff_queue_runs",
+                               before=f"run_id = %s AND {before}"), (delta, run_id))
+        for statement, values in changes:
+            c.execute(statement, values)
 
 
 # ------------------------------------------------------------------ reading
