@@ -240,13 +240,19 @@ def workers(url: str, tmp: Path, n: int) -> Iterator[LiveServer]:
             env=server.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while not _answers(server):
+        while not (_answers(server)
+                   and server.log_path.read_text().count("startup complete") == n):
             assert server.proc.poll() is None, server.log()
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.1)
         yield server
     finally:
         server.stop()
+
+
+def counted_by(metrics_dir: Path) -> set[str]:
+    """The worker processes that have counted something (one file each)."""
+    return {f for f in os.listdir(metrics_dir) if f.startswith("counter_")}
 
 
 def _answers(server: LiveServer) -> bool:
@@ -263,18 +269,21 @@ def test_with_two_workers_any_scrape_counts_every_workers_runs(pg_database: Any,
         with s.client() as c:
             before = scrape(c)
         run_ids: list[str] = []
-        for _ in range(3):  # new connections: the workers share them out
+        rounds = 0
+        # New connections, which the workers share out; until both have counted some.
+        while rounds < 3 or (len(counted_by(tmp_path / "metrics")) < 2 and rounds < 10):
             with s.client() as c:
                 run_ids += make_every_kind_of_run(c)
+            rounds += 1
+        assert len(counted_by(tmp_path / "metrics")) == 2
         scrapes = []
         for _ in range(6):
             with s.client() as c:
-                scrapes.append(caught_up(c, paused=3))
-        files = os.listdir(tmp_path / "metrics")
-        assert len({f for f in files if f.startswith("counter_")}) == 2, files
+                scrapes.append(caught_up(c, paused=rounds))
         with s.client() as c:
             runs, decisions, _, _ = expected_from_events(c, run_ids)
-            assert sum(runs.values()) == 3 * 19 and sum(decisions.values()) == 3 * 4
+            assert sum(runs.values()) == rounds * 19
+            assert sum(decisions.values()) == rounds * 4
             for after in scrapes:
                 assert moved(before, after, "signoff_runs_") == {
                     (f"signoff_runs_{fact}_total", frozenset({("agent", agent)})): float(n)
