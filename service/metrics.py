@@ -13,6 +13,7 @@ start to the recorded outcome) and writes one log line per event (``service.logs
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -51,6 +52,8 @@ _DECISIONS = {"ToolConfirmed": "confirmed", "ToolRejected": "rejected",
               "ExternalResultProvided": "external_result", "UserInputProvided": "user_input"}
 _ENDS = ("RunCompleted", "RunFailed", "RunCancelled")
 
+log = logging.getLogger("signoff.metrics")
+
 Listener = Callable[[Sequence[Any], Sequence[Any]], None]
 
 
@@ -65,7 +68,10 @@ def watch_commits(app: RunService, listener: Listener) -> None:
     @functools.wraps(save)
     def save_and_tell(*objs: Any, **kwargs: Any) -> Any:
         recordings = save(*objs, **kwargs)
-        listener(objs, recordings)
+        try:
+            listener(objs, recordings)
+        except Exception:  # committed is committed: never fail the caller after it
+            log.exception("could not count or log a committed save")
         return recordings
 
     app.save = save_and_tell  # type: ignore[method-assign]

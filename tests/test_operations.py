@@ -169,3 +169,22 @@ def test_a_save_that_fails_counts_nothing(tmp_path: Path) -> None:
     finally:
         loop.close()
         app.close()
+
+
+def test_a_listener_that_fails_does_not_fail_a_committed_save(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = RunService(env=eventsourcing_env(Settings(database_url=f"sqlite:///{tmp_path}/s.db")))
+
+    def broken(objs: object, recordings: object) -> None:
+        raise RuntimeError("observability is down")
+
+    watch_commits(app, broken)
+    loop = AgentLoop(app, load_agents(["agent.demo"]), OfflineModel())
+    try:
+        run = loop.start("data_manager", "Delete 50 old records from the users table")
+        assert app.get_run(run.id).version == 4  # saved, and the caller got its run
+        assert "could not count or log a committed save" in caplog.text
+    finally:
+        loop.close()
+        app.close()
