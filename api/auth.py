@@ -142,7 +142,8 @@ def document(app: FastAPI) -> None:
             for method, op in operations.items():
                 if POLICY.get((method.upper(), path), ANYONE) == PUBLIC:
                     continue
-                op["security"] = [{"bearer": []}]
+                # Optional in the document: required only once a key exists (auto mode).
+                op["security"] = [{"bearer": []}, {}]
                 for status, response in problem_responses(401, 403).items():
                     op.setdefault("responses", {}).setdefault(str(status), response)
         app.openapi_schema = doc

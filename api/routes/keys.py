@@ -63,7 +63,7 @@ def get_keys(c: ContainerDep) -> list[KeyOut]:
 
 
 @router.post("/keys", status_code=201, response_model=IssuedKey,
-             responses=problem_responses(422))
+             responses=problem_responses(400, 422))
 def post_key(body: NewKey, c: ContainerDep, caller: CallerDep) -> IssuedKey:
     """Issue a key. Its secret is in this answer only."""
     secret, key = create_key(c.app, name=body.name, role=body.role,
