@@ -14,6 +14,7 @@ in doubt and pauses for a person, or, for an idempotent tool, runs it again.
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import importlib
 import json
 import logging
@@ -25,7 +26,7 @@ from uuid import uuid4
 
 from eventsourcing.persistence import IntegrityError
 
-from agent.models.base import ModelClient, ModelError
+from agent.models.base import ModelClient, ModelError, ModelTurn, ToolSpec
 from agent.tools import Agent, Tool
 from domain.errors import InvalidDecision, ToolCallNotPending
 from domain.run import Run
@@ -44,6 +45,78 @@ class AgentNotFound(Exception):
 
 class RunBusy(Exception):
     """Another request changed the run at the same moment; the caller may retry."""
+
+
+class TooLarge(Exception):
+    """A message or a decision is larger than the limits allow (nothing was recorded)."""
+
+
+# The key of the arguments that stand for a model's proposal too large to record.
+CUT = "_cut"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How large what a run records may be (``SIGNOFF_MAX_MESSAGE_CHARS``,
+    ``SIGNOFF_MAX_ARGS_BYTES``); None: unbounded.
+
+    A user's message and a decision's arguments, input or result over them are refused
+    (``TooLarge``). What comes from elsewhere cannot be refused, so it is cut, and the
+    cut value is what is recorded (a replay sees it, and never the original): tool
+    arguments a model proposes become ``{"_cut": {"bytes": N, "head": "..."}}`` (the
+    call is never run with them; a reviewer may confirm it with arguments of their own),
+    a tool's result or error keeps its first bytes and ends with ``[cut: N bytes ...]``.
+    """
+
+    message_chars: int | None = None
+    args_bytes: int | None = None
+
+    def check_message(self, message: str) -> None:
+        if self.message_chars is not None and len(message) > self.message_chars:
+            raise TooLarge(f"the message has {len(message)} characters; at most "
+                           f"{self.message_chars} are accepted")
+
+    def check_decision(self, d: Decision) -> None:
+        if self.args_bytes is None:
+            return
+        for what, value in (("tool_args", d.approved_args), ("user input", d.values),
+                            ("result", d.result)):
+            if value is not None and (size := json_size(value)) > self.args_bytes:
+                raise TooLarge(f"{what} of {d.tool_call_id!r}: {size} bytes as JSON; at most "
+                               f"{self.args_bytes} are accepted")
+
+    def cut_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.args_bytes is None or (size := json_size(args)) <= self.args_bytes:
+            return args
+        text = _compact(args)
+        head = text[:self.args_bytes]
+        while head:
+            marked = {CUT: {"bytes": size, "head": head}}
+            over = json_size(marked) - self.args_bytes
+            if over <= 0:
+                return marked
+            head = head[:len(head) - max(over, 1)]
+        return {CUT: {"bytes": size, "head": ""}}
+
+    def cut_text(self, text: str) -> str:
+        data = text.encode()
+        if self.args_bytes is None or len(data) <= self.args_bytes:
+            return text
+        note = f" [cut: {len(data)} bytes, over the limit of {self.args_bytes}]"
+        keep = max(0, self.args_bytes - len(note.encode()))
+        return data[:keep].decode(errors="ignore") + note
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON (UTF-8); a string counts as its own bytes."""
+    return len((value if isinstance(value, str) else _compact(value)).encode())
+
+
+def _compact(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (TypeError, ValueError, RecursionError):
+        return str(value)
 
 
 @dataclass(frozen=True)
@@ -85,19 +158,28 @@ class AgentLoop:
         default_model: ModelClient,
         *,
         tool_timeout: float = 300.0,
+        model_timeout: float | None = None,
         max_model_turns: int = 10,
+        limits: Limits | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
+        """``model_timeout``: seconds a model call may take in all (retries included);
+        None: the model's own ``timeout`` attribute, if it has one."""
         self.app = app
         self.agents = agents
         self.default_model = default_model
         self.tool_timeout = tool_timeout
+        self.model_timeout = model_timeout
         self.max_model_turns = max_model_turns
+        self.limits = limits or Limits()
         self.clock = clock
         self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="signoff-tool")
+        self._models = concurrent.futures.ThreadPoolExecutor(
+            max_workers=32, thread_name_prefix="signoff-model")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._models.shutdown(wait=False, cancel_futures=True)
 
     def agent(self, agent_id: str) -> Agent:
         try:
@@ -121,6 +203,7 @@ class AgentLoop:
     ) -> Run:
         """Start a run and drive it until it pauses or ends."""
         agent = self.agent(agent_id)
+        self.limits.check_message(message)
         run = Run.start(
             agent_id=agent.id,
             agent_name=agent.name,
@@ -164,6 +247,7 @@ class AgentLoop:
             run = self.recover(run_id, observer=observer)
         agent = self.agent(run.agent_id)
         for d in decisions:
+            self.limits.check_decision(d)
             self._check_args(run, agent, d)
             self._apply_decision(run, d, actor, request_key)
         if not run.pending_calls() and run.status == RunStatus.PAUSED:
@@ -245,6 +329,11 @@ class AgentLoop:
         tool = agent.get_tool(call["tool_name"]) if call else None
         if tool is None:
             return
+        if d.kind == DecisionKind.CONFIRMED and d.approved_args is not None \
+                and CUT in d.approved_args:
+            raise InvalidDecision(f"the arguments the model proposed for {d.tool_call_id!r} "
+                                  "were cut (too large): confirm it with arguments of your "
+                                  "own in tool_args, or reject it")
         if d.kind == DecisionKind.CONFIRMED and d.approved_args is not None:
             problems = tool.spec().problems(d.approved_args, complete=True)
         elif d.kind == DecisionKind.USER_INPUT and d.values:
@@ -313,24 +402,26 @@ class AgentLoop:
     def _model_turn(self, run: Run, agent: Agent) -> None:
         model = self.model_for(agent)
         try:
-            turn = model.respond(run.model_messages(), [t.spec() for t in agent.tools])
+            turn = self._ask(model, run.model_messages(), [t.spec() for t in agent.tools])
         except ModelError as e:
             run.fail(f"model error: {e}")
             return
+        # What the model proposed, as recorded: arguments over the limit are cut.
+        proposals = [(c.id, c.name, self.limits.cut_args(c.args)) for c in turn.tool_calls]
         run.record_model_response(
             model=model.name, provider=model.provider, content=turn.content,
-            tool_calls=[{"id": c.id, "name": c.name, "args": c.args} for c in turn.tool_calls],
+            tool_calls=[{"id": i, "name": n, "args": a} for i, n, a in proposals],
             input_tokens=turn.input_tokens, output_tokens=turn.output_tokens)
-        if not turn.tool_calls:
+        if not proposals:
             run.complete(turn.content)
             return
-        for proposal in turn.tool_calls:
-            tool = agent.get_tool(proposal.name)
+        for call_id, name, args in proposals:
+            tool = agent.get_tool(name)
             requirement = tool.requirement if tool else None
             run.request_tool_call(
-                tool_call_id=proposal.id,
-                tool_name=proposal.name,
-                tool_args=proposal.args,
+                tool_call_id=call_id,
+                tool_name=name,
+                tool_args=args,
                 requires=Requirement(requirement) if requirement else None,
                 confirmation_message=tool.confirmation_message if tool else None,
                 user_input_schema=tool.user_input_schema() if tool and tool.requires_user_input
@@ -338,6 +429,22 @@ class AgentLoop:
                 stop_after_tool_call=tool.stop_after_tool_call if tool else False,
                 editable_args=tool.editable_args if tool else False,
             )
+
+    def _ask(self, model: ModelClient, messages: list[dict[str, Any]],
+             tools: list[ToolSpec]) -> ModelTurn:
+        """The model's turn, or ``ModelError`` when it takes longer than its timeout (the
+        call is left to end on its own; its answer is not used)."""
+        timeout = self.model_timeout or getattr(model, "timeout", None)
+        if not timeout:
+            return model.respond(messages, tools)
+        future = self._models.submit(contextvars.copy_context().run, model.respond,
+                                     messages, tools)
+        try:
+            return future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ModelError(f"model {model.name!r} did not answer within {timeout:g} s") \
+                from None
 
     def _run_tools(self, run: Run, agent: Agent, calls: list[dict[str, Any]],
                    observer: Observer | None) -> bool:
@@ -360,8 +467,10 @@ class AgentLoop:
             self._save(run, observer)  # committed before any side effect
             outcome = self._execute(agent.get_tool(call["tool_name"]), call)
             if isinstance(outcome, BaseException):
-                run.record_tool_failure(call_id, f"{type(outcome).__name__}: {outcome}")
+                run.record_tool_failure(
+                    call_id, self.limits.cut_text(f"{type(outcome).__name__}: {outcome}"))
             else:
+                outcome = self.limits.cut_text(outcome)
                 run.record_tool_result(call_id, outcome)
                 if call["stop_after_tool_call"]:
                     stop_content = outcome
@@ -376,10 +485,16 @@ class AgentLoop:
         if tool.external_execution:
             return RuntimeError("an external tool cannot be run by signoff")
         args = call["approved_args"] if call["approved_args"] is not None else call["tool_args"]
+        if CUT in args:
+            return ValueError("the arguments the model proposed were cut (over the size "
+                              "limit): the tool was not run")
         future = self._pool.submit(tool.fn, **args)
         try:
             result = future.result(timeout=self.tool_timeout)
         except concurrent.futures.TimeoutError:
+            if future.cancel():  # still queued behind other tools: it never runs
+                return TimeoutError(f"the tool did not start within {self.tool_timeout:g} s; "
+                                    "it was not run")
             return TimeoutError(f"the tool did not finish within {self.tool_timeout:g} s")
         except Exception as e:  # the tool's own failure is recorded, not raised
             return e

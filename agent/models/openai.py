@@ -17,7 +17,8 @@ class OpenAIModel:
     """A :class:`~agent.models.base.ModelClient` backed by ``chat.completions.create``.
 
     ``api_key`` and ``base_url`` default to the SDK's own ``OPENAI_API_KEY`` and
-    ``OPENAI_BASE_URL`` environment variables.
+    ``OPENAI_BASE_URL`` environment variables. ``timeout`` bounds each HTTP attempt, and
+    the agent loop bounds the whole call by it (the SDK's retries included).
     """
 
     provider = "openai"
@@ -31,6 +32,7 @@ class OpenAIModel:
         max_retries: int = 2,
     ) -> None:
         self.name = model
+        self.timeout = timeout
         try:
             self._client = openai.OpenAI(
                 api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
