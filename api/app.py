@@ -12,10 +12,10 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from api import auth, errors, metrics
+from api import auth, errors, limits, metrics
 from api.auth import authorize
 from api.deps import Container
-from api.routes import agno, audit, keys, reviews, runs
+from api.routes import agno, audit, keys, reviews, runs, streams
 from service import logs
 from service.auth import AuthPolicy
 from service.bootstrap import build_app, build_authenticator, build_loop, build_projections
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         asyncio.get_running_loop().set_default_executor(ContextExecutor())
         store = build_app(settings)
         loop = build_loop(settings, store)
+        loop.limits = limits.loop_limits(settings)
         metrics.instrument_models(loop)
         watch_commits(store, CommittedFacts(
             {a.id: [t.name for t in a.tools] for a in loop.agents.values()}))
@@ -76,12 +77,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     auth.document(app)
-    app.add_middleware(metrics.RequestObserver)
+    app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(errors.StoreGuardMiddleware)
+    app.add_middleware(metrics.RequestObserver)  # outermost: it sees every answer
     app.include_router(agno.router)
     app.include_router(runs.router)
     app.include_router(reviews.router)
     app.include_router(audit.router)
     app.include_router(keys.router)
+    app.include_router(streams.router)
     app.include_router(metrics.router)
     return app
 
