@@ -40,6 +40,8 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/runs/{run_id}/events"): frozenset({C, R, A}),
     ("POST", "/runs/{run_id}/cancel"): frozenset({C, R}),
     ("GET", "/runs/{run_id}/verify"): frozenset({A}),
+    ("GET", "/runs/{run_id}/stream"): frozenset({C, R, A}),
+    ("GET", "/queue/stream"): frozenset({R, A}),
     ("GET", "/queue"): frozenset({R, A}),
     ("GET", "/audit/decisions"): frozenset({A}),
     ("GET", "/analytics/decisions"): frozenset({A}),

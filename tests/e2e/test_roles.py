@@ -98,6 +98,8 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ("GET", "/runs/{run_id}/events"): _run_route("GET", "/runs/{run}/events"),
     ("POST", "/runs/{run_id}/cancel"): _run_route("POST", "/runs/{run}/cancel"),
     ("GET", "/runs/{run_id}/verify"): _run_route("GET", "/runs/{run}/verify"),
+    ("GET", "/runs/{run_id}/stream"): _run_route("GET", "/runs/{run}/stream"),
+    ("GET", "/queue/stream"): lambda w: ("GET", "/queue/stream", {}),
     ("GET", "/queue"): lambda w: ("GET", "/queue", {}),
     ("GET", "/audit/decisions"): lambda w: ("GET", "/audit/decisions", {}),
     ("GET", "/analytics/decisions"): lambda w: ("GET", "/analytics/decisions",
@@ -132,8 +134,9 @@ CASES = [(route, role) for route in sorted(POLICY) for role in ["anonymous", *RO
                                                         for (m, p), r in CASES])
 def test_role_against_route(world: World, route: tuple[str, str], role: str) -> None:
     method, path, kwargs = REQUESTS[route](world)
-    with world.as_(ROLE_OF.get(role)) as c:
-        r = c.request(method, path, **kwargs)
+    with world.as_(ROLE_OF.get(role)) as c, c.stream(method, path, **kwargs) as r:
+        if not r.headers.get("content-type", "").startswith("text/event-stream"):
+            r.read()  # a stream that is allowed may go on: its headers are enough
     allowed = POLICY[route]
     if allowed == PUBLIC:
         assert r.status_code == 200, r.text

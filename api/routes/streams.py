@@ -1,0 +1,126 @@
+"""``GET /runs/{run_id}/stream`` and ``GET /queue/stream``: server-sent events that resume
+with ``Last-Event-ID`` (api/streams.py)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from sse_starlette.sse import EventSourceResponse
+
+from api.auth import CallerDep, check_run
+from api.deps import ContainerDep
+from api.errors import problem_responses
+from api.streams import last_event_id, watcher
+from api.wire import dumps
+from domain.run import Run
+from service.views import event_view
+
+router = APIRouter(tags=["Streams"])
+
+_SSE = {200: {"description": "server-sent events", "content": {"text/event-stream": {}}}}
+_ENDS = {"RunCompleted", "RunFailed", "RunCancelled"}
+WAIT_SECONDS = 15.0
+
+
+@router.get("/runs/{run_id}/stream", responses={**_SSE, **problem_responses(404, 422)})
+async def stream_run(
+    run_id: str, request: Request, c: ContainerDep, caller: CallerDep,
+    after: Annotated[int | None, Query(ge=0, le=2**62, description=(
+        "send the events after this version (0: the whole history)"))] = None,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID",
+                                                       max_length=40)] = None,
+) -> EventSourceResponse:
+    """The run's events as they are recorded: each message's ``event`` is the event's
+    type, ``id`` its version, ``data`` as in ``GET /runs/{run_id}/events``. Ends after
+    the run's last event (completed, failed, cancelled). Reconnecting with
+    ``Last-Event-ID`` resumes after that version."""
+    run: Run = await run_in_threadpool(c.app.get_run, run_id)
+    check_run(caller, run)
+    version = last_event_id(last_event_id_header, after)
+    watch = watcher(request.app, c.app)
+    store = c.app.repository.event_store
+
+    def read(after_version: int) -> list[Any]:
+        return list(store.get(run.id, gt=after_version))
+
+    async def messages() -> AsyncIterator[dict[str, Any]]:
+        nonlocal version
+        ended = run.status.is_final and run.version <= version
+        while not ended:
+            head = watch.head
+            events = await run_in_threadpool(read, version)
+            for e in events:
+                yield {"id": str(e.originator_version), "event": type(e).__name__,
+                       "data": dumps(event_view(e))}
+                version = e.originator_version
+                ended = ended or type(e).__name__ in _ENDS
+            if not ended:
+                await watch.wait(head, WAIT_SECONDS)
+
+    return EventSourceResponse(messages(), sep="\n", ping=15)
+
+
+_QUEUE_TOPICS = {get_topic(Run.RunPaused): "paused", get_topic(Run.RunContinued): "left",
+                 get_topic(Run.RunCancelled): "left", get_topic(Run.RunFailed): "left"}
+
+
+@router.get("/queue/stream", responses={**_SSE, **problem_responses(422)})
+async def stream_queue(
+    request: Request, c: ContainerDep, caller: CallerDep,
+    after: Annotated[int | None, Query(ge=0, le=2**62, description=(
+        "send the changes after this log position (default: from now on)"))] = None,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID",
+                                                       max_length=40)] = None,
+) -> EventSourceResponse:
+    """Tells reviewers when a run pauses (``event: paused``) or is no longer paused
+    (``event: left``: continued, cancelled or failed). ``data``: ``run_id``,
+    ``agent_id``, ``type``, ``position``, ``timestamp``; ``id``: the log position, for
+    ``Last-Event-ID``. A reviewer limited to some agents hears of those only."""
+    if last_event_id_header is None and after is None:
+        position = await run_in_threadpool(c.app.head)
+    else:
+        position = last_event_id(last_event_id_header, after)
+    watch = watcher(request.app, c.app)
+    agents: OrderedDict[UUID, str] = OrderedDict()
+
+    def agent_of(run_id: UUID) -> str:
+        if run_id not in agents:
+            started = next(iter(c.app.repository.event_store.get(run_id, lte=1)), None)
+            agents[run_id] = getattr(started, "agent_id", "")
+            if len(agents) > 10_000:
+                agents.popitem(last=False)
+        return agents[run_id]
+
+    def page(start: int) -> list[tuple[int, str, dict[str, Any]]]:
+        out = []
+        for n in c.app.recorder.select_notifications(start + 1, 500,
+                                                     topics=list(_QUEUE_TOPICS)):
+            e = c.app.mapper.to_domain_event(n)
+            agent = agent_of(e.originator_id)
+            if caller.agents is not None and agent not in caller.agents:
+                out.append((n.id, "", {}))
+                continue
+            out.append((n.id, _QUEUE_TOPICS[n.topic], {
+                "run_id": str(e.originator_id), "agent_id": agent,
+                "type": type(e).__name__, "position": n.id, "timestamp": e.timestamp}))
+        return out
+
+    async def messages() -> AsyncIterator[dict[str, Any]]:
+        nonlocal position
+        while True:
+            head = watch.head
+            changes = await run_in_threadpool(page, position)
+            for pos, name, data in changes:
+                position = pos
+                if name:
+                    yield {"id": str(pos), "event": name, "data": dumps(data)}
+            if len(changes) < 500:
+                await watch.wait(max(head, position), WAIT_SECONDS)
+
+    return EventSourceResponse(messages(), sep="\n", ping=15)

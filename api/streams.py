@@ -1,0 +1,83 @@
+"""Live streams: one run's events, and the queue's changes, as server-sent events.
+
+Both resume without loss or duplicates: every message carries an ``id`` (the event's
+version in its run, or its position in the log), and a client that reconnects with
+``Last-Event-ID`` gets what came after it.
+
+New events are noticed by one ``LogWatcher`` per process: woken at once by this
+process's saves, and checking the log's head four times a second for the saves of
+other workers and machines. A stream reads the store only when the head has moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from service.runs import RunService
+
+POLL_SECONDS = 0.25
+
+
+class LogWatcher:
+    """Tells waiting streams when the event log's head moves."""
+
+    def __init__(self, app: RunService) -> None:
+        self.app = app
+        self.head = app.head()
+        self._moved = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._poll())
+        app.after_save.append(self._poke)
+
+    def _poke(self) -> None:  # called in the saving thread
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            self._loop.call_soon_threadsafe(self._check_soon)
+
+    def _check_soon(self) -> None:
+        self._loop.create_task(self._check())
+
+    async def _check(self) -> None:
+        head = await run_in_threadpool(self.app.head)
+        if head > self.head:
+            self.head = head
+            moved, self._moved = self._moved, asyncio.Event()
+            moved.set()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            with contextlib.suppress(Exception):  # the store is away: try again later
+                await self._check()
+
+    async def wait(self, seen: int, timeout: float) -> int:
+        """The head, once it is past ``seen`` (or when ``timeout`` passes)."""
+        if self.head <= seen:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), timeout)
+        return self.head
+
+    def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(ValueError):
+            self.app.after_save.remove(self._poke)
+
+
+def watcher(app: FastAPI, store: RunService) -> LogWatcher:
+    existing: LogWatcher | None = getattr(app.state, "log_watcher", None)
+    if existing is None or existing.app is not store:
+        existing = app.state.log_watcher = LogWatcher(store)
+    return existing
+
+
+def last_event_id(header: str | None, query: int | None) -> int:
+    """Where to resume: after ``Last-Event-ID`` (a reconnect), else after ``query``."""
+    if header is not None:
+        try:
+            return max(0, int(header.strip()))
+        except ValueError:
+            return 0
+    return max(0, query or 0)
