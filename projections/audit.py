@@ -18,7 +18,13 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from projections.store import Cursor, Dialect, capped_count, read_count
+from projections.store import (
+    TOTAL_CAP,  # a filtered total counts up to this many matches
+    Cursor,
+    Dialect,
+    capped_count,
+    read_count,
+)
 
 NAME = "audit"
 COUNTS_TABLE = "signoff_audit_counts"
@@ -26,8 +32,6 @@ TABLES_IN_ORDER = ("signoff_decisions", "signoff_audit_calls", "signoff_audit_ru
                    COUNTS_TABLE)
 # Each counter, and how to count it from the rows (a missing counter is recounted).
 COUNTS = {"decisions": "SELECT COUNT(*) AS n FROM signoff_decisions"}
-# A filtered trail counts its matches up to this many (``total_exact`` false beyond).
-TOTAL_CAP = 10_000
 DECISIONS = ("confirmed", "rejected", "external_result", "user_input", "expired", "cancelled")
 GROUPS = {"tool": "tool_name", "agent": "agent_id", "actor": "actor", "day": "decided_day"}
 

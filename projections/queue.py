@@ -21,15 +21,20 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from projections.store import Cursor, Dialect, Row, capped_count, read_count
+from projections.store import (
+    TOTAL_CAP,  # a filtered total counts up to this many matches
+    Cursor,
+    Dialect,
+    Row,
+    capped_count,
+    read_count,
+)
 
 NAME = "queue"
 COUNTS_TABLE = "signoff_queue_counts"
 TABLES_IN_ORDER = ("signoff_queue_calls", "signoff_queue_runs", COUNTS_TABLE)
 # Each counter, and how to count it from the rows (a missing counter is recounted).
 COUNTS = {"paused": "SELECT COUNT(*) AS n FROM signoff_queue_runs WHERE paused_since IS NOT NULL"}
-# A filtered queue counts its matches up to this many (``total_exact`` false beyond).
-TOTAL_CAP = 10_000
 
 
 def tables(d: Dialect) -> list[str]:
@@ -48,6 +53,13 @@ def tables(d: Dialect) -> list[str]:
         "ON signoff_queue_runs (agent_id, paused_since, run_id)",
         "CREATE INDEX IF NOT EXISTS signoff_queue_runs_user "
         "ON signoff_queue_runs (user_id, paused_since, run_id)",
+        # In run id order, for counting filtered matches (a merge with the calls below).
+        "CREATE INDEX IF NOT EXISTS signoff_queue_runs_paused_run "
+        "ON signoff_queue_runs (run_id) WHERE paused_since IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS signoff_queue_runs_agent_run "
+        "ON signoff_queue_runs (agent_id, run_id) WHERE paused_since IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS signoff_queue_runs_user_run "
+        "ON signoff_queue_runs (user_id, run_id) WHERE paused_since IS NOT NULL",
         f"""CREATE TABLE IF NOT EXISTS signoff_queue_calls (
             run_id TEXT NOT NULL,
             tool_call_id TEXT NOT NULL,
@@ -58,8 +70,11 @@ def tables(d: Dialect) -> list[str]:
             requested_at {d.time_type} NOT NULL,
             waiting BOOLEAN NOT NULL,
             PRIMARY KEY (run_id, tool_call_id))""",
-        "CREATE INDEX IF NOT EXISTS signoff_queue_calls_waiting "
-        "ON signoff_queue_calls (tool_name, kind, run_id) WHERE waiting",
+        # (tool, run): a run's waiting calls of a tool are found by both, in run id
+        # order for one tool. (It was (tool, kind, run): no use for a run and a tool.)
+        "DROP INDEX IF EXISTS signoff_queue_calls_waiting",
+        "CREATE INDEX IF NOT EXISTS signoff_queue_calls_tool "
+        "ON signoff_queue_calls (tool_name, run_id, kind) WHERE waiting",
         "CREATE INDEX IF NOT EXISTS signoff_queue_calls_kind "
         "ON signoff_queue_calls (kind, run_id) WHERE waiting",
         f"""CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (
@@ -196,16 +211,16 @@ def list_queue(
         where.append("r.user_id = %s")
         params.append(user_id)
     if tool_name is not None or kind is not None:
-        # Not correlated: the matching runs are found once, by index, then probed.
-        sub = ["q.waiting"]
+        # A semi-join: PostgreSQL merges the runs and the calls in run id order, or
+        # probes the calls of each run by (tool, run) or (kind, run); SQLite probes.
+        sub = ["q.run_id = r.run_id", "q.waiting"]
         if tool_name is not None:
             sub.append("q.tool_name = %s")
             params.append(tool_name)
         if kind is not None:
             sub.append("q.kind = %s")
             params.append(kind)
-        where.append(f"r.run_id IN (SELECT q.run_id FROM signoff_queue_calls q "
-                     f"WHERE {' AND '.join(sub)})")
+        where.append(f"EXISTS (SELECT 1 FROM signoff_queue_calls q WHERE {' AND '.join(sub)})")
     filters = " AND ".join(where)
     filtered = any(v is not None for v in (agent_id, user_id, tool_name, kind))
     counted = None if filtered else read_count(c, COUNTS_TABLE, "paused")

@@ -102,7 +102,7 @@ def get_queue(
     """Paused runs waiting for a decision, oldest first, with the calls each waits for.
 
     ``total`` counts the runs matching the filters: exactly without filters; with
-    filters up to 10,000 (``total_exact`` false beyond). Pass ``next_cursor`` back as
+    filters up to 1,000 (``total_exact`` false beyond). Pass ``next_cursor`` back as
     ``cursor`` for the next page.
     """
     if cursor is not None:
@@ -143,7 +143,7 @@ async def get_decisions(
     Pages: pass ``next_cursor`` back as ``cursor``. A cursor is a log position (the
     page continues after every decision at it), or ``position:tool_call_id``.
     ``total`` counts the decisions matching the filters: exactly without filters; with
-    filters up to 10,000 (``total_exact`` false beyond).
+    filters up to 1,000 (``total_exact`` false beyond).
     """
     if cursor is not None:
         _check_cursor(audit.cursor_decode, cursor)
