@@ -4,8 +4,6 @@ projection is in the log."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -14,12 +12,13 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from pydantic_core import to_jsonable_python
 
 from api import wire
+from api.auth import CallerDep
 from api.deps import ContainerDep
 from api.errors import ProblemError
 from projections import audit, queue
+from projections.csvfile import decisions_csv
 
 router = APIRouter(tags=["Review"])
 
@@ -92,6 +91,7 @@ class DecisionPage(BaseModel):
 @router.get("/queue", response_model=QueuePage)
 def get_queue(
     c: ContainerDep,
+    caller: CallerDep,
     agent_id: Text = None,
     user_id: Text = None,
     tool: Text = None,
@@ -107,9 +107,27 @@ def get_queue(
     """
     if cursor is not None:
         _check_cursor(queue.cursor_decode, cursor)
+    agent_id = _in_scope(caller.agents, agent_id, "agent_id", "agents")
+    tool = _in_scope(caller.tools, tool, "tool", "tools")
     with c.projections.views[queue.NAME].read() as cur:
         return queue.list_queue(cur, agent_id=agent_id, user_id=user_id, tool_name=tool,
                                 kind=kind, after=cursor, limit=limit)
+
+
+def _in_scope(scope: frozenset[str] | None, value: str | None, param: str,
+              what: str) -> str | None:
+    """A reviewer limited to some agents (tools) sees the queue of those only: the filter
+    defaults to its one agent, must name one of several, and may not name another."""
+    if scope is None:
+        return value
+    if value is None:
+        if len(scope) == 1:
+            return next(iter(scope))
+        raise ProblemError(422, f"give {param}: you review the {what} "
+                           f"{', '.join(sorted(scope))}")
+    if value not in scope:
+        raise ProblemError(403, f"{value!r} is not one of the {what} you review")
+    return value
 
 
 def _check_cursor(decode: Any, cursor: str) -> None:
@@ -161,26 +179,10 @@ async def get_decisions(
         body: Iterator[str] = (wire.dumps(r) + "\n" for r in rows)
         media = "application/x-ndjson"
     else:
-        body = _csv(rows)
+        body = decisions_csv(rows)
         media = "text/csv"
     return StreamingResponse(body, media_type=media, headers={
         "Content-Disposition": f'attachment; filename="decisions.{format}"'})
-
-
-def _csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
-    """One line per decision, values as the JSON pages show them (times as there, objects
-    as JSON text, null as an empty cell)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(audit.COLUMNS))
-    writer.writeheader()
-    for row in rows:
-        values = to_jsonable_python(row, inf_nan_mode="null", fallback=str)
-        writer.writerow({k: wire.dumps(v) if isinstance(v, (dict, list)) else v
-                         for k, v in values.items()})
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    yield buffer.getvalue()
 
 
 @router.get("/analytics/decisions")

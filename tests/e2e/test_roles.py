@@ -264,3 +264,38 @@ def test_no_authentication_only_on_loopback(tmp_path: Path) -> None:
         assert "no authentication" in server.log()
         with server.client() as c:  # open: Agno clients work as they are
             assert c.get("/agents").status_code == 200
+
+
+def test_a_limited_reviewer_sees_the_queue_of_its_agents_only(world: World) -> None:
+    world.paused()  # data_manager
+    own = world.paused(agent="support_desk", message='call check_payment {"order_id": "o-9"}')
+    with world.as_("sam") as sam:
+        deadline = time.monotonic() + 10
+        while True:
+            page = sam.get("/queue").json()
+            if any(i["run_id"] == own["run_id"] for i in page["items"]):
+                break
+            assert time.monotonic() < deadline, page
+            time.sleep(0.05)
+        assert {i["agent_id"] for i in page["items"]} == {"support_desk"}
+        assert_problem(sam.get("/queue", params={"agent_id": "data_manager"}), 403)
+    with world.as_("rita") as rita:  # an unlimited reviewer sees both agents
+        agents = {i["agent_id"] for i in rita.get("/queue").json()["items"]}
+        assert {"support_desk", "data_manager"} <= agents
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralized(world: World) -> None:
+    run = world.paused()
+    tools = [decided(t, confirmed=False, confirmation_note="=HYPERLINK(\"http://x\")")
+             for t in pending(run)]
+    with world.as_("rita") as rita:
+        r = rita.post(f"/agents/data_manager/runs/{run['run_id']}/continue",
+                      files=form(tools=tools, stream="false"))
+        assert r.status_code == 200, r.text
+    with world.as_("audrey") as audrey:
+        deadline = time.monotonic() + 10
+        while run["run_id"] not in (csv := audrey.get(
+                "/audit/decisions", params={"format": "csv", "run_id": run["run_id"]}).text):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert "'=HYPERLINK" in csv and ",=HYPERLINK" not in csv
