@@ -148,7 +148,7 @@ def expected_from_events(c: httpx.Client, run_ids: list[str]) -> tuple[Counter[A
 def caught_up(c: httpx.Client, paused: int) -> Samples:
     """Scrape until the read models have applied every event (the gauges read from them
     are then final): no projection lags, and the runs left paused are in the queue."""
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     while True:
         samples = scrape(c)
         lags = [v for (name, _), v in samples.items()
@@ -156,7 +156,8 @@ def caught_up(c: httpx.Client, paused: int) -> Samples:
         if (lags and not any(lags)
                 and value(samples, "signoff_pending_decisions", kind="confirmation") == paused):
             return samples
-        assert time.monotonic() < deadline, "the read models did not catch up"
+        assert time.monotonic() < deadline, ("the read models did not catch up", lags, value(
+            samples, "signoff_pending_decisions", kind="confirmation"))
         time.sleep(0.05)
 
 
@@ -275,7 +276,7 @@ def test_with_two_workers_any_scrape_counts_every_workers_runs(pg_database: Any,
             with s.client() as c:
                 run_ids += make_every_kind_of_run(c)
             rounds += 1
-        assert len(counted_by(tmp_path / "metrics")) == 2
+        assert len(counted_by(tmp_path / "metrics")) == 2, (rounds, s.log())
         scrapes = []
         for _ in range(6):
             with s.client() as c:
