@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI
 from api import auth, errors, limits, metrics
 from api.auth import authorize
 from api.deps import Container
-from api.routes import agno, audit, keys, reviews, runs, streams
+from api.routes import agno, audit, inbox, keys, reviews, runs, streams
 from service import logs
 from service.auth import AuthPolicy
 from service.bootstrap import build_app, build_authenticator, build_loop, build_projections
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys.router)
     app.include_router(streams.router)
     app.include_router(metrics.router)
+    app.include_router(inbox.router)
     return app
 
 

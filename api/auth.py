@@ -51,6 +51,7 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/keys"): frozenset({ADMIN}),
     ("POST", "/keys"): frozenset({ADMIN}),
     ("POST", "/keys/{key_id}/revoke"): frozenset({ADMIN}),
+    ("GET", "/inbox"): PUBLIC,  # the page only: what it shows comes from the routes above
 }
 
 

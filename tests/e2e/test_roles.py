@@ -110,6 +110,7 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ("GET", "/keys"): lambda w: ("GET", "/keys", {}),
     ("POST", "/keys"): lambda w: ("POST", "/keys", {"json": {"name": "new", "role": "client"}}),
     ("POST", "/keys/{key_id}/revoke"): lambda w: ("POST", _new_key_path(w), {}),
+    ("GET", "/inbox"): lambda w: ("GET", "/inbox", {}),
 }
 
 

@@ -1,0 +1,40 @@
+"""``GET /inbox``: the reviewers' and auditors' web page, served by the service itself.
+
+Plain HTML, JavaScript modules and CSS from ``api/inbox/`` (no build step): the page at
+``/inbox``, its files under ``/inbox/assets/``. Both are public: they hold no data, and
+every request the page makes goes to the API with the caller's key in the
+``Authorization`` header, the same routes and roles as everyone else (docs/inbox.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+from starlette.staticfiles import StaticFiles
+
+PAGE = Path(__file__).resolve().parents[1] / "inbox"
+
+router = APIRouter(tags=["Inbox"])
+# A mount is not an API route: no OpenAPI entry, no POLICY line (static files are public).
+router.mount("/inbox/assets", StaticFiles(directory=PAGE), name="inbox-assets")
+
+# Only the page's own files may run; it talks to this origin only, and no site may frame it.
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+@router.get("/inbox", response_class=HTMLResponse,
+            responses={200: {"description": "the inbox page"}})
+def inbox() -> HTMLResponse:
+    """The inbox: paused runs to decide, one run's detail and history, the audit trail and
+    decision analytics. Public (the page holds no data); what it shows depends on the API
+    key pasted into it."""
+    return HTMLResponse((PAGE / "index.html").read_text(encoding="utf-8"), headers=HEADERS)
