@@ -1,0 +1,163 @@
+"""The inbox in a real browser against a real server with API keys: a reviewer sees a run
+pause without reloading, edits an argument and approves; a reviewer rejects with a reason;
+an auditor opens a run's history at a version and verifies it, and reads the analytics;
+and, on a service without keys, the page works without one.
+
+Every outcome is checked through the API too: the page must have recorded exactly what
+the reviewer did, under the reviewer's name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import SEED, World, eventually
+from tests.e2e.flows import form, payloads
+from tests.support.server import live_server
+
+pytestmark = pytest.mark.e2e
+
+NOTIFY = 'call send_notification {"recipient": "ops", "message": "hi"}'
+
+
+def expect(locator: Any) -> Any:
+    from playwright.sync_api import expect as expect_
+
+    return expect_(locator)
+
+
+def test_a_reviewer_sees_a_run_pause_edits_an_argument_and_approves(
+        world: World, page: Any) -> None:
+    world.open_inbox(page, "rita")
+    expect(page.locator("#live")).to_have_attribute("data-state", "open")
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads
+
+    # A client's run pauses while the reviewer looks at the inbox: it appears by itself.
+    run = world.paused(SEED)
+    row = page.locator(f"#queue li[data-run-id='{run['run_id']}']")
+    expect(row).to_contain_text("delete_records")
+    expect(row).to_contain_text('"count":50')
+    assert page.evaluate("window.sameDocument") is True
+
+    # The run's detail: the user's request, the model's messages, the call, its history.
+    row.locator("a").click()
+    detail = page.locator("#detail")
+    expect(detail.locator("#request")).to_have_text(SEED)
+    expect(detail.locator(".messages li.assistant")).to_contain_text("delete_records")
+    expect(detail.locator("#timeline li")).to_have_count(4)
+    card = detail.locator(".call-card[data-tool='delete_records']")
+    expect(card.locator("input[name='arg-table_name']")).to_have_value("users")
+
+    # The reviewer deletes 10 records instead of 50, and approves.
+    card.locator("input[name='arg-count']").fill("10")
+    card.get_by_role("button", name="Approve").click()
+    expect(page.locator("#run-status")).to_have_text("COMPLETED")
+    expect(card.locator(".decision")).to_contain_text("Approved by rita")
+    expect(card.locator("tr.changed")).to_contain_text("count")
+    expect(card.locator(".result")).to_contain_text("Deleted 10 records from users")
+    expect(row).to_have_count(0)  # it left the queue
+    assert page.evaluate("window.sameDocument") is True
+
+    # Recorded: the requested arguments, and beside them the approved ones, by rita.
+    history = world.events(run["run_id"])
+    [requested] = payloads(history, "ToolCallRequested")
+    [confirmed] = payloads(history, "ToolConfirmed")
+    assert requested["tool_args"] == {"table_name": "users", "count": 50}
+    assert confirmed["approved_args"] == {"table_name": "users", "count": 10}
+    assert confirmed["decided_by"] == "rita"
+    assert payloads(history, "ToolExecuted")[0]["result"] == "Deleted 10 records from users"
+
+
+def test_a_reviewer_rejects_a_call_with_a_reason(world: World, page: Any) -> None:
+    run = world.paused(NOTIFY)
+    world.open_inbox(page, "rita", f"#run/{run['run_id']}")
+    card = page.locator("#detail .call-card[data-tool='send_notification']")
+
+    # A rejection without a reason is not sent: the model would not know why.
+    card.get_by_role("button", name="Reject").click()
+    expect(card.locator(".form-status")).to_contain_text("Give a reason")
+    assert [e["type"] for e in world.events(run["run_id"])][-1] == "RunPaused"
+
+    card.locator("textarea[name='reason']").fill("ops is not a person: ask who to notify")
+    card.get_by_role("button", name="Reject").click()
+    expect(page.locator("#run-status")).to_have_text("COMPLETED")
+    expect(card.locator(".decision")).to_contain_text("Rejected by rita")
+    expect(card.locator(".decision")).to_contain_text("ops is not a person")
+
+    history = world.events(run["run_id"])
+    [rejected] = payloads(history, "ToolRejected")
+    assert rejected["reason"] == "ops is not a person: ask who to notify"
+    assert rejected["decided_by"] == "rita"
+    assert not payloads(history, "ToolExecuted")  # the tool never ran
+
+
+def test_an_auditor_opens_a_runs_history_at_a_version_and_verifies_it(
+        world: World, page: Any) -> None:
+    run = world.paused(SEED)
+    world.decide(run, confirmed=True, tool_args={"table_name": "users", "count": 7})
+    history = world.events(run["run_id"])
+    with world.as_("audrey") as c:  # the audit trail is a read model: wait for it
+        eventually(lambda: c.get("/audit/decisions",
+                                 params={"run_id": run["run_id"]}).json()["items"])
+
+    world.open_inbox(page, "audrey", "#audit")
+    page.fill("#audit-search input[name='actor']", "rita")
+    page.fill("#audit-search input[name='tool']", "delete_records")
+    page.click("#audit-search button[type=submit]")
+    row = page.locator(f"#decisions tr[data-run-id='{run['run_id']}']")
+    expect(row).to_contain_text("confirmed")
+    expect(row).to_contain_text('"count":7')
+
+    # Its history: every event, the state at version 4 (paused), and the chain verified.
+    row.get_by_role("link").click()
+    expect(page.locator("#history #timeline li")).to_have_count(len(history))
+    page.click("#history button[name='at-4']")
+    expect(page.locator("#at-version .at-status")).to_have_text("PAUSED")
+    expect(page.locator("#at-version")).to_contain_text("delete_records")
+    page.get_by_role("button", name="Verify this run's hash chain").click()
+    verdict = page.locator("#verify-result")
+    expect(verdict).to_contain_text("Intact")
+    expect(verdict).to_contain_text(f"{len(history)} events")
+    expect(verdict).to_contain_text(history[-1]["hash"][:16])
+
+    # Analytics: approval rate and time to decision, per tool and per reviewer.
+    page.click("nav a[data-view='analytics']")
+    for chart, label in [("approval-tool", "delete_records"), ("time-tool", "delete_records"),
+                         ("approval-actor", "rita"), ("time-actor", "rita")]:
+        expect(page.locator(f"[data-chart='{chart}'] rect[data-label='{label}']")
+               ).to_have_count(1)
+
+
+def test_an_auditor_cannot_decide_and_a_reviewer_cannot_audit(world: World, page: Any) -> None:
+    run = world.paused(NOTIFY)
+    world.open_inbox(page, "audrey", f"#run/{run['run_id']}")
+    card = page.locator("#detail .call-card[data-tool='send_notification']")
+    card.get_by_role("button", name="Approve").click()
+    expect(card.locator(".form-status")).to_contain_text("403: a auditor may not")
+    world.open_inbox(page, "rita", "#audit")
+    expect(page.locator("#decisions .error")).to_contain_text("a reviewer may not")
+    assert [e["type"] for e in world.events(run["run_id"])][-1] == "RunPaused"
+
+
+def test_without_keys_the_page_works_without_one(tmp_path: Path, page: Any) -> None:
+    with live_server(f"sqlite:///{tmp_path / 'open.db'}", tmp_path / "open.log") as server:
+        with server.client() as c:
+            r = c.post("/agents/support_desk/runs", files=form(
+                message="Issue a refund of 30 for order A17", user_id="ann", stream="false"))
+            run = r.json()
+        page.goto(f"{server.url}/inbox")
+        page.fill("#name", "olga")  # no key: the name recorded on decisions
+        page.click("#who button[type=submit]")
+        page.locator(f"#queue li[data-run-id='{run['run_id']}'] a").click()
+        card = page.locator("#detail .call-card[data-tool='issue_refund']")
+        card.locator("input[name='input-email']").fill("ann@example.com")
+        card.get_by_role("button", name="Submit input").click()
+        expect(page.locator("#run-status")).to_have_text("COMPLETED")
+        expect(card.locator(".decision")).to_contain_text("Input given by olga")
+        with server.client() as c:
+            history = c.get(f"/runs/{run['run_id']}/events").json()
+    [given] = payloads(history, "UserInputProvided")
+    assert (given["values"], given["decided_by"]) == ({"email": "ann@example.com"}, "olga")
