@@ -120,6 +120,7 @@ def list_agents(c: ContainerDep) -> list[dict[str, Any]]:
 
 @router.get("/agents/{agent_id}", responses=problem_responses(404))
 def get_agent(agent_id: str, c: ContainerDep) -> dict[str, Any]:
+    """One agent: its model and tools (with their confirmation settings)."""
     return agent_info(c.loop.agent(agent_id), c.loop.default_model)
 
 

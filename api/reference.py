@@ -1,0 +1,48 @@
+"""The API reference (docs/api-reference.md), made from the service's OpenAPI document:
+``python -m api.reference > docs/api-reference.md``. A test keeps the two in step."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from api.auth import POLICY, PUBLIC
+
+
+def reference(spec: dict[str, Any]) -> str:
+    out = ["# API reference", "",
+           "Made from the OpenAPI document (`GET /openapi.json`, browsable at `/docs`) by "
+           "`python -m api.reference`; a test keeps it in step. Every error is an RFC 9457 "
+           "problem document (`application/problem+json`). Roles: docs/security.md.", ""]
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            allowed = POLICY.get((method.upper(), path))
+            roles = ("public" if allowed == PUBLIC
+                     else ", ".join(sorted(allowed)) if allowed else "nobody")
+            out += [f"## `{method.upper()} {path}`", ""]
+            doc = (op.get("description") or op.get("summary") or "").strip()
+            if doc:
+                out += [doc, ""]
+            out += [f"- roles: {roles}"]
+            params = [p for p in op.get("parameters", []) if p.get("in") in ("query", "header")]
+            for p in params:
+                schema = p.get("schema", {})
+                kind = schema.get("type") or "/".join(
+                    s.get("type", "?") for s in schema.get("anyOf", []) if s.get("type"))
+                desc = p.get("description") or schema.get("description") or ""
+                out.append(f"- {p['in']} `{p['name']}` ({kind}){': ' + desc if desc else ''}")
+            body = op.get("requestBody", {}).get("content", {})
+            if body:
+                out.append(f"- body: {', '.join(body)}")
+            statuses = ", ".join(sorted(op.get("responses", {})))
+            out += [f"- answers: {statuses}", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    import os
+
+    os.environ.setdefault("SIGNOFF_DATABASE_URL", "sqlite:///:memory:")
+    from api.app import create_app
+
+    print(reference(json.loads(json.dumps(create_app().openapi()))), end="")
