@@ -1,7 +1,12 @@
 """Read-model latency: ``python -m bench.readmodels`` (see bench/README.md).
 
 1. Fills a store with ``--runs`` runs through the domain (every tenth left paused, the
-   rest decided and completed), brings the projections up to date.
+   rest decided and completed), brings the projections up to date. ``--fill copy`` (the
+   default) makes the runs' stored events in ``--jobs`` worker processes and writes them
+   in large transactions (PostgreSQL: ``COPY``); ``--fill save`` saves them through the
+   application, 200 runs per transaction. ``--data DIR`` keeps the store in DIR (its own
+   PostgreSQL server, or the SQLite file) and reuses it when it already holds the same
+   fill: 1,000,000 runs are filled and projected once.
 2. Starts a real ``signoff serve`` on that store and measures ``GET /queue`` (first page,
    a filtered page, a page deep in the cursor chain) and ``GET /audit/decisions`` (first
    page, filtered by actor, a deep page) latency over HTTP: p50 / p99.
@@ -13,20 +18,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
+import re
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,10 +45,11 @@ from bench.__main__ import MESSAGE, cycle, machine, store  # noqa: E402
 from bench.catchup import a_run  # noqa: E402
 from domain.run import Run  # noqa: E402
 from domain.values import Requirement  # noqa: E402
-from projections import queue  # noqa: E402
+from projections import audit, queue  # noqa: E402
 from projections.runner import Projections  # noqa: E402
 from service.config import Settings, eventsourcing_env  # noqa: E402
 from service.runs import RunService  # noqa: E402
+from tests.support.postgres import _Cluster, _free_port, find_pg_bin  # noqa: E402
 from tests.support.server import live_server  # noqa: E402
 
 
@@ -55,10 +66,59 @@ def a_paused_run(i: int) -> Run:
     return run
 
 
+def bench_run(i: int) -> Run:
+    return a_paused_run(i) if i % 10 == 0 else a_run(i)
+
+
 def fill(app: RunService, runs: int) -> None:
+    """``--fill save``: through the application, 200 runs per transaction."""
     for start in range(0, runs, 200):
-        app.save(*(a_paused_run(i) if i % 10 == 0 else a_run(i)
-                   for i in range(start, min(runs, start + 200))))
+        app.save(*(bench_run(i) for i in range(start, min(runs, start + 200))))
+
+
+_worker_app: RunService | None = None
+
+
+def _stored_events(env: dict[str, str], start: int, stop: int) -> list[tuple[Any, ...]]:
+    """The stored events of runs ``start``..``stop``, as ``app.save`` would record them
+    (same mapper: the store's settings, in memory)."""
+    global _worker_app
+    if _worker_app is None:
+        _worker_app = RunService(env={**env, "PERSISTENCE_MODULE": "eventsourcing.popo"})
+    mapper = _worker_app.mapper
+    out = []
+    for i in range(start, stop):
+        for event in bench_run(i).collect_events():
+            s = mapper.to_stored_event(event)
+            out.append((s.originator_id, s.originator_version, s.topic, s.state))
+    return out
+
+
+def _chunk(args: tuple[dict[str, str], int, int]) -> list[tuple[Any, ...]]:
+    return _stored_events(*args)
+
+
+def fill_copy(app: RunService, env: dict[str, str], url: str, runs: int, jobs: int) -> None:
+    """``--fill copy``: the same runs' stored events, made in ``jobs`` processes, written
+    in log order 20,000 runs per transaction (PostgreSQL: ``COPY``; nothing else writes
+    meanwhile, so eventsourcing's table lock is not needed)."""
+    step = 20_000
+    chunks = [(env, start, min(runs, start + step)) for start in range(0, runs, step)]
+    with multiprocessing.Pool(jobs) as pool:
+        for n, rows in enumerate(pool.imap(_chunk, chunks), 1):
+            if url.startswith("postgresql"):
+                table = app.recorder.events_table_name  # type: ignore[attr-defined]
+                with psycopg.connect(url) as conn, conn.cursor() as cur, cur.copy(
+                        f"COPY {table} (originator_id, originator_version, topic, state) "
+                        "FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(["uuid", "int8", "text", "bytea"])
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                from eventsourcing.persistence import StoredEvent
+
+                app.recorder.insert_events([StoredEvent(*row) for row in rows])
+            print(f"  filled {min(runs, n * step)} runs", file=sys.stderr, flush=True)
 
 
 def pct(xs: list[float], q: int) -> float:
@@ -149,6 +209,35 @@ def decision_to_queue(server_url: str, env: dict[str, str], clients: int, probes
     return lags, rate
 
 
+READ_MODEL_TABLES = (*queue.TABLES_IN_ORDER, *audit.TABLES_IN_ORDER)
+
+
+@contextlib.contextmanager
+def kept_store(kind: str, data: Path) -> Iterator[str]:
+    """A store in ``data`` that outlives the run: the SQLite file, or a PostgreSQL server
+    of its own (127.0.0.1, a free port) on a data directory there, stopped on exit."""
+    data.mkdir(parents=True, exist_ok=True)
+    if kind == "sqlite":
+        yield f"sqlite:///{data / 'bench.db'}"
+        return
+    cluster = _Cluster(find_pg_bin(), data / "server")
+    port = _free_port()
+    if not cluster.data_dir.exists():
+        cluster.base.mkdir(exist_ok=True)
+        cluster.initdb(port, 200)
+    conf = cluster.data_dir / "postgresql.conf"
+    conf.write_text(re.sub(r"(?m)^port = \d+$", f"port = {port}", conf.read_text()))
+    cluster.start()
+    try:
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres",
+                             autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'bench'").fetchone():
+                conn.execute("CREATE DATABASE bench")
+        yield f"postgresql://postgres@127.0.0.1:{port}/bench"
+    finally:
+        cluster.stop(signal.SIGINT)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.readmodels", description=__doc__)
     parser.add_argument("--stores", default="postgres")
@@ -159,20 +248,61 @@ def main() -> None:
     parser.add_argument("--projections", choices=("inline", "process"), default="inline",
                         help="run the projections in the API process, or as `signoff "
                         "project` beside it (SIGNOFF_PROJECTIONS=off)")
+    parser.add_argument("--fill", choices=("copy", "save"), default="copy",
+                        help="copy: stored events made in --jobs processes, written in "
+                        "large transactions (COPY on PostgreSQL); save: app.save, 200 runs "
+                        "per transaction")
+    parser.add_argument("--jobs", type=int, default=2, help="processes making events")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="keep the store in this directory and reuse it next time "
+                        "(default: a temporary one)")
     args = parser.parse_args()
+    # Stopped with SIGTERM: unwind, so that the servers it started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"machine: {machine()}")
     for kind in args.stores.split(","):
-        with tempfile.TemporaryDirectory() as tmp, store(kind, Path(tmp)) as url:
+        with contextlib.ExitStack() as stack:
+            if args.data is not None:
+                tmp = args.data / kind
+                url = stack.enter_context(kept_store(kind, tmp))
+            else:
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                url = stack.enter_context(store(kind, tmp))
             env = eventsourcing_env(Settings(database_url=url))
             app = RunService(env=env)
             t0 = time.perf_counter()
-            fill(app, args.runs)
+            marker = tmp / "filled.json"
+            if marker.exists():
+                filled = json.loads(marker.read_text())
+                if filled["runs"] != args.runs:
+                    raise SystemExit(f"{tmp} holds {filled['runs']} runs, not {args.runs}: "
+                                     "use another --data")
+                how = f"reused from {filled['when']} (filled with --fill {filled['fill']})"
+            else:
+                if app.head():
+                    raise SystemExit(f"{tmp}: the store is not empty; use another --data")
+                if args.fill == "copy":
+                    fill_copy(app, env, url, args.runs, args.jobs)
+                else:
+                    fill(app, args.runs)
+                how = f"filled (--fill {args.fill}) and projected in"
             projections = Projections(app, env)
             projections.catch_up_all()
-            print(f"{kind}: {args.runs} runs, {app.head()} events, "
-                  f"{args.runs // 10} paused; filled and projected in "
-                  f"{time.perf_counter() - t0:.0f} s")
             projections.close()
+            if not marker.exists():
+                how += f" {time.perf_counter() - t0:.0f} s"
+                if args.data is not None:
+                    marker.write_text(json.dumps({"runs": args.runs, "fill": args.fill,
+                                                  "when": datetime.now().isoformat(
+                                                      timespec="minutes")}))
+            if kind == "postgres":
+                # As autovacuum leaves them in a steady state: statistics, visibility map.
+                with psycopg.connect(url, autocommit=True) as conn:
+                    for table in READ_MODEL_TABLES:
+                        conn.execute(f"VACUUM (ANALYZE) {table}")
+                how += "; read-model tables vacuumed and analysed"
+            print(f"{kind}: {args.runs} runs ({app.head()} events, {args.runs // 10} left "
+                  f"paused); {how}", flush=True)
             app.close()
             projector = None
             server_env = {}
