@@ -49,7 +49,7 @@ async function draw(el, groupBy, window_) {
       rated.length ? bars(rated.map((g) => ({
         label: g.label, value: g.approval_rate,
         text: `${Math.round(g.approval_rate * 100)} % of ${g.confirmed + g.rejected}`,
-      })), { max: 1 }) : h("p", { className: "empty" }, "No approval or rejection yet.")),
+      })), { max: 1, format: (v) => `${Math.round(v * 100)} %` }) : h("p", { className: "empty" }, "No approval or rejection yet.")),
     h("figure", { className: "chart", dataset: { chart: `time-${groupBy}` } },
       h("figcaption", {}, "Time to decision: median (bar), 90th percentile (line)"),
       ranges(groups.filter((g) => g.time_to_decision_p50_ms !== null).map((g) => ({

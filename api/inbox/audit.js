@@ -27,7 +27,7 @@ export function mount(root, { notify }) {
   const results = h("div", { id: "decisions" });
   const detail = h("section", { className: "detail", id: "history" });
   const searchPane = h("section", { className: "audit" }, h("h2", {}, "Decisions"), form,
-    results, h("h2", {}, "A run's history"), open);
+    results, open);
   root.append(h("div", { className: "audit-layout" }, searchPane, detail));
 
   let rows = [];
@@ -80,16 +80,17 @@ export function mount(root, { notify }) {
       h("p", { className: "count" }, `${rows.length} of ${total}${exact ? "" : "+"} decisions`),
       h("table", { className: "decisions" },
         h("thead", {}, h("tr", {}, ["decided", "tool", "decision", "actor", "reason / note",
-          "requested", "approved", "waited", "run"].map((c) => h("th", {}, c)))),
+          "arguments: requested → approved", "waited", "run"].map((c) => h("th", {}, c)))),
         h("tbody", {}, rows.map((r) => h("tr", { className: r.decision,
                                                   dataset: { runId: r.run_id } },
-          h("td", {}, time(r.decided_at)),
+          h("td", {}, time(r.decided_at, "short")),
           h("td", {}, h("code", {}, r.tool_name)),
           h("td", {}, h("span", { className: `decision-badge ${r.decision}` }, r.decision)),
           h("td", {}, r.actor),
           h("td", {}, r.note ?? ""),
-          h("td", {}, h("code", {}, JSON.stringify(r.args_requested))),
-          h("td", {}, r.args_approved ? h("code", {}, JSON.stringify(r.args_approved)) : ""),
+          h("td", {}, h("code", {}, JSON.stringify(r.args_requested)),
+            r.args_approved ? [" → ", h("code", { className: "approved" },
+              JSON.stringify(r.args_approved))] : null),
           h("td", {}, duration(r.time_to_decision_ms)),
           h("td", {}, h("a", { href: `#history/${enc(r.run_id)}`, title: r.run_id },
             short(r.run_id))))))),
@@ -105,6 +106,7 @@ export function mount(root, { notify }) {
       if (name === "history" && arg) {
         open.elements.run.value = arg;
         stopRun = showRun(detail, arg, { mode: "audit", notify });
+        detail.scrollIntoView({ block: "start" });
       } else {
         clear(detail, h("p", { className: "empty" },
           "Open a run (from a decision, or by its id) to read its history at any version ",

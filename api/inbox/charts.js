@@ -6,7 +6,7 @@ const WIDTH = 640, ROW = 30, LABEL = 170, TEXT = 150, TOP = 8;
 const AREA = WIDTH - LABEL - TEXT;
 
 function frame(rows, title) {
-  const height = TOP * 2 + rows * ROW;
+  const height = TOP * 2 + rows * ROW + 14;
   return s("svg", { viewBox: `0 0 ${WIDTH} ${height}`, width: WIDTH, height, role: "img",
                     "aria-label": title, class: "bars" });
 }
@@ -18,19 +18,24 @@ function label(svg, i, text) {
   return y;
 }
 
-function grid(svg, rows) {
+// Lines at 0, ¼, ½, ¾ and all of `top`, labelled under the last row.
+function grid(svg, rows, top, format) {
   for (const f of [0, 0.25, 0.5, 0.75, 1]) {
     const x = LABEL + f * AREA;
     svg.append(s("line", { x1: x, x2: x, y1: TOP - 4, y2: TOP + rows * ROW + 4,
                            class: f === 0 ? "axis" : "grid" }));
+    if (f * 2 === Math.round(f * 2)) {
+      svg.append(s("text", { x, y: TOP + rows * ROW + 16, "text-anchor": "middle",
+                             class: "tick" }, format(f * top)));
+    }
   }
 }
 
 // values in [0, max]: e.g. approval rates (max 1).
-export function bars(items, { max = null } = {}) {
+export function bars(items, { max = null, format = String } = {}) {
   const top = max ?? Math.max(...items.map((d) => d.value), 1);
   const svg = frame(items.length, "bar chart");
-  grid(svg, items.length);
+  grid(svg, items.length, top, format);
   items.forEach((d, i) => {
     const y = label(svg, i, d.label);
     const w = Math.max(1, (d.value / top) * AREA);
@@ -48,7 +53,7 @@ export function bars(items, { max = null } = {}) {
 export function ranges(items, { format = String } = {}) {
   const top = niceCeiling(Math.max(...items.map((d) => d.high ?? d.value), 1));
   const svg = frame(items.length, "range chart");
-  grid(svg, items.length);
+  grid(svg, items.length, top, format);
   items.forEach((d, i) => {
     const y = label(svg, i, d.label);
     const x = (v) => LABEL + (v / top) * AREA;
@@ -62,8 +67,6 @@ export function ranges(items, { format = String } = {}) {
     svg.append(s("text", { x: LABEL + AREA + 8, y, "dominant-baseline": "middle",
                            class: "value" }, d.text));
   });
-  svg.append(s("text", { x: LABEL + AREA, y: TOP + items.length * ROW + TOP,
-                         "text-anchor": "end", class: "scale" }, `scale: ${format(top)}`));
   return svg;
 }
 

@@ -37,11 +37,11 @@ export function clear(el, ...children) {
   return append(el, children);
 }
 
-export function time(value) {
+export function time(value, style = "medium") {
   if (!value) return "";
   const d = new Date(value);
   return h("time", { dateTime: d.toISOString(), title: d.toISOString() },
-    d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" }));
+    d.toLocaleString(undefined, { dateStyle: style, timeStyle: "medium" }));
 }
 
 export function ago(value, now = Date.now()) {
