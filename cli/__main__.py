@@ -167,6 +167,9 @@ def project(ctx: typer.Context) -> None:
     import signal
     import threading
 
+    from service import logs
+
+    logs.configure(_settings())
     projections = _projections()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -12,7 +12,6 @@ start to the recorded outcome) and writes one log line per event (``service.logs
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -58,23 +57,9 @@ Listener = Callable[[Sequence[Any], Sequence[Any]], None]
 
 
 def watch_commits(app: RunService, listener: Listener) -> None:
-    """Call ``listener(saved objects, recordings)`` after each of ``app``'s saves commits.
-
-    A wrapper around this instance's ``save``, until ``RunService`` hands the committed
-    recordings to its own listeners (``after_save`` listeners take no arguments).
-    """
-    save = app.save
-
-    @functools.wraps(save)
-    def save_and_tell(*objs: Any, **kwargs: Any) -> Any:
-        recordings = save(*objs, **kwargs)
-        try:
-            listener(objs, recordings)
-        except Exception:  # committed is committed: never fail the caller after it
-            log.exception("could not count or log a committed save")
-        return recordings
-
-    app.save = save_and_tell  # type: ignore[method-assign]
+    """Call ``listener(saved objects, recordings)`` after each of ``app``'s saves commits
+    (a listener that fails never fails the save: ``RunService.save`` logs it)."""
+    app.on_commit.append(listener)
 
 
 class CommittedFacts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,8 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
 
 from domain.run import Run
+
+log = logging.getLogger("signoff.store")
 
 
 class RunNotFound(Exception):
@@ -26,11 +29,18 @@ class RunService(Application[UUID]):
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
         self.after_save: list[Callable[[], None]] = []  # e.g. prompt the projections
+        # (saved aggregates, recordings) after each commit: e.g. metrics, fact logs
+        self.on_commit: list[Callable[[Sequence[Any], Sequence[Any]], None]] = []
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         recordings = super().save(*objs, **kwargs)
         for listener in self.after_save:
             listener()
+        for on_commit in self.on_commit:
+            try:
+                on_commit(objs, recordings)
+            except Exception:  # committed is committed: never fail the caller after it
+                log.exception("a commit listener failed")
         return recordings
 
     def get_run(self, run_id: str | UUID, version: int | None = None) -> Run:
