@@ -16,7 +16,7 @@ from api import auth, errors, limits, metrics
 from api.auth import authorize
 from api.deps import Container
 from api.routes import agno, audit, inbox, keys, reviews, runs, streams
-from service import logs
+from service import logs, tracing
 from service.auth import AuthPolicy
 from service.bootstrap import build_app, build_authenticator, build_loop, build_projections
 from service.config import Settings, load_settings, unknown_variables
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         loop = build_loop(settings, store)
         loop.limits = limits.loop_limits(settings)
         metrics.instrument_models(loop)
+        store.on_commit.append(tracing.record_commit)
         watch_commits(store, CommittedFacts(
             {a.id: [t.name for t in a.tools] for a in loop.agents.values()}))
         projections = build_projections(settings)
@@ -79,6 +80,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     auth.document(app)
     app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(errors.StoreGuardMiddleware)
+    if tracing.configure(settings.traces):
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        app.add_middleware(OpenTelemetryMiddleware)
     app.add_middleware(metrics.RequestObserver)  # outermost: it sees every answer
     app.include_router(agno.router)
     app.include_router(runs.router)

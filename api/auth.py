@@ -20,6 +20,7 @@ from api.deps import ContainerDep
 from api.errors import ProblemError
 from domain.keys import Role
 from domain.run import Run
+from service import tracing
 from service.auth import OPEN, Identity, Unauthenticated
 
 C, R, A, ADMIN = Role.CLIENT, Role.REVIEWER, Role.AUDITOR, Role.ADMIN
@@ -69,6 +70,7 @@ def authorize(request: Request, c: ContainerDep) -> Identity:
     """The caller, allowed by ``POLICY`` for this route (401 / 403 otherwise)."""
     route = request.scope.get("route")
     path = getattr(route, "path", request.url.path)
+    tracing.name_request(request.method, path, request.path_params.get("run_id"))
     allowed = POLICY.get((request.method if request.method != "HEAD" else "GET", path))
     token = _token(request)
     if allowed == PUBLIC and token is None:

@@ -43,6 +43,7 @@ from agent.loop import AgentLoop
 from agent.models.base import ModelClient, ModelTurn, ToolSpec
 from api.deps import Container, ContainerDep
 from projections import queue
+from service import tracing
 from service.logs import CONTEXT, LogContext
 from service.metrics import MODEL_SECONDS
 
@@ -137,7 +138,8 @@ class TimedModel:
         started = perf_counter()
         outcome = "error"
         try:
-            turn = self.inner.respond(messages, tools)
+            with tracing.span("signoff.model", model=self.name, provider=self.provider):
+                turn = self.inner.respond(messages, tools)
             outcome = "ok"
             return turn
         finally:

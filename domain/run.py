@@ -176,6 +176,7 @@ class Run(Chained):
             call["state"] = CallState.RUNNING
             call["attempts"] = self.attempt
             call["deadline"] = self.deadline
+            call["started_at"] = self.timestamp
 
     class ToolExecuted(Aggregate.Event):
         tool_call_id: str

@@ -126,6 +126,14 @@ class Settings(BaseSettings):
         "proposes and the results tools return: larger ones are cut and marked as cut.",
     )
 
+    traces: Literal["", "console", "otlp"] = Field(
+        "",
+        description="OpenTelemetry traces: '' off; 'otlp' to a collector over OTLP/HTTP "
+        "(OTEL_EXPORTER_OTLP_ENDPOINT and the other standard OTEL_* variables apply); "
+        "'console' one JSON line per span on stderr. Spans: requests, model calls, tool "
+        "executions, saves, with the run id.",
+    )
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, v: Any) -> Any:

@@ -12,6 +12,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
 
 from domain.run import Run
+from service import tracing
 
 log = logging.getLogger("signoff.store")
 
@@ -33,7 +34,9 @@ class RunService(Application[UUID]):
         self.on_commit: list[Callable[[Sequence[Any], Sequence[Any]], None]] = []
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
-        recordings = super().save(*objs, **kwargs)
+        ids = ",".join(str(getattr(o, "id", "")) for o in objs)
+        with tracing.span("signoff.save", run_id=ids or None, aggregates=len(objs)):
+            recordings = super().save(*objs, **kwargs)
         for listener in self.after_save:
             listener()
         for on_commit in self.on_commit:
