@@ -229,14 +229,14 @@ def _store_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_PASSWORD": unquote(url.password or ""),
         "POSTGRES_POOL_SIZE": str(settings.postgres_pool_size),
         "POSTGRES_MAX_OVERFLOW": str(settings.postgres_pool_size),
-        # PostgreSQL going away must give 503s, and its return be noticed by itself:
-        # a pooled connection is checked before use (one lost in a restart is replaced,
-        # not handed to a request); a request waits at most 1 s per attempt for a
-        # connection (eventsourcing tries 10 times, so ~12 s in all, after which the
-        # API answers 503 at once until the store answers again: api/errors.py); a
-        # write waits at most 5 s for the table lock.
+        # PostgreSQL going away and coming back: a pooled connection is checked before
+        # it is handed out (one broken by a restart is replaced, never given to a
+        # request, which eventsourcing would retry on it); a request waits at most 5 s
+        # for a connection per attempt (eventsourcing makes 10), a write at most 5 s for
+        # the table lock. The API answers 503 at once while the store is out of reach
+        # (api/errors.py, StoreGuard), whatever these allow.
         "POSTGRES_PRE_PING": "y",
-        "POSTGRES_CONNECT_TIMEOUT": "1",
+        "POSTGRES_CONNECT_TIMEOUT": "5",
         "POSTGRES_LOCK_TIMEOUT": "5",
     }
 
