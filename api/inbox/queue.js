@@ -50,6 +50,7 @@ export function mount(root, { notify }) {
     }
   }, 5000);
 
+  load(); // and again whenever the stream (re)connects: nothing paused in between is missed
   agents();
 
   async function agents() {

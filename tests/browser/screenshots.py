@@ -17,7 +17,7 @@ from typing import Any
 
 from playwright.sync_api import sync_playwright
 
-from tests.browser.conftest import SEED, launch
+from tests.browser.world import SEED, launch
 from tests.e2e.flows import decided, form, pending
 from tests.support.server import ROOT, live_server
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import SEED, World, eventually
+from tests.browser.world import SEED, World, eventually
 from tests.e2e.flows import form, payloads
 from tests.support.server import live_server
 
