@@ -71,9 +71,21 @@ def test_a_reviewer_sees_a_run_pause_edits_an_argument_and_approves(
     assert payloads(history, "ToolExecuted")[0]["result"] == "Deleted 10 records from users"
 
 
-def test_a_reviewer_rejects_a_call_with_a_reason(world: World, page: Any) -> None:
+def test_a_reviewer_filters_the_queue_and_rejects_a_call_with_a_reason(
+        world: World, page: Any) -> None:
+    other = world.paused(SEED)
     run = world.paused(NOTIFY)
-    world.open_inbox(page, "rita", f"#run/{run['run_id']}")
+    world.open_inbox(page, "rita")
+    rows = {r["run_id"]: page.locator(f"#queue li[data-run-id='{r['run_id']}']")
+            for r in (other, run)}
+    expect(rows[other["run_id"]]).to_have_count(1)
+    page.select_option("select[name='tool']", "send_notification")
+    expect(rows[other["run_id"]]).to_have_count(0)
+    expect(rows[run["run_id"]]).to_have_count(1)
+    page.select_option("select[name='kind']", "user_input")
+    expect(rows[run["run_id"]]).to_have_count(0)
+    page.select_option("select[name='kind']", "confirmation")
+    rows[run["run_id"]].locator("a").click()
     card = page.locator("#detail .call-card[data-tool='send_notification']")
 
     # A rejection without a reason is not sent: the model would not know why.
@@ -136,9 +148,10 @@ def test_an_auditor_cannot_decide_and_a_reviewer_cannot_audit(world: World, page
     world.open_inbox(page, "audrey", f"#run/{run['run_id']}")
     card = page.locator("#detail .call-card[data-tool='send_notification']")
     card.get_by_role("button", name="Approve").click()
-    expect(card.locator(".form-status")).to_contain_text("403: a auditor may not")
+    expect(card.locator(".form-status")).to_contain_text("403: ")
+    expect(card.locator(".form-status")).to_contain_text("auditor may not")
     world.open_inbox(page, "rita", "#audit")
-    expect(page.locator("#decisions .error")).to_contain_text("a reviewer may not")
+    expect(page.locator("#decisions .error")).to_contain_text("reviewer may not")
     assert [e["type"] for e in world.events(run["run_id"])][-1] == "RunPaused"
 
 
