@@ -1,7 +1,9 @@
 """The inbox in a real browser against a real server with API keys: a reviewer sees a run
-pause without reloading, edits an argument and approves; a reviewer rejects with a reason;
-an auditor opens a run's history at a version and verifies it, and reads the analytics;
-and, on a service without keys, the page works without one.
+pause without reloading, edits an argument and approves; a reviewer filters the queue and
+rejects with a reason; an auditor opens a run's history at a version and verifies it, and
+reads the analytics; each role is refused what it may not do. On a service without keys:
+input and an external result entered under a name, and the live queue back after the
+server restarts.
 
 Every outcome is checked through the API too: the page must have recorded exactly what
 the reviewer did, under the reviewer's name.
@@ -9,14 +11,14 @@ the reviewer did, under the reviewer's name.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.browser.world import SEED, World, eventually
 from tests.e2e.flows import form, payloads
-from tests.support.server import live_server
+from tests.support.server import LiveServer, live_server
 
 pytestmark = pytest.mark.e2e
 
@@ -155,22 +157,68 @@ def test_an_auditor_cannot_decide_and_a_reviewer_cannot_audit(world: World, page
     assert [e["type"] for e in world.events(run["run_id"])][-1] == "RunPaused"
 
 
-def test_without_keys_the_page_works_without_one(tmp_path: Path, page: Any) -> None:
-    with live_server(f"sqlite:///{tmp_path / 'open.db'}", tmp_path / "open.log") as server:
-        with server.client() as c:
-            r = c.post("/agents/support_desk/runs", files=form(
-                message="Issue a refund of 30 for order A17", user_id="ann", stream="false"))
-            run = r.json()
-        page.goto(f"{server.url}/inbox")
-        page.fill("#name", "olga")  # no key: the name recorded on decisions
-        page.click("#who button[type=submit]")
-        page.locator(f"#queue li[data-run-id='{run['run_id']}'] a").click()
-        card = page.locator("#detail .call-card[data-tool='issue_refund']")
-        card.locator("input[name='input-email']").fill("ann@example.com")
-        card.get_by_role("button", name="Submit input").click()
-        expect(page.locator("#run-status")).to_have_text("COMPLETED")
-        expect(card.locator(".decision")).to_contain_text("Input given by olga")
-        with server.client() as c:
-            history = c.get(f"/runs/{run['run_id']}/events").json()
-    [given] = payloads(history, "UserInputProvided")
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A service without keys (local development)."""
+    tmp = tmp_path_factory.mktemp("open")
+    with live_server(f"sqlite:///{tmp / 'open.db'}", tmp / "open.log") as server:
+        yield server
+
+
+def _start(server: LiveServer, agent: str, message: str) -> dict[str, Any]:
+    with server.client() as c:
+        r = c.post(f"/agents/{agent}/runs", files=form(message=message, user_id="ann",
+                                                       stream="false"))
+    assert r.status_code == 200, r.text
+    run: dict[str, Any] = r.json()
+    return run
+
+
+def _events(server: LiveServer, run_id: str) -> list[dict[str, Any]]:
+    with server.client() as c:
+        history: list[dict[str, Any]] = c.get(f"/runs/{run_id}/events").json()
+    return history
+
+
+def test_without_keys_a_name_is_recorded_on_input_and_results(
+        open_server: LiveServer, page: Any) -> None:
+    needs_input = _start(open_server, "support_desk", "Issue a refund of 30 for order A17")
+    needs_result = _start(open_server, "support_desk", "check payment for order 77")
+    page.goto(f"{open_server.url}/inbox")
+    page.fill("#name", "olga")  # no key: the name recorded on decisions
+    page.click("#who button[type=submit]")
+
+    page.locator(f"#queue li[data-run-id='{needs_input['run_id']}'] a").click()
+    card = page.locator("#detail .call-card[data-tool='issue_refund']")
+    card.locator("input[name='input-email']").fill("ann@example.com")
+    card.get_by_role("button", name="Submit input").click()
+    expect(page.locator("#run-status")).to_have_text("COMPLETED")
+    expect(card.locator(".decision")).to_contain_text("Input given by olga")
+
+    page.locator(f"#queue li[data-run-id='{needs_result['run_id']}'] a").click()
+    card = page.locator("#detail .call-card[data-tool='check_payment']")
+    card.locator("textarea[name='result']").fill("paid in full")
+    card.get_by_role("button", name="Submit result").click()
+    expect(page.locator("#run-status")).to_have_text("COMPLETED")
+    expect(card.locator(".decision")).to_contain_text("Result entered by olga")
+
+    [given] = payloads(_events(open_server, needs_input["run_id"]), "UserInputProvided")
     assert (given["values"], given["decided_by"]) == ({"email": "ann@example.com"}, "olga")
+    [answered] = payloads(_events(open_server, needs_result["run_id"]),
+                          "ExternalResultProvided")
+    assert (answered["result"], answered["decided_by"]) == ("paid in full", "olga")
+
+
+def test_the_live_queue_comes_back_after_the_server_restarts(
+        open_server: LiveServer, page: Any) -> None:
+    page.goto(f"{open_server.url}/inbox")
+    live = page.locator("#live")
+    expect(live).to_have_attribute("data-state", "open")
+    page.evaluate("window.sameDocument = true")
+    open_server.kill()
+    expect(live).to_have_attribute("data-state", "error")
+    open_server.restart()
+    expect(live).to_have_attribute("data-state", "open", timeout=20_000)
+    run = _start(open_server, "data_manager", SEED)
+    expect(page.locator(f"#queue li[data-run-id='{run['run_id']}']")).to_have_count(1)
+    assert page.evaluate("window.sameDocument") is True
