@@ -29,6 +29,7 @@ from domain import chain
 from service.runs import RunService
 
 Progress = Callable[[int, int], None]
+_ENDS = (".RunCompleted", ".RunFailed", ".RunCancelled")
 
 
 def export_events(app: RunService, *, since: datetime | None = None,
@@ -44,7 +45,10 @@ def export_events(app: RunService, *, since: datetime | None = None,
         for n in notifications:
             event = app.mapper.to_domain_event(n)
             prev = prevs.before(n.originator_id, n.originator_version)
-            prevs.set(n.originator_id, n.originator_version, getattr(event, "hash", None))
+            if n.topic.endswith(_ENDS):  # an ended run is forgotten (see service/audit.py)
+                prevs.forget(n.originator_id)
+            else:
+                prevs.set(n.originator_id, n.originator_version, getattr(event, "hash", None))
             if (since and event.timestamp < since) or (until and event.timestamp >= until):
                 continue
             rec = chain.event_record(event, n.topic, prev)
@@ -75,6 +79,9 @@ class _Prevs:
         stored = self.app.recorder.select_events(run_id, gt=version - 2, lte=version - 1)
         return getattr(self.app.mapper.to_domain_event(stored[0]), "hash", None) if stored \
             else None
+
+    def forget(self, run_id: UUID) -> None:
+        self.hashes.pop(run_id, None)
 
     def set(self, run_id: UUID, version: int, hash_: str | None) -> None:
         self.hashes.pop(run_id, None)

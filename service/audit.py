@@ -21,6 +21,7 @@ from domain import chain
 from service.runs import RunNotFound, RunService, _uuid
 
 Progress = Callable[[int, int], None]  # (position reached, head)
+_ENDS = (".RunCompleted", ".RunFailed", ".RunCancelled")
 
 
 @dataclass
@@ -177,6 +178,10 @@ def verify_log(app: RunService, anchors: Iterable[dict[str, Any]] = (), *,
         if stored.originator_version == 1 and stored.topic.endswith(":Run.RunStarted"):
             report.runs += 1  # (API keys are chained streams in the same log)
         log_hash = chain.log_link(log_hash, run_chain.check(app, stored, report, position))
+        if stored.topic.endswith(_ENDS):
+            # An ended run is forgotten: memory holds the runs still open, not every run
+            # of the log (a late event of an ended run looks its predecessor up).
+            del runs[run_id]
         count += 1
         report.events = count
         check_anchors(position)

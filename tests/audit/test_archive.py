@@ -144,3 +144,39 @@ def test_the_commands(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "does not match" in bad.stdout
     wrong_key = _cli("audit", "verify", url=a, key=AESCipher.create_key(32))
     assert wrong_key.returncode == 1 and "cipher key" in wrong_key.stdout
+
+
+def test_an_event_after_a_run_ended_still_chains(tmp_path: Path) -> None:
+    """Verify and export forget a run once it ends (memory holds open runs only); a late
+    outcome of a tool that was running when the run was cancelled is still checked."""
+    from datetime import UTC, timedelta
+
+    from domain.run import Run
+    from domain.values import Requirement
+
+    app = build_app(Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}"))
+    run = Run.start(agent_id="ops", agent_name="Ops", user_id="u", session_id="s",
+                    input="x")
+    run.record_model_response(model="m", provider="p", content=None, tool_calls=[
+        {"id": "c1", "name": "slow", "args": {}}])
+    run.request_tool_call(tool_call_id="c1", tool_name="slow", tool_args={},
+                          requires=Requirement.CONFIRMATION)
+    run.pause()
+    run.confirm_tool("c1", decided_by="bob")
+    run.continue_run()
+    run.start_tool("c1", deadline=datetime.now(UTC) + timedelta(minutes=1))
+    app.save(run)
+    others = [Run.start(agent_id="ops", agent_name="Ops", user_id="u", session_id="s",
+                        input=str(i)) for i in range(3)]
+    app.save(*others)
+    run.cancel(cancelled_by="carol")
+    app.save(run)
+    app.save(*others)
+    run.record_tool_result("c1", "done anyway")  # after RunCancelled
+    app.save(run)
+    assert audit.verify_log(app, remember=1).intact
+    lines = [json.loads(line) for line in export_events(app)]
+    late = lines[-1]
+    assert late["type"].endswith("ToolExecuted")
+    assert late["prev"] == next(r["hash"] for r in lines if r["type"].endswith("RunCancelled"))
+    app.close()
