@@ -21,9 +21,14 @@ Every response must:
 * if 4xx, be an RFC 9457 problem (``application/problem+json``; type, title, status,
   detail), and record nothing (the event log's head has not moved).
 
-Afterwards the event store still replays: every run's versions are 1..N, every run
-rebuilds, the seeded runs' histories were only ever appended to (those that had ended are
-unchanged), and the server logged no unexpected error. Bounded and deterministic:
+A body over the size limit is a 413 problem on every operation that takes one.
+
+Afterwards the event store still replays and verifies: every run's versions are 1..N,
+every run rebuilds (``RunService.get_run``), the seeded runs' histories were only ever
+appended to (those that had ended are unchanged), every hash chain and anchor holds
+(``service.audit.verify_log``, and ``GET /audit/verify`` against the anchors the
+projection kept while the fuzzer ran), and the server logged no unexpected error.
+Bounded and deterministic:
 Hypothesis is derandomized with a fixed number of examples per operation, and the sweeps
 are fixed lists.
 """
@@ -60,6 +65,7 @@ from schemathesis.checks import (
 
 from api.routes.agno import ContinueRunForm, StartRunForm
 from api.routes.runs import CancelRequest
+from service import audit
 from service.config import Settings, eventsourcing_env
 from service.runs import RunService
 from tests.e2e.flows import (
@@ -648,6 +654,30 @@ def test_an_unparsable_cancel_body_is_a_documented_400(target: Target) -> None:
     _assert_clean_log(target)
 
 
+def test_a_body_over_the_limit_is_a_documented_413(target: Target) -> None:
+    """Every operation that takes a body refuses one over ``SIGNOFF_MAX_BODY_BYTES`` with a
+    413 problem, declared in the document, recording nothing; whether it says its length
+    or streams without one."""
+    limit = Settings().max_body_bytes
+    seed = target.seed(final=False)
+    ops = [op for op in _operations(target) if len(op.body)]
+    assert {op.path for op in ops} >= set(BODY_MODELS)
+    with target.client() as client:
+        for op in ops:
+            params = _known_params(op, seed.agent_id, seed.run_id)
+            for content_type in ("application/json", "multipart/form-data; boundary=x"):
+                r = _send(target, client, op.Case(path_parameters=params),
+                          (content_type, b"x" * (limit + 1)))
+                assert_problem(r, 413)
+            head = _head(client)
+            r = client.request(op.method, op.Case(path_parameters=params).formatted_path,
+                               content=iter([b"{", b" " * limit, b"}"]),
+                               headers={"content-type": "application/json"})
+            assert_problem(r, 413)
+            assert _head(client) == head
+    _assert_clean_log(target)
+
+
 # ------------------------------------------------------------- afterwards
 
 def test_the_store_replays_after_fuzzing(target: Target) -> None:
@@ -658,19 +688,35 @@ def test_the_store_replays_after_fuzzing(target: Target) -> None:
     store = RunService(env=eventsourcing_env(Settings(database_url=url)))
     try:
         versions: dict[uuid.UUID, list[int]] = {}
+        runs: set[uuid.UUID] = set()
         last_id = 0
         for notification_id, event in store.log():
             assert notification_id > last_id
             last_id = notification_id
             versions.setdefault(event.originator_id, []).append(event.originator_version)
+            if type(event).__name__ == "RunStarted":
+                runs.add(event.originator_id)
         assert last_id == store.head()
         for run_id, seen in versions.items():
             assert seen == list(range(1, len(seen) + 1)), (run_id, seen)
             # Every aggregate rebuilds: runs, and the API keys the fuzzer issued.
             assert store.repository.get(run_id).version == len(seen)
         assert {uuid.UUID(s.run_id) for s in target.seeds} <= versions.keys()
+        # Every run replays as a run.
+        for run_id in runs:
+            assert store.get_run(run_id).version == len(versions[run_id])
+        # Every event's hash, every run's chain and the log's chain hold.
+        report = audit.verify_log(store)
+        assert report.intact, report.as_dict()
+        assert report.runs == len(runs), report.as_dict()
+        assert report.events == sum(len(seen) for seen in versions.values()), report.as_dict()
     finally:
         store.close()
+    with target.client() as c:
+        # The same over HTTP, also against the anchors the projection kept meanwhile.
+        r = c.get("/audit/verify")
+        assert r.status_code == 200, r.text
+        assert r.json()["intact"] and r.json()["anchors_checked"] >= 1, r.json()
     with target.client() as c:
         for seed in target.seeds:
             after = events(c, seed.run_id)
