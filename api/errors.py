@@ -12,6 +12,7 @@ connection pool to give up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -233,6 +234,11 @@ class StoreGuard:
         return self._down
 
     def watch(self, probe: Callable[[], object]) -> None:
+        """Start watching (again, after ``close``: an application may be started twice)."""
+        self.close()
+        self._down = False
+        self._stop = threading.Event()
+        self._probes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signoff-probe")
         self._thread = threading.Thread(target=self._watch, args=(probe,),
                                         name="signoff-store-guard", daemon=True)
         self._thread.start()
@@ -281,7 +287,8 @@ class StoreGuard:
             log.warning("the event store is out of reach (%s): answering 503 until it "
                         "answers again", why)
             for loop, waiter in waiters:
-                loop.call_soon_threadsafe(_resolve, waiter)
+                with contextlib.suppress(RuntimeError):  # that loop has closed
+                    loop.call_soon_threadsafe(_resolve, waiter)
         else:
             log.warning("the event store answers again")
 
