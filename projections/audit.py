@@ -296,7 +296,8 @@ def list_decisions(
             where.append("position > %s")
             params.append(position)
         else:
-            where.append("(position > %s OR (position = %s AND tool_call_id > %s))")
+            # position >= p first: a range the primary key seeks to (see queue.py).
+            where.append("position >= %s AND (position > %s OR tool_call_id > %s)")
             params += [position, position, call_id]
     rows = c.execute(
         f"SELECT {', '.join(COLUMNS)} FROM signoff_decisions"

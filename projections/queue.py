@@ -232,7 +232,11 @@ def list_queue(
     page_where, page_params = filters, list(params)
     if after is not None:
         since, run_id = cursor_decode(after)
-        page_where += " AND (r.paused_since > %s OR (r.paused_since = %s AND r.run_id > %s))"
+        # The range on paused_since alone is what an index can seek to: written as
+        # (paused_since > t OR (= t AND run_id > r)) only, the scan starts at the queue's
+        # head and filters every row before the cursor (deep pages cost their depth).
+        page_where += (" AND r.paused_since >= %s"
+                       " AND (r.paused_since > %s OR r.run_id > %s)")
         page_params += [d.time(since), d.time(since), run_id]
     runs = c.execute(
         "SELECT r.run_id, r.agent_id, r.user_id, r.session_id, r.started_at, r.paused_since "
