@@ -226,7 +226,22 @@ class LiveGauges(Collector):
             lag.add_metric([s.name], s.lag)
         yield position
         yield lag
+        yield from self._pool()
         yield from self._queue()
+
+    def _pool(self) -> Iterator[Metric]:
+        """This process's PostgreSQL pool (psycopg_pool's statistics); none on SQLite."""
+        pool = getattr(getattr(self.c.app.recorder, "datastore", None), "pool", None)
+        stats = getattr(pool, "get_stats", None)
+        if stats is None:
+            return
+        found = stats()
+        for key, name, text in (
+                ("pool_size", "size", "Connections the pool holds now."),
+                ("pool_available", "available", "Connections idle in the pool."),
+                ("requests_waiting", "waiting", "Requests waiting for a connection.")):
+            yield GaugeMetricFamily(f"signoff_db_pool_{name}", text + " (this process)",
+                                    value=found.get(key, 0))
 
     def _queue(self) -> Iterator[Metric]:
         """From the queue read model (its tables are described in docs/projections.md)."""

@@ -294,3 +294,14 @@ def test_with_two_workers_any_scrape_counts_every_workers_runs(pg_database: Any,
                      frozenset({("agent", agent), ("kind", kind)})): float(n)
                     for (agent, kind), n in decisions.items()}
             assert json.loads(c.get("/ready").text)["status"] == "ready"
+
+
+def test_the_database_pool_is_shown_on_postgresql(server: LiveServer) -> None:
+    with server.client() as c:
+        text = c.get("/metrics").text
+    sizes = [line for line in text.splitlines() if line.startswith("signoff_db_pool_size ")]
+    if server.database_url.startswith("postgres"):
+        assert sizes and float(sizes[0].split()[1]) >= 1
+        assert any(line.startswith("signoff_db_pool_available ") for line in text.splitlines())
+    else:
+        assert not sizes  # SQLite has no pool to show
