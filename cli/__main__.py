@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -146,6 +148,19 @@ def runs_show(
                    f"{view['type']:<24} {payload}")
 
 
+@contextlib.contextmanager
+def _log_progress(head: int, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr over the log's positions, and the callback that moves it."""
+    with typer.progressbar(length=max(head, 1), label=label, file=sys.stderr) as bar:
+        done = [0]
+
+        def progress(position: int, _head: int) -> None:
+            bar.update(position - done[0])
+            done[0] = position
+
+        yield progress
+
+
 def _projections(names: list[str] | None = None) -> Any:
     from projections.runner import Projections
     from service.bootstrap import build_app
@@ -206,13 +221,7 @@ def project_rebuild(name: str) -> None:
     projections = _projections([name])
     head = projections.app.head()
     try:
-        with typer.progressbar(length=head, label=f"rebuilding {name}", file=sys.stderr) as bar:
-            done = [0]
-
-            def progress(position: int, _head: int) -> None:
-                bar.update(position - done[0])
-                done[0] = position
-
+        with _log_progress(head, f"rebuilding {name}") as progress:
             count = projections.rebuild(name, progress)
         typer.echo(f"signoff: {name} rebuilt from {count} events", err=True)
     finally:
@@ -266,14 +275,7 @@ def audit_verify(
             report = audit.verify_run(store, run)
         else:
             anchors = [*_anchors(), *kept]
-            with typer.progressbar(length=max(store.head(), 1), label="verifying",
-                                   file=sys.stderr) as bar:
-                done = [0]
-
-                def progress(position: int, _head: int) -> None:
-                    bar.update(position - done[0])
-                    done[0] = position
-
+            with _log_progress(store.head(), "verifying") as progress:
                 report = audit.verify_log(store, anchors, progress=progress)
     except RunNotFound as e:
         typer.echo(f"signoff: {e}", err=True)
@@ -360,14 +362,7 @@ def audit_export(
             store = build_app(_settings())
             count = 0
             try:
-                with typer.progressbar(length=max(store.head(), 1), label="exporting",
-                                       file=sys.stderr) as bar:
-                    done = [0]
-
-                    def progress(position: int, _head: int) -> None:
-                        bar.update(position - done[0])
-                        done[0] = position
-
+                with _log_progress(store.head(), "exporting") as progress:
                     for line in export_events(store, since=start, until=end,
                                               progress=progress):
                         out.write(line)
