@@ -246,6 +246,8 @@ class AgentLoop:
         if run is None:
             run = self.recover(run_id, observer=observer)
         agent = self.agent(run.agent_id)
+        if request_key:
+            self._refuse_a_repeat_on_doubt(run, decisions, request_key)
         for d in decisions:
             self.limits.check_decision(d)
             self._check_args(run, agent, d)
@@ -321,6 +323,28 @@ class AgentLoop:
             return self.app.get_run(run_id)
 
     # -------------------------------------------------------------- driving
+
+    def _refuse_a_repeat_on_doubt(self, run: Run, decisions: list[Decision],
+                                  key: str) -> None:
+        """A request sent again with the same ``Idempotency-Key`` (its first answer was
+        lost: a 503, a dropped connection) after its decision was recorded and the call
+        then put in doubt (the tool started; the process or the store went away before
+        its outcome was recorded) must not decide the call a second time: whether to run
+        it again is a new question, for a new decision. ``ToolCallNotPending`` (409)
+        with the decision the key made."""
+        in_doubt = {d.tool_call_id for d in decisions
+                    if (run.calls.get(d.tool_call_id) or {}).get("state") == CallState.IN_DOUBT}
+        if not in_doubt:
+            return
+        for e in self.app.run_events(run.id):
+            call_id = getattr(e, "tool_call_id", None)
+            if call_id in in_doubt and getattr(e, "request_key", None) == key:
+                before = self.app.get_run(run.id, version=e.originator_version)
+                raise ToolCallNotPending(
+                    f"call {call_id!r} was decided by an earlier request with this "
+                    "Idempotency-Key, and is in doubt since (its tool started; its outcome "
+                    "was never recorded): decide it again, with a new key",
+                    decision=before.calls[call_id]["decision"])
 
     @staticmethod
     def _check_args(run: Run, agent: Agent, d: Decision) -> None:
