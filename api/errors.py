@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from http import HTTPStatus
@@ -28,7 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.loop import AgentNotFound, RunBusy, TooLarge
@@ -254,7 +254,10 @@ class StoreGuard:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         with self._lock:
-            self._waiters.add((loop, waiter))
+            if self._down:  # went down since the caller looked
+                waiter.set_result(None)
+            else:
+                self._waiters.add((loop, waiter))
         return waiter
 
     def forget(self, waiter: asyncio.Future[None]) -> None:
@@ -343,6 +346,9 @@ class StoreGuardMiddleware:
         tripped = guard.tripped()
         try:
             await asyncio.wait((work, tripped), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
         finally:
             guard.forget(tripped)
         if work.done() or started:
@@ -377,10 +383,17 @@ async def answer_early(scope: Scope, receive: Receive, send: Send, status: int,
                        detail: str, headers: dict[str, str] | None = None) -> None:
     """Answer a problem from a middleware, before routing; the route it would have gone
     to is still named (in ``scope["route"]``: metrics and logs count it under it)."""
-    for route in scope["app"].router.routes:
-        if route.matches(scope)[0] == Match.FULL:
-            scope["route"] = route
-            break
+    route = next((r for r in _routes(scope["app"].router.routes)
+                  if r.matches(scope)[0] == Match.FULL), None)
+    if route is not None:
+        scope["route"] = route
     response = problem(Request(scope), status, detail)
     response.headers.update(headers or {})
     await response(scope, receive, send)
+
+
+def _routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """The routes themselves, also those of included routers (FastAPI wraps them)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        yield from _routes(inner.routes) if inner is not None else (route,)

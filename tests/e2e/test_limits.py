@@ -103,6 +103,9 @@ def test_a_body_declared_over_the_limit_is_a_413_problem(c: httpx.Client) -> Non
     assert head(c) == before
     # The connection is still good for the next request.
     assert c.get("/health").status_code == 200
+    # Refused before routing, it is still counted under its route.
+    assert 'signoff_http_requests_total{method="POST",route="/agents/{agent_id}/runs",' \
+           'status="413"}' in c.get("/metrics").text
 
 
 def test_a_body_at_the_limit_is_read(c: httpx.Client) -> None:
