@@ -59,14 +59,14 @@ class Traffic:
     statuses: Counter[int] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)  # transport errors, odd answers
     acknowledged: list[tuple[str, str, str]] = field(default_factory=list)  # run, call, key
-    last_503_at: float = 0.0
+    times_503: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def saw(self, r: httpx.Response) -> None:
         with self.lock:
             self.statuses[r.status_code] += 1
             if r.status_code == 503:
-                self.last_503_at = time.monotonic()
+                self.times_503.append(time.monotonic())
         if r.status_code not in (200, 409, 503):
             self.failures.append(f"{r.request.method} {r.request.url.path}: "
                                  f"{r.status_code} {r.text[:300]}")
@@ -79,6 +79,10 @@ class Traffic:
     def acked(self) -> int:
         with self.lock:
             return len(self.acknowledged)
+
+    def first_503_after(self, moment: float) -> float | None:
+        with self.lock:
+            return next((t for t in self.times_503 if t > moment), None)
 
 
 def client(url: str, traffic: Traffic, stop: threading.Event, n: int) -> None:
@@ -192,7 +196,10 @@ def test_postgres_crash_and_restart_under_traffic(pg: PgServer, service: LiveSer
         # new one get 503s.
         pg.stop_immediate()
         down_at = time.monotonic()
-        wait_for(lambda: traffic.last_503_at > down_at, "a 503", 10)
+        wait_for(lambda: traffic.first_503_after(down_at), "a 503", 10)
+        first_503 = traffic.first_503_after(down_at)
+        assert first_503 is not None
+        wait_for(lambda: c.get("/health").status_code == 503, "/health to say so", 5)
         started = time.monotonic()
         r = c.get("/health")
         assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
@@ -202,7 +209,7 @@ def test_postgres_crash_and_restart_under_traffic(pg: PgServer, service: LiveSer
 
         # Start it again: the service recovers by itself.
         pg.start()
-        print(f"503 after {traffic.last_503_at - down_at:.1f} s")
+        print(f"first 503 {first_503 - down_at:.1f} s after PostgreSQL stopped")
         acked = traffic.acked()
         recovery = wait_for(lambda: traffic.acked() >= acked + 10,
                             "decisions after the restart", 20)
