@@ -11,7 +11,9 @@ Following new events:
 - PostgreSQL: ``LISTEN`` on eventsourcing's channel for the events table (every insert
   transaction ``NOTIFY``s it), so new events are applied as soon as they are committed.
   eventsourcing's insert takes a table lock, so commit order equals position order and
-  reading ``position > last`` never skips an event committed late.
+  reading ``position > last`` never skips an event committed late. Each projection
+  catches up in a thread of its own, woken by every notification: the queue is not held
+  back while the audit trail or the anchors apply a page.
 - SQLite has no notifications: in the server process the application prompts the
   projections after each save; otherwise (``signoff project`` beside another process) the
   log is checked once a second.
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError
@@ -176,27 +178,86 @@ class Projections:
     def _follow_postgres(self, stop: threading.Event) -> None:
         e = self.env
         channel = f"{self.app.name.lower()}_events"
-        while not stop.is_set():
+        with _Followers(self, stop) as followers:
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(
+                        host=e["POSTGRES_HOST"], port=int(e["POSTGRES_PORT"]),
+                        dbname=e["POSTGRES_DBNAME"], user=e["POSTGRES_USER"],
+                        password=e.get("POSTGRES_PASSWORD", ""), autocommit=True,
+                        connect_timeout=5,
+                    ) as conn:
+                        conn.execute(f'LISTEN "{channel}"')
+                        while not stop.is_set():
+                            # Listening: whatever commits from now on notifies.
+                            followers.wake()
+                            self._prompt.clear()
+                            # Wakes on the first NOTIFY; the timeout lets `stop` be seen.
+                            for _ in conn.notifies(timeout=1.0, stop_after=1):
+                                pass
+                            followers.check()
+                except psycopg.OperationalError as err:
+                    # The LISTEN connection: a restart or failover of the server must not
+                    # end `signoff project`; it goes on from the tracked positions (the
+                    # followers retry on their own, see _Followers).
+                    log.warning("projections lost PostgreSQL (%s); reconnecting", err)
+                    stop.wait(1.0)
+
+
+class _Followers:
+    """One thread per projection, each catching its projection up whenever woken (and
+    once a second regardless). A transient error of the store (eventsourcing's
+    ``OperationalError`` or ``InterfaceError``: a lost connection, a server restarting)
+    is logged and retried from the tracked position a second later; any other error ends
+    following: ``check`` raises it in the following thread."""
+
+    def __init__(self, projections: Projections, stop: threading.Event) -> None:
+        self.projections = projections
+        self.stop = stop
+        self.done = threading.Event()
+        self.errors: list[BaseException] = []
+        self.wakes = {name: threading.Event() for name in projections.views}
+        self.threads = [threading.Thread(target=self._run, args=(name,), daemon=True,
+                                         name=f"signoff-projection-{name}")
+                        for name in projections.views]
+
+    def __enter__(self) -> _Followers:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.done.set()
+        self.wake()
+        for thread in self.threads:
+            thread.join(30)
+
+    def wake(self) -> None:
+        for event in self.wakes.values():
+            event.set()
+
+    def check(self) -> None:
+        if self.errors:
+            raise self.errors[0]
+
+    def _stopped(self) -> bool:
+        return self.stop.is_set() or self.done.is_set()
+
+    def _run(self, name: str) -> None:
+        wake = self.wakes[name]
+        while not self._stopped():
+            wake.clear()  # before catching up: a notification meanwhile wakes it again
             try:
-                with psycopg.connect(
-                    host=e["POSTGRES_HOST"], port=int(e["POSTGRES_PORT"]),
-                    dbname=e["POSTGRES_DBNAME"], user=e["POSTGRES_USER"],
-                    password=e.get("POSTGRES_PASSWORD", ""), autocommit=True,
-                    connect_timeout=5,
-                ) as conn:
-                    conn.execute(f'LISTEN "{channel}"')
-                    while not stop.is_set():
-                        self.catch_up_all()
-                        self._prompt.clear()
-                        # Wakes on the first NOTIFY; the timeout only lets `stop` be seen.
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            pass
-            except (psycopg.OperationalError, OperationalError, InterfaceError) as err:
-                # The LISTEN connection (psycopg's errors) or the pools of the log and the
-                # views (eventsourcing's): a restart or failover of the server must not end
-                # `signoff project`; it goes on from the tracked positions.
-                log.warning("projections lost PostgreSQL (%s); reconnecting", err)
-                stop.wait(1.0)
+                self.projections.catch_up(name)
+            except (OperationalError, InterfaceError, psycopg.OperationalError) as err:
+                log.warning("projection %s could not read or write the store (%s); "
+                            "retrying", name, err)
+                self.done.wait(1.0)
+                continue
+            except BaseException as err:
+                self.errors.append(err)
+                return
+            wake.wait(1.0)
 
 
 def is_postgres(env: dict[str, str]) -> bool:

@@ -121,21 +121,25 @@ def test_killed_mid_stream_and_restarted_equals_a_rebuild(store: Store, tmp_path
         return p.views[name].position()
 
     try:
-        # Killed while the queue is part way through the log (audit not started).
-        # (Before half way: the kill must land before the end, checked below.)
+        # Killed while the queue is part way through the log. (Before half way: the
+        # kill must land before the end, checked below. On PostgreSQL the projections
+        # catch up side by side, so the audit trail may be part way too.)
         projector.start().wait_until(lambda: 0 < at(queue.NAME) < head // 2,
                                      "queue mid-stream")
         projector.kill()
         killed_at = at(queue.NAME)
         assert 0 < killed_at < head, "the kill should land mid-stream"
-        assert at(audit.NAME) == 0
+        audit_at = at(audit.NAME)
+        assert audit_at < head
 
-        # Restarted: goes on from the tracked position; killed again, mid audit trail.
-        projector.start().wait_until(lambda: 0 < at(audit.NAME) < head // 2,
-                                     "audit mid-stream")
+        # Restarted: goes on from the tracked positions; killed again once the audit
+        # trail has moved on, before it is through.
+        projector.start().wait_until(
+            lambda: audit_at < at(audit.NAME) < audit_at + (head - audit_at) // 2,
+            "audit mid-stream")
         projector.kill()
-        assert at(queue.NAME) == head
-        assert 0 < at(audit.NAME) < head, "the kill should land mid-stream"
+        assert killed_at <= at(queue.NAME) <= head
+        assert audit_at < at(audit.NAME) < head, "the kill should land mid-stream"
 
         # Restarted again: catches up, then follows.
         projector.start().wait_until(lambda: all(s.lag == 0 for s in p.status()), "lag 0")
