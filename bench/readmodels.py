@@ -9,7 +9,8 @@
    fill: 1,000,000 runs are filled and projected once.
 2. Starts a real ``signoff serve`` on that store and measures ``GET /queue`` (first page,
    a filtered page, a page deep in the cursor chain) and ``GET /audit/decisions`` (first
-   page, filtered by actor, a deep page) latency over HTTP: p50 / p99.
+   page, filtered by actor, a deep page) latency over HTTP: p50 / p99; ``GET /health``
+   (one small query) shows what any request costs on the machine.
 3. Under load (``--clients`` threads doing HITL cycles), measures the time from a
    decision's commit (the continue request's answer) to ``/queue`` no longer showing the
    run: p50 / p99.
@@ -256,6 +257,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="keep the store in this directory and reuse it next time "
                         "(default: a temporary one)")
+    parser.add_argument("--fill-only", action="store_true",
+                        help="with --data: fill and project the store, measure nothing")
     args = parser.parse_args()
     # Stopped with SIGTERM: unwind, so that the servers it started are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -304,6 +307,8 @@ def main() -> None:
             print(f"{kind}: {args.runs} runs ({app.head()} events, {args.runs // 10} left "
                   f"paused); {how}", flush=True)
             app.close()
+            if args.fill_only:
+                continue
             projector = None
             server_env = {}
             if args.projections == "process":
@@ -319,6 +324,7 @@ def main() -> None:
                 audit_deep = deep_cursor(c, "/audit/decisions", 20, 100)
                 print(f"{'request':<52}{'p50 ms':>8}{'p99 ms':>8}")
                 for label, path in [
+                    ("GET /health (the HTTP floor: one small query)", "/health"),
                     ("GET /queue?limit=50", "/queue?limit=50"),
                     ("GET /queue?agent_id=agent1&tool=delete_records",
                      "/queue?agent_id=agent1&tool=delete_records"),
