@@ -10,7 +10,8 @@
 2. Starts a real ``signoff serve`` on that store and measures ``GET /queue`` (first page,
    a filtered page, a page deep in the cursor chain) and ``GET /audit/decisions`` (first
    page, filtered by actor, a deep page) latency over HTTP: p50 / p99; ``GET /health``
-   (one small query) shows what any request costs on the machine.
+   (one small query) shows what any request costs on the machine. "read only": the same
+   read (the route's read transaction and function) timed in this process, without HTTP.
 3. Under load (``--clients`` threads doing HITL cycles), measures the time from a
    decision's commit (the continue request's answer) to ``/queue`` no longer showing the
    run: p50 / p99.
@@ -35,6 +36,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import psycopg
@@ -133,6 +135,32 @@ def timed(client: httpx.Client, url: str, n: int) -> list[float]:
         r = client.get(url)
         out.append(time.perf_counter() - t0)
         r.raise_for_status()
+    return out
+
+
+def timed_read(p: Projections, path: str, n: int) -> list[float]:
+    """The read behind ``path`` in this process: the route's read transaction and
+    function (or the head's query for /health), without HTTP, JSON or the server."""
+    url = urlsplit(path)
+    q = {k: v[0] for k, v in parse_qs(url.query).items()}
+    limit = int(q.pop("limit", 50))
+    after = q.pop("cursor", None)
+
+    def read() -> Any:
+        if url.path == "/health":
+            return p.app.head()
+        if url.path == "/queue":
+            with p.views[queue.NAME].read(snapshot=False) as cur:
+                return queue.list_queue(cur, agent_id=q.get("agent_id"),
+                                        tool_name=q.get("tool"), after=after, limit=limit)
+        with p.views[audit.NAME].read(snapshot=False) as cur:
+            return audit.list_decisions(cur, actor=q.get("actor"), after=after, limit=limit)
+
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        read()
+        out.append(time.perf_counter() - t0)
     return out
 
 
@@ -322,7 +350,10 @@ def main() -> None:
                     httpx.Client(base_url=server.url, timeout=60) as c:
                 queue_deep = deep_cursor(c, "/queue", 20, 100)
                 audit_deep = deep_cursor(c, "/audit/decisions", 20, 100)
-                print(f"{'request':<52}{'p50 ms':>8}{'p99 ms':>8}")
+                reader_app = RunService(env=env)
+                reader = Projections(reader_app, env, names=[queue.NAME, audit.NAME])
+                print(f"{'':<52}{'over HTTP':>16}{'read only':>16}")
+                print(f"{'request':<52}{'p50 ms':>8}{'p99 ms':>8}{'p50 ms':>8}{'p99 ms':>8}")
                 for label, path in [
                     ("GET /health (the HTTP floor: one small query)", "/health"),
                     ("GET /queue?limit=50", "/queue?limit=50"),
@@ -336,7 +367,11 @@ def main() -> None:
                      f"/audit/decisions?limit=100{audit_deep}"),
                 ]:
                     xs = timed(c, path, args.requests)
-                    print(f"{label:<52}{pct(xs, 50):>8.1f}{pct(xs, 99):>8.1f}", flush=True)
+                    ys = timed_read(reader, path, args.requests)
+                    print(f"{label:<52}{pct(xs, 50):>8.1f}{pct(xs, 99):>8.1f}"
+                          f"{pct(ys, 50):>8.1f}{pct(ys, 99):>8.1f}", flush=True)
+                reader.close()
+                reader_app.close()
                 lags, rate = decision_to_queue(server.url, env, args.clients, args.probes)
                 print(f"decision commit -> gone from /queue, under {args.clients} clients "
                       f"({rate:.0f} cycles/s): p50 {pct(lags, 50):.1f} ms, "

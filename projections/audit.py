@@ -22,8 +22,8 @@ from projections.store import (
     TOTAL_CAP,  # a filtered total counts up to this many matches
     Cursor,
     Dialect,
+    Total,
     capped_count,
-    read_count,
 )
 
 NAME = "audit"
@@ -279,37 +279,47 @@ def list_decisions(
     ``total`` (then ``total`` is the cap). ``with_total=False``: not counted (None)."""
     d = c.dialect
     where, params = _filters(d, run_id, actor, tool_name, decision, since, until)
-    counted = None if where else read_count(c, COUNTS_TABLE, "decisions")
-    total: int | None
-    exact: bool | None
-    if not with_total:
-        total = exact = None
-    elif counted is not None:
-        total, exact = counted, True
-    else:
-        total, exact = capped_count(
-            c, "SELECT 1 FROM signoff_decisions"
-            + (f" WHERE {' AND '.join(where)}" if where else ""), params, total_cap)
+    matches = "SELECT 1 FROM signoff_decisions" + (
+        f" WHERE {' AND '.join(where)}" if where else "")
+    total = (Total.none() if not with_total
+             else Total.capped(matches, params, total_cap) if where
+             else Total.counter(COUNTS_TABLE, "decisions"))
+    page_where, page_params = list(where), list(params)
     if after is not None:
         position, call_id = cursor_decode(after)
         if call_id is None:
-            where.append("position > %s")
-            params.append(position)
+            page_where.append("position > %s")
+            page_params.append(position)
         else:
             # position >= p first: a range the primary key seeks to (see queue.py).
-            where.append("position >= %s AND (position > %s OR tool_call_id > %s)")
-            params += [position, position, call_id]
+            page_where.append("position >= %s AND (position > %s OR tool_call_id > %s)")
+            page_params += [position, position, call_id]
+    # One statement: the total and the page (one row of NULLs after the total when the
+    # page is empty).
+    total_sql, total_params = total.select()
     rows = c.execute(
-        f"SELECT {', '.join(COLUMNS)} FROM signoff_decisions"
-        + (f" WHERE {' AND '.join(where)}" if where else "")
-        + " ORDER BY position, tool_call_id LIMIT %s", [*params, limit + 1]).fetchall()
+        f"WITH page AS (SELECT {', '.join(COLUMNS)} FROM signoff_decisions"
+        + (f" WHERE {' AND '.join(page_where)}" if page_where else "")
+        + " ORDER BY position, tool_call_id LIMIT %s) "
+        f"SELECT t.total, {', '.join('p.' + k for k in COLUMNS)} "
+        f"FROM ({total_sql}) AS t LEFT JOIN page p ON 1 = 1 "
+        "ORDER BY p.position, p.tool_call_id",
+        [*page_params, limit + 1, *total_params]).fetchall()
+    counted: tuple[int | None, bool | None] = (None, None)
+    if with_total:
+        counted = (capped_count(c, matches, params, total_cap)  # pragma: no cover
+                   if rows[0]["total"] is None else total.read(rows[0]["total"]))
+    rows = [r for r in rows if r["position"] is not None]
+    for r in rows:
+        del r["total"]
     items = [_row(d, r) for r in rows[:limit]]
     next_cursor = None
     if len(rows) > limit and items:
         last = items[-1]
         next_cursor = (str(last["position"]) if rows[limit]["position"] != last["position"]
                        else f"{last['position']}:{last['tool_call_id']}")
-    return {"items": items, "total": total, "total_exact": exact, "next_cursor": next_cursor}
+    return {"items": items, "total": counted[0], "total_exact": counted[1],
+            "next_cursor": next_cursor}
 
 
 def iter_decisions(

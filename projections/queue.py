@@ -26,8 +26,8 @@ from projections.store import (
     Cursor,
     Dialect,
     Row,
+    Total,
     capped_count,
-    read_count,
 )
 
 NAME = "queue"
@@ -223,12 +223,8 @@ def list_queue(
         where.append(f"EXISTS (SELECT 1 FROM signoff_queue_calls q WHERE {' AND '.join(sub)})")
     filters = " AND ".join(where)
     filtered = any(v is not None for v in (agent_id, user_id, tool_name, kind))
-    counted = None if filtered else read_count(c, COUNTS_TABLE, "paused")
-    if counted is not None:
-        total, exact = counted, True
-    else:
-        total, exact = capped_count(c, f"SELECT 1 FROM signoff_queue_runs r WHERE {filters}",
-                                    params, total_cap)
+    total = (Total.capped(f"SELECT 1 FROM signoff_queue_runs r WHERE {filters}", params,
+                          total_cap) if filtered else Total.counter(COUNTS_TABLE, "paused"))
     page_where, page_params = filters, list(params)
     if after is not None:
         since, run_id = cursor_decode(after)
@@ -238,25 +234,45 @@ def list_queue(
         page_where += (" AND r.paused_since >= %s"
                        " AND (r.paused_since > %s OR r.run_id > %s)")
         page_params += [d.time(since), d.time(since), run_id]
-    runs = c.execute(
-        "SELECT r.run_id, r.agent_id, r.user_id, r.session_id, r.started_at, r.paused_since "
-        f"FROM signoff_queue_runs r WHERE {page_where} "
-        "ORDER BY r.paused_since, r.run_id LIMIT %s", [*page_params, limit + 1]).fetchall()
-    has_more = len(runs) > limit
-    runs = runs[:limit]
-    calls: dict[str, list[Row]] = {r["run_id"]: [] for r in runs}
-    if runs:
-        marks = ", ".join(["%s"] * len(runs))
-        for row in c.execute(
-            "SELECT run_id, tool_call_id, tool_name, tool_args, kind, confirmation_message, "
-            f"requested_at FROM signoff_queue_calls WHERE waiting AND run_id IN ({marks}) "
-            "ORDER BY requested_at, tool_call_id", list(calls)).fetchall():
-            calls[row.pop("run_id")].append({
-                **row, "tool_args": d.from_json(row["tool_args"]),
+    # One statement: the total, the page's runs and their waiting calls (a row per call;
+    # one row of NULLs after the total when the page is empty).
+    total_sql, total_params = total.select()
+    rows = c.execute(
+        "WITH page AS (SELECT r.run_id, r.agent_id, r.user_id, r.session_id, r.started_at, "
+        f"r.paused_since FROM signoff_queue_runs r WHERE {page_where} "
+        "ORDER BY r.paused_since, r.run_id LIMIT %s) "
+        "SELECT t.total, p.run_id, p.agent_id, p.user_id, p.session_id, p.started_at, "
+        "p.paused_since, q.tool_call_id, q.tool_name, q.tool_args, q.kind, "
+        "q.confirmation_message, q.requested_at "
+        f"FROM ({total_sql}) AS t LEFT JOIN page p ON 1 = 1 "
+        "LEFT JOIN signoff_queue_calls q ON q.run_id = p.run_id AND q.waiting "
+        "ORDER BY p.paused_since, p.run_id, q.requested_at, q.tool_call_id",
+        [*page_params, limit + 1, *total_params]).fetchall()
+    if rows[0]["total"] is None:  # pragma: no cover - the counter's row always exists
+        counted = capped_count(c, f"SELECT 1 FROM signoff_queue_runs r WHERE {filters}",
+                               params, total_cap)
+    else:
+        counted = total.read(rows[0]["total"])
+    items: list[Row] = []
+    for row in rows:
+        if row["run_id"] is None:
+            continue
+        if not items or items[-1]["run_id"] != row["run_id"]:
+            items.append({"run_id": row["run_id"], "agent_id": row["agent_id"],
+                          "user_id": row["user_id"], "session_id": row["session_id"],
+                          "started_at": d.from_time(row["started_at"]),
+                          "paused_since": d.from_time(row["paused_since"]),
+                          "waiting_for": []})
+        if row["tool_call_id"] is not None:
+            items[-1]["waiting_for"].append({
+                "tool_call_id": row["tool_call_id"], "tool_name": row["tool_name"],
+                "tool_args": d.from_json(row["tool_args"]), "kind": row["kind"],
+                "confirmation_message": row["confirmation_message"],
                 "requested_at": d.from_time(row["requested_at"])})
-    items = [{**r, "started_at": d.from_time(r["started_at"]),
-              "paused_since": d.from_time(r["paused_since"]), "waiting_for": calls[r["run_id"]]}
-             for r in runs]
+    has_more = len(items) > limit
+    items = items[:limit]
     next_cursor = (_cursor_encode(items[-1]["paused_since"], items[-1]["run_id"])
                    if has_more and items else None)
-    return {"items": items, "total": total, "total_exact": exact, "next_cursor": next_cursor}
+    total_n, exact = counted
+    return {"items": items, "total": total_n, "total_exact": exact,
+            "next_cursor": next_cursor}

@@ -191,11 +191,12 @@ class ViewMixin:
         return raw.connection.pipeline() if self.dialect.name == "postgres" else nullcontext()
 
     @contextmanager
-    def read(self) -> Iterator[Cursor]:
+    def read(self, *, snapshot: bool = True) -> Iterator[Cursor]:
         """A read-only transaction. On PostgreSQL at REPEATABLE READ: one snapshot for
-        all its statements, so a page, its total and its runs' calls always agree."""
+        all its statements. ``snapshot=False`` saves that statement's round trip, for a
+        read that is one statement (which always sees one snapshot)."""
         with self.datastore.transaction(commit=False) as raw:  # type: ignore[attr-defined]
-            if self.dialect.name == "postgres":
+            if self.dialect.name == "postgres" and snapshot:
                 raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             yield Cursor(raw, self.dialect)
 
@@ -331,10 +332,43 @@ def capped_count(c: Cursor, select: str, params: Sequence[Any], cap: int) -> tup
     further than ``cap``: ``(n, True)`` when there are ``n <= cap``, ``(cap, False)`` when
     there are more. The database stops after ``cap + 1`` matches, so the cost is bounded
     by the cap, not by the size of the table."""
-    row = c.execute(f"SELECT COUNT(*) AS n FROM ({select} LIMIT %s) AS matches",
-                    [*params, cap + 1]).fetchone()
-    n = int(row["n"]) if row else 0
-    return (n, True) if n <= cap else (cap, False)
+    sql, sql_params = Total.capped(select, params, cap).select()
+    row = c.execute(sql, sql_params).fetchone()
+    return Total.capped(select, params, cap).read(row["total"] if row else 0)
+
+
+@dataclass(frozen=True)
+class Total:
+    """How a page counts its matches, as a one-row ``SELECT ... AS total`` that the page's
+    own statement joins (one statement, one snapshot, one round trip): a counter's value
+    (exact), the matches of ``select`` counted up to ``cap``, or nothing."""
+
+    sql: str
+    params: tuple[Any, ...] = ()
+    cap: int | None = None  # None: exact
+
+    @classmethod
+    def counter(cls, table: str, name: str) -> Total:
+        return cls(f"SELECT (SELECT n FROM {table} WHERE name = %s) AS total", (name,))
+
+    @classmethod
+    def capped(cls, select: str, params: Sequence[Any], cap: int) -> Total:
+        return cls(f"SELECT COUNT(*) AS total FROM ({select} LIMIT %s) AS matches",
+                   (*params, cap + 1), cap)
+
+    @classmethod
+    def none(cls) -> Total:
+        return cls("SELECT NULL AS total")
+
+    def select(self) -> tuple[str, list[Any]]:
+        return self.sql, list(self.params)
+
+    def read(self, value: Any) -> tuple[int, bool]:
+        """``(total, total_exact)`` from the ``total`` column."""
+        n = int(value)
+        if self.cap is None or n <= self.cap:
+            return n, True
+        return self.cap, False
 
 
 def _env(name: str, env: dict[str, str]) -> Any:

@@ -109,7 +109,7 @@ def get_queue(
         _check_cursor(queue.cursor_decode, cursor)
     agent_id = _in_scope(caller.agents, agent_id, "agent_id", "agents")
     tool = _in_scope(caller.tools, tool, "tool", "tools")
-    with c.projections.views[queue.NAME].read() as cur:
+    with c.projections.views[queue.NAME].read(snapshot=False) as cur:  # one statement
         return queue.list_queue(cur, agent_id=agent_id, user_id=user_id, tool_name=tool,
                                 kind=kind, after=cursor, limit=limit)
 
@@ -171,7 +171,7 @@ async def get_decisions(
                                "until": _aware(until)}
     if format == "json":
         def page() -> dict[str, Any]:
-            with view.read() as cur:
+            with view.read(snapshot=False) as cur:  # one statement
                 return audit.list_decisions(cur, after=cursor, limit=limit, **filters)
         return await run_in_threadpool(page)
     rows = audit.iter_decisions(view.read, **filters)
