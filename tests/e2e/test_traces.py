@@ -4,6 +4,7 @@ requests, model calls, tool executions and saves, with the run id; none when off
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,12 @@ def test_a_run_is_traced_with_its_run_id(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'signoff.db'}"
     with live_server(url, tmp_path / "server.log", SIGNOFF_TRACES="console") as server:
         run_id = _seed_flow(server)
+        # A request's span ends (and is written) just after its answer is sent.
+        deadline = time.monotonic() + 10
+        while "/continue" not in " ".join(s["name"] for s in _spans(server.log_path.read_text())
+                                          if s["kind"] == "SpanKind.SERVER"):
+            assert time.monotonic() < deadline, "the continue request's span never came"
+            time.sleep(0.05)
         log = server.log_path.read_text()
     spans = _spans(log)
     names = {s["name"] for s in spans}
