@@ -107,7 +107,9 @@ def fill_copy(app: RunService, env: dict[str, str], url: str, runs: int, jobs: i
     meanwhile, so eventsourcing's table lock is not needed)."""
     step = 20_000
     chunks = [(env, start, min(runs, start + step)) for start in range(0, runs, step)]
-    with multiprocessing.Pool(jobs) as pool:
+    # Spawned, not forked: this process already runs the store's connection pool threads
+    # (a child forked while one of them holds a lock can hang).
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         for n, rows in enumerate(pool.imap(_chunk, chunks), 1):
             if url.startswith("postgresql"):
                 table = app.recorder.events_table_name  # type: ignore[attr-defined]
@@ -302,13 +304,13 @@ def main() -> None:
             env = eventsourcing_env(Settings(database_url=url))
             app = RunService(env=env)
             t0 = time.perf_counter()
-            marker = tmp / "filled.json"
+            marker = tmp / "filled.json"  # written once the fill is complete
             if marker.exists():
                 filled = json.loads(marker.read_text())
                 if filled["runs"] != args.runs:
                     raise SystemExit(f"{tmp} holds {filled['runs']} runs, not {args.runs}: "
                                      "use another --data")
-                how = f"reused from {filled['when']} (filled with --fill {filled['fill']})"
+                how = f"filled earlier ({filled['when']}, --fill {filled['fill']})"
             else:
                 if app.head():
                     raise SystemExit(f"{tmp}: the store is not empty; use another --data")
@@ -316,16 +318,17 @@ def main() -> None:
                     fill_copy(app, env, url, args.runs, args.jobs)
                 else:
                     fill(app, args.runs)
-                how = f"filled (--fill {args.fill}) and projected in"
-            projections = Projections(app, env)
-            projections.catch_up_all()
-            projections.close()
-            if not marker.exists():
-                how += f" {time.perf_counter() - t0:.0f} s"
+                how = f"filled (--fill {args.fill}) in {time.perf_counter() - t0:.0f} s"
                 if args.data is not None:
                     marker.write_text(json.dumps({"runs": args.runs, "fill": args.fill,
                                                   "when": datetime.now().isoformat(
                                                       timespec="minutes")}))
+            # From zero, or on from where an interrupted run left them.
+            t1 = time.perf_counter()
+            projections = Projections(app, env)
+            applied = projections.catch_up_all()
+            projections.close()
+            how += f"; {applied} events projected in {time.perf_counter() - t1:.0f} s"
             if kind == "postgres":
                 # As autovacuum leaves them in a steady state: statistics, visibility map.
                 with psycopg.connect(url, autocommit=True) as conn:
