@@ -138,6 +138,7 @@ async def create_agent_run(agent_id: str, request: Request, c: ContainerDep,
     if form.background:
         raise ProblemError(422, "background runs are not supported; use stream=false")
     c.loop.agent(agent_id)  # 404 before anything is recorded
+    c.loop.limits.check_message(form.message)  # 413 before a stream's 200 is sent
 
     def work(observer: Observer | None) -> Run:
         return c.loop.start(agent_id, form.message, user_id=user_id,
