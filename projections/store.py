@@ -180,8 +180,9 @@ class ViewMixin:
             # tracking position commit together: if PostgreSQL crashes before the commit
             # reaches disk, both are lost together and the page is applied again. So the
             # commit need not wait for the WAL flush (several ms per page otherwise).
-            c.execute("SET LOCAL synchronous_commit TO OFF")
-            c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.tracking_name,))
+            # (set_config(..., true) is SET LOCAL: one round trip for both.)
+            c.execute("SELECT set_config('synchronous_commit', 'off', true), "
+                      "pg_advisory_xact_lock(hashtext(%s))", (self.tracking_name,))
         else:
             c.execute(f"UPDATE {self._tracking_table()} SET notification_id = notification_id "
                       "WHERE application_name = %s", (self.tracking_name,))
