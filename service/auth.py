@@ -133,6 +133,10 @@ class AuthPolicy:
         self.recheck_seconds = recheck_seconds
         self._known = mode == "required" or (mode == "auto" and jwt_configured)
         self._checked_at = -1e9
+        if mode == "auto" and not self._known:
+            from service.keys import index_key_events
+
+            index_key_events(app)
 
     @property
     def required(self) -> bool:

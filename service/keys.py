@@ -11,6 +11,8 @@ from domain.keys import ApiKey, Role
 from service.auth import new_secret
 from service.runs import RunService
 
+KEY_CREATED = get_topic(ApiKey.Created)
+
 
 class KeyNotFound(Exception):
     """No key has this id or hint."""
@@ -35,7 +37,7 @@ def key_view(key: ApiKey) -> dict[str, Any]:
 
 def list_keys(app: RunService) -> list[ApiKey]:
     """Every key ever issued, oldest first (a scan of the log for keys' first events)."""
-    ids = [e.originator_id for _, e in app.log(topics=[get_topic(ApiKey.Created)])]
+    ids = [e.originator_id for _, e in app.log(topics=[KEY_CREATED])]
     return [app.repository.get(i) for i in ids]
 
 
@@ -61,8 +63,26 @@ def revoke_key(app: RunService, id_or_hint: str, *, revoked_by: str) -> ApiKey:
     return key
 
 
+def index_key_events(app: RunService) -> None:
+    """A partial index over the events table holding only keys' first events: ``any_key``
+    is then one index probe, not a scan of every run's events (1-2 s at 8.8M events on
+    PostgreSQL). Run events never enter it, so it costs their inserts nothing."""
+    table = getattr(app.recorder, "events_table_name", None)
+    datastore = getattr(app.recorder, "datastore", None)
+    if table is None or datastore is None:  # the in-memory store
+        return
+    with datastore.transaction(commit=True) as c:
+        c.execute(f"CREATE INDEX IF NOT EXISTS {table}_key_created ON {table} "
+                  f"(topic) WHERE topic = '{KEY_CREATED}'")
+
+
 def any_key(app: RunService) -> bool:
     """Whether any key was ever issued (then the service requires authentication)."""
-    for _ in app.log(limit=1, topics=[get_topic(ApiKey.Created)]):
-        return True
-    return False
+    table = getattr(app.recorder, "events_table_name", None)
+    datastore = getattr(app.recorder, "datastore", None)
+    if table is None or datastore is None:
+        return any(True for _ in app.log(limit=1, topics=[KEY_CREATED]))
+    with datastore.transaction(commit=False) as c:
+        # The topic as a literal, so that the planner proves the partial index applies.
+        c.execute(f"SELECT 1 FROM {table} WHERE topic = '{KEY_CREATED}' LIMIT 1")
+        return c.fetchone() is not None
