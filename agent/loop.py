@@ -233,15 +233,19 @@ class AgentLoop:
         request_key: str | None = None,
         observer: Observer | None = None,
         run: Run | None = None,
+        drive: bool = False,
     ) -> Run:
         """Record decisions and commit them; continue the run when none is left pending.
 
         ``run``: the run as the caller has just loaded (and recovered) it, to save a
         second read; a change by someone else since is still caught when it is saved.
 
-        Returns the run after the commit, not yet driven on (see ``drive``). If another
-        request decides the same call at the same moment, exactly one wins; the loser
-        gets ``ToolCallNotPending`` carrying the decision that stands.
+        Returns the run after the commit, not yet driven on (see ``drive``), or with
+        ``drive`` driven on until it pauses or ends: then the decisions are committed
+        with the run's next durable point (the start of the first tool it runs, or its
+        end), one transaction fewer. If another request decides the same call at the
+        same moment, exactly one wins; the loser gets ``ToolCallNotPending`` carrying
+        the decision that stands.
         """
         if run is None:
             run = self.recover(run_id, observer=observer)
@@ -254,9 +258,24 @@ class AgentLoop:
             self._apply_decision(run, d, actor, request_key)
         if not run.pending_calls() and run.status == RunStatus.PAUSED:
             run.continue_run()
+        committed: list[bool] = []
+
+        def note(saved: Run, events: list[Any]) -> None:
+            committed.append(True)
+            if observer is not None:
+                observer(saved, events)
+
         try:
-            self._save(run, observer)
+            if drive and run.status == RunStatus.RUNNING:
+                # No side effect happens before the first save: a conflict there is one
+                # on the decisions; after it, the decisions stand (as in ``drive``).
+                return self._drive(run, agent, note)
+            self._save(run, note)
         except IntegrityError:
+            if committed:
+                log.warning("run %s changed while being driven; its newer state stands",
+                            run.id)
+                return self.app.get_run(run.id)
             # Someone else saved this run first: reload and check the rules again.
             fresh = self.app.get_run(run.id)
             for d in decisions:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 
 from api.deps import ContainerDep
 from api.errors import ProblemError
@@ -66,13 +67,24 @@ def _token(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def authorize(request: Request, c: ContainerDep) -> Identity:
-    """The caller, allowed by ``POLICY`` for this route (401 / 403 otherwise)."""
+async def authorize(request: Request, c: ContainerDep) -> Identity:
+    """The caller, allowed by ``POLICY`` for this route (401 / 403 otherwise).
+
+    Answered on the event loop when nothing needs the store (whether authentication is
+    required, and the caller's key, are known to this process's caches), else in the
+    threadpool: a lookup must never hold up the event loop."""
     route = request.scope.get("route")
     path = getattr(route, "path", request.url.path)
     tracing.name_request(request.method, path, request.path_params.get("run_id"))
-    allowed = POLICY.get((request.method if request.method != "HEAD" else "GET", path))
     token = _token(request)
+    if c.auth.settled() and (token is None or c.authenticator.settled(token)):
+        return _authorize(request, c, token)
+    return await run_in_threadpool(_authorize, request, c, token)
+
+
+def _authorize(request: Request, c: ContainerDep, token: str | None) -> Identity:
+    path = getattr(request.scope.get("route"), "path", request.url.path)
+    allowed = POLICY.get((request.method if request.method != "HEAD" else "GET", path))
     if allowed == PUBLIC and token is None:
         return OPEN
     if token is None:

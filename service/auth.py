@@ -70,6 +70,14 @@ class Authenticator:
         raise Unauthenticated("not a signoff API key" + (" or a valid JWT" if self.jwt_key
                                                          else ""))
 
+    def settled(self, token: str) -> bool:
+        """Whether ``identify(token)`` answers without reading the store (a JWT, a key
+        cached and fresh, or no key at all)."""
+        if not token.startswith(PREFIX):
+            return True
+        hit = self._cache.get(token)
+        return hit is not None and hit[0] >= time.monotonic()
+
     def _key(self, token: str) -> Identity:
         now = time.monotonic()
         with self._lock:
@@ -137,6 +145,11 @@ class AuthPolicy:
             from service.keys import index_key_events
 
             index_key_events(app)
+
+    def settled(self) -> bool:
+        """Whether ``required`` answers without reading the store."""
+        return (self._known or self.mode == "off"
+                or time.monotonic() - self._checked_at < self.recheck_seconds)
 
     @property
     def required(self) -> bool:

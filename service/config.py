@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     max_model_turns: int = Field(
         10, ge=1, description="Model turns one request may drive before the run fails.")
     postgres_pool_size: int = Field(10, ge=1, description="PostgreSQL connections per process.")
+    group_commit: bool = Field(
+        True,
+        description="Write the saves of concurrent requests in shared transactions (one "
+        "lock and one commit for many; each save still all or nothing, a conflict failing "
+        "only its own). Off: one transaction per save.",
+    )
     projections: Literal["inline", "off"] = Field(
         "inline",
         description="'inline': the server process keeps the read models (queue, audit trail) "
@@ -203,6 +209,7 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     """Map ``SIGNOFF_DATABASE_URL`` (and ``SIGNOFF_CIPHER_KEY``) onto eventsourcing's own
     persistence settings."""
     env = _store_env(settings)
+    env["GROUP_COMMIT"] = "y" if settings.group_commit else "n"
     if settings.cipher_key:
         env.update(CIPHER_TOPIC="eventsourcing.cryptography:AESCipher",
                    CIPHER_KEY=settings.cipher_key,
