@@ -133,6 +133,10 @@ def configure(settings: Settings, stream: Any = None) -> None:
     loggers go through it too; its access log is replaced by the API's own request line
     (which carries the request id)."""
     stream = stream or sys.stderr
+    # No record here says where it was logged from, or from which thread or process:
+    # skip finding out (the logging HOWTO's "Optimization"; a stack walk per record).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     fmt = settings.log_format
     if fmt == "auto":
         fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
