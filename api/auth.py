@@ -73,8 +73,7 @@ async def authorize(request: Request, c: ContainerDep) -> Identity:
     Answered on the event loop when nothing needs the store (whether authentication is
     required, and the caller's key, are known to this process's caches), else in the
     threadpool: a lookup must never hold up the event loop."""
-    route = request.scope.get("route")
-    path = getattr(route, "path", request.url.path)
+    path = _route_path(request)
     tracing.name_request(request.method, path, request.path_params.get("run_id"))
     token = _token(request)
     if c.auth.settled() and (token is None or c.authenticator.settled(token)):
@@ -83,7 +82,7 @@ async def authorize(request: Request, c: ContainerDep) -> Identity:
 
 
 def _authorize(request: Request, c: ContainerDep, token: str | None) -> Identity:
-    path = getattr(request.scope.get("route"), "path", request.url.path)
+    path = _route_path(request)
     allowed = POLICY.get((request.method if request.method != "HEAD" else "GET", path))
     if allowed == PUBLIC and token is None:
         return OPEN
@@ -104,6 +103,12 @@ def _authorize(request: Request, c: ContainerDep, token: str | None) -> Identity
                            f"(allowed: {', '.join(sorted(allowed))})")
     request.state.caller = caller
     return caller
+
+
+def _route_path(request: Request) -> str:
+    """The route's template (``/runs/{run_id}``), or the raw path if none matched."""
+    route = request.scope.get("route")
+    return route.path if route is not None else str(request.scope["path"])
 
 
 CallerDep = Annotated[Identity, Depends(authorize)]
