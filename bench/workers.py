@@ -135,8 +135,13 @@ def check(url: str, result: Result) -> list[str]:
     settings = Settings(database_url=url)
     env = eventsourcing_env(settings)
     app = RunService(env=env)
-    not_completed = [rid for rid in answered & set(runs)
-                     if app.get_run(UUID(rid)).status != "COMPLETED"]
+    not_completed = []
+    for rid in sorted(answered & set(runs)):
+        try:
+            if app.get_run(UUID(rid)).status != "COMPLETED":
+                not_completed.append(rid)
+        except Exception as e:  # a broken stream does not load: say so, go on
+            problems.append(f"run {rid} does not load: {type(e).__name__}: {e}"[:300])
     if not_completed:
         problems.append(f"{len(not_completed)} runs answered COMPLETED are not, e.g. "
                         f"{not_completed[0]}")
