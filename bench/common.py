@@ -241,3 +241,13 @@ def pg_connections(pids: dict[str, list[int]], pg_port: int) -> dict[str, int]:
                     if name is not None:
                         counts[name] += 1
     return counts
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU used so far by a process and its children (PostgreSQL: the postmaster and
+    its backends); a child that has exited is not counted."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += cpu_seconds(p)
+    return total

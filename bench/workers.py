@@ -37,6 +37,7 @@ from bench.common import (
     serve,
     server_pids,
     status_mb,
+    tree_cpu,
     wait_projections,
 )
 from bench.load import Result, pct, run_load
@@ -174,6 +175,7 @@ def workers(stores: Stores, kind: str, args: Namespace) -> int:
     clients = max(args.clients)
     failed = 0
     rows: list[tuple[int, Result, dict[str, int], float, list[str], float]] = []
+    cpus: list[list[float]] = []
     for n in args.workers:
         url = stores.fresh(kind, f"workers{n}")
         if n == args.workers[0]:
@@ -189,9 +191,16 @@ def workers(stores: Stores, kind: str, args: Namespace) -> int:
                 serve(url, log, workers=n, SIGNOFF_PROJECTIONS="off") as server:
             warm = run_load(server.url, clients, cycles=4 * clients, kind=args.client,
                             procs=args.client_procs)
-            with Sampler(url, server_pids(server, n), project.pid) as sampler:
+            pids = server_pids(server, n)
+            assert stores.pg is not None
+            cpu0 = (tree_cpu(stores.pg.pid), sum(tree_cpu(p) for p in pids),
+                    tree_cpu(project.pid))
+            with Sampler(url, pids, project.pid) as sampler:
                 r = run_load(server.url, clients, cycles=args.workers_cycles,
                              seconds=args.seconds, kind=args.client, procs=args.client_procs)
+            cpu1 = (tree_cpu(stores.pg.pid), sum(tree_cpu(p) for p in pids),
+                    tree_cpu(project.pid))
+            cpu = [(b - a) / max(r.cycles, 1) * 1000 for a, b in zip(cpu0, cpu1, strict=True)]
             conns = sampler.peak
             rss = max(status_mb(pid) for pid in server_pids(server, n))
             caught_up, waited = wait_projections(server.url, timeout=600)
@@ -203,6 +212,7 @@ def workers(stores: Stores, kind: str, args: Namespace) -> int:
             problems.insert(0, f"signoff project did not reach the head in {waited:.0f} s")
         failed += len(problems) + r.error_count + warm.error_count
         rows.append((n, r, conns, rss, problems, waited))
+        cpus.append(cpu)
         print(f"{n} workers: {r.cycles} cycles at {r.rate:.1f}/s, errors {r.error_count}; "
               f"{len(everything.run_ids)} runs checked: "
               + ("consistent" if not problems else "INCONSISTENT"), flush=True)
@@ -220,6 +230,11 @@ def workers(stores: Stores, kind: str, args: Namespace) -> int:
           "the workers, by the busiest worker, by signoff project; RSS: the largest "
           "worker's VmHWM; projected: from the end of the load until signoff project "
           "reached the head)")
+    print(f"{'workers':>7}{'CPU ms per cycle: PostgreSQL':>30}{'API workers':>13}"
+          f"{'signoff project':>17}{'clients':>9}")
+    for (n, r, *_), (db, api, proj) in zip(rows, cpus, strict=True):
+        print(f"{n:>7}{db:>30.2f}{api:>13.2f}{proj:>17.2f}"
+              f"{r.client_cpu / max(r.cycles, 1) * 1000:>9.2f}")
     for n, r, _, _, problems, _ in rows:
         for what, count in r.errors.most_common(5):
             print(f"{n} workers: error x{count}: {what}")
