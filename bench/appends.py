@@ -19,6 +19,7 @@ events/s over raw rows/s (issue 7's target: at least 0.5).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sqlite3
 import threading
 import time
@@ -159,7 +160,8 @@ def raw_sqlite(url: str, size: int, topic: str,
 
 def loop_cycles(loop: object, commits: list[int]) -> Callable[[int], Step]:
     """HITL cycles in process, as the two requests drive them; ``commits`` counts the
-    saves (the loop's observer is called once per commit)."""
+    saves (the loop's observer is called once per save; concurrent saves may share one
+    transaction)."""
     from agent.loop import AgentLoop, Decision
     from domain.values import DecisionKind
 
@@ -170,15 +172,23 @@ def loop_cycles(loop: object, commits: list[int]) -> Callable[[int], Step]:
         with lock:
             commits[0] += 1
 
+    # As POST .../continue (stream=false) does: the decisions committed with the run's
+    # next durable point where the loop can (``drive=True``), else decide, then drive.
+    drives = "drive" in inspect.signature(loop.decide).parameters
+
     def make(i: int) -> Step:
         def step() -> int:
             run = loop.start(AGENT, MESSAGE, user_id=f"user{i}", observer=committed)
             run = loop.recover(run.run_id)
             decisions = [Decision(c["tool_call_id"], DecisionKind.CONFIRMED)
                          for c in run.pending_calls()]
-            run = loop.decide(run.run_id, decisions, actor=f"user{i}", run=run,
-                              observer=committed)
-            run = loop.drive(run, committed)
+            if drives:
+                run = loop.decide(run.run_id, decisions, actor=f"user{i}", run=run,
+                                  observer=committed, drive=True)
+            else:
+                run = loop.decide(run.run_id, decisions, actor=f"user{i}", run=run,
+                                  observer=committed)
+                run = loop.drive(run, committed)
             assert run.status == "COMPLETED", run.status
             return run.version
 
@@ -272,7 +282,7 @@ def appends(stores: Stores, kind: str, args: Namespace) -> int:
     finally:
         loop.close()
         loop.app.close()
-    print(f"(service loop: HITL cycles through AgentLoop, {events / max(commits[0], 1):.1f} "
-          "events per commit; service 1/save: one event per app.save; ratio: service "
+    print(f"(service loop: HITL cycles through AgentLoop, {events / max(commits[0], 1):.2f} "
+          "events per save; service 1/save: one event per app.save; ratio: service "
           "events/s over raw rows/s, target at least 0.5)")
     return 0
