@@ -2,9 +2,10 @@
 next to the raw bound measured in the same run on the same database.
 
 - service, agent loop: in-process HITL cycles through ``AgentLoop`` (start: the offline
-  model proposes ``delete_records``, the run pauses; then recover, decide (confirm) and
-  drive, as ``POST .../continue`` does): real ``Run`` events saved by ``RunService``,
-  several per transaction where the loop allows. No HTTP, no projections.
+  model proposes ``delete_records``, the run pauses; then recover and decide (confirm)
+  with ``drive=True``, as ``POST .../continue`` with ``stream=false`` does): real ``Run``
+  events saved by ``RunService``, several per save where the loop allows. No HTTP, no
+  projections.
 - service, one event per save: a run built command by command, ``app.save(run)`` after
   each (ten transactions of one event): what one append costs through the application.
 - raw: single-row ``INSERT`` transactions with psycopg (sqlite3 on SQLite) into a table
