@@ -162,13 +162,9 @@ def _log_progress(head: int, label: str) -> Iterator[Callable[[int, int], None]]
 
 
 def _projections(names: list[str] | None = None) -> Any:
-    from projections.runner import Projections
-    from service.bootstrap import build_app
-    from service.config import eventsourcing_env
+    from service.bootstrap import build_projections
 
-    settings = _settings()
-    return Projections(build_app(settings), eventsourcing_env(settings), names=names,
-                       batch_size=settings.projection_batch_size)
+    return build_projections(_settings(), names)
 
 
 @project_app.callback(invoke_without_command=True)

@@ -217,6 +217,18 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def lean_pool(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a pool that opens one PostgreSQL connection and grows only on demand
+    (to the same maximum): the projections' own reader and views, which one thread each
+    writes with and a few requests read through. psycopg_pool closes what it opened
+    beyond its minimum after 10 idle minutes. Every pool opens its minimum at start, so
+    a process's connections at start are the runs' pool plus one per projection."""
+    if "POSTGRES_POOL_SIZE" not in env:
+        return env
+    most = int(env["POSTGRES_POOL_SIZE"]) + int(env.get("POSTGRES_MAX_OVERFLOW", "0"))
+    return {**env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": str(most - 1)}
+
+
 def _store_env(settings: Settings) -> dict[str, str]:
     url = urlsplit(settings.database_url)
     if url.scheme == "sqlite":
