@@ -27,10 +27,11 @@ from uuid import uuid4
 from eventsourcing.persistence import IntegrityError
 
 from agent.models.base import ModelClient, ModelError, ModelTurn, ToolSpec
-from agent.tools import Agent, Tool
+from agent.tools import Agent, Tool, requirement_for
 from domain.errors import InvalidDecision, ToolCallNotPending
 from domain.run import Run
 from domain.values import RUN_CONFIRMATION_TOOL, CallState, DecisionKind, Requirement, RunStatus
+from service.policies import Policies
 from service.runs import RunService
 
 log = logging.getLogger("signoff.loop")
@@ -162,9 +163,12 @@ class AgentLoop:
         max_model_turns: int = 10,
         limits: Limits | None = None,
         clock: Callable[[], datetime] = _now,
+        policies: Policies | None = None,
     ) -> None:
         """``model_timeout``: seconds a model call may take in all (retries included);
-        None: the model's own ``timeout`` attribute, if it has one."""
+        None: the model's own ``timeout`` attribute, if it has one. ``policies``: the
+        rules of the settings (``SIGNOFF_POLICIES``) that decide which calls need a
+        confirmation, before the tools' own ``requires_confirmation``."""
         self.app = app
         self.agents = agents
         self.default_model = default_model
@@ -173,6 +177,7 @@ class AgentLoop:
         self.max_model_turns = max_model_turns
         self.limits = limits or Limits()
         self.clock = clock
+        self.policies = policies or Policies()
         self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="signoff-tool")
         self._models = concurrent.futures.ThreadPoolExecutor(
             max_workers=32, thread_name_prefix="signoff-model")
@@ -441,7 +446,12 @@ class AgentLoop:
             return
         for call_id, name, args in proposals:
             tool = agent.get_tool(name)
-            requirement = tool.requirement if tool else None
+            # Decided now, when the call is requested, and recorded with it: a replay
+            # (or a change of the rules since) never decides it again.
+            requirement, policy = requirement_for(tool, agent.id, args, self.policies)
+            if policy is not None:
+                log.info("call %s of %s: confirmation %s by %s", call_id, name,
+                         policy.outcome, policy.rule)
             run.request_tool_call(
                 tool_call_id=call_id,
                 tool_name=name,
@@ -452,6 +462,7 @@ class AgentLoop:
                 else None,
                 stop_after_tool_call=tool.stop_after_tool_call if tool else False,
                 editable_args=tool.editable_args if tool else False,
+                policy=policy.record() if policy else None,
             )
 
     def _ask(self, model: ModelClient, messages: list[dict[str, Any]],

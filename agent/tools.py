@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from agent.models.base import ModelClient, ToolSpec
+from service.policies import ALLOWED, REQUIRED, Outcome, Policies, failed_closed
 
 _JSON_TYPES: dict[Any, str] = {
     str: "string",
@@ -59,7 +60,9 @@ class Tool:
     name: str
     description: str
     parameters: dict[str, Any]
-    requires_confirmation: bool = False
+    # A bool, or a function of the call's arguments (a dict) that says whether this
+    # call needs a confirmation (see ``requirement_for``).
+    requires_confirmation: bool | Callable[[dict[str, Any]], bool] = False
     confirmation_message: str | None = None
     external_execution: bool = False
     requires_user_input: bool = False
@@ -79,8 +82,13 @@ class Tool:
         if self.requires_user_input:
             return "user_input"
         if self.requires_confirmation:
-            return "confirmation"
+            return "confirmation"  # a function of the arguments may ask for one too
         return None
+
+    @property
+    def confirms_by_policy(self) -> bool:
+        """Whether ``requires_confirmation`` is a function of the arguments."""
+        return callable(self.requires_confirmation)
 
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, self.parameters)
@@ -136,6 +144,9 @@ def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 
     - ``requires_confirmation`` [``stop_before_execution``]: a person confirms or rejects
       each call before it runs; ``confirmation_message`` [``execution_message``] is shown.
+      Either a bool or a function of the call's arguments (a dict): ``lambda args:
+      args["count"] > 100`` asks for a confirmation only when it returns true; a call
+      it lets through is recorded with it (the policy ``tool:NAME``).
     - ``external_execution``: signoff never runs the function; an external system
       supplies the result.
     - ``requires_user_input`` with ``user_input_fields``: a person fills in those
@@ -160,6 +171,46 @@ def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         return Tool(fn=f, name=name, description=description, parameters=_parameters(f), **opts)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def requirement_for(tool: Tool | None, agent_id: str, args: dict[str, Any],
+                    policies: Policies | None = None) -> tuple[str | None, Outcome | None]:
+    """What a call of ``tool`` with ``args`` waits for, and the policy that decided it
+    (None when no policy did: the tool's own bool, or a tool that needs a result or
+    input, which no policy can waive).
+
+    Precedence: an external result or user input is always waited for; else the first
+    rule of the settings (``SIGNOFF_POLICIES``) that matches the call decides; else the
+    tool's ``requires_confirmation``: a function of the arguments decides, a bool is
+    the answer. A rule or a function that raises fails closed: the call needs a
+    confirmation, recorded with the error. So are arguments cut for their size (no
+    policy can judge them).
+    """
+    if tool is None:
+        return None, None
+    static = tool.requirement
+    if static in ("external_execution", "user_input"):
+        return static, None
+    rule = policies.decide(agent_id, tool.name, args) if policies and policies.rules else None
+    if rule is None and tool.confirms_by_policy:
+        name = f"tool:{tool.name}"
+        fn = tool.requires_confirmation
+        doc = (inspect.getdoc(fn) or "").split("\n\n")[0].strip() or None
+        try:
+            if "_cut" in args:
+                raise ValueError("the arguments were cut for their size")
+            needed = bool(fn(dict(args)))  # type: ignore[operator]
+        except Exception as e:
+            rule = failed_closed(name, e)
+        else:
+            rule = Outcome(name, REQUIRED if needed else ALLOWED,
+                           doc or f"requires_confirmation(args) of {tool.name} "
+                                  f"returned {needed}")
+    elif rule is not None and "_cut" in args and not rule.required:
+        rule = failed_closed(rule.rule, ValueError("the arguments were cut for their size"))
+    if rule is None:
+        return static, None
+    return ("confirmation" if rule.required else None), rule
 
 
 @dataclass

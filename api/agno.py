@@ -137,7 +137,7 @@ def agent_info(agent: Agent, default_model: Any) -> Json:
         "model": {"name": type(model).__name__, "model": model.name, "provider": model.provider},
         "tools": {"tools": [
             {"name": t.name, "description": t.description, "parameters": t.parameters,
-             "requires_confirmation": t.requires_confirmation,
+             "requires_confirmation": bool(t.requires_confirmation),  # a function: may
              "external_execution": t.external_execution,
              "requires_user_input": t.requires_user_input,
              "user_input_fields": t.user_input_fields}

@@ -76,6 +76,19 @@ class Run(Chained):
         user_input_schema: list[Json] | None
         stop_after_tool_call: bool
         editable_args: bool
+        # Added in version 3 (absent from older events: the class default stands):
+        # the policy that decided whether the call needs a confirmation, as data
+        # ({"rule", "outcome": "required" | "allowed", "reason"}); None when none did.
+        policy: Json | None = None
+
+        # Version 3 added fields with class defaults. The upcaster adds no key on
+        # purpose: an old event's fields are what its hash was computed over, and
+        # ``signoff audit verify`` recomputes it from them.
+        class_version = 3
+
+        @staticmethod
+        def upcast_v2_v3(state: Json) -> None:
+            pass
 
         def apply(self, run: Run) -> None:
             run.calls[self.tool_call_id] = {
@@ -95,6 +108,7 @@ class Run(Chained):
                 "error": None,
                 "attempts": 0,
                 "deadline": None,
+                "policy": self.policy,
             }
 
     class RunPaused(Aggregate.Event):
@@ -368,10 +382,22 @@ class Run(Chained):
         user_input_schema: list[Json] | None = None,
         stop_after_tool_call: bool = False,
         editable_args: bool = True,
+        policy: Json | None = None,
     ) -> None:
+        """``policy``: the outcome of the policy that decided whether the call needs a
+        confirmation (``{"rule", "outcome", "reason"}``), decided outside the domain."""
         self._require_status(RunStatus.RUNNING, "request a tool call")
         if tool_call_id in self.calls:
             raise InvalidDecision(f"tool call {tool_call_id!r} was already requested")
+        if policy is not None:
+            fits = {"required": Requirement.CONFIRMATION, "allowed": None}
+            outcome = policy.get("outcome")
+            if outcome not in fits or not policy.get("rule"):
+                raise InvalidDecision("a policy names its rule and its outcome "
+                                      "('required' or 'allowed')")
+            if (Requirement(requires) if requires else None) != fits[outcome]:
+                raise InvalidDecision(f"a policy outcome {outcome!r} does not fit a call "
+                                      f"that needs {requires or 'nothing'}")
         self.trigger_event(
             self.ToolCallRequested,
             tool_call_id=tool_call_id,
@@ -382,6 +408,7 @@ class Run(Chained):
             user_input_schema=user_input_schema,
             stop_after_tool_call=stop_after_tool_call,
             editable_args=editable_args,
+            policy=policy,
         )
 
     def pause(self) -> None:

@@ -126,6 +126,22 @@ class Settings(BaseSettings):
         "proposes and the results tools return: larger ones are cut and marked as cut.",
     )
 
+    policies: str = Field(
+        "",
+        description="A file of approval rules (TOML or JSON, see docs/concepts.md, "
+        "\"Approval policies\"): by agent, tool and arguments, whether a call needs a "
+        "confirmation. The first matching rule decides, before the tool's own "
+        "requires_confirmation. Read at start; empty: no rules.",
+    )
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, v: str) -> str:
+        from service.policies import load
+
+        load(v)  # a bad file stops the start, naming the rule at fault (PolicyError)
+        return v
+
     traces: Literal["", "console", "otlp"] = Field(
         "",
         description="OpenTelemetry traces: '' off; 'otlp' to a collector over OTLP/HTTP "

@@ -23,8 +23,8 @@ from projections.csvfile import decisions_csv
 router = APIRouter(tags=["Review"])
 
 Kind = Literal["confirmation", "external_execution", "user_input", "in_doubt"]
-Decision = Literal["confirmed", "rejected", "external_result", "user_input", "expired",
-                   "cancelled"]
+Decision = Literal["confirmed", "rejected", "external_result", "user_input", "allowed",
+                   "expired", "cancelled"]
 # PostgreSQL text cannot hold NUL: refused here (422) rather than failing in the database.
 Text = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
 

@@ -11,12 +11,16 @@ projections' tables answer with what this fold says they should answer, for the 
   ``in_doubt``, asked again when they went in doubt) with neither a decision nor a late
   outcome since, ordered by when they were asked.
 - ``expected_decisions``: one row per decision, in log order; a cancelled run gives a
-  ``cancelled`` row (actor and reason of the cancel) for each call still undecided.
+  ``cancelled`` row (actor and reason of the cancel) for each call still undecided; a
+  call a policy let run without a person gives an ``allowed`` row when it is requested
+  (actor ``policy:RULE``, the rule's reason as the note, the policy in ``details``,
+  no time to decision).
 - ``expected_analytics``: per tool, agent, actor or day, the calls that needed a decision
   (not per actor), the decisions of each kind, the approval rate (confirmed over confirmed
-  plus rejected) and the nearest-rank p50/p90/p99 of the time to decision (cancels left
-  out). A call's day is the day it was asked (or went in doubt); a decision's day is the
-  day it was made.
+  plus rejected) and the nearest-rank p50/p90/p99 of the time to decision (decisions no
+  person took left out: cancels, policies' allowances, expiries). A call a policy let
+  through counts as requested (a policy decided it). A call's day is the day it was
+  asked (or went in doubt); a decision's day is the day it was made.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-DECISION_KINDS = ("confirmed", "rejected", "external_result", "user_input", "expired",
-                  "cancelled")
+DECISION_KINDS = ("confirmed", "rejected", "external_result", "user_input", "allowed",
+                  "expired", "cancelled")
+BY_NO_PERSON = ("allowed", "expired", "cancelled")
 _DECIDED_BY = {"ToolConfirmed": "confirmed", "ToolRejected": "rejected",
                "ExternalResultProvided": "external_result",
                "UserInputProvided": "user_input"}
@@ -40,7 +45,7 @@ class _Call:
     tool_call_id: str
     tool_name: str
     tool_args: dict[str, Any]
-    kind: str  # what it needs: a requirement, "in_doubt", or "none"
+    kind: str  # what it needs: a requirement, "in_doubt", "policy" (allowed), or "none"
     confirmation_message: str | None
     asked_at: datetime  # when it was (last) asked for a decision
     open: bool  # waiting for a decision now
@@ -75,10 +80,15 @@ class Fold:
             return
         run = self.runs[run_id]
         if name == "ToolCallRequested":
-            run.calls[event.tool_call_id] = _Call(
+            policy = getattr(event, "policy", None)
+            allowed = bool(policy) and policy["outcome"] == "allowed"
+            call = run.calls[event.tool_call_id] = _Call(
                 run_id, event.tool_call_id, event.tool_name, event.tool_args,
-                event.requires if event.requires is not None else "none",
-                event.confirmation_message, at, event.requires is not None)
+                "policy" if allowed else event.requires if event.requires is not None
+                else "none", event.confirmation_message, at, event.requires is not None)
+            if allowed:
+                self._decide(position, run, call, "allowed", "policy:" + policy["rule"], at,
+                             policy["reason"], None, {"policy": policy})
         elif name == "ToolCallInDoubt":
             call = run.calls[event.tool_call_id]
             call.kind, call.asked_at, call.open = "in_doubt", at, True
@@ -200,7 +210,7 @@ def expected_analytics(f: Fold, group_by: str, *, since: datetime | None = None,
         if inside(row["decided_at"]):
             g = group(decision_key(row))
             g[row["decision"]] += 1
-            if row["decision"] != "cancelled":
+            if row["decision"] not in BY_NO_PERSON:
                 g["times"].append(row["time_to_decision_ms"])
     if group_by != "actor":
         for run in f.runs.values():

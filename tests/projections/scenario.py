@@ -33,6 +33,7 @@ from domain.run import Run
 from domain.values import CallState, DecisionKind, Requirement, RunStatus
 from projections import audit, queue
 from projections.runner import Projections
+from service.policies import Policies
 from service.runs import RunService
 from tests.projections.fold import (
     expected_analytics,
@@ -77,9 +78,50 @@ def sync_ledger(ledger: str, crash: bool = False) -> str:
 
 crashing = Agent(id="crashing", name="Crashing", tools=[wire_funds, sync_ledger, demo.lookup_order])
 
+
+@tool(requires_confirmation=lambda args: args["amount"] > 100)
+def pay(account: str, amount: int) -> str:
+    """Pay an account; a person confirms amounts over 100 (the tool's own policy).
+
+    Args:
+        account: Who is paid
+        amount: How much
+    """
+    return f"Paid {amount} to {account}"
+
+
+@tool(requires_confirmation=lambda args: args["level"] > 2)
+def flag(item: str, level: int = 0) -> str:
+    """Flag an item; without a level the tool's policy raises (KeyError: it fails closed).
+
+    Args:
+        item: What is flagged
+        level: How severe
+    """
+    return f"Flagged {item} at {level}"
+
+
+policed = Agent(id="policed", name="Policed", tools=[pay, flag, demo.lookup_order])
+
+# The settings' rules of the scenarios (SIGNOFF_POLICIES), before the tools' own: tiny
+# payments are allowed, payments to acct-9 hit a rule that cannot be evaluated (a number
+# compared with a string: it fails closed), lookups of o-1 are allowed (a tool that
+# needs nothing anyway: the allowance is recorded), flags of "logs" need a person.
+POLICIES = Policies.from_data({"rules": [
+    {"name": "tiny-payments", "agent": "policed", "tool": "pay",
+     "when": {"amount": {"lte": 5}}, "decision": "allow",
+     "description": "payments of 5 or less run at once"},
+    {"name": "broken", "agent": "policed", "tool": "pay",
+     "when": {"account": "acct-9", "amount": {"gt": "x"}}, "decision": "allow"},
+    {"name": "o-1-lookups", "agent": "policed", "tool": "lookup_order",
+     "when": {"order_id": {"in": ["o-1"]}}, "decision": "allow"},
+    {"name": "log-flags", "agent": "poli*", "tool": "flag",
+     "when": {"item": "logs"}, "decision": "require"},
+]})
+
 AGENTS: dict[str, Agent] = {a.id: a for a in (demo.data_manager, demo.support_desk,
                                                test_agents.ops, test_agents.gatekeeper,
-                                               crashing)}
+                                               crashing, policed)}
 
 _words = st.sampled_from(["users", "orders", "logs", "o-1", "o-2", "acct-9", "main"])
 ARGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
@@ -99,6 +141,9 @@ ARGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "failing_tool": st.fixed_dictionaries({"name": _words}),
     "wire_funds": st.fixed_dictionaries({"account": _words, "crash": st.booleans()}),
     "sync_ledger": st.fixed_dictionaries({"ledger": _words, "crash": st.booleans()}),
+    "pay": st.fixed_dictionaries({"account": _words,
+                                  "amount": st.sampled_from([1, 5, 6, 100, 101, 900])}),
+    "flag": st.fixed_dictionaries({"item": _words}, optional={"level": st.sampled_from([1, 3])}),
 }
 USERS = st.sampled_from(["alice", "bob", None])
 ACTORS = st.sampled_from(["alice", "bob", "carol", "ops-bot"])
@@ -245,7 +290,8 @@ class Driver:
 
 
 def new_loop(app: RunService, clock: FakeClock) -> AgentLoop:
-    return AgentLoop(app, AGENTS, OfflineModel(), tool_timeout=TOOL_TIMEOUT, clock=clock.now)
+    return AgentLoop(app, AGENTS, OfflineModel(), tool_timeout=TOOL_TIMEOUT, clock=clock.now,
+                     policies=POLICIES)
 
 
 # ------------------------------------------------------------------ reading back
