@@ -101,9 +101,12 @@ RULES = {"rules": [
 ]}
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[AgentLoop, Projections]]:
-    env = eventsourcing_env(Settings(database_url=f"sqlite:///{tmp_path / 'p.db'}"))
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path,
+          ) -> Iterator[tuple[AgentLoop, Projections]]:
+    url = (f"sqlite:///{tmp_path / 'p.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("pg_database").url)
+    env = eventsourcing_env(Settings(database_url=url, postgres_pool_size=2))
     app = RunService(env=env)
     loop = AgentLoop(app, {"ops": ops}, OfflineModel(), policies=Policies.from_data(RULES))
     projections = Projections(app, env)
