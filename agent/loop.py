@@ -30,7 +30,14 @@ from agent.models.base import ModelClient, ModelError, ModelTurn, ToolSpec
 from agent.tools import Agent, Tool, requirement_for
 from domain.errors import InvalidDecision, ToolCallNotPending
 from domain.run import Run
-from domain.values import RUN_CONFIRMATION_TOOL, CallState, DecisionKind, Requirement, RunStatus
+from domain.values import (
+    RUN_CONFIRMATION_TOOL,
+    CallState,
+    DecisionKind,
+    Requirement,
+    RunStatus,
+    TimeoutAction,
+)
 from service.policies import Policies
 from service.runs import RunService
 
@@ -295,6 +302,47 @@ class AgentLoop:
             raise RunBusy("the run changed while cancelling; try again") from None
         return run
 
+    def expire(self, run_id: str, observer: Observer | None = None,
+               run: Run | None = None) -> Run:
+        """Record ``DecisionExpired`` for every call of a paused run whose decision is
+        past its deadline (by the loop's clock), then go on as after decisions: a run
+        with nothing left to wait for continues and is driven on. A no-op for a run
+        with nothing due.
+
+        ``run``: as the caller loaded it. If a reviewer decides (or another sweeper
+        expires) the call at the same moment, exactly one save wins (eventsourcing's
+        optimistic concurrency): the loser's ``IntegrityError`` is answered by the run
+        as the winner left it, and nothing of the loser's is recorded.
+        """
+        run = run or self.app.get_run(run_id)
+        if run.status != RunStatus.PAUSED:
+            return run
+        now = self.clock()
+        due = [c for c in run.calls_in(CallState.PENDING)
+               if c.get("expires_at") is not None and c["expires_at"] <= now]
+        if not due:
+            return run
+        agent = self.agents.get(run.agent_id)
+        for call in due:
+            next_deadline = None
+            if call.get("on_timeout") == TimeoutAction.ESCALATE:
+                tool = agent.get_tool(call["tool_name"]) if agent else None
+                window = (tool.decision_timeout if tool and tool.decision_timeout
+                          else call["expires_at"] - call["requested_at"])
+                assert isinstance(window, timedelta)
+                next_deadline = now + max(window, timedelta(seconds=1))
+            run.expire_decision(call["tool_call_id"], now=now, next_deadline=next_deadline)
+            log.info("decision on call %s of %s expired (%s)", call["tool_call_id"],
+                     call["tool_name"], call.get("on_timeout"))
+        if not run.pending_calls():
+            run.continue_run()
+        try:
+            self._save(run, observer)
+        except IntegrityError:
+            # Someone decided (or expired) first: what they saved stands.
+            return self.app.get_run(run_id)
+        return self.drive(run, observer)
+
     def recover(self, run_id: str, observer: Observer | None = None) -> Run:
         """Settle a run a crashed process left behind (no-op for a healthy one).
 
@@ -452,6 +500,8 @@ class AgentLoop:
             if policy is not None:
                 log.info("call %s of %s: confirmation %s by %s", call_id, name,
                          policy.outcome, policy.rule)
+            timeout = tool.decision_timeout if tool and requirement else None
+            assert timeout is None or isinstance(timeout, timedelta)
             run.request_tool_call(
                 tool_call_id=call_id,
                 tool_name=name,
@@ -463,6 +513,9 @@ class AgentLoop:
                 stop_after_tool_call=tool.stop_after_tool_call if tool else False,
                 editable_args=tool.editable_args if tool else False,
                 policy=policy.record() if policy else None,
+                expires_at=self.clock() + timeout if timeout else None,
+                on_timeout=TimeoutAction(tool.on_timeout) if tool and timeout else None,
+                escalate_to=tool.escalate_to if tool and timeout else None,
             )
 
     def _ask(self, model: ModelClient, messages: list[dict[str, Any]],

@@ -11,6 +11,7 @@ import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, overload
 
 from agent.models.base import ModelClient, ToolSpec
@@ -70,6 +71,43 @@ class Tool:
     stop_after_tool_call: bool = False
     idempotent: bool = False
     editable_args: bool = True
+    # How long a decision on a call may wait (seconds or a timedelta; None: for ever),
+    # and what happens then: "reject", "escalate" (to the reviewers of ``escalate_to``)
+    # or "approve" (only for a tool marked ``safe``).
+    decision_timeout: float | timedelta | None = None
+    on_timeout: str = "reject"
+    escalate_to: str | None = None
+    safe: bool = False
+
+    def __post_init__(self) -> None:
+        """Definition errors: a timeout that cannot happen, an action that cannot be."""
+        where = f"tool {self.name!r}"
+        if isinstance(self.decision_timeout, int | float):
+            if isinstance(self.decision_timeout, bool) or self.decision_timeout <= 0:
+                raise ValueError(f"{where}: decision_timeout must be a positive number of "
+                                 "seconds or a timedelta")
+            self.decision_timeout = timedelta(seconds=self.decision_timeout)
+        elif self.decision_timeout is not None and (
+                not isinstance(self.decision_timeout, timedelta)
+                or self.decision_timeout <= timedelta(0)):
+            raise ValueError(f"{where}: decision_timeout must be a positive number of "
+                             "seconds or a timedelta")
+        if self.on_timeout not in ("reject", "escalate", "approve"):
+            raise ValueError(f"{where}: on_timeout must be 'reject', 'escalate' or "
+                             f"'approve', not {self.on_timeout!r}")
+        if self.decision_timeout is None and (self.on_timeout != "reject"
+                                              or self.escalate_to is not None):
+            raise ValueError(f"{where}: on_timeout and escalate_to need a decision_timeout")
+        if (self.on_timeout == "escalate") != (self.escalate_to is not None):
+            raise ValueError(f"{where}: on_timeout='escalate' names the group it goes to "
+                             "(escalate_to=...), and escalate_to is only for it")
+        if self.on_timeout == "approve":
+            if not self.safe:
+                raise ValueError(f"{where}: on_timeout='approve' is only for a tool marked "
+                                 "safe=True (a call nobody confirmed would run)")
+            if self.external_execution or self.requires_user_input:
+                raise ValueError(f"{where}: a call that waits for a result or input "
+                                 "cannot be approved when it expires")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -154,6 +192,10 @@ def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     - ``stop_after_tool_call``: the run completes with the tool's result.
     - ``idempotent``: safe to run again when a crash left its outcome unknown.
     - ``editable_args``: whether a reviewer may change the arguments when confirming.
+    - ``decision_timeout`` (seconds or a ``timedelta``): how long a decision on a call may
+      wait; then ``on_timeout`` happens: ``"reject"`` (the default), ``"escalate"`` (the
+      call waits for the reviewers of the group ``escalate_to``, for one more
+      ``decision_timeout``, then is rejected) or ``"approve"`` (only with ``safe=True``).
     - ``name``, ``description``: override the function's name and docstring.
     """
     aliases = {"stop_before_execution": "requires_confirmation",

@@ -56,7 +56,8 @@ def tool_execution(call: Json) -> Json:
         "stop_after_tool_call": call["stop_after_tool_call"],
         "created_at": _epoch(call["requested_at"]),
         "requires_confirmation": (pending and requires == Requirement.CONFIRMATION) or in_doubt,
-        "confirmed": {DecisionKind.CONFIRMED: True, DecisionKind.REJECTED: False}.get(kind),
+        "confirmed": {DecisionKind.CONFIRMED: True, DecisionKind.REJECTED: False}.get(kind)
+        if kind != DecisionKind.EXPIRED else decision.get("action") == "approve",
         # The reviewer's note or reason. The tool's confirmation message is not put here:
         # a client sending the list back as it came would record it as the note.
         "confirmation_note": decision.get("note") or decision.get("reason"),

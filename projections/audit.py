@@ -145,6 +145,18 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
         approved = getattr(e, "approved_args", None)
         _decide(c, e, position, run_id, [e.tool_call_id], _KIND[kind], e.decided_by, note,
                 approved, details)
+    elif kind == "DecisionExpired":
+        # By the system, with the tool's action as the note. An escalated call is still
+        # open: a person of the group decides it later (its own row), or a cancel does.
+        details = {"action": e.action, "expired_at": e.expired_at.isoformat(),
+                   "escalated_to": e.escalated_to,
+                   "expires_at": e.expires_at.isoformat() if e.expires_at else None}
+        _decide(c, e, position, run_id, [e.tool_call_id], "expired", e.decided_by,
+                e.action if e.action != "escalate" else f"escalate to {e.escalated_to}",
+                None, details)
+        if e.action == "escalate":
+            c.execute("UPDATE signoff_audit_calls SET decided = FALSE "
+                      "WHERE run_id = %s AND tool_call_id = %s", (run_id, e.tool_call_id))
     elif kind == "RunCancelled":
         open_calls = c.execute(
             "SELECT tool_call_id FROM signoff_audit_calls WHERE run_id = %s AND NOT decided "

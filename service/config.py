@@ -142,6 +142,13 @@ class Settings(BaseSettings):
         load(v)  # a bad file stops the start, naming the rule at fault (PolicyError)
         return v
 
+    expiry_interval: float = Field(
+        5.0, ge=0,
+        description="Seconds between two sweeps for decisions past their deadline (a tool's "
+        "decision_timeout): each sweep records DecisionExpired and continues the runs. "
+        "Every API process sweeps (exactly one records each expiry); 0: this one does not.",
+    )
+
     traces: Literal["", "console", "otlp"] = Field(
         "",
         description="OpenTelemetry traces: '' off; 'otlp' to a collector over OTLP/HTTP "

@@ -129,6 +129,10 @@ function callCard(run, call, mode, ctx) {
     waiting && mode === "review" ? null : argsTable(call.tool_args, approved),
     call.decision ? decisionLine(call.decision) : null,
     !call.decision && call.policy ? policyLine(call.policy) : null,
+    waiting && (call.expires_at || call.escalated_to) ? h("p", { className: "expires" },
+      call.escalated_to ? `Escalated to ${call.escalated_to}. ` : "",
+      call.expires_at ? ["Expires ", time(call.expires_at),
+        ` (then: ${call.on_timeout ?? "reject"})`] : "") : null,
     call.result !== null && call.result !== undefined
       ? h("p", { className: "result" }, "Result: ", h("code", {}, String(call.result))) : null,
     call.error ? h("p", { className: "error" }, call.error) : null,

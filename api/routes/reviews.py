@@ -41,6 +41,11 @@ class WaitingCall(BaseModel):
     kind: Kind
     confirmation_message: str | None
     requested_at: datetime
+    expires_at: datetime | None = Field(
+        None, description="When the decision expires (the tool's decision_timeout); "
+        "null: it may wait for ever.")
+    escalated_to: str | None = Field(
+        None, description="The group of reviewers an expired decision was escalated to.")
 
 
 class QueueItem(BaseModel):

@@ -9,12 +9,14 @@ projections' tables answer with what this fold says they should answer, for the 
   calls it waits for: calls that need a decision (confirmation, an external result, user
   input) and have none yet, and calls that went in doubt after a crash (kind
   ``in_doubt``, asked again when they went in doubt) with neither a decision nor a late
-  outcome since, ordered by when they were asked.
-- ``expected_decisions``: one row per decision, in log order; a cancelled run gives a
-  ``cancelled`` row (actor and reason of the cancel) for each call still undecided; a
-  call a policy let run without a person gives an ``allowed`` row when it is requested
-  (actor ``policy:RULE``, the rule's reason as the note, the policy in ``details``,
-  no time to decision).
+  outcome since, ordered by when they were asked; with the deadline of each
+  (``expires_at``) and the group an escalated one waits for (``escalated_to``).
+- ``expected_decisions``: one row per decision, in log order (an expiry is one: by
+  ``system``, its action as the note; an escalated call waits on and may get more); a
+  cancelled run gives a ``cancelled`` row (actor and reason of the cancel) for each call
+  still undecided; a call a policy let run without a person gives an ``allowed`` row
+  when it is requested (actor ``policy:RULE``, the rule's reason as the note, the policy
+  in ``details``, no time to decision).
 - ``expected_analytics``: per tool, agent, actor or day, the calls that needed a decision
   (not per actor), the decisions of each kind, the approval rate (confirmed over confirmed
   plus rejected) and the nearest-rank p50/p90/p99 of the time to decision (decisions no
@@ -49,6 +51,8 @@ class _Call:
     confirmation_message: str | None
     asked_at: datetime  # when it was (last) asked for a decision
     open: bool  # waiting for a decision now
+    expires_at: datetime | None = None  # its deadline, while it waits
+    escalated_to: str | None = None  # the group it waits for, once escalated
 
 
 @dataclass
@@ -85,7 +89,8 @@ class Fold:
             call = run.calls[event.tool_call_id] = _Call(
                 run_id, event.tool_call_id, event.tool_name, event.tool_args,
                 "policy" if allowed else event.requires if event.requires is not None
-                else "none", event.confirmation_message, at, event.requires is not None)
+                else "none", event.confirmation_message, at, event.requires is not None,
+                getattr(event, "expires_at", None))
             if allowed:
                 self._decide(position, run, call, "allowed", "policy:" + policy["rule"], at,
                              policy["reason"], None, {"policy": policy})
@@ -111,6 +116,21 @@ class Fold:
                         else getattr(event, "approved_args", None))
             self._decide(position, run, call, _DECIDED_BY[name], event.decided_by, at, note,
                          approved, details)
+        elif name == "DecisionExpired":
+            # Decided by the system; an escalation leaves the call waiting, for a group,
+            # until a new deadline (and a later decision on it has a row of its own).
+            call = run.calls[event.tool_call_id]
+            escalated = event.action == "escalate"
+            self._decide(position, run, call, "expired", event.decided_by, at,
+                         f"escalate to {event.escalated_to}" if escalated else event.action,
+                         None, {"action": event.action,
+                                "expired_at": event.expired_at.isoformat(),
+                                "escalated_to": event.escalated_to,
+                                "expires_at": event.expires_at.isoformat()
+                                if event.expires_at else None})
+            if escalated:
+                call.open, call.expires_at = True, event.expires_at
+                call.escalated_to = event.escalated_to
         elif name == "RunCancelled":
             still_open = sorted((c for c in run.calls.values() if c.open),
                                 key=lambda c: (c.asked_at, c.tool_call_id))
@@ -131,7 +151,7 @@ class Fold:
             "details": details, "requested_at": call.asked_at, "decided_at": at,
             "time_to_decision_ms": (at - call.asked_at) / timedelta(milliseconds=1),
         })
-        call.open = False
+        call.open, call.expires_at = False, None
 
 
 def fold(log: Iterable[tuple[int, Any]]) -> Fold:
@@ -168,7 +188,8 @@ def expected_queue(f: Fold, *, agent_id: str | None = None, user_id: str | None 
             "waiting_for": [{"tool_call_id": c.tool_call_id, "tool_name": c.tool_name,
                              "tool_args": c.tool_args, "kind": c.kind,
                              "confirmation_message": c.confirmation_message,
-                             "requested_at": c.asked_at} for c in waiting],
+                             "requested_at": c.asked_at, "expires_at": c.expires_at,
+                             "escalated_to": c.escalated_to} for c in waiting],
         })
     return sorted(items, key=lambda i: (i["paused_since"], i["run_id"]))
 
