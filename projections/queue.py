@@ -92,6 +92,8 @@ def tables(d: Dialect) -> list[str]:
             PRIMARY KEY (run_id, tool_call_id))""",
         "CREATE INDEX IF NOT EXISTS signoff_queue_deadlines_due "
         "ON signoff_queue_deadlines (expires_at) WHERE expires_at IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS signoff_queue_deadlines_group "
+        "ON signoff_queue_deadlines (escalated_to, run_id) WHERE escalated_to IS NOT NULL",
         f"""CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (
             name TEXT PRIMARY KEY,
             n BIGINT NOT NULL)""",
@@ -219,9 +221,10 @@ def list_queue(
     after: str | None = None,
     limit: int = 50,
     total_cap: int = TOTAL_CAP,
+    group: str | None = None,
 ) -> dict[str, Any]:
     """Paused runs, oldest first, with the calls they wait for; ``next_cursor`` continues
-    after this page.
+    after this page. ``group``: only runs with a call escalated to that group.
 
     ``total`` counts the runs matching the filters (all pages). Unfiltered, it is the
     ``paused`` counter: exact, whatever the size of the queue. Filtered, the matches are
@@ -247,8 +250,13 @@ def list_queue(
             sub.append("q.kind = %s")
             params.append(kind)
         where.append(f"EXISTS (SELECT 1 FROM signoff_queue_calls q WHERE {' AND '.join(sub)})")
+    if group is not None:
+        # A deadline's row lives while its call waits: escalated and still waiting.
+        where.append("EXISTS (SELECT 1 FROM signoff_queue_deadlines x "
+                     "WHERE x.escalated_to = %s AND x.run_id = r.run_id)")
+        params.append(group)
     filters = " AND ".join(where)
-    filtered = any(v is not None for v in (agent_id, user_id, tool_name, kind))
+    filtered = any(v is not None for v in (agent_id, user_id, tool_name, kind, group))
     total = (Total.capped(f"SELECT 1 FROM signoff_queue_runs r WHERE {filters}", params,
                           total_cap) if filtered else Total.counter(COUNTS_TABLE, "paused"))
     page_where, page_params = filters, list(params)

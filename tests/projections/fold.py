@@ -165,8 +165,9 @@ def fold(log: Iterable[tuple[int, Any]]) -> Fold:
 
 def expected_queue(f: Fold, *, agent_id: str | None = None, user_id: str | None = None,
                    tool_name: str | None = None, kind: str | None = None,
-                   ) -> list[dict[str, Any]]:
-    """The queue's items, every page, in order (``list_queue``'s item shape)."""
+                   group: str | None = None) -> list[dict[str, Any]]:
+    """The queue's items, every page, in order (``list_queue``'s item shape); ``group``:
+    the runs with a waiting call escalated to it."""
     items = []
     for run in f.runs.values():
         if run.ended or run.paused_since is None:
@@ -180,6 +181,8 @@ def expected_queue(f: Fold, *, agent_id: str | None = None, user_id: str | None 
         if (tool_name is not None or kind is not None) and not any(
                 (tool_name is None or c.tool_name == tool_name)
                 and (kind is None or c.kind == kind) for c in waiting):
+            continue
+        if group is not None and not any(c.escalated_to == group for c in waiting):
             continue
         items.append({
             "run_id": run.run_id, "agent_id": run.agent_id, "user_id": run.user_id,

@@ -445,6 +445,7 @@ def assert_read_models_match_fold(p: Projections, app: RunService, data: Any) ->
                                                   or {"slow_delete"})))},
         {"kind": draw(st.sampled_from(["confirmation", "external_execution", "user_input",
                                        "in_doubt"]))},
+        {"group": draw(st.sampled_from(["leads", "nobody"]))},
     ]), "queue filter")
     same(read_queue(p, limit=queue_limit, total_cap=cap, **filters),
          expected_queue(f, **filters), f"queue {filters}")

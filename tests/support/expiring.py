@@ -28,3 +28,19 @@ def grant_access(user: str) -> str:
 
 
 expiring = Agent(id="expiring", name="Expiring", tools=[drop_cache, grant_access])
+
+
+@tool(requires_confirmation=True, decision_timeout=0.001, on_timeout="escalate",
+      escalate_to="leads")
+def grant_role(user: str, role: str) -> str:
+    """Grant a role; undecided for a millisecond, the leads decide (served where no
+    sweeper runs: the test records the expiries).
+
+    Args:
+        user: Who
+        role: Which role
+    """
+    return f"Granted {role} to {user}"
+
+
+escalating = Agent(id="escalating", name="Escalating", tools=[grant_role])
