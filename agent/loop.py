@@ -326,11 +326,14 @@ class AgentLoop:
         for call in due:
             next_deadline = None
             if call.get("on_timeout") == TimeoutAction.ESCALATE:
+                # One more decision_timeout; if the tool is no longer served, as long
+                # as the first deadline gave.
                 tool = agent.get_tool(call["tool_name"]) if agent else None
                 window = (tool.decision_timeout if tool and tool.decision_timeout
-                          else call["expires_at"] - call["requested_at"])
+                          else max(call["expires_at"] - call["requested_at"],
+                                   timedelta(seconds=1)))
                 assert isinstance(window, timedelta)
-                next_deadline = now + max(window, timedelta(seconds=1))
+                next_deadline = now + window
             run.expire_decision(call["tool_call_id"], now=now, next_deadline=next_deadline)
             log.info("decision on call %s of %s expired (%s)", call["tool_call_id"],
                      call["tool_name"], call.get("on_timeout"))

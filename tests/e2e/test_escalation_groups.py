@@ -30,7 +30,7 @@ from tests.support.server import LiveServer, live_server
 pytestmark = pytest.mark.e2e
 
 JWT_SECRET = "a-shared-secret-of-the-identity-provider-0123456789"
-KEYS = {"ann": ["--role", "client"], "rita": ["--role", "reviewer"],
+KEYS = {"adm": ["--role", "admin"], "ann": ["--role", "client"], "rita": ["--role", "reviewer"],
         "lee": ["--role", "reviewer", "--group", "leads", "--group", "ops"]}
 
 
@@ -129,3 +129,11 @@ def test_a_jwt_names_its_groups(world: World) -> None:
 def test_keys_list_their_groups(world: World) -> None:
     listed = _cli(world.url, "keys", "list")
     assert "group=leads group=ops" in listed
+    with world.as_("adm") as c:
+        r = c.post("/keys", json={"name": "max", "role": "reviewer", "groups": ["leads"]})
+        assert r.status_code == 201, r.text
+        assert r.json()["key"]["groups"] == ["leads"]
+        assert_problem(c.post("/keys", json={"name": "cy", "role": "client",
+                                              "groups": ["leads"]}), 422)
+        lee = next(k for k in c.get("/keys").json() if k["name"] == "lee")
+        assert lee["groups"] == ["leads", "ops"]
