@@ -140,7 +140,8 @@ policed = Agent(id="policed", name="Policed",
 # The settings' rules of the scenarios (SIGNOFF_POLICIES), before the tools' own: tiny
 # payments are allowed, payments to acct-9 hit a rule that cannot be evaluated (a number
 # compared with a string: it fails closed), lookups of o-1 are allowed (a tool that
-# needs nothing anyway: the allowance is recorded), flags of "logs" need a person.
+# needs nothing anyway: the allowance is recorded), flags of "logs" need a person, syncs
+# of the main ledger are allowed (and may crash: in doubt after the allowance).
 POLICIES = Policies.from_data({"rules": [
     {"name": "tiny-payments", "agent": "policed", "tool": "pay",
      "when": {"amount": {"lte": 5}}, "decision": "allow",
@@ -151,6 +152,9 @@ POLICIES = Policies.from_data({"rules": [
      "when": {"order_id": {"in": ["o-1"]}}, "decision": "allow"},
     {"name": "log-flags", "agent": "poli*", "tool": "flag",
      "when": {"item": "logs"}, "decision": "require"},
+    # A call let through that then crashes: in doubt after its allowance.
+    {"name": "main-ledger", "agent": "crashing", "tool": "sync_ledger",
+     "when": {"ledger": "main"}, "decision": "allow"},
 ]})
 
 AGENTS: dict[str, Agent] = {a.id: a for a in (demo.data_manager, demo.support_desk,
