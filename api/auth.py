@@ -136,6 +136,19 @@ def check_owner(caller: Identity, run_id: str, user_id: str | None, agent_id: st
     raise ProblemError(403, f"a {caller.role} may not touch runs")
 
 
+def check_escalated(caller: Identity, run: Run, call_ids: list[str]) -> None:
+    """A call whose decision expired and was escalated to a group of reviewers is
+    decided by a member of that group only (403 for anyone else, the run's own client
+    included). Without authentication there are no groups: anyone decides."""
+    if caller.open:
+        return
+    for call_id in call_ids:
+        group = (run.calls.get(call_id) or {}).get("escalated_to")
+        if group is not None and group not in caller.groups:
+            raise ProblemError(403, f"call {call_id!r} was escalated to the reviewers of "
+                               f"{group!r}: only they decide it")
+
+
 def user_for(caller: Identity, named: str | None) -> str | None:
     """The user a request acts as: the caller; a body that names someone else is
     refused. Without authentication, whoever the body names (as in Agno)."""

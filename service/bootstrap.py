@@ -10,6 +10,7 @@ from eventsourcing.persistence import IntegrityError, InternalError, Programming
 
 from agent.loop import AgentLoop, load_agents
 from agent.models.base import ModelClient
+from service import policies
 from service.auth import Authenticator
 from service.config import Settings, eventsourcing_env, lean_pool
 from service.runs import RunService
@@ -52,7 +53,8 @@ def build_loop(settings: Settings, app: RunService | None = None) -> AgentLoop:
     agents = load_agents(m for m in settings.agents.split(",") if m.strip())
     model = build_model(settings.default_model_spec(), settings.model_timeout)
     return AgentLoop(app, agents, model, tool_timeout=settings.tool_timeout,
-                     max_model_turns=settings.max_model_turns)
+                     max_model_turns=settings.max_model_turns,
+                     policies=policies.load(settings.policies))
 
 
 def build_projections(settings: Settings, names: list[str] | None = None) -> Projections:

@@ -132,6 +132,29 @@ class Settings(BaseSettings):
         "proposes and the results tools return: larger ones are cut and marked as cut.",
     )
 
+    policies: str = Field(
+        "",
+        description="A file of approval rules (TOML or JSON, see docs/concepts.md, "
+        "\"Approval policies\"): by agent, tool and arguments, whether a call needs a "
+        "confirmation. The first matching rule decides, before the tool's own "
+        "requires_confirmation. Read at start; empty: no rules.",
+    )
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, v: str) -> str:
+        from service.policies import load
+
+        load(v)  # a bad file stops the start, naming the rule at fault (PolicyError)
+        return v
+
+    expiry_interval: float = Field(
+        5.0, ge=0,
+        description="Seconds between two sweeps for decisions past their deadline (a tool's "
+        "decision_timeout): each sweep records DecisionExpired and continues the runs. "
+        "Every API process sweeps (exactly one records each expiry); 0: this one does not.",
+    )
+
     traces: Literal["", "console", "otlp"] = Field(
         "",
         description="OpenTelemetry traces: '' off; 'otlp' to a collector over OTLP/HTTP "

@@ -14,7 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from agent.loop import Observer
 from api.agno import agent_info, decisions_from_tools, parse_tools, run_output, stream_events
-from api.auth import CallerDep, check_run, user_for
+from api.auth import CallerDep, check_escalated, check_run, user_for
 from api.deps import ContainerDep
 from api.errors import ProblemError, problem_responses
 from api.wire import JSONBody, dumps, loads
@@ -183,6 +183,7 @@ async def continue_agent_run(
         decisions, repeats = decisions_from_tools(run, tools)
         check_run(caller, run, tools=[run.calls[d.tool_call_id]["tool_name"]
                                       for d in decisions])
+        check_escalated(caller, run, [d.tool_call_id for d in decisions])
         if not decisions:
             _refuse_without_decisions(run, repeats)
         # The actor is the authenticated caller; without authentication, as in Agno.
