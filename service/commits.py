@@ -72,6 +72,11 @@ class GroupCommit:
             del self._queue[:self.max_group]
         try:
             self._write(group)
+        except BaseException as e:  # interrupted: no save of the group may pass as written
+            for save in group:
+                if save.ids is None and save.error is None:
+                    save.error = e
+            raise
         finally:
             with self._lock:
                 if self._queue:
