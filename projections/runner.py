@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError
 
-from projections import anchors, audit, queue
+from projections import anchors, audit, queue, webhooks
 from projections.store import Dialect, PositionMoved, ViewMixin, open_view
 
 if TYPE_CHECKING:  # projections depend on the domain only; the log comes in
@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # projections depend on the domain only; the log comes in
 
 log = logging.getLogger("signoff.projections")
 
-MODULES: dict[str, ModuleType] = {queue.NAME: queue, audit.NAME: audit, anchors.NAME: anchors}
+MODULES: dict[str, ModuleType] = {queue.NAME: queue, audit.NAME: audit, anchors.NAME: anchors,
+                                  webhooks.NAME: webhooks}
 
 Progress = Callable[[int, int], None]  # (position reached, head)
 
@@ -75,6 +76,7 @@ class Projections:
         self._prompt = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.on_applied: list[Callable[[str], None]] = []  # (name) after each page written
 
     # ------------------------------------------------------------- catch-up
 
@@ -101,6 +103,8 @@ class Projections:
                 continue
             position = page[-1].id
             applied += len(page)
+            for listener in self.on_applied:
+                listener(name)
             if progress:
                 progress(position, max(head, position))
 
