@@ -77,6 +77,8 @@ class Dispatcher:
         self.concurrency = concurrency
         self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="signoff-webhook")
         self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._in_flight = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -120,8 +122,7 @@ class Dispatcher:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                claimed = self.dispatch()
-                wait = 0.0 if claimed else self._until_next()
+                wait = self.step()
             except (OperationalError, InterfaceError, psycopg.OperationalError) as err:
                 log.warning("webhooks could not read or write the store (%s); retrying", err)
                 wait = 1.0
@@ -131,24 +132,24 @@ class Dispatcher:
             if wait:
                 self._wake.wait(wait)
 
-    def _until_next(self) -> float:
+    def step(self) -> float:
+        """Claim what is due (as many as there are free sending threads) and send each
+        in the pool. Returns how long to wait before the next step (a wake-up, or a
+        sending thread coming free, cuts it short). Nothing is written unless something
+        is due: on SQLite every write takes the store's one write lock."""
+        now = self.clock()
         with self.view.read(snapshot=False) as c:
             at = webhooks.next_due(c)
         if at is None:
             return self.poll
-        return min(self.poll, max(0.01, (at - self.clock()).total_seconds()))
-
-    def dispatch(self) -> int:
-        """Claim what is due (as many as there are free sending threads) and send each
-        in the pool. Returns how many were claimed."""
+        if at > now:
+            return min(self.poll, max(0.01, (at - now).total_seconds()))
         slots = 0
         while self.free.acquire(blocking=False):
             slots += 1
         if not slots:
-            self._wake.wait(self.poll)  # every thread is sending: one ending wakes us
-            return 0
+            return self.poll  # every thread is sending: the first to end wakes us
         token = uuid.uuid4().hex
-        now = self.clock()
         try:
             with self.view.write_transaction() as c:
                 due = webhooks.claim(c, now=now, lease_until=now + self.lease, limit=slots,
@@ -159,9 +160,18 @@ class Dispatcher:
             raise
         for _ in range(slots - len(due)):
             self.free.release()
+        with self._idle:
+            self._in_flight += len(due)
         for item in due:
             self.pool.submit(self._attempt_and_release, item, token)
-        return len(due)
+        # Claimed some: more may be due. None, though one was due: another dispatcher
+        # is claiming it (PostgreSQL skips the rows it locks).
+        return 0.0 if due else 0.05
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until no attempt is in flight."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     def _attempt_and_release(self, due: webhooks.Due, token: str) -> None:
         try:
@@ -170,6 +180,9 @@ class Dispatcher:
             log.exception("webhook delivery %s: the attempt could not be recorded; it is "
                           "retried when its lease ends", due.delivery_id)
         finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
             self.free.release()
             self._wake.set()
 
@@ -205,10 +218,9 @@ class Dispatcher:
             log.warning("webhook delivery %s: its lease ran out before attempt %d was "
                         "recorded", due.delivery_id, n)
         elif status != "delivered":
-            log.info("webhook delivery %s to %s: attempt %d %s (%s)", due.delivery_id,
-                     due.url, n, "failed; giving up" if status == "failed" else
-                     f"failed; next at {next_at:%H:%M:%S}" if next_at else "failed",
-                     error or status_code)
+            then = "no more attempts" if next_at is None else f"next at {next_at.isoformat()}"
+            log.info("webhook delivery %s to %s: attempt %d failed (%s); %s",
+                     due.delivery_id, due.url, n, error or status_code, then)
 
     def _send(self, due: webhooks.Due, body: bytes, t: int) -> tuple[int | None, str | None]:
         assert due.url is not None

@@ -241,8 +241,12 @@ def record(c: Cursor, due: Due, *, token: str, started_at: datetime, duration_ms
     False when the claim was lost (its lease ran out and another dispatcher took it)."""
     d = c.dialect
     moved = c.execute(
-        "UPDATE signoff_webhook_deliveries SET attempts = %s, status = %s, "
-        "next_attempt_at = %s, claim = NULL, body = COALESCE(body, %s) "
+        # Deleted meanwhile: it stays cancelled (no retry), the attempt is recorded.
+        "UPDATE signoff_webhook_deliveries SET attempts = %s, "
+        "status = CASE WHEN status = 'cancelled' THEN status ELSE %s END, "
+        f"next_attempt_at = CASE WHEN status = 'cancelled' THEN NULL "
+        f"ELSE CAST(%s AS {d.time_type}) END, "
+        "claim = NULL, body = COALESCE(body, %s) "
         "WHERE delivery_id = %s AND claim = %s",
         (due.attempts + 1, status, d.time(next_attempt_at), body, due.delivery_id, token))
     raw = getattr(moved.raw, "sqlite_cursor", moved.raw)  # eventsourcing's SQLite wrapper
