@@ -41,6 +41,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("signoff.webhooks")
 
+
+class _QuietSends(logging.Filter):
+    """httpx logs every request with its URL at info; a webhook URL may carry a token in
+    its path (chat services' incoming webhooks do): not from the sending threads. Each
+    attempt is recorded (and logged by webhook id when it fails) instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.threadName or not record.threadName.startswith(THREADS)
+
+
+THREADS = "signoff-webhook"
+logging.getLogger("httpx").addFilter(_QuietSends())
+
 Clock = Callable[[], datetime]
 USER_AGENT = "signoff-webhooks/0.1"
 
@@ -75,7 +88,7 @@ class Dispatcher:
             headers={"User-Agent": USER_AGENT})
         self.free = threading.Semaphore(concurrency)
         self.concurrency = concurrency
-        self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="signoff-webhook")
+        self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix=THREADS)
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._in_flight = 0
@@ -219,8 +232,9 @@ class Dispatcher:
                         "recorded", due.delivery_id, n)
         elif status != "delivered":
             then = "no more attempts" if next_at is None else f"next at {next_at.isoformat()}"
-            log.info("webhook delivery %s to %s: attempt %d failed (%s); %s",
-                     due.delivery_id, due.url, n, error or status_code, then)
+            log.info("webhook delivery %s (webhook %s, %s): attempt %d failed (%s); %s",
+                     due.delivery_id, due.webhook_id, due.event_type, n,
+                     error or status_code, then)
 
     def _send(self, due: webhooks.Due, body: bytes, t: int) -> tuple[int | None, str | None]:
         assert due.url is not None

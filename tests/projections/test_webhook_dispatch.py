@@ -5,6 +5,7 @@ deleted one told nothing more. A real subscriber on 127.0.0.1; SQLite and Postgr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -155,3 +156,32 @@ def test_a_rebuild_owes_nothing_again_and_a_deleted_subscription_is_told_nothing
     assert [r["status"] for r in _deliveries(p, kept)] == ["delivered", "delivered"]
     assert [r["status"] for r in _deliveries(p, doomed)] == ["delivered"]
     assert len(receiver.requests) == 3
+
+
+@pytest.mark.postgres
+def test_dispatchers_sharing_postgresql_send_each_delivery_once(pg_database: Any) -> None:
+    env = eventsourcing_env(Settings(database_url=pg_database.url, postgres_pool_size=4))
+    first, second = (Projections(RunService(env=env), env, names=[webhooks.NAME])
+                     for _ in range(2))
+    try:
+        with Receiver() as receiver:
+            webhook_id, _ = _subscribe(first, receiver.url, ["*"])
+            for _ in range(30):
+                _a_run_that_completes(first.app)
+            first.catch_up(webhooks.NAME)
+            dispatchers = [Dispatcher(p.app, p.views[webhooks.NAME], concurrency=4).start()
+                           for p in (first, second)]
+            try:
+                deadline = time.monotonic() + 30
+                while any(r["status"] != "delivered" for r in _deliveries(first, webhook_id)):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+            finally:
+                for d in dispatchers:
+                    d.close()
+    finally:
+        for p in (first, second):
+            p.close()
+            p.app.close()
+    ids = [r["delivery"] for r in receiver.requests]
+    assert len(ids) == len(set(ids)) == 30
