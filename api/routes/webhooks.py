@@ -112,7 +112,7 @@ def get_webhooks(c: ContainerDep) -> list[dict[str, Any]]:
 
 
 @router.post("/webhooks", status_code=201, response_model=CreatedWebhook,
-             responses=problem_responses(422))
+             responses=problem_responses(400, 422))
 def post_webhook(body: NewWebhook, c: ContainerDep, caller: CallerDep) -> CreatedWebhook:
     """Subscribe a URL to events. Its secret is in this answer only. It is told of every
     wanted event recorded after this one."""
@@ -165,8 +165,9 @@ def get_deliveries(
     webhook_id: str, c: ContainerDep,
     status: Annotated[Literal["pending", "delivered", "failed", "cancelled"] | None,
                       Query(description="only deliveries in this state")] = None,
-    before: Annotated[int | None, Query(ge=1, description="only events before this log "
-                                        "position (the next page: the last one's)")] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="only events before "
+                                        "this log position (the next page: the last "
+                                        "one's)")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[dict[str, Any]]:
     """A subscription's deliveries, newest event first, each with every attempt made."""
