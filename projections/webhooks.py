@@ -79,6 +79,8 @@ def tables(d: Dialect) -> list[str]:
         "ON signoff_webhook_deliveries (webhook_id, position)",
         "CREATE INDEX IF NOT EXISTS signoff_webhook_deliveries_due "
         "ON signoff_webhook_deliveries (next_attempt_at) WHERE status = 'pending'",
+        "CREATE INDEX IF NOT EXISTS signoff_webhook_deliveries_claimed "
+        "ON signoff_webhook_deliveries (claim) WHERE claim IS NOT NULL",
         f"""CREATE TABLE IF NOT EXISTS signoff_webhook_attempts (
             delivery_id TEXT NOT NULL,
             attempt INTEGER NOT NULL,
