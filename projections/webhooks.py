@@ -79,6 +79,8 @@ def tables(d: Dialect) -> list[str]:
         "ON signoff_webhook_deliveries (webhook_id, position)",
         "CREATE INDEX IF NOT EXISTS signoff_webhook_deliveries_due "
         "ON signoff_webhook_deliveries (next_attempt_at) WHERE status = 'pending'",
+        "CREATE INDEX IF NOT EXISTS signoff_webhook_deliveries_failed "
+        "ON signoff_webhook_deliveries (position) WHERE status = 'failed'",
         "CREATE INDEX IF NOT EXISTS signoff_webhook_deliveries_claimed "
         "ON signoff_webhook_deliveries (claim) WHERE claim IS NOT NULL",
         f"""CREATE TABLE IF NOT EXISTS signoff_webhook_attempts (
@@ -273,3 +275,17 @@ def next_due(c: Cursor) -> datetime | None:
     row = c.execute("SELECT MIN(next_attempt_at) AS at FROM signoff_webhook_deliveries "
                     "WHERE status = 'pending'").fetchone()
     return c.dialect.from_time(row["at"]) if row else None
+
+
+def read_stats(c: Cursor) -> Row:
+    """For /metrics: deliveries pending and failed (each counted in its partial index),
+    and when the oldest pending one's event occurred."""
+    row = c.execute(
+        "SELECT (SELECT COUNT(*) FROM signoff_webhook_deliveries WHERE status = 'pending') "
+        "AS pending, (SELECT COUNT(*) FROM signoff_webhook_deliveries "
+        "WHERE status = 'failed') AS failed, (SELECT MIN(occurred_at) FROM "
+        "signoff_webhook_deliveries WHERE status = 'pending') AS oldest").fetchone()
+    assert row is not None
+    return {"pending": int(row["pending"]), "failed": int(row["failed"]),
+            "oldest": c.dialect.from_time(row["oldest"])}
+

@@ -143,6 +143,9 @@ def test_a_hanging_subscriber_does_not_hold_runs_back(tmp_path: Path) -> None:
         runs = [_hitl_cycle(c) for _ in range(3)]  # each asserts its run completed
         assert len({r["run_id"] for r in runs}) == 3
         rows = _deliveries(c, webhook_id, _all("failed", 9))
+        metrics = c.get("/metrics").text
+    assert "signoff_webhook_deliveries_failed 9.0" in metrics
+    assert "signoff_webhook_deliveries_pending 0.0" in metrics
     for d in rows:
         assert [a["status_code"] for a in d["attempts"]] == [None, None]
         assert all(a["error"].startswith("timeout") for a in d["attempts"])
