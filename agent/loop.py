@@ -27,10 +27,18 @@ from uuid import uuid4
 from eventsourcing.persistence import IntegrityError
 
 from agent.models.base import ModelClient, ModelError, ModelTurn, ToolSpec
-from agent.tools import Agent, Tool
+from agent.tools import Agent, Tool, requirement_for
 from domain.errors import InvalidDecision, ToolCallNotPending
 from domain.run import Run
-from domain.values import RUN_CONFIRMATION_TOOL, CallState, DecisionKind, Requirement, RunStatus
+from domain.values import (
+    RUN_CONFIRMATION_TOOL,
+    CallState,
+    DecisionKind,
+    Requirement,
+    RunStatus,
+    TimeoutAction,
+)
+from service.policies import Policies
 from service.runs import RunService
 
 log = logging.getLogger("signoff.loop")
@@ -162,9 +170,12 @@ class AgentLoop:
         max_model_turns: int = 10,
         limits: Limits | None = None,
         clock: Callable[[], datetime] = _now,
+        policies: Policies | None = None,
     ) -> None:
         """``model_timeout``: seconds a model call may take in all (retries included);
-        None: the model's own ``timeout`` attribute, if it has one."""
+        None: the model's own ``timeout`` attribute, if it has one. ``policies``: the
+        rules of the settings (``SIGNOFF_POLICIES``) that decide which calls need a
+        confirmation, before the tools' own ``requires_confirmation``."""
         self.app = app
         self.agents = agents
         self.default_model = default_model
@@ -173,6 +184,7 @@ class AgentLoop:
         self.max_model_turns = max_model_turns
         self.limits = limits or Limits()
         self.clock = clock
+        self.policies = policies or Policies()
         self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="signoff-tool")
         self._models = concurrent.futures.ThreadPoolExecutor(
             max_workers=32, thread_name_prefix="signoff-model")
@@ -233,15 +245,19 @@ class AgentLoop:
         request_key: str | None = None,
         observer: Observer | None = None,
         run: Run | None = None,
+        drive: bool = False,
     ) -> Run:
         """Record decisions and commit them; continue the run when none is left pending.
 
         ``run``: the run as the caller has just loaded (and recovered) it, to save a
         second read; a change by someone else since is still caught when it is saved.
 
-        Returns the run after the commit, not yet driven on (see ``drive``). If another
-        request decides the same call at the same moment, exactly one wins; the loser
-        gets ``ToolCallNotPending`` carrying the decision that stands.
+        Returns the run after the commit, not yet driven on (see ``drive``), or with
+        ``drive`` driven on until it pauses or ends: then the decisions are committed
+        with the run's next durable point (the start of the first tool it runs, or its
+        end), one transaction fewer. If another request decides the same call at the
+        same moment, exactly one wins; the loser gets ``ToolCallNotPending`` carrying
+        the decision that stands.
         """
         if run is None:
             run = self.recover(run_id, observer=observer)
@@ -254,9 +270,24 @@ class AgentLoop:
             self._apply_decision(run, d, actor, request_key)
         if not run.pending_calls() and run.status == RunStatus.PAUSED:
             run.continue_run()
+        committed: list[bool] = []
+
+        def note(saved: Run, events: list[Any]) -> None:
+            committed.append(True)
+            if observer is not None:
+                observer(saved, events)
+
         try:
-            self._save(run, observer)
+            if drive and run.status == RunStatus.RUNNING:
+                # No side effect happens before the first save: a conflict there is one
+                # on the decisions; after it, the decisions stand (as in ``drive``).
+                return self._drive(run, agent, note)
+            self._save(run, note)
         except IntegrityError:
+            if committed:
+                log.warning("run %s changed while being driven; its newer state stands",
+                            run.id)
+                return self.app.get_run(run.id)
             # Someone else saved this run first: reload and check the rules again.
             fresh = self.app.get_run(run.id)
             for d in decisions:
@@ -289,6 +320,50 @@ class AgentLoop:
         except IntegrityError:
             raise RunBusy("the run changed while cancelling; try again") from None
         return run
+
+    def expire(self, run_id: str, observer: Observer | None = None,
+               run: Run | None = None) -> Run:
+        """Record ``DecisionExpired`` for every call of a paused run whose decision is
+        past its deadline (by the loop's clock), then go on as after decisions: a run
+        with nothing left to wait for continues and is driven on. A no-op for a run
+        with nothing due.
+
+        ``run``: as the caller loaded it. If a reviewer decides (or another sweeper
+        expires) the call at the same moment, exactly one save wins (eventsourcing's
+        optimistic concurrency): the loser's ``IntegrityError`` is answered by the run
+        as the winner left it, and nothing of the loser's is recorded.
+        """
+        run = run or self.app.get_run(run_id)
+        if run.status != RunStatus.PAUSED:
+            return run
+        now = self.clock()
+        due = [c for c in run.calls_in(CallState.PENDING)
+               if c.get("expires_at") is not None and c["expires_at"] <= now]
+        if not due:
+            return run
+        agent = self.agents.get(run.agent_id)
+        for call in due:
+            next_deadline = None
+            if call.get("on_timeout") == TimeoutAction.ESCALATE:
+                # One more decision_timeout; if the tool is no longer served, as long
+                # as the first deadline gave.
+                tool = agent.get_tool(call["tool_name"]) if agent else None
+                window = (tool.decision_timeout if tool and tool.decision_timeout
+                          else max(call["expires_at"] - call["requested_at"],
+                                   timedelta(seconds=1)))
+                assert isinstance(window, timedelta)
+                next_deadline = now + window
+            run.expire_decision(call["tool_call_id"], now=now, next_deadline=next_deadline)
+            log.info("decision on call %s of %s expired (%s)", call["tool_call_id"],
+                     call["tool_name"], call.get("on_timeout"))
+        if not run.pending_calls():
+            run.continue_run()
+        try:
+            self._save(run, observer)
+        except IntegrityError:
+            # Someone decided (or expired) first: what they saved stands.
+            return self.app.get_run(run_id)
+        return self.drive(run, observer)
 
     def recover(self, run_id: str, observer: Observer | None = None) -> Run:
         """Settle a run a crashed process left behind (no-op for a healthy one).
@@ -441,7 +516,14 @@ class AgentLoop:
             return
         for call_id, name, args in proposals:
             tool = agent.get_tool(name)
-            requirement = tool.requirement if tool else None
+            # Decided now, when the call is requested, and recorded with it: a replay
+            # (or a change of the rules since) never decides it again.
+            requirement, policy = requirement_for(tool, agent.id, args, self.policies)
+            if policy is not None:
+                log.info("call %s of %s: confirmation %s by %s", call_id, name,
+                         policy.outcome, policy.rule)
+            timeout = tool.decision_timeout if tool and requirement else None
+            assert timeout is None or isinstance(timeout, timedelta)
             run.request_tool_call(
                 tool_call_id=call_id,
                 tool_name=name,
@@ -452,6 +534,10 @@ class AgentLoop:
                 else None,
                 stop_after_tool_call=tool.stop_after_tool_call if tool else False,
                 editable_args=tool.editable_args if tool else False,
+                policy=policy.record() if policy else None,
+                expires_at=self.clock() + timeout if timeout else None,
+                on_timeout=TimeoutAction(tool.on_timeout) if tool and timeout else None,
+                escalate_to=tool.escalate_to if tool and timeout else None,
             )
 
     def _ask(self, model: ModelClient, messages: list[dict[str, Any]],

@@ -11,9 +11,11 @@ import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, overload
 
 from agent.models.base import ModelClient, ToolSpec
+from service.policies import ALLOWED, REQUIRED, Outcome, Policies, failed_closed
 
 _JSON_TYPES: dict[Any, str] = {
     str: "string",
@@ -59,7 +61,9 @@ class Tool:
     name: str
     description: str
     parameters: dict[str, Any]
-    requires_confirmation: bool = False
+    # A bool, or a function of the call's arguments (a dict) that says whether this
+    # call needs a confirmation (see ``requirement_for``).
+    requires_confirmation: bool | Callable[[dict[str, Any]], bool] = False
     confirmation_message: str | None = None
     external_execution: bool = False
     requires_user_input: bool = False
@@ -67,6 +71,43 @@ class Tool:
     stop_after_tool_call: bool = False
     idempotent: bool = False
     editable_args: bool = True
+    # How long a decision on a call may wait (seconds or a timedelta; None: for ever),
+    # and what happens then: "reject", "escalate" (to the reviewers of ``escalate_to``)
+    # or "approve" (only for a tool marked ``safe``).
+    decision_timeout: float | timedelta | None = None
+    on_timeout: str = "reject"
+    escalate_to: str | None = None
+    safe: bool = False
+
+    def __post_init__(self) -> None:
+        """Definition errors: a timeout that cannot happen, an action that cannot be."""
+        where = f"tool {self.name!r}"
+        if isinstance(self.decision_timeout, int | float):
+            if isinstance(self.decision_timeout, bool) or self.decision_timeout <= 0:
+                raise ValueError(f"{where}: decision_timeout must be a positive number of "
+                                 "seconds or a timedelta")
+            self.decision_timeout = timedelta(seconds=self.decision_timeout)
+        elif self.decision_timeout is not None and (
+                not isinstance(self.decision_timeout, timedelta)
+                or self.decision_timeout <= timedelta(0)):
+            raise ValueError(f"{where}: decision_timeout must be a positive number of "
+                             "seconds or a timedelta")
+        if self.on_timeout not in ("reject", "escalate", "approve"):
+            raise ValueError(f"{where}: on_timeout must be 'reject', 'escalate' or "
+                             f"'approve', not {self.on_timeout!r}")
+        if self.decision_timeout is None and (self.on_timeout != "reject"
+                                              or self.escalate_to is not None):
+            raise ValueError(f"{where}: on_timeout and escalate_to need a decision_timeout")
+        if (self.on_timeout == "escalate") != (self.escalate_to is not None):
+            raise ValueError(f"{where}: on_timeout='escalate' names the group it goes to "
+                             "(escalate_to=...), and escalate_to is only for it")
+        if self.on_timeout == "approve":
+            if not self.safe:
+                raise ValueError(f"{where}: on_timeout='approve' is only for a tool marked "
+                                 "safe=True (a call nobody confirmed would run)")
+            if self.external_execution or self.requires_user_input:
+                raise ValueError(f"{where}: a call that waits for a result or input "
+                                 "cannot be approved when it expires")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -79,8 +120,13 @@ class Tool:
         if self.requires_user_input:
             return "user_input"
         if self.requires_confirmation:
-            return "confirmation"
+            return "confirmation"  # a function of the arguments may ask for one too
         return None
+
+    @property
+    def confirms_by_policy(self) -> bool:
+        """Whether ``requires_confirmation`` is a function of the arguments."""
+        return callable(self.requires_confirmation)
 
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, self.parameters)
@@ -136,6 +182,9 @@ def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 
     - ``requires_confirmation`` [``stop_before_execution``]: a person confirms or rejects
       each call before it runs; ``confirmation_message`` [``execution_message``] is shown.
+      Either a bool or a function of the call's arguments (a dict): ``lambda args:
+      args["count"] > 100`` asks for a confirmation only when it returns true; a call
+      it lets through is recorded with it (the policy ``tool:NAME``).
     - ``external_execution``: signoff never runs the function; an external system
       supplies the result.
     - ``requires_user_input`` with ``user_input_fields``: a person fills in those
@@ -143,6 +192,10 @@ def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     - ``stop_after_tool_call``: the run completes with the tool's result.
     - ``idempotent``: safe to run again when a crash left its outcome unknown.
     - ``editable_args``: whether a reviewer may change the arguments when confirming.
+    - ``decision_timeout`` (seconds or a ``timedelta``): how long a decision on a call may
+      wait; then ``on_timeout`` happens: ``"reject"`` (the default), ``"escalate"`` (the
+      call waits for the reviewers of the group ``escalate_to``, for one more
+      ``decision_timeout``, then is rejected) or ``"approve"`` (only with ``safe=True``).
     - ``name``, ``description``: override the function's name and docstring.
     """
     aliases = {"stop_before_execution": "requires_confirmation",
@@ -160,6 +213,46 @@ def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         return Tool(fn=f, name=name, description=description, parameters=_parameters(f), **opts)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def requirement_for(tool: Tool | None, agent_id: str, args: dict[str, Any],
+                    policies: Policies | None = None) -> tuple[str | None, Outcome | None]:
+    """What a call of ``tool`` with ``args`` waits for, and the policy that decided it
+    (None when no policy did: the tool's own bool, or a tool that needs a result or
+    input, which no policy can waive).
+
+    Precedence: an external result or user input is always waited for; else the first
+    rule of the settings (``SIGNOFF_POLICIES``) that matches the call decides; else the
+    tool's ``requires_confirmation``: a function of the arguments decides, a bool is
+    the answer. A rule or a function that raises fails closed: the call needs a
+    confirmation, recorded with the error. So are arguments cut for their size (no
+    policy can judge them).
+    """
+    if tool is None:
+        return None, None
+    static = tool.requirement
+    if static in ("external_execution", "user_input"):
+        return static, None
+    rule = policies.decide(agent_id, tool.name, args) if policies and policies.rules else None
+    if rule is None and tool.confirms_by_policy:
+        name = f"tool:{tool.name}"
+        fn = tool.requires_confirmation
+        doc = (inspect.getdoc(fn) or "").split("\n\n")[0].strip() or None
+        try:
+            if "_cut" in args:
+                raise ValueError("the arguments were cut for their size")
+            needed = bool(fn(dict(args)))  # type: ignore[operator]
+        except Exception as e:
+            rule = failed_closed(name, e)
+        else:
+            rule = Outcome(name, REQUIRED if needed else ALLOWED,
+                           doc or f"requires_confirmation(args) of {tool.name} "
+                                  f"returned {needed}")
+    elif rule is not None and "_cut" in args and not rule.required:
+        rule = failed_closed(rule.rule, ValueError("the arguments were cut for their size"))
+    if rule is None:
+        return static, None
+    return ("confirmation" if rule.required else None), rule
 
 
 @dataclass

@@ -56,7 +56,8 @@ def tool_execution(call: Json) -> Json:
         "stop_after_tool_call": call["stop_after_tool_call"],
         "created_at": _epoch(call["requested_at"]),
         "requires_confirmation": (pending and requires == Requirement.CONFIRMATION) or in_doubt,
-        "confirmed": {DecisionKind.CONFIRMED: True, DecisionKind.REJECTED: False}.get(kind),
+        "confirmed": {DecisionKind.CONFIRMED: True, DecisionKind.REJECTED: False}.get(kind)
+        if kind != DecisionKind.EXPIRED else decision.get("action") == "approve",
         # The reviewer's note or reason. The tool's confirmation message is not put here:
         # a client sending the list back as it came would record it as the note.
         "confirmation_note": decision.get("note") or decision.get("reason"),
@@ -137,7 +138,7 @@ def agent_info(agent: Agent, default_model: Any) -> Json:
         "model": {"name": type(model).__name__, "model": model.name, "provider": model.provider},
         "tools": {"tools": [
             {"name": t.name, "description": t.description, "parameters": t.parameters,
-             "requires_confirmation": t.requires_confirmation,
+             "requires_confirmation": bool(t.requires_confirmation),  # a function: may
              "external_execution": t.external_execution,
              "requires_user_input": t.requires_user_input,
              "user_input_fields": t.user_input_fields}

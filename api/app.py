@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from api import auth, errors, limits, metrics
+from api import auth, errors, expiry, limits, metrics
 from api.auth import authorize
 from api.deps import Container
 from api.routes import agno, audit, inbox, keys, reviews, runs, streams, webhooks
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store.after_save.append(projections.prompt)
             projections.start()
             dispatcher = Dispatcher.for_settings(settings, projections).start()
+        sweeper = expiry.sweeper(loop, projections, settings.expiry_interval)
         authenticator = build_authenticator(settings, store)
         policy = AuthPolicy(store, settings.auth, bool(settings.jwt_key))
         app.state.container = Container(settings=settings, app=store, loop=loop,
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             metrics.mark_process_dead()
+            if sweeper is not None:
+                sweeper.close()
             loop.close()
             if dispatcher is not None:
                 dispatcher.close()

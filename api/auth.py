@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 
 from api.deps import ContainerDep
 from api.errors import ProblemError
@@ -71,13 +72,23 @@ def _token(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def authorize(request: Request, c: ContainerDep) -> Identity:
-    """The caller, allowed by ``POLICY`` for this route (401 / 403 otherwise)."""
-    route = request.scope.get("route")
-    path = getattr(route, "path", request.url.path)
+async def authorize(request: Request, c: ContainerDep) -> Identity:
+    """The caller, allowed by ``POLICY`` for this route (401 / 403 otherwise).
+
+    Answered on the event loop when nothing needs the store (whether authentication is
+    required, and the caller's key, are known to this process's caches), else in the
+    threadpool: a lookup must never hold up the event loop."""
+    path = _route_path(request)
     tracing.name_request(request.method, path, request.path_params.get("run_id"))
-    allowed = POLICY.get((request.method if request.method != "HEAD" else "GET", path))
     token = _token(request)
+    if c.auth.settled() and (token is None or c.authenticator.settled(token)):
+        return _authorize(request, c, token)
+    return await run_in_threadpool(_authorize, request, c, token)
+
+
+def _authorize(request: Request, c: ContainerDep, token: str | None) -> Identity:
+    path = _route_path(request)
+    allowed = POLICY.get((request.method if request.method != "HEAD" else "GET", path))
     if allowed == PUBLIC and token is None:
         return OPEN
     if token is None:
@@ -97,6 +108,12 @@ def authorize(request: Request, c: ContainerDep) -> Identity:
                            f"(allowed: {', '.join(sorted(allowed))})")
     request.state.caller = caller
     return caller
+
+
+def _route_path(request: Request) -> str:
+    """The route's template (``/runs/{run_id}``), or the raw path if none matched."""
+    route = request.scope.get("route")
+    return route.path if route is not None else str(request.scope["path"])
 
 
 CallerDep = Annotated[Identity, Depends(authorize)]
@@ -122,6 +139,19 @@ def check_owner(caller: Identity, run_id: str, user_id: str | None, agent_id: st
             raise ProblemError(403, f"run {run_id!r} is outside your agents and tools")
         return
     raise ProblemError(403, f"a {caller.role} may not touch runs")
+
+
+def check_escalated(caller: Identity, run: Run, call_ids: list[str]) -> None:
+    """A call whose decision expired and was escalated to a group of reviewers is
+    decided by a member of that group only (403 for anyone else, the run's own client
+    included). Without authentication there are no groups: anyone decides."""
+    if caller.open:
+        return
+    for call_id in call_ids:
+        group = (run.calls.get(call_id) or {}).get("escalated_to")
+        if group is not None and group not in caller.groups:
+            raise ProblemError(403, f"call {call_id!r} was escalated to the reviewers of "
+                               f"{group!r}: only they decide it")
 
 
 def user_for(caller: Identity, named: str | None) -> str | None:

@@ -28,7 +28,8 @@ class Container:
         return self.auth.required
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
+    # async: a plain ``def`` dependency costs every request a hop to the threadpool.
     container: Container = request.app.state.container
     return container
 

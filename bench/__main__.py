@@ -1,24 +1,36 @@
 """signoff benchmarks: ``python -m bench`` (see bench/README.md).
 
-HITL cycles over real HTTP: start a run that pauses on a confirmation (stream=false),
-continue it with the confirmation, the run completes. A real ``signoff serve`` process
-(uvicorn, offline model) on SQLite and on a throwaway PostgreSQL the benchmark starts
-itself; clients are threads in this process, on loopback only, bounded in count and time.
+Sections (``--sections``, default all but loadgen), each on fresh stores: SQLite files
+and databases on one throwaway PostgreSQL the benchmark starts itself (loopback only,
+stopped at the end); every server it starts is stopped by its PID; everything is bounded
+in count and time.
+
+- cycles: HITL cycles over real HTTP (start a run that pauses on a confirmation,
+  continue it confirming, the run completes), offline model, at 1 / 8 / 32 clients.
+- appends: event appends per second through the service's write path vs raw
+  single-row inserts into the same database.
+- growth: per-cycle cost of a session's first runs vs its 10,000th; loading a run of
+  1,000 events with and without snapshots.
+- storage: bytes stored per cycle (event log, snapshots, read models).
+- memory: the server's peak RSS after a load (``--memory-cycles 100000`` for the long run).
+- workers: ``signoff serve --workers 1, 2, 4`` beside one ``signoff project`` on
+  PostgreSQL, 32 clients; then every result checked consistent (exit 1 if not).
+- loadgen (only when named): what the load generator itself costs, httpx vs http.client,
+  threads in one process vs several.
+
+Every table is printed with the machine (cores, CPU, load average), the versions and the
+settings it ran with.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import platform
-import statistics
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -26,48 +38,25 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import machine  # noqa: E402
+from bench.load import MESSAGE  # noqa: E402
 from tests.support.postgres import throwaway_postgres  # noqa: E402
-from tests.support.server import live_server  # noqa: E402
 
-MESSAGE = "Delete 50 old records from the users table"
+__all__ = ["MESSAGE", "cycle", "machine", "store"]
 
-
-def machine() -> str:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import eventsourcing
-    import fastapi
-    import psycopg
-    import uvicorn
-
-    versions = (f"python {platform.python_version()}, eventsourcing "
-                f"{_version('eventsourcing', eventsourcing)}, fastapi {fastapi.__version__}, "
-                f"uvicorn {uvicorn.__version__}, psycopg {psycopg.__version__}")
-    return f"{os.cpu_count()} cores, {cpu}; {versions}"
-
-
-def _version(name: str, module: object) -> str:
-    from importlib.metadata import version
-
-    return getattr(module, "__version__", None) or version(name)
+SECTIONS = ("cycles", "appends", "growth", "storage", "memory", "workers")
+EXTRA = ("loadgen",)
 
 
 def cycle(client: httpx.Client, timings: dict[str, list[float]]) -> None:
+    """One HITL cycle with an httpx client (bench.readmodels' load uses it)."""
     t0 = time.perf_counter()
     r = client.post("/agents/data_manager/runs", data={"message": MESSAGE, "stream": "false"})
     t1 = time.perf_counter()
     r.raise_for_status()
     run = r.json()
     assert run["status"] == "PAUSED", run["status"]
-    tools = run["tools"]
-    for t in tools:
-        t["confirmed"] = True
+    tools = [{**t, "confirmed": True} for t in run["tools"]]
     r = client.post(f"/agents/data_manager/runs/{run['run_id']}/continue",
                     data={"tools": json.dumps(tools), "stream": "false"})
     t2 = time.perf_counter()
@@ -77,51 +66,10 @@ def cycle(client: httpx.Client, timings: dict[str, list[float]]) -> None:
     timings["continue"].append(t2 - t1)
 
 
-def load(url: str, clients: int, cycles: int) -> dict[str, float]:
-    """``cycles`` HITL cycles spread over ``clients`` threads; figures of that run."""
-    timings: dict[str, list[float]] = {"start": [], "continue": []}
-    errors: list[BaseException] = []
-    per_client = max(1, cycles // clients)
-    barrier = threading.Barrier(clients + 1)
-
-    def worker() -> None:
-        with httpx.Client(base_url=url, timeout=60) as c:
-            barrier.wait()
-            for _ in range(per_client):
-                try:
-                    cycle(c, timings)
-                except Exception as e:  # counted, reported
-                    errors.append(e)
-
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    done = len(timings["continue"])
-
-    def pct(xs: list[float], q: float) -> float:
-        return statistics.quantiles(xs, n=100)[q - 1] * 1000 if len(xs) > 1 else float("nan")
-
-    return {"clients": clients, "cycles": done, "errors": len(errors),
-            "cycles_per_s": done / elapsed,
-            "start_p50_ms": pct(timings["start"], 50), "start_p99_ms": pct(timings["start"], 99),
-            "continue_p50_ms": pct(timings["continue"], 50),
-            "continue_p99_ms": pct(timings["continue"], 99)}
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):  # peak resident set size
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-@contextmanager
+@contextlib.contextmanager
 def store(kind: str, tmp: Path) -> Iterator[str]:
+    """A fresh store for the other bench modules: a SQLite file in ``tmp``, or a whole
+    throwaway PostgreSQL server."""
     if kind == "sqlite":
         yield f"sqlite:///{tmp / 'bench.db'}"
     else:
@@ -129,32 +77,90 @@ def store(kind: str, tmp: Path) -> Iterator[str]:
             yield pg.url
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--stores", default="sqlite,postgres")
-    parser.add_argument("--clients", default="1,8,32")
-    parser.add_argument("--cycles", type=int, default=400, help="cycles per concurrency level")
-    args = parser.parse_args()
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
 
-    print(f"machine: {machine()}")
-    print(f"workload: HITL cycle = start (pauses) + continue (confirm, completes), over HTTP, "
-          f"{args.cycles} cycles per row, offline model, 1 uvicorn worker")
-    header = (f"{'store':<9}{'clients':>8}{'cycles':>8}{'errors':>7}{'cycles/s':>10}"
-              f"{'start p50':>11}{'p99':>8}{'cont. p50':>11}{'p99':>8}{'peak RSS':>10}")
-    print(header)
-    for kind in args.stores.split(","):
-        with tempfile.TemporaryDirectory() as tmp, store(kind, Path(tmp)) as url, \
-                live_server(url, Path(tmp) / "server.log") as server:
-            assert server.proc is not None
-            load(server.url, 4, 40)  # warm-up
-            for clients in (int(c) for c in args.clients.split(",")):
-                r = load(server.url, clients, args.cycles)
-                print(f"{kind:<9}{r['clients']:>8}{r['cycles']:>8}{r['errors']:>7}"
-                      f"{r['cycles_per_s']:>10.1f}{r['start_p50_ms']:>9.1f}ms"
-                      f"{r['start_p99_ms']:>6.1f}ms{r['continue_p50_ms']:>9.1f}ms"
-                      f"{r['continue_p99_ms']:>6.1f}ms{rss_mb(server.proc.pid):>8.0f}MB",
-                      flush=True)
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated, of {', '.join(SECTIONS + EXTRA)} (default: "
+                   "all but loadgen)")
+    p.add_argument("--stores", default="sqlite,postgres",
+                   help="sqlite, postgres or both (workers runs on postgres only)")
+    p.add_argument("--clients", type=_ints, default=[1, 8, 32],
+                   help="concurrent clients per row of cycles (the largest for memory, "
+                   "workers, loadgen)")
+    p.add_argument("--cycles", type=int, default=400,
+                   help="cycles per row (cycles, loadgen)")
+    p.add_argument("--seconds", type=float, default=120.0,
+                   help="at most this long for any one load")
+    p.add_argument("--client", choices=("http.client", "httpx"), default="http.client",
+                   help="the load generator's HTTP client")
+    p.add_argument("--client-procs", type=int, default=1,
+                   help="spread the clients over this many processes")
+    p.add_argument("--repeat", type=int, default=1, help="rounds of loadgen")
+    p.add_argument("--threads", type=_ints, default=[1, 8, 32], help="appends: threads")
+    p.add_argument("--appends-seconds", type=float, default=5.0,
+                   help="appends: seconds per figure")
+    p.add_argument("--appends-cap", type=int, default=200_000,
+                   help="appends: at most this many events per figure")
+    p.add_argument("--growth-runs", type=int, default=10_000,
+                   help="growth: the session's runs in all (the last window ends there)")
+    p.add_argument("--growth-window", type=int, default=100,
+                   help="growth: cycles measured at the start and at the end")
+    p.add_argument("--long-run-events", type=int, default=1000,
+                   help="growth: events of the long run loaded with and without snapshots")
+    p.add_argument("--storage-cycles", type=int, default=1000, help="storage: cycles")
+    p.add_argument("--memory-cycles", type=int, default=5000,
+                   help="memory: cycles (100000 for issue 7's target)")
+    p.add_argument("--memory-seconds", type=float, default=600.0,
+                   help="memory: at most this long")
+    p.add_argument("--max-connections", type=int, default=400,
+                   help="the throwaway PostgreSQL's max_connections")
+    p.add_argument("--pool-size", type=int, default=None,
+                   help="SIGNOFF_POSTGRES_POOL_SIZE for every server and application the "
+                   "benchmark starts (default: the service's own)")
+    p.add_argument("--workers", type=_ints, default=[1, 2, 4], help="workers: counts")
+    p.add_argument("--workers-cycles", type=int, default=2000,
+                   help="workers: cycles per worker count")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench import appends, cycles, growth, workers
+    from bench.common import Stores
+
+    args = parser().parse_args(argv)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS + EXTRA)
+    if unknown:
+        parser().error(f"unknown sections: {', '.join(sorted(unknown))}")
+    kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
+    runners = {"cycles": cycles.cycles, "loadgen": cycles.loadgen, "appends": appends.appends,
+               "growth": growth.growth, "storage": cycles.storage, "memory": cycles.memory,
+               "workers": workers.workers}
+    print(f"python -m bench {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; machine: {machine()}")
+    failed = 0
+    if args.pool_size is not None:  # servers, `signoff project` and in-process apps
+        os.environ["SIGNOFF_POSTGRES_POOL_SIZE"] = str(args.pool_size)
+    with contextlib.ExitStack() as stack:
+        stores = Stores(stack, args.max_connections)
+        for section in sections:
+            for kind in kinds:
+                if section == "workers" and kind != "postgres":
+                    continue
+                failed += runners[section](stores, kind, args)
+    print(f"\nfinished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+          + (f"; {failed} errors or inconsistencies" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    # Stopped with SIGTERM: unwind, so that the servers it started are stopped too.
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sys.exit(main())

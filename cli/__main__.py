@@ -165,13 +165,9 @@ def _log_progress(head: int, label: str) -> Iterator[Callable[[int, int], None]]
 
 
 def _projections(names: list[str] | None = None) -> Any:
-    from projections.runner import Projections
-    from service.bootstrap import build_app
-    from service.config import eventsourcing_env
+    from service.bootstrap import build_projections
 
-    settings = _settings()
-    return Projections(build_app(settings), eventsourcing_env(settings), names=names,
-                       batch_size=settings.projection_batch_size)
+    return build_projections(_settings(), names)
 
 
 @project_app.callback(invoke_without_command=True)
@@ -457,6 +453,9 @@ def keys_create(
         help="limit a reviewer to this agent (repeat for several)")] = None,
     tool: Annotated[list[str] | None, typer.Option(
         help="limit a reviewer to this tool (repeat for several)")] = None,
+    group: Annotated[list[str] | None, typer.Option(
+        help="a group of reviewers the holder is in: decisions escalated to it are theirs "
+             "(repeat for several)")] = None,
 ) -> None:
     """Issue an API key and print its secret (shown this once; only its hash is kept)."""
     from domain.keys import Role
@@ -471,13 +470,17 @@ def keys_create(
     if (agent or tool) and parsed != Role.REVIEWER:
         typer.echo("signoff: --agent and --tool limit reviewers only", err=True)
         raise typer.Exit(2)
+    if group and (parsed != Role.REVIEWER or any(not g.strip() for g in group)):
+        typer.echo("signoff: --group names a group of reviewers (--role reviewer)", err=True)
+        raise typer.Exit(2)
     if not name.strip() or len(name) > 200:
         typer.echo("signoff: --name must be 1 to 200 characters", err=True)
         raise typer.Exit(2)
     store = build_app(_settings())
     try:
         secret, key = create_key(store, name=name.strip(), role=parsed,
-                                 created_by=_cli_actor(), agents=agent, tools=tool)
+                                 created_by=_cli_actor(), agents=agent, tools=tool,
+                                 groups=[g.strip() for g in group] if group else None)
     finally:
         store.close()
     typer.echo(secret)
@@ -501,7 +504,8 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         return
     for k in keys:
         scope = " ".join([*(f"agent={a}" for a in k["agents"] or []),
-                          *(f"tool={t}" for t in k["tools"] or [])])
+                          *(f"tool={t}" for t in k["tools"] or []),
+                          *(f"group={g}" for g in k["groups"] or [])])
         typer.echo(f"{k['id']}  {k['hint']}…  {k['role']:<8} {k['name']:<20} "
                    f"{'REVOKED' if k['revoked'] else 'active':<8} {scope}")
 

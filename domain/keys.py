@@ -40,6 +40,10 @@ class ApiKey(Chained):
         tools: list[str] | None  # ... and to these tools
         hint: str  # the secret's first characters, to tell keys apart in a list
         created_by: str
+        # The groups of reviewers the holder belongs to (calls escalated to one of them
+        # are theirs to decide). Added later: absent from older keys' events, whose
+        # hashes cover their fields as recorded (the class default stands).
+        groups: list[str] | None = None
 
     class Revoked(Chained.Event):
         revoked_by: str
@@ -48,21 +52,24 @@ class ApiKey(Chained):
             key.revoked = True
 
     def __init__(self, name: str, role: str, agents: list[str] | None,
-                 tools: list[str] | None, hint: str, created_by: str) -> None:
+                 tools: list[str] | None, hint: str, created_by: str,
+                 groups: list[str] | None = None) -> None:
         self.name = name
         self.role = Role(role)
         self.agents = agents
         self.tools = tools
         self.hint = hint
         self.created_by = created_by
+        self.groups = groups
         self.revoked = False
 
     @classmethod
     def issue(cls, secret: str, *, name: str, role: Role, created_by: str,
-              agents: list[str] | None = None, tools: list[str] | None = None) -> ApiKey:
+              agents: list[str] | None = None, tools: list[str] | None = None,
+              groups: list[str] | None = None) -> ApiKey:
         return cls._create(cls.Created, id=key_id(secret), name=name, role=str(role),
                            agents=agents, tools=tools, hint=secret[:len(PREFIX) + 4],
-                           created_by=created_by)
+                           created_by=created_by, groups=groups)
 
     def revoke(self, *, revoked_by: str) -> None:
         if self.revoked:

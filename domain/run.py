@@ -24,7 +24,15 @@ from domain.errors import (
     ToolCallNotPending,
     WrongDecisionKind,
 )
-from domain.values import RUN_CONFIRMATION_TOOL, CallState, DecisionKind, Requirement, RunStatus
+from domain.values import (
+    RUN_CONFIRMATION_TOOL,
+    SYSTEM,
+    CallState,
+    DecisionKind,
+    Requirement,
+    RunStatus,
+    TimeoutAction,
+)
 
 Json = dict[str, Any]
 
@@ -76,6 +84,25 @@ class Run(Chained):
         user_input_schema: list[Json] | None
         stop_after_tool_call: bool
         editable_args: bool
+        # Added in version 3 (absent from older events: the class default stands):
+        # the policy that decided whether the call needs a confirmation, as data
+        # ({"rule", "outcome": "required" | "allowed", "reason"}); None when none did.
+        policy: Json | None = None
+        # How long the decision may wait: after ``expires_at`` (None: for ever) the
+        # system records ``DecisionExpired`` with ``on_timeout`` as its action, and an
+        # escalation waits for the group ``escalate_to``.
+        expires_at: datetime | None = None
+        on_timeout: str | None = None  # a TimeoutAction
+        escalate_to: str | None = None
+
+        # Version 3 added fields with class defaults. The upcaster adds no key on
+        # purpose: an old event's fields are what its hash was computed over, and
+        # ``signoff audit verify`` recomputes it from them.
+        class_version = 3
+
+        @staticmethod
+        def upcast_v2_v3(state: Json) -> None:
+            pass
 
         def apply(self, run: Run) -> None:
             run.calls[self.tool_call_id] = {
@@ -95,6 +122,11 @@ class Run(Chained):
                 "error": None,
                 "attempts": 0,
                 "deadline": None,
+                "policy": self.policy,
+                "expires_at": self.expires_at,
+                "on_timeout": self.on_timeout,
+                "escalate_to": self.escalate_to,
+                "escalated_to": None,  # the group the call waits for, once escalated
             }
 
     class RunPaused(Aggregate.Event):
@@ -157,6 +189,36 @@ class Run(Chained):
             call["decision"] = _decision(self, DecisionKind.USER_INPUT, values=self.values)
             call["approved_args"] = {**call["tool_args"], **self.values}
             call["state"] = CallState.APPROVED
+
+    class DecisionExpired(Aggregate.Event):
+        """Nobody decided the call before its deadline: the system did, by the action
+        the tool declared. ``expired_at``: the deadline that passed; ``expires_at``: the
+        new deadline of an escalated call (None: it waits for the group for ever)."""
+
+        tool_call_id: str
+        decided_by: str
+        action: str  # a TimeoutAction
+        expired_at: datetime
+        escalated_to: str | None
+        expires_at: datetime | None
+
+        def apply(self, run: Run) -> None:
+            call = run.calls[self.tool_call_id]
+            if self.action == TimeoutAction.ESCALATE:
+                call["escalated_to"] = self.escalated_to
+                call["expires_at"] = self.expires_at
+                call["on_timeout"] = str(TimeoutAction.REJECT)  # escalated once, at most
+                call.setdefault("expiries", []).append(
+                    {"expired_at": self.expired_at, "action": self.action,
+                     "escalated_to": self.escalated_to, "at": self.timestamp})
+                return
+            reason = (f"No decision was made in time (it expired at "
+                      f"{self.expired_at.isoformat()}): the call was not run."
+                      if self.action == TimeoutAction.REJECT else None)
+            call["decision"] = _decision(self, DecisionKind.EXPIRED, action=self.action,
+                                         expired_at=self.expired_at, reason=reason)
+            call["state"] = (CallState.REJECTED if self.action == TimeoutAction.REJECT
+                             else CallState.APPROVED)
 
     class RunContinued(Aggregate.Event):
         def apply(self, run: Run) -> None:
@@ -368,10 +430,40 @@ class Run(Chained):
         user_input_schema: list[Json] | None = None,
         stop_after_tool_call: bool = False,
         editable_args: bool = True,
+        policy: Json | None = None,
+        expires_at: datetime | None = None,
+        on_timeout: TimeoutAction | None = None,
+        escalate_to: str | None = None,
     ) -> None:
+        """``policy``: the outcome of the policy that decided whether the call needs a
+        confirmation (``{"rule", "outcome", "reason"}``), decided outside the domain.
+        ``expires_at``: how long the decision may wait; then ``on_timeout`` (default
+        reject) happens: see ``expire_decision``."""
         self._require_status(RunStatus.RUNNING, "request a tool call")
         if tool_call_id in self.calls:
             raise InvalidDecision(f"tool call {tool_call_id!r} was already requested")
+        if policy is not None:
+            fits = {"required": Requirement.CONFIRMATION, "allowed": None}
+            outcome = policy.get("outcome")
+            if outcome not in fits or not policy.get("rule"):
+                raise InvalidDecision("a policy names its rule and its outcome "
+                                      "('required' or 'allowed')")
+            if (Requirement(requires) if requires else None) != fits[outcome]:
+                raise InvalidDecision(f"a policy outcome {outcome!r} does not fit a call "
+                                      f"that needs {requires or 'nothing'}")
+        if expires_at is None:
+            if on_timeout is not None or escalate_to is not None:
+                raise InvalidDecision("a timeout action needs a deadline (expires_at)")
+        else:
+            if not requires:
+                raise InvalidDecision("only a call that waits for a decision has a deadline")
+            on_timeout = TimeoutAction(on_timeout or TimeoutAction.REJECT)
+            if on_timeout == TimeoutAction.APPROVE and requires != Requirement.CONFIRMATION:
+                raise InvalidDecision("only a call that waits for a confirmation may be "
+                                      "approved when it expires")
+            if (on_timeout == TimeoutAction.ESCALATE) != bool(escalate_to):
+                raise InvalidDecision("an escalation names the group it goes to "
+                                      "(escalate_to), and only an escalation does")
         self.trigger_event(
             self.ToolCallRequested,
             tool_call_id=tool_call_id,
@@ -382,6 +474,10 @@ class Run(Chained):
             user_input_schema=user_input_schema,
             stop_after_tool_call=stop_after_tool_call,
             editable_args=editable_args,
+            policy=policy,
+            expires_at=expires_at,
+            on_timeout=str(on_timeout) if on_timeout else None,
+            escalate_to=escalate_to,
         )
 
     def pause(self) -> None:
@@ -429,6 +525,33 @@ class Run(Chained):
             raise InvalidDecision(f"not an input field of this call: {', '.join(unknown)}")
         self.trigger_event(self.UserInputProvided, tool_call_id=tool_call_id,
                            decided_by=decided_by, values=values, request_key=request_key)
+
+    def expire_decision(self, tool_call_id: str, *, now: datetime,
+                        next_deadline: datetime | None = None) -> None:
+        """Record that nobody decided the call before its deadline: it is rejected,
+        approved, or escalated (then it waits for ``escalate_to`` until
+        ``next_deadline``, after which it is rejected). ``now`` is the clock's time."""
+        call = self._call(tool_call_id)
+        if self.status.is_final:
+            raise InvalidRunTransition(f"cannot expire a decision: the run is {self.status}")
+        if call["state"] != CallState.PENDING:
+            raise ToolCallNotPending(
+                f"call {tool_call_id!r} is not waiting for a decision (it is {call['state']})",
+                decision=call["decision"])
+        deadline = call.get("expires_at")  # .get: a snapshot from before expiry
+        if deadline is None:
+            raise InvalidDecision(f"call {tool_call_id!r} has no deadline")
+        if now < deadline:
+            raise InvalidRunTransition(
+                f"call {tool_call_id!r} does not expire before {deadline.isoformat()}")
+        action = TimeoutAction(call.get("on_timeout") or TimeoutAction.REJECT)
+        if next_deadline is not None and next_deadline <= now:
+            raise InvalidDecision("an escalation's new deadline must be later than now")
+        escalated = action == TimeoutAction.ESCALATE
+        self.trigger_event(self.DecisionExpired, tool_call_id=tool_call_id, decided_by=SYSTEM,
+                           action=str(action), expired_at=deadline,
+                           escalated_to=call.get("escalate_to") if escalated else None,
+                           expires_at=next_deadline if escalated else None)
 
     def continue_run(self) -> None:
         """Continue a paused run once every call it waited for has its decision."""
@@ -539,7 +662,7 @@ def _close_open_calls(run: Run) -> None:
 def _decision(event: Aggregate.Event, kind: DecisionKind, **fields: Any) -> Json:
     return {"kind": str(kind), "decided_by": getattr(event, "decided_by"),  # noqa: B009
             "decided_at": event.timestamp, "version": event.originator_version,
-            "request_key": getattr(event, "request_key"), **fields}  # noqa: B009
+            "request_key": getattr(event, "request_key", None), **fields}
 
 
 def _openai_tool_call(call: Json) -> Json:

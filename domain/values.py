@@ -46,7 +46,19 @@ class DecisionKind(StrEnum):
     REJECTED = "rejected"
     EXTERNAL_RESULT = "external_result"
     USER_INPUT = "user_input"
+    EXPIRED = "expired"  # nobody decided in time: the system did (``DecisionExpired``)
 
+
+class TimeoutAction(StrEnum):
+    """What happens to a call nobody decided before its deadline."""
+
+    REJECT = "reject"  # rejected: the model is told the decision expired
+    ESCALATE = "escalate"  # waits on, for another group of reviewers
+    APPROVE = "approve"  # runs as if confirmed (tools marked safe only)
+
+
+# Who records an expiry.
+SYSTEM = "system"
 
 # The pseudo tool a run waits on when its agent has ``confirm_before_run``.
 RUN_CONFIRMATION_TOOL = "confirm_run"

@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from domain.chain import Chained
 
 # What a subscriber may ask for, and the events of a run that make each one.
-EVENT_TYPES = ("run.paused", "decision.made", "run.completed", "run.failed", "run.cancelled")
+EVENT_TYPES = ("run.paused", "decision.made", "decision.escalated", "run.completed",
+               "run.failed", "run.cancelled")
 ALL = "*"
 PREFIX = "whsec_"  # the start of a secret signoff makes
 EVENT_OF = {
@@ -35,6 +36,15 @@ EVENT_OF = {
     "RunFailed": "run.failed",
     "RunCancelled": "run.cancelled",
 }
+
+
+def event_type(event: object) -> str | None:
+    """The webhook event type a run's event makes, if any. An expiry that escalates the
+    call decides nothing: it is ``decision.escalated``."""
+    name = type(event).__name__
+    if name == "DecisionExpired" and getattr(event, "action", None) == "escalate":
+        return "decision.escalated"
+    return EVENT_OF.get(name)
 
 
 class WebhookError(Exception):

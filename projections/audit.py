@@ -4,7 +4,8 @@ Tables (plain SQL; see docs/projections.md):
 
 - ``signoff_audit_runs``: one row per run (agent, user, session), to name them.
 - ``signoff_audit_calls``: one row per tool call; ``kind`` is what it needed
-  (``confirmation``, ``external_execution``, ``user_input``, ``in_doubt``, or ``none``).
+  (``confirmation``, ``external_execution``, ``user_input``, ``in_doubt``, ``policy``
+  (a policy let it run without a person), or ``none``).
 - ``signoff_decisions``: one row per decision: who decided what, when, why, on which
   arguments, how long after it was asked, and the decision event's position in the log.
 - ``signoff_audit_counts``: exact counters, moved in the same transaction as the rows:
@@ -32,7 +33,10 @@ TABLES_IN_ORDER = ("signoff_decisions", "signoff_audit_calls", "signoff_audit_ru
                    COUNTS_TABLE)
 # Each counter, and how to count it from the rows (a missing counter is recounted).
 COUNTS = {"decisions": "SELECT COUNT(*) AS n FROM signoff_decisions"}
-DECISIONS = ("confirmed", "rejected", "external_result", "user_input", "expired", "cancelled")
+DECISIONS = ("confirmed", "rejected", "external_result", "user_input", "allowed", "expired",
+             "cancelled")
+# Decisions no person took: left out of the times to decision.
+NOT_BY_PEOPLE = ("allowed", "expired", "cancelled")
 GROUPS = {"tool": "tool_name", "agent": "agent_id", "actor": "actor", "day": "decided_day"}
 
 COLUMNS = ("position", "run_id", "tool_call_id", "agent_id", "user_id", "session_id",
@@ -104,12 +108,21 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
         c.execute("INSERT INTO signoff_audit_runs (run_id, agent_id, user_id, session_id) "
                   "VALUES (%s, %s, %s, %s)", (run_id, e.agent_id, e.user_id, e.session_id))
     elif kind == "ToolCallRequested":
+        # A call a policy let through is decided as it is requested, by the policy's
+        # rule: the trail explains every call that ran without a person.
+        policy = e.policy  # None on events from before policies (the class default)
+        allowed = policy is not None and policy.get("outcome") == "allowed"
         c.execute("INSERT INTO signoff_audit_calls (run_id, tool_call_id, agent_id, tool_name, "
                   "tool_args, kind, requested_at, requested_day, decided) "
                   "SELECT run_id, %s, agent_id, %s, %s, %s, %s, %s, FALSE "
                   "FROM signoff_audit_runs WHERE run_id = %s",
-                  (e.tool_call_id, e.tool_name, d.json(e.tool_args), e.requires or "none",
+                  (e.tool_call_id, e.tool_name, d.json(e.tool_args),
+                   "policy" if allowed else e.requires or "none",
                    d.time(e.timestamp), _day(e.timestamp), run_id))
+        if allowed:
+            _decide(c, e, position, run_id, [e.tool_call_id], "allowed",
+                    f"policy:{policy['rule']}", policy.get("reason"), None,
+                    {"policy": policy})
     elif kind == "ToolCallInDoubt":
         c.execute("UPDATE signoff_audit_calls SET kind = 'in_doubt', decided = FALSE, "
                   "requested_at = %s, requested_day = %s "
@@ -132,6 +145,18 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
         approved = getattr(e, "approved_args", None)
         _decide(c, e, position, run_id, [e.tool_call_id], _KIND[kind], e.decided_by, note,
                 approved, details)
+    elif kind == "DecisionExpired":
+        # By the system, with the tool's action as the note. An escalated call is still
+        # open: a person of the group decides it later (its own row), or a cancel does.
+        details = {"action": e.action, "expired_at": e.expired_at.isoformat(),
+                   "escalated_to": e.escalated_to,
+                   "expires_at": e.expires_at.isoformat() if e.expires_at else None}
+        _decide(c, e, position, run_id, [e.tool_call_id], "expired", e.decided_by,
+                e.action if e.action != "escalate" else f"escalate to {e.escalated_to}",
+                None, details)
+        if e.action == "escalate":
+            c.execute("UPDATE signoff_audit_calls SET decided = FALSE "
+                      "WHERE run_id = %s AND tool_call_id = %s", (run_id, e.tool_call_id))
     elif kind == "RunCancelled":
         open_calls = c.execute(
             "SELECT tool_call_id FROM signoff_audit_calls WHERE run_id = %s AND NOT decided "
@@ -357,7 +382,7 @@ def analytics(
     for row in rows.fetchall():
         g = group(row["g"])
         g[row["decision"]] += 1
-        if row["decision"] != "cancelled":
+        if row["decision"] not in NOT_BY_PEOPLE:
             g["_times"].append(row["ms"])
     if column != "actor":
         req_column = {"tool_name": "tool_name", "agent_id": "agent_id",

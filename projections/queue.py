@@ -8,6 +8,10 @@ Tables (plain SQL; see docs/projections.md):
 - ``signoff_queue_calls``: the calls of those runs that need or needed a decision;
   ``waiting`` is true while the call waits for one.
 
+- ``signoff_queue_deadlines``: the waiting calls that have a deadline (``expires_at``)
+  and, once escalated, the group they wait for (``escalated_to``): what the expiry
+  sweeper reads (``due``).
+
 - ``signoff_queue_counts``: exact counters, moved in the same transaction as the rows:
   ``paused`` is how many runs are paused (the unfiltered queue's ``total``).
 
@@ -32,7 +36,8 @@ from projections.store import (
 
 NAME = "queue"
 COUNTS_TABLE = "signoff_queue_counts"
-TABLES_IN_ORDER = ("signoff_queue_calls", "signoff_queue_runs", COUNTS_TABLE)
+TABLES_IN_ORDER = ("signoff_queue_calls", "signoff_queue_runs", "signoff_queue_deadlines",
+                   COUNTS_TABLE)
 # Each counter, and how to count it from the rows (a missing counter is recounted).
 COUNTS = {"paused": "SELECT COUNT(*) AS n FROM signoff_queue_runs WHERE paused_since IS NOT NULL"}
 
@@ -77,6 +82,18 @@ def tables(d: Dialect) -> list[str]:
         "ON signoff_queue_calls (tool_name, run_id, kind) WHERE waiting",
         "CREATE INDEX IF NOT EXISTS signoff_queue_calls_kind "
         "ON signoff_queue_calls (kind, run_id) WHERE waiting",
+        # A table of its own (not columns of signoff_queue_calls): a store projected
+        # before deadlines existed gets it as it opens, and needs no migration.
+        f"""CREATE TABLE IF NOT EXISTS signoff_queue_deadlines (
+            run_id TEXT NOT NULL,
+            tool_call_id TEXT NOT NULL,
+            expires_at {d.time_type},
+            escalated_to TEXT,
+            PRIMARY KEY (run_id, tool_call_id))""",
+        "CREATE INDEX IF NOT EXISTS signoff_queue_deadlines_due "
+        "ON signoff_queue_deadlines (expires_at) WHERE expires_at IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS signoff_queue_deadlines_group "
+        "ON signoff_queue_deadlines (escalated_to, run_id) WHERE escalated_to IS NOT NULL",
         f"""CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (
             name TEXT PRIMARY KEY,
             n BIGINT NOT NULL)""",
@@ -105,13 +122,23 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
                   (run_id, e.tool_call_id, e.tool_name, d.json(e.tool_args),
                    e.requires or "none", e.confirmation_message, d.time(e.timestamp),
                    bool(e.requires)))
+        if e.expires_at is not None:  # None on events from before deadlines
+            c.execute("INSERT INTO signoff_queue_deadlines (run_id, tool_call_id, expires_at, "
+                      "escalated_to) VALUES (%s, %s, %s, NULL)",
+                      (run_id, e.tool_call_id, d.time(e.expires_at)))
     elif kind == "RunPaused":
         _counting_paused(c, run_id, +1, "paused_since IS NULL", [
             ("UPDATE signoff_queue_runs SET paused_since = %s, position = %s "
              "WHERE run_id = %s", (d.time(e.timestamp), position, run_id))])
-    elif kind in _DECISIONS:
+    elif kind in _DECISIONS or (kind == "DecisionExpired" and e.action != "escalate"):
         c.execute("UPDATE signoff_queue_calls SET waiting = FALSE "
                   "WHERE run_id = %s AND tool_call_id = %s", (run_id, e.tool_call_id))
+        c.execute("DELETE FROM signoff_queue_deadlines WHERE run_id = %s AND tool_call_id = %s",
+                  (run_id, e.tool_call_id))
+    elif kind == "DecisionExpired":  # escalated: waits on, for a group, until a new deadline
+        c.execute("UPDATE signoff_queue_deadlines SET expires_at = %s, escalated_to = %s "
+                  "WHERE run_id = %s AND tool_call_id = %s",
+                  (d.time(e.expires_at), e.escalated_to, run_id, e.tool_call_id))
     elif kind == "ToolCallInDoubt":
         # Back in the queue: a person decides what to do with a call that may have run.
         c.execute("UPDATE signoff_queue_calls SET waiting = TRUE, kind = 'in_doubt', "
@@ -130,6 +157,7 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
     elif kind in _ENDS:
         _counting_paused(c, run_id, -1, "paused_since IS NOT NULL", [
             ("DELETE FROM signoff_queue_calls WHERE run_id = %s", (run_id,)),
+            ("DELETE FROM signoff_queue_deadlines WHERE run_id = %s", (run_id,)),
             ("DELETE FROM signoff_queue_runs WHERE run_id = %s", (run_id,))])
 
 
@@ -193,9 +221,10 @@ def list_queue(
     after: str | None = None,
     limit: int = 50,
     total_cap: int = TOTAL_CAP,
+    group: str | None = None,
 ) -> dict[str, Any]:
     """Paused runs, oldest first, with the calls they wait for; ``next_cursor`` continues
-    after this page.
+    after this page. ``group``: only runs with a call escalated to that group.
 
     ``total`` counts the runs matching the filters (all pages). Unfiltered, it is the
     ``paused`` counter: exact, whatever the size of the queue. Filtered, the matches are
@@ -221,8 +250,13 @@ def list_queue(
             sub.append("q.kind = %s")
             params.append(kind)
         where.append(f"EXISTS (SELECT 1 FROM signoff_queue_calls q WHERE {' AND '.join(sub)})")
+    if group is not None:
+        # A deadline's row lives while its call waits: escalated and still waiting.
+        where.append("EXISTS (SELECT 1 FROM signoff_queue_deadlines x "
+                     "WHERE x.escalated_to = %s AND x.run_id = r.run_id)")
+        params.append(group)
     filters = " AND ".join(where)
-    filtered = any(v is not None for v in (agent_id, user_id, tool_name, kind))
+    filtered = any(v is not None for v in (agent_id, user_id, tool_name, kind, group))
     total = (Total.capped(f"SELECT 1 FROM signoff_queue_runs r WHERE {filters}", params,
                           total_cap) if filtered else Total.counter(COUNTS_TABLE, "paused"))
     page_where, page_params = filters, list(params)
@@ -243,9 +277,11 @@ def list_queue(
         "ORDER BY r.paused_since, r.run_id LIMIT %s) "
         "SELECT t.total, p.run_id, p.agent_id, p.user_id, p.session_id, p.started_at, "
         "p.paused_since, q.tool_call_id, q.tool_name, q.tool_args, q.kind, "
-        "q.confirmation_message, q.requested_at "
+        "q.confirmation_message, q.requested_at, x.expires_at, x.escalated_to "
         f"FROM ({total_sql}) AS t LEFT JOIN page p ON 1 = 1 "
         "LEFT JOIN signoff_queue_calls q ON q.run_id = p.run_id AND q.waiting "
+        "LEFT JOIN signoff_queue_deadlines x "
+        "ON x.run_id = q.run_id AND x.tool_call_id = q.tool_call_id "
         "ORDER BY p.paused_since, p.run_id, q.requested_at, q.tool_call_id",
         [*page_params, limit + 1, *total_params]).fetchall()
     if rows[0]["total"] is None:  # pragma: no cover - the counter's row always exists
@@ -268,7 +304,9 @@ def list_queue(
                 "tool_call_id": row["tool_call_id"], "tool_name": row["tool_name"],
                 "tool_args": d.from_json(row["tool_args"]), "kind": row["kind"],
                 "confirmation_message": row["confirmation_message"],
-                "requested_at": d.from_time(row["requested_at"])})
+                "requested_at": d.from_time(row["requested_at"]),
+                "expires_at": d.from_time(row["expires_at"]),
+                "escalated_to": row["escalated_to"]})
     has_more = len(items) > limit
     items = items[:limit]
     next_cursor = (_cursor_encode(items[-1]["paused_since"], items[-1]["run_id"])
@@ -276,3 +314,14 @@ def list_queue(
     total_n, exact = counted
     return {"items": items, "total": total_n, "total_exact": exact,
             "next_cursor": next_cursor}
+
+
+def due(c: Cursor, now: datetime, limit: int = 100) -> list[str]:
+    """Runs with a waiting call whose deadline is at or before ``now``, the earliest
+    deadline first (for the expiry sweeper: ``agent/expiry.py``)."""
+    rows = c.execute(
+        "SELECT run_id, MIN(expires_at) AS first FROM signoff_queue_deadlines "
+        "WHERE expires_at IS NOT NULL AND expires_at <= %s "
+        "GROUP BY run_id ORDER BY first, run_id LIMIT %s",
+        (c.dialect.time(now), limit)).fetchall()
+    return [r["run_id"] for r in rows]

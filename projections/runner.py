@@ -17,10 +17,19 @@ Following new events:
 - SQLite has no notifications: in the server process the application prompts the
   projections after each save; otherwise (``signoff project`` beside another process) the
   log is checked once a second.
+
+While following, the projections share the log's newest events (``_Tail``): a page is
+read and decoded once, not once per projection, and the log is read again only after a
+notification (or a prompt, or the once-a-second check) says something may have been
+committed since. Each follower remembers its position between pages instead of reading
+it back; the write's check under the projection's lock (``ViewMixin.write``) still
+refuses a page that is not applied after the recorded position, so a stale memory costs
+one retry, never an event applied twice.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -76,6 +85,8 @@ class Projections:
         self._prompt = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._tail = _Tail(app, keep=max(2_000, 4 * batch_size))
+        self._positions: dict[str, int] = {}  # where each follower last wrote
         self.on_applied: list[Callable[[str], None]] = []  # (name) after each page written
 
     # ------------------------------------------------------------- catch-up
@@ -111,9 +122,35 @@ class Projections:
     def catch_up_all(self) -> int:
         return sum(self.catch_up(name) for name in self.views)
 
+    def follow_up(self, name: str) -> int:
+        """What following does when woken: apply what is new, from the remembered
+        position, reading through the shared tail. Returns how many events."""
+        view = self.views[name]
+        position = self._positions.get(name)
+        if position is None:
+            position = view.position()
+        applied = 0
+        try:
+            while True:
+                batch = self._tail.page(position + 1, self.batch_size)
+                if not batch:
+                    return applied
+                try:
+                    view.write(batch, after=position)
+                except PositionMoved:  # as in catch_up
+                    position = view.position()
+                    continue
+                position = batch[-1][0]
+                applied += len(batch)
+                for listener in self.on_applied:
+                    listener(name)
+        finally:
+            self._positions[name] = position
+
     def rebuild(self, name: str, progress: Progress | None = None) -> int:
         """Empty the projection and apply the whole log again."""
         self.views[name].reset(MODULES[name].TABLES_IN_ORDER)
+        self._positions.pop(name, None)
         return self.catch_up(name, progress)
 
     def status(self) -> list[ProjectionStatus]:
@@ -135,6 +172,7 @@ class Projections:
 
     def prompt(self) -> None:
         """New events were saved (called by the application after each save)."""
+        self._tail.signal()
         self._prompt.set()
 
     def follow(self, stop: threading.Event | None = None) -> None:
@@ -170,7 +208,9 @@ class Projections:
     def _follow_polling(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                self.catch_up_all()
+                self._tail.signal()  # prompted, or a second passed: read the log again
+                for name in self.views:
+                    self.follow_up(name)
             except (OperationalError, InterfaceError) as err:  # e.g. "database is locked"
                 log.warning("projections could not read or write the store (%s); retrying",
                             err)
@@ -237,6 +277,7 @@ class _Followers:
             thread.join(30)
 
     def wake(self) -> None:
+        self.projections._tail.signal()  # something may have been committed: read again
         for event in self.wakes.values():
             event.set()
 
@@ -252,7 +293,7 @@ class _Followers:
         while not self._stopped():
             wake.clear()  # before catching up: a notification meanwhile wakes it again
             try:
-                self.projections.catch_up(name)
+                self.projections.follow_up(name)
             except (OperationalError, InterfaceError, psycopg.OperationalError) as err:
                 log.warning("projection %s could not read or write the store (%s); "
                             "retrying", name, err)
@@ -262,6 +303,67 @@ class _Followers:
                 self.errors.append(err)
                 return
             wake.wait(1.0)
+
+
+class _Tail:
+    """The newest events of the log, read and decoded once for every projection that
+    follows it.
+
+    Holds every event at the positions from ``start`` to ``end`` (a read of the log
+    returns every event in the range it covers: commit order is position order), at most
+    ``keep`` of them. A page asked for inside that range comes from here; what lies
+    past ``end`` is read from the log, under the lock (the followers asking for it at
+    the same moment wait for one read) -- unless nothing was signalled since the last
+    read that reached the log's head: then nothing new can have been committed that a
+    notification has not yet announced, and that notification signals again and wakes
+    every follower. A page asked for behind ``start`` (a projection far behind: a
+    rebuild) is read from the log without keeping it.
+    """
+
+    def __init__(self, app: RunService, keep: int) -> None:
+        self.app = app
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._events: list[tuple[int, Any]] = []
+        self._ids: list[int] = []
+        self._start = 1
+        self._end = 0
+        self._signals = 0  # how many times something may have been committed
+        self._head_read_at = -1  # ``_signals`` when the last read that reached the head began
+
+    def signal(self) -> None:
+        with self._lock:
+            self._signals += 1
+
+    def page(self, start: int, limit: int) -> list[tuple[int, Any]]:
+        with self._lock:
+            if start < self._start:
+                return self._read(start, limit)
+            if start > self._end + 1:  # ahead of what is kept: keep from here on
+                self._events, self._ids = [], []
+                self._start, self._end = start, start - 1
+            i = bisect.bisect_left(self._ids, start)
+            cached = self._events[i:i + limit]
+            if len(cached) == limit or self._head_read_at == self._signals:
+                return cached
+            signals = self._signals
+            fresh = self._read(self._end + 1, limit - len(cached))
+            if len(fresh) < limit - len(cached):
+                self._head_read_at = signals
+            if fresh:
+                self._events.extend(fresh)
+                self._ids.extend(n for n, _ in fresh)
+                self._end = fresh[-1][0]
+                if len(self._events) > self.keep:
+                    del self._events[:-self.keep]
+                    del self._ids[:-self.keep]
+                    self._start = self._ids[0]
+            return cached + fresh
+
+    def _read(self, start: int, limit: int) -> list[tuple[int, Any]]:
+        mapper = self.app.mapper
+        return [(n.id, mapper.to_domain_event(n))
+                for n in self.app.recorder.select_notifications(start, limit)]
 
 
 def is_postgres(env: dict[str, str]) -> bool:

@@ -161,8 +161,8 @@ class ViewMixin:
                 recorded = self._max_tracking_id(self.tracking_name, raw) or 0  # type: ignore[attr-defined]
                 if recorded != after:
                     raise PositionMoved(f"{self.tracking_name} is at {recorded}, not {after}")
-            self._insert_tracking(raw, Tracking(self.tracking_name, events[-1][0]))  # type: ignore[attr-defined]
-            with self._pipeline(raw):
+            with self._pipeline(raw):  # the position and the rows in one round trip
+                self._insert_tracking(raw, Tracking(self.tracking_name, events[-1][0]))  # type: ignore[attr-defined]
                 for position, event in events:
                     self.apply_event(cursor, event, position)
 

@@ -2,7 +2,7 @@
 
 The projection follows the log like the others. A subscription's ``Created`` event adds
 it to ``signoff_webhooks``; from then on, each event of a run that a subscription wants
-(``domain.webhooks.EVENT_OF``) adds one row to ``signoff_webhook_deliveries``, keyed by
+(``domain.webhooks.event_type``) adds one row to ``signoff_webhook_deliveries``, keyed by
 (subscription, log position): the delivery's id is derived from both, so a page applied
 again, or a rebuild, never owes a notification twice. The dispatcher
 (``projections/deliveries.py``) sends what is due and records each attempt in
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from domain.webhooks import EVENT_OF, Webhook, wants
+from domain.webhooks import Webhook, event_type, wants
 from projections.store import Cursor, Dialect, Row
 
 NAME = "webhooks"
@@ -115,18 +115,18 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
                   (webhook_id,))
         c.webhooks = [s for s in _subscriptions(c) if s[0] != webhook_id]  # type: ignore[attr-defined]
     else:
-        event_type = EVENT_OF.get(type(e).__name__)
-        if event_type is None:
+        made = event_type(e)
+        if made is None:
             return
         for webhook_id, event_types in _subscriptions(c):
-            if wants(event_types, event_type):
+            if wants(event_types, made):
                 c.execute("INSERT INTO signoff_webhook_deliveries (delivery_id, webhook_id, "
                           "position, event_type, run_id, version, occurred_at, status, "
                           "attempts, next_attempt_at) "
                           "VALUES (%s, %s, %s, %s, %s, %s, %s, 'pending', 0, %s) "
                           "ON CONFLICT DO NOTHING",
                           (delivery_id(webhook_id, position), webhook_id, position,
-                           event_type, str(e.originator_id), e.originator_version,
+                           made, str(e.originator_id), e.originator_version,
                            d.time(e.timestamp), d.time(e.timestamp)))
 
 

@@ -29,6 +29,7 @@ class Identity:
     agents: frozenset[str] | None = None  # a reviewer limited to these agents
     tools: frozenset[str] | None = None  # ... and these tools
     via: str = "key"  # "key" | "jwt" | "open"
+    groups: frozenset[str] = frozenset()  # the groups of reviewers the caller is in
 
     @property
     def open(self) -> bool:
@@ -70,6 +71,14 @@ class Authenticator:
         raise Unauthenticated("not a signoff API key" + (" or a valid JWT" if self.jwt_key
                                                          else ""))
 
+    def settled(self, token: str) -> bool:
+        """Whether ``identify(token)`` answers without reading the store (a JWT, a key
+        cached and fresh, or no key at all)."""
+        if not token.startswith(PREFIX):
+            return True
+        hit = self._cache.get(token)
+        return hit is not None and hit[0] >= time.monotonic()
+
     def _key(self, token: str) -> Identity:
         now = time.monotonic()
         with self._lock:
@@ -97,7 +106,8 @@ class Authenticator:
             return None
         return Identity(name=key.name, role=key.role,
                         agents=frozenset(key.agents) if key.agents is not None else None,
-                        tools=frozenset(key.tools) if key.tools is not None else None)
+                        tools=frozenset(key.tools) if key.tools is not None else None,
+                        groups=frozenset(getattr(key, "groups", None) or ()))
 
     def _jwt(self, token: str) -> Identity:
         import jwt
@@ -115,9 +125,12 @@ class Authenticator:
             raise Unauthenticated(f"the token's {self.jwt_role_claim!r} claim is not a "
                                   f"role ({', '.join(Role)})") from None
         agents, tools = claims.get("signoff_agents"), claims.get("signoff_tools")
+        groups = claims.get("signoff_groups")
         return Identity(name=str(claims["sub"]), role=role, via="jwt",
                         agents=frozenset(agents) if isinstance(agents, list) else None,
-                        tools=frozenset(tools) if isinstance(tools, list) else None)
+                        tools=frozenset(tools) if isinstance(tools, list) else None,
+                        groups=frozenset(str(g) for g in groups)
+                        if isinstance(groups, list) else frozenset())
 
 
 class AuthPolicy:
@@ -137,6 +150,11 @@ class AuthPolicy:
             from service.keys import index_key_events
 
             index_key_events(app)
+
+    def settled(self) -> bool:
+        """Whether ``required`` answers without reading the store."""
+        return (self._known or self.mode == "off"
+                or time.monotonic() - self._checked_at < self.recheck_seconds)
 
     @property
     def required(self) -> bool:

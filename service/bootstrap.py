@@ -10,8 +10,9 @@ from eventsourcing.persistence import IntegrityError, InternalError, Programming
 
 from agent.loop import AgentLoop, load_agents
 from agent.models.base import ModelClient
+from service import policies
 from service.auth import Authenticator
-from service.config import Settings, eventsourcing_env
+from service.config import Settings, eventsourcing_env, lean_pool
 from service.runs import RunService
 
 if TYPE_CHECKING:
@@ -31,13 +32,15 @@ def build_model(spec: str, timeout: float = 60.0) -> ModelClient:
     return OpenAIModel(model=spec.removeprefix("openai:"), base_url=base_url, timeout=timeout)
 
 
-def build_app(settings: Settings) -> RunService:
+def build_app(settings: Settings, *, lean: bool = False) -> RunService:
     """The application. Workers starting together on one PostgreSQL all create the
     tables and function if missing, and all but one may then fail on the catalog
-    ("tuple concurrently updated", a unique violation): try again, briefly."""
+    ("tuple concurrently updated", a unique violation): try again, briefly.
+    ``lean``: its pool opens one connection and grows on demand (``lean_pool``)."""
+    env = eventsourcing_env(settings)
     for attempt in range(5):
         try:
-            return RunService(env=eventsourcing_env(settings))
+            return RunService(env=lean_pool(env) if lean else env)
         except (InternalError, IntegrityError, ProgrammingError):
             if attempt == 4:
                 raise
@@ -50,16 +53,18 @@ def build_loop(settings: Settings, app: RunService | None = None) -> AgentLoop:
     agents = load_agents(m for m in settings.agents.split(",") if m.strip())
     model = build_model(settings.default_model_spec(), settings.model_timeout)
     return AgentLoop(app, agents, model, tool_timeout=settings.tool_timeout,
-                     max_model_turns=settings.max_model_turns)
+                     max_model_turns=settings.max_model_turns,
+                     policies=policies.load(settings.policies))
 
 
-def build_projections(settings: Settings) -> Projections:
-    """The projections, reading the log through an application of their own: its
-    connections are never taken by request threads, so the read models keep up under
-    load."""
+def build_projections(settings: Settings, names: list[str] | None = None) -> Projections:
+    """The projections (``names``, or all), reading the log through an application of
+    their own: its connections are never taken by request threads, so the read models
+    keep up under load. Their pools are lean: a connection each at start."""
     from projections.runner import Projections
 
-    return Projections(build_app(settings), eventsourcing_env(settings))
+    return Projections(build_app(settings, lean=True), lean_pool(eventsourcing_env(settings)),
+                       names=names, batch_size=settings.projection_batch_size)
 
 
 def build_authenticator(settings: Settings, app: RunService) -> Authenticator:

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     max_model_turns: int = Field(
         10, ge=1, description="Model turns one request may drive before the run fails.")
     postgres_pool_size: int = Field(10, ge=1, description="PostgreSQL connections per process.")
+    group_commit: bool = Field(
+        True,
+        description="Write the saves of concurrent requests in shared transactions (one "
+        "lock and one commit for many; each save still all or nothing, a conflict failing "
+        "only its own). Off: one transaction per save.",
+    )
     projections: Literal["inline", "off"] = Field(
         "inline",
         description="'inline': the server process keeps the read models (queue, audit trail) "
@@ -124,6 +130,29 @@ class Settings(BaseSettings):
         description="Largest tool arguments, edited arguments, user input or external result "
         "(as JSON) a decision may carry; larger: 413. Also bounds the tool arguments a model "
         "proposes and the results tools return: larger ones are cut and marked as cut.",
+    )
+
+    policies: str = Field(
+        "",
+        description="A file of approval rules (TOML or JSON, see docs/concepts.md, "
+        "\"Approval policies\"): by agent, tool and arguments, whether a call needs a "
+        "confirmation. The first matching rule decides, before the tool's own "
+        "requires_confirmation. Read at start; empty: no rules.",
+    )
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, v: str) -> str:
+        from service.policies import load
+
+        load(v)  # a bad file stops the start, naming the rule at fault (PolicyError)
+        return v
+
+    expiry_interval: float = Field(
+        5.0, ge=0,
+        description="Seconds between two sweeps for decisions past their deadline (a tool's "
+        "decision_timeout): each sweep records DecisionExpired and continues the runs. "
+        "Every API process sweeps (exactly one records each expiry); 0: this one does not.",
     )
 
     traces: Literal["", "console", "otlp"] = Field(
@@ -225,11 +254,24 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     """Map ``SIGNOFF_DATABASE_URL`` (and ``SIGNOFF_CIPHER_KEY``) onto eventsourcing's own
     persistence settings."""
     env = _store_env(settings)
+    env["GROUP_COMMIT"] = "y" if settings.group_commit else "n"
     if settings.cipher_key:
         env.update(CIPHER_TOPIC="eventsourcing.cryptography:AESCipher",
                    CIPHER_KEY=settings.cipher_key,
                    COMPRESSOR_TOPIC="eventsourcing.compressor:ZlibCompressor")
     return env
+
+
+def lean_pool(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a pool that opens one PostgreSQL connection and grows only on demand
+    (to the same maximum): the projections' own reader and views, which one thread each
+    writes with and a few requests read through. psycopg_pool closes what it opened
+    beyond its minimum after 10 idle minutes. Every pool opens its minimum at start, so
+    a process's connections at start are the runs' pool plus one per projection."""
+    if "POSTGRES_POOL_SIZE" not in env:
+        return env
+    most = int(env["POSTGRES_POOL_SIZE"]) + int(env.get("POSTGRES_MAX_OVERFLOW", "0"))
+    return {**env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": str(most - 1)}
 
 
 def _store_env(settings: Settings) -> dict[str, str]:

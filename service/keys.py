@@ -19,19 +19,21 @@ class KeyNotFound(Exception):
 
 
 def create_key(app: RunService, *, name: str, role: Role, created_by: str,
-               agents: list[str] | None = None, tools: list[str] | None = None
-               ) -> tuple[str, ApiKey]:
+               agents: list[str] | None = None, tools: list[str] | None = None,
+               groups: list[str] | None = None) -> tuple[str, ApiKey]:
     """A new key: its secret (shown once, never stored) and the key."""
     secret = new_secret()
     key = ApiKey.issue(secret, name=name, role=role, created_by=created_by,
-                       agents=agents or None, tools=tools or None)
+                       agents=agents or None, tools=tools or None, groups=groups or None)
     app.save(key)
     return secret, key
 
 
 def key_view(key: ApiKey) -> dict[str, Any]:
     return {"id": str(key.id), "name": key.name, "role": str(key.role), "hint": key.hint,
-            "agents": key.agents, "tools": key.tools, "created_by": key.created_by,
+            "agents": key.agents, "tools": key.tools,
+            "groups": getattr(key, "groups", None),  # None for a key loaded from a snapshot
+            "created_by": key.created_by,
             "created_at": key.created_on, "revoked": key.revoked}
 
 

@@ -133,6 +133,10 @@ def configure(settings: Settings, stream: Any = None) -> None:
     loggers go through it too; its access log is replaced by the API's own request line
     (which carries the request id)."""
     stream = stream or sys.stderr
+    # No record here says where it was logged from, or from which thread or process:
+    # skip finding out (the logging HOWTO's "Optimization"; a stack walk per record).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     fmt = settings.log_format
     if fmt == "auto":
         fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
@@ -158,7 +162,8 @@ def configure(settings: Settings, stream: Any = None) -> None:
 # ------------------------------------------------------------- run facts
 
 _DECISIONS = {"ToolConfirmed": "confirmed", "ToolRejected": "rejected",
-              "ExternalResultProvided": "external_result", "UserInputProvided": "user_input"}
+              "ExternalResultProvided": "external_result", "UserInputProvided": "user_input",
+              "DecisionExpired": "expired"}
 
 
 def log_committed(run: Any, event: Any, **facts: Any) -> None:
@@ -181,10 +186,14 @@ def log_committed(run: Any, event: Any, **facts: Any) -> None:
                       input_tokens=event.input_tokens, output_tokens=event.output_tokens)
     elif kind == "ToolCallRequested":
         fields["requires"] = event.requires
+        if event.policy is not None:
+            fields.update(policy=event.policy["rule"], policy_outcome=event.policy["outcome"])
     elif kind == "RunPaused":
         fields["waiting_for"] = len(event.waiting_for)
     elif kind in _DECISIONS:
         fields.update(decision=_DECISIONS[kind], decided_by=event.decided_by)
+        if kind == "DecisionExpired":
+            fields["action"] = event.action
     elif kind == "ToolExecutionStarted":
         fields["attempt"] = event.attempt
     elif kind == "ToolFailed":
@@ -216,6 +225,7 @@ _MESSAGES = {
     "ToolRejected": "tool call rejected",
     "ExternalResultProvided": "external result provided",
     "UserInputProvided": "user input provided",
+    "DecisionExpired": "decision expired",
     "RunContinued": "run continued",
     "ToolExecutionStarted": "tool started",
     "ToolExecuted": "tool executed",

@@ -35,7 +35,7 @@ RUNS_FAILED = Counter("signoff_runs_failed", "Runs that ended in an error.", ["a
 RUNS_CANCELLED = Counter("signoff_runs_cancelled", "Runs cancelled.", ["agent"])
 DECISIONS = Counter("signoff_decisions",
                     "Decisions recorded on tool calls, by kind (confirmed, rejected, "
-                    "external_result, user_input).", ["agent", "kind"])
+                    "external_result, user_input, expired).", ["agent", "kind"])
 TOOL_SECONDS = Histogram("signoff_tool_call_duration_seconds",
                          "Tool calls run by signoff: seconds from the recorded start to the "
                          "recorded outcome (executed or failed).",
@@ -48,7 +48,8 @@ _RUN_COUNTERS = {"RunStarted": RUNS_STARTED, "RunPaused": RUNS_PAUSED,
                  "RunCompleted": RUNS_COMPLETED, "RunFailed": RUNS_FAILED,
                  "RunCancelled": RUNS_CANCELLED}
 _DECISIONS = {"ToolConfirmed": "confirmed", "ToolRejected": "rejected",
-              "ExternalResultProvided": "external_result", "UserInputProvided": "user_input"}
+              "ExternalResultProvided": "external_result", "UserInputProvided": "user_input",
+              "DecisionExpired": "expired"}
 _ENDS = ("RunCompleted", "RunFailed", "RunCancelled")
 
 log = logging.getLogger("signoff.metrics")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import select
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -10,9 +11,12 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import Recording
+from eventsourcing.utils import strtobool
 
 from domain.run import Run
 from service import tracing
+from service.commits import GroupCommit
 
 log = logging.getLogger("signoff.store")
 
@@ -29,6 +33,11 @@ class RunService(Application[UUID]):
 
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
+        # Concurrent saves share transactions (service/commits.py); SIGNOFF_GROUP_COMMIT.
+        self.group_commit: GroupCommit | None = (
+            GroupCommit(self.recorder.insert_events)
+            if strtobool(self.env.get("GROUP_COMMIT") or "y") else None)
+        _check_pooled_connections_cheaply(self)
         self.after_save: list[Callable[[], None]] = []  # e.g. prompt the projections
         # (saved aggregates, recordings) after each commit: e.g. metrics, fact logs
         self.on_commit: list[Callable[[Sequence[Any], Sequence[Any]], None]] = []
@@ -45,6 +54,18 @@ class RunService(Application[UUID]):
             except Exception:  # committed is committed: never fail the caller after it
                 log.exception("a commit listener failed")
         return recordings
+
+    def _record(self, processing_event: Any) -> list[Recording[UUID]]:
+        """Write a save's events: through the group commit, unless it tracks a position
+        or carries options of its own (then as eventsourcing does)."""
+        group = self.group_commit
+        if group is None or processing_event.tracking or processing_event.saved_kwargs:
+            return super()._record(processing_event)
+        events = processing_event.events
+        if not events:
+            return []
+        # Mapped (encoded, compressed, encrypted) here, in the caller's thread.
+        return group.put(events, [self.mapper.to_stored_event(e) for e in events])
 
     def get_run(self, run_id: str | UUID, version: int | None = None) -> Run:
         try:
@@ -106,6 +127,26 @@ class RunService(Application[UUID]):
 
     def describe(self) -> dict[str, Any]:
         return {"persistence": type(self.factory).__module__}
+
+
+def _check_pooled_connections_cheaply(app: Application[Any]) -> None:
+    """On PostgreSQL (``POSTGRES_PRE_PING``) a pooled connection is checked before it is
+    handed out, so that one broken by a restart or a failover is replaced instead of
+    failing a request. psycopg_pool's check is a round trip on every checkout (several
+    per request); this one looks at the idle connection's socket first and makes the
+    round trip only when there is something to read on it: a server that closes a
+    connection (restart, failover, ``pg_terminate_backend``, an idle timeout) says so
+    on the socket, or the socket is at its end."""
+    pool = getattr(getattr(app.factory, "datastore", None), "pool", None)
+    check = getattr(pool, "_check", None)
+    if check is None:  # SQLite, or no pre-ping asked for
+        return
+
+    def check_if_readable(conn: Any) -> None:
+        if select.select([conn.fileno()], [], [], 0)[0]:
+            check(conn)
+
+    pool._check = check_if_readable  # type: ignore[union-attr]
 
 
 def _uuid(run_id: str | UUID) -> UUID:

@@ -105,8 +105,14 @@ def event_data(event: Any, run: Run) -> dict[str, Any]:
         return {"error": event.error}
     if kind == "RunCancelled":
         return {"cancelled_by": event.cancelled_by, "reason": event.reason}
-    # A decision: the call it decided, and the decision as the run recorded it.
     call = run.calls.get(getattr(event, "tool_call_id", ""))
+    if kind == "DecisionExpired" and event.action == "escalate":
+        return {"event": kind, "tool_call_id": event.tool_call_id,
+                "tool_name": call["tool_name"] if call else None,
+                "tool_args": call["tool_args"] if call else None,
+                "expired_at": event.expired_at, "escalated_to": event.escalated_to,
+                "expires_at": event.expires_at}
+    # A decision: the call it decided, and the decision as the run recorded it.
     decision = dict(call["decision"] or {}) if call else {}
     decision.pop("request_key", None)
     decision.pop("version", None)

@@ -59,13 +59,14 @@ async function draw(el, groupBy, window_) {
     h("table", { className: "numbers" },
       h("thead", {}, h("tr", {}, [groupBy === "actor" ? "reviewer" : groupBy,
         ...(groupBy === "actor" ? [] : ["requested"]), "approved", "rejected",
-        "results", "input", "expired", "cancelled", "p50", "p90", "p99"]
+        "results", "input", "by policy", "expired", "cancelled", "p50", "p90", "p99"]
         .map((c) => h("th", {}, c)))),
       h("tbody", {}, groups.map((g) => h("tr", {},
         h("td", {}, h("code", {}, g.label)),
         groupBy === "actor" ? null : h("td", {}, g.requested),
         h("td", {}, g.confirmed), h("td", {}, g.rejected), h("td", {}, g.external_result),
-        h("td", {}, g.user_input), h("td", {}, g.expired), h("td", {}, g.cancelled),
+        h("td", {}, g.user_input), h("td", {}, g.allowed), h("td", {}, g.expired),
+        h("td", {}, g.cancelled),
         h("td", {}, duration(g.time_to_decision_p50_ms)),
         h("td", {}, duration(g.time_to_decision_p90_ms)),
         h("td", {}, duration(g.time_to_decision_p99_ms)))))));

@@ -5,8 +5,8 @@ import { get, download, enc } from "./api.js";
 import { h, clear, time, duration, short } from "./dom.js";
 import { showRun } from "./run.js";
 
-const DECISIONS = ["confirmed", "rejected", "external_result", "user_input", "expired",
-                   "cancelled"];
+const DECISIONS = ["confirmed", "rejected", "external_result", "user_input", "allowed",
+                   "expired", "cancelled"];
 
 export function mount(root, { notify }) {
   const field = (name, label, attrs = {}) =>

@@ -2,7 +2,7 @@
 // by GET /queue/stream. Beside it, the open run (#run/<id>) with its actions.
 
 import { get, stream, enc } from "./api.js";
-import { h, clear, ago, short } from "./dom.js";
+import { h, clear, ago, short, time } from "./dom.js";
 import { showRun } from "./run.js";
 
 const KINDS = {
@@ -150,6 +150,10 @@ export function mount(root, { notify }) {
           h("span", { className: `kind ${w.kind}` }, KINDS[w.kind] ?? w.kind),
           h("code", {}, w.tool_name),
           h("span", { className: "argsline" }, JSON.stringify(w.tool_args)),
+          w.escalated_to ? h("span", { className: "escalated" }, `escalated to ${w.escalated_to}`)
+            : null,
+          w.expires_at ? h("span", { className: "expires", title: w.expires_at },
+            "expires ", time(w.expires_at, "short")) : null,
           w.confirmation_message ? h("div", { className: "message" }, w.confirmation_message)
             : null))));
   }
@@ -191,6 +195,7 @@ function fromRun(run) {
       tool_call_id: c.tool_call_id, tool_name: c.tool_name, tool_args: c.tool_args,
       kind: c.state === "in_doubt" ? "in_doubt" : c.requires,
       confirmation_message: c.confirmation_message, requested_at: c.requested_at,
+      expires_at: c.expires_at ?? null, escalated_to: c.escalated_to ?? null,
     })),
   };
 }

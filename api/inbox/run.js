@@ -128,6 +128,11 @@ function callCard(run, call, mode, ctx) {
       ? h("p", { className: "confirmation-message" }, call.confirmation_message) : null,
     waiting && mode === "review" ? null : argsTable(call.tool_args, approved),
     call.decision ? decisionLine(call.decision) : null,
+    !call.decision && call.policy ? policyLine(call.policy) : null,
+    waiting && (call.expires_at || call.escalated_to) ? h("p", { className: "expires" },
+      call.escalated_to ? `Escalated to ${call.escalated_to}. ` : "",
+      call.expires_at ? ["Expires ", time(call.expires_at),
+        ` (then: ${call.on_timeout ?? "reject"})`] : "") : null,
     call.result !== null && call.result !== undefined
       ? h("p", { className: "result" }, "Result: ", h("code", {}, String(call.result))) : null,
     call.error ? h("p", { className: "error" }, call.error) : null,
@@ -144,6 +149,14 @@ function decisionLine(d) {
     d.values ? h("span", {}, " ", h("code", {}, JSON.stringify(d.values))) : null,
     d.approved_args ? h("span", { className: "approved-args" }, " with ",
       h("code", {}, JSON.stringify(d.approved_args))) : null);
+}
+
+function policyLine(p) {
+  // Which rule decided whether this call needs a person (agent/tools.py requirement_for).
+  const what = p.outcome === "allowed" ? "Allowed without review by " : "Held for review by ";
+  return h("p", { className: `decision policy ${p.outcome}` }, what,
+    h("strong", {}, `policy:${p.rule}`), p.reason ? h("span", { className: "why" },
+      ` — “${p.reason}”`) : null);
 }
 
 // ----------------------------------------------------------------- actions

@@ -14,7 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from agent.loop import Observer
 from api.agno import agent_info, decisions_from_tools, parse_tools, run_output, stream_events
-from api.auth import CallerDep, check_run, user_for
+from api.auth import CallerDep, check_escalated, check_run, user_for
 from api.deps import ContainerDep
 from api.errors import ProblemError, problem_responses
 from api.wire import JSONBody, dumps, loads
@@ -173,7 +173,7 @@ async def continue_agent_run(
     tools = parse_tools(form.tools)
     named = user_for(caller, form.user_id)
 
-    def decide(observer: Observer | None) -> tuple[Run, bool]:
+    def decide(observer: Observer | None, drive: bool = False) -> tuple[Run, bool]:
         run = c.loop.recover(run_id)
         if run.agent_id != agent_id:
             raise ProblemError(404, f"agent {agent_id!r} has no run {run_id!r}")
@@ -183,13 +183,14 @@ async def continue_agent_run(
         decisions, repeats = decisions_from_tools(run, tools)
         check_run(caller, run, tools=[run.calls[d.tool_call_id]["tool_name"]
                                       for d in decisions])
+        check_escalated(caller, run, [d.tool_call_id for d in decisions])
         if not decisions:
             _refuse_without_decisions(run, repeats)
         # The actor is the authenticated caller; without authentication, as in Agno.
         actor = named or run.user_id or "anonymous"
         try:
             return c.loop.decide(run_id, decisions, actor=actor, request_key=idempotency_key,
-                                 run=run, observer=observer), False
+                                 run=run, observer=observer, drive=drive), False
         except ToolCallNotPending:
             if idempotency_key:  # decided by an earlier attempt of this same request?
                 latest = c.loop.app.get_run(run_id)
@@ -197,13 +198,12 @@ async def continue_agent_run(
                     return latest, True
             raise
 
+    if not form.stream:
+        run, _ = await run_in_threadpool(decide, None, True)
+        return JSONBody(run_output(run))
     first: list[tuple[str, dict[str, Any]]] = []
     run, replayed = await run_in_threadpool(
         decide, lambda r, evs: first.extend(stream_events(r, evs)))
-    if not form.stream:
-        if not replayed:
-            run = await run_in_threadpool(c.loop.drive, run, None)
-        return JSONBody(run_output(run))
     if replayed:
         events = c.loop.app.run_events(run.id)
         since = _first_version_with(run, idempotency_key or "")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
@@ -27,6 +27,8 @@ class KeyOut(BaseModel):
     hint: str = Field(description="the secret's first characters")
     agents: list[str] | None
     tools: list[str] | None
+    groups: list[str] | None = Field(None, description="the groups of reviewers the holder "
+                                     "is in: calls escalated to one of them are theirs")
     created_by: str
     created_at: datetime
     revoked: bool
@@ -39,11 +41,16 @@ class NewKey(BaseModel):
                                      description="limit a reviewer to these agents")
     tools: list[str] | None = Field(None, max_length=100,
                                     description="limit a reviewer to these tools")
+    groups: list[Annotated[str, _NAME]] | None = Field(
+        None, max_length=100, description="the reviewer's groups (decisions escalated to "
+        "one of them: see the tool's escalate_to)")
 
     @model_validator(mode="after")
     def _scope_for_reviewers(self) -> NewKey:
         if (self.agents or self.tools) and self.role != Role.REVIEWER:
             raise ValueError("agents and tools limit reviewers only")
+        if self.groups and self.role != Role.REVIEWER:
+            raise ValueError("groups are groups of reviewers")
         return self
 
 
@@ -68,7 +75,7 @@ def post_key(body: NewKey, c: ContainerDep, caller: CallerDep) -> IssuedKey:
     """Issue a key. Its secret is in this answer only."""
     secret, key = create_key(c.app, name=body.name, role=body.role,
                              created_by=caller.name or "anonymous",
-                             agents=body.agents, tools=body.tools)
+                             agents=body.agents, tools=body.tools, groups=body.groups)
     return IssuedKey(secret=secret, key=_out(key))
 
 

@@ -23,8 +23,8 @@ from projections.csvfile import decisions_csv
 router = APIRouter(tags=["Review"])
 
 Kind = Literal["confirmation", "external_execution", "user_input", "in_doubt"]
-Decision = Literal["confirmed", "rejected", "external_result", "user_input", "expired",
-                   "cancelled"]
+Decision = Literal["confirmed", "rejected", "external_result", "user_input", "allowed",
+                   "expired", "cancelled"]
 # PostgreSQL text cannot hold NUL: refused here (422) rather than failing in the database.
 Text = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
 
@@ -41,6 +41,11 @@ class WaitingCall(BaseModel):
     kind: Kind
     confirmation_message: str | None
     requested_at: datetime
+    expires_at: datetime | None = Field(
+        None, description="When the decision expires (the tool's decision_timeout); "
+        "null: it may wait for ever.")
+    escalated_to: str | None = Field(
+        None, description="The group of reviewers an expired decision was escalated to.")
 
 
 class QueueItem(BaseModel):
@@ -98,6 +103,9 @@ def get_queue(
     kind: Kind | None = None,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    group: Annotated[str | None, Query(
+        max_length=200, pattern=r"^[^\x00]*$", description="only runs with a call whose "
+        "decision expired and was escalated to this group")] = None,
 ) -> dict[str, Any]:
     """Paused runs waiting for a decision, oldest first, with the calls each waits for.
 
@@ -111,7 +119,7 @@ def get_queue(
     tool = _in_scope(caller.tools, tool, "tool", "tools")
     with c.projections.views[queue.NAME].read(snapshot=False) as cur:  # one statement
         return queue.list_queue(cur, agent_id=agent_id, user_id=user_id, tool_name=tool,
-                                kind=kind, after=cursor, limit=limit)
+                                kind=kind, after=cursor, limit=limit, group=group)
 
 
 def _in_scope(scope: frozenset[str] | None, value: str | None, param: str,

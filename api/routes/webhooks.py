@@ -28,8 +28,8 @@ from service.webhooks import (
 
 router = APIRouter(tags=["Webhooks"])
 
-EventType = Literal["run.paused", "decision.made", "run.completed", "run.failed",
-                    "run.cancelled", "*"]
+EventType = Literal["run.paused", "decision.made", "decision.escalated", "run.completed",
+                    "run.failed", "run.cancelled", "*"]
 assert set(EventType.__args__) == {*EVENT_TYPES, ALL}  # type: ignore[attr-defined]
 
 

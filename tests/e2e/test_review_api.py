@@ -186,7 +186,7 @@ def test_paused_run_is_queued_then_decided_audited_and_counted(server: LiveServe
         assert waiting == {
             "tool_call_id": tool["tool_call_id"], "tool_name": "delete_records",
             "tool_args": {"table_name": "users", "count": 50}, "kind": "confirmation",
-            "confirmation_message": None}
+            "confirmation_message": None, "expires_at": None, "escalated_to": None}
 
         # A reviewer rejects it, with a reason.
         done = continue_(c, run, [decided(tool, confirmed=False,

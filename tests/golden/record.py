@@ -12,7 +12,11 @@ change to the events, beside the old ones.
 The runs cover every event type: each kind of decision, edited arguments, rejections
 with and without reasons, a run confirmed before it starts, a tool that ends the run, a
 failing tool, a failed run, a cancelled run, and a crash mid-tool that leaves a call in
-doubt (decided afterwards).
+doubt (decided afterwards). From v3 on, also calls decided by policies (allowed by a
+rule of the settings or by the tool's function, held by them, held because a rule or a
+function failed) and decisions that expire (rejected, approved, escalated then decided
+by the group, escalated then expired again, escalated and still waiting):
+``populate_policies_and_expiry``.
 """
 
 from __future__ import annotations
@@ -46,7 +50,9 @@ def _json(value: Any) -> Any:
 
 def record(name: str) -> Path:
     app = RunService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    ids = populate(app)
+    clock = FakeClock()
+    ids = populate(app, clock)
+    ids += populate_policies_and_expiry(app, clock)
     out = HERE / name
     out.mkdir(parents=True, exist_ok=False)
     with (out / "events.jsonl").open("w") as f:
@@ -138,6 +144,44 @@ def populate(app: RunService, clock: FakeClock | None = None) -> list[str]:
         # A run left paused.
         start("support_desk", 'call check_payment {"order_id": "o-2"}', user="bob")
 
+    return ids
+
+
+def populate_policies_and_expiry(app: RunService, clock: FakeClock) -> list[str]:
+    """The runs (10 of them) of the policed agent (``tests/projections/scenario.py``):
+    its tools' policies, the scenario's rules, and its deadlines."""
+    loop = new_loop(app, clock)
+    C, R = DecisionKind.CONFIRMED, DecisionKind.REJECTED
+    ids: list[str] = []
+
+    def start(message: str) -> Run:
+        clock.tick(timedelta(minutes=2))
+        run = loop.start("policed", message, user_id="dana", session_id="golden-v3")
+        ids.append(run.run_id)
+        return run
+
+    def decide(run: Run, kind: DecisionKind, actor: str = "bob") -> Run:
+        clock.tick(timedelta(seconds=41))
+        call = run.pending_calls()[0]["tool_call_id"]
+        return loop.drive(loop.decide(run.run_id, [Decision(call, kind)], actor=actor))
+
+    def expire(run: Run, after: timedelta) -> Run:
+        clock.tick(after)
+        return loop.expire(run.run_id)
+
+    with fake_time(clock):
+        start('call pay {"account": "acct-1", "amount": 1}')  # allowed: a settings rule
+        start('call pay {"account": "acct-1", "amount": 50}')  # allowed: the tool's function
+        decide(start('call pay {"account": "acct-1", "amount": 500}'), C)  # held by it
+        decide(start('call pay {"account": "acct-9", "amount": 50}'), R)  # a rule failed
+        decide(start('call flag {"item": "users"}'), C, actor="carol")  # a function raised
+        expire(start('call warm_cache {"name": "home"}'), timedelta(minutes=11))  # approved
+        expire(start('call fetch_quote {"symbol": "ACME"}'), timedelta(hours=1))  # rejected
+        r = expire(start('call purge {"bucket": "tmp"}'), timedelta(hours=2))  # escalated
+        decide(r, C, actor="lead-lee")  # ... and decided by the group
+        r = expire(start('call purge {"bucket": "old"}'), timedelta(hours=2))
+        expire(r, timedelta(hours=2))  # ... escalated, then expired again
+        expire(start('call purge {"bucket": "keep"}'), timedelta(hours=2))  # still waiting
     return ids
 
 

@@ -11,10 +11,13 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import StoredEvent
 
+from projections.runner import Projections
 from service import audit
+from service.config import Settings, eventsourcing_env
 from service.runs import RunService
 from service.views import run_view
 from tests.golden.record import _json, _state
+from tests.projections.scenario import assert_matches_fold
 
 HISTORIES = sorted(p.parent for p in Path(__file__).parent.glob("*/events.jsonl"))
 
@@ -87,3 +90,31 @@ def test_a_v1_run_continued_today_chains_its_new_events() -> None:
     assert report.intact and report.unchained == old and report.events == old + 2
     new = app.run_events(paused)[old:]
     assert all(e.hash for e in new)
+
+
+@pytest.mark.parametrize("history", HISTORIES, ids=[h.name for h in HISTORIES])
+def test_golden_history_projects_to_what_the_fold_says(history: Path, tmp_path: Path) -> None:
+    """Today's read models over an old log (fields added since read as their defaults)
+    equal the independent fold's."""
+    app = load(history)
+    env = eventsourcing_env(Settings(database_url=f"sqlite:///{tmp_path / 'views.db'}"))
+    projections = Projections(app, env)
+    try:
+        projections.catch_up_all()
+        assert_matches_fold(projections, app)
+    finally:
+        projections.close()
+
+
+def test_a_v3_escalated_call_is_decided_today_by_its_group() -> None:
+    app = load(Path(__file__).parent / "v3")
+    expected = json.loads((Path(__file__).parent / "v3" / "expected.json").read_text())
+    [waiting] = [r for r, want in expected.items() if want["final"]["status"] == "PAUSED"
+                 and want["final"]["agent_id"] == "policed"]
+    run = app.get_run(waiting)
+    [call] = run.pending_calls()
+    assert call["escalated_to"] == "leads" and call["expires_at"] is not None
+    run.confirm_tool(call["tool_call_id"], decided_by="lead-lee")
+    run.continue_run()
+    app.save(run)
+    assert audit.verify_run(app, waiting).intact

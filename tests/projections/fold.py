@@ -9,14 +9,20 @@ projections' tables answer with what this fold says they should answer, for the 
   calls it waits for: calls that need a decision (confirmation, an external result, user
   input) and have none yet, and calls that went in doubt after a crash (kind
   ``in_doubt``, asked again when they went in doubt) with neither a decision nor a late
-  outcome since, ordered by when they were asked.
-- ``expected_decisions``: one row per decision, in log order; a cancelled run gives a
-  ``cancelled`` row (actor and reason of the cancel) for each call still undecided.
+  outcome since, ordered by when they were asked; with the deadline of each
+  (``expires_at``) and the group an escalated one waits for (``escalated_to``).
+- ``expected_decisions``: one row per decision, in log order (an expiry is one: by
+  ``system``, its action as the note; an escalated call waits on and may get more); a
+  cancelled run gives a ``cancelled`` row (actor and reason of the cancel) for each call
+  still undecided; a call a policy let run without a person gives an ``allowed`` row
+  when it is requested (actor ``policy:RULE``, the rule's reason as the note, the policy
+  in ``details``, no time to decision).
 - ``expected_analytics``: per tool, agent, actor or day, the calls that needed a decision
   (not per actor), the decisions of each kind, the approval rate (confirmed over confirmed
-  plus rejected) and the nearest-rank p50/p90/p99 of the time to decision (cancels left
-  out). A call's day is the day it was asked (or went in doubt); a decision's day is the
-  day it was made.
+  plus rejected) and the nearest-rank p50/p90/p99 of the time to decision (decisions no
+  person took left out: cancels, policies' allowances, expiries). A call a policy let
+  through counts as requested (a policy decided it). A call's day is the day it was
+  asked (or went in doubt); a decision's day is the day it was made.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-DECISION_KINDS = ("confirmed", "rejected", "external_result", "user_input", "expired",
-                  "cancelled")
+DECISION_KINDS = ("confirmed", "rejected", "external_result", "user_input", "allowed",
+                  "expired", "cancelled")
+BY_NO_PERSON = ("allowed", "expired", "cancelled")
 _DECIDED_BY = {"ToolConfirmed": "confirmed", "ToolRejected": "rejected",
                "ExternalResultProvided": "external_result",
                "UserInputProvided": "user_input"}
@@ -40,10 +47,12 @@ class _Call:
     tool_call_id: str
     tool_name: str
     tool_args: dict[str, Any]
-    kind: str  # what it needs: a requirement, "in_doubt", or "none"
+    kind: str  # what it needs: a requirement, "in_doubt", "policy" (allowed), or "none"
     confirmation_message: str | None
     asked_at: datetime  # when it was (last) asked for a decision
     open: bool  # waiting for a decision now
+    expires_at: datetime | None = None  # its deadline, while it waits
+    escalated_to: str | None = None  # the group it waits for, once escalated
 
 
 @dataclass
@@ -75,10 +84,16 @@ class Fold:
             return
         run = self.runs[run_id]
         if name == "ToolCallRequested":
-            run.calls[event.tool_call_id] = _Call(
+            policy = getattr(event, "policy", None)
+            allowed = bool(policy) and policy["outcome"] == "allowed"
+            call = run.calls[event.tool_call_id] = _Call(
                 run_id, event.tool_call_id, event.tool_name, event.tool_args,
-                event.requires if event.requires is not None else "none",
-                event.confirmation_message, at, event.requires is not None)
+                "policy" if allowed else event.requires if event.requires is not None
+                else "none", event.confirmation_message, at, event.requires is not None,
+                getattr(event, "expires_at", None))
+            if allowed:
+                self._decide(position, run, call, "allowed", "policy:" + policy["rule"], at,
+                             policy["reason"], None, {"policy": policy})
         elif name == "ToolCallInDoubt":
             call = run.calls[event.tool_call_id]
             call.kind, call.asked_at, call.open = "in_doubt", at, True
@@ -101,6 +116,21 @@ class Fold:
                         else getattr(event, "approved_args", None))
             self._decide(position, run, call, _DECIDED_BY[name], event.decided_by, at, note,
                          approved, details)
+        elif name == "DecisionExpired":
+            # Decided by the system; an escalation leaves the call waiting, for a group,
+            # until a new deadline (and a later decision on it has a row of its own).
+            call = run.calls[event.tool_call_id]
+            escalated = event.action == "escalate"
+            self._decide(position, run, call, "expired", event.decided_by, at,
+                         f"escalate to {event.escalated_to}" if escalated else event.action,
+                         None, {"action": event.action,
+                                "expired_at": event.expired_at.isoformat(),
+                                "escalated_to": event.escalated_to,
+                                "expires_at": event.expires_at.isoformat()
+                                if event.expires_at else None})
+            if escalated:
+                call.open, call.expires_at = True, event.expires_at
+                call.escalated_to = event.escalated_to
         elif name == "RunCancelled":
             still_open = sorted((c for c in run.calls.values() if c.open),
                                 key=lambda c: (c.asked_at, c.tool_call_id))
@@ -121,7 +151,7 @@ class Fold:
             "details": details, "requested_at": call.asked_at, "decided_at": at,
             "time_to_decision_ms": (at - call.asked_at) / timedelta(milliseconds=1),
         })
-        call.open = False
+        call.open, call.expires_at = False, None
 
 
 def fold(log: Iterable[tuple[int, Any]]) -> Fold:
@@ -135,8 +165,9 @@ def fold(log: Iterable[tuple[int, Any]]) -> Fold:
 
 def expected_queue(f: Fold, *, agent_id: str | None = None, user_id: str | None = None,
                    tool_name: str | None = None, kind: str | None = None,
-                   ) -> list[dict[str, Any]]:
-    """The queue's items, every page, in order (``list_queue``'s item shape)."""
+                   group: str | None = None) -> list[dict[str, Any]]:
+    """The queue's items, every page, in order (``list_queue``'s item shape); ``group``:
+    the runs with a waiting call escalated to it."""
     items = []
     for run in f.runs.values():
         if run.ended or run.paused_since is None:
@@ -151,6 +182,8 @@ def expected_queue(f: Fold, *, agent_id: str | None = None, user_id: str | None 
                 (tool_name is None or c.tool_name == tool_name)
                 and (kind is None or c.kind == kind) for c in waiting):
             continue
+        if group is not None and not any(c.escalated_to == group for c in waiting):
+            continue
         items.append({
             "run_id": run.run_id, "agent_id": run.agent_id, "user_id": run.user_id,
             "session_id": run.session_id, "started_at": run.started_at,
@@ -158,7 +191,8 @@ def expected_queue(f: Fold, *, agent_id: str | None = None, user_id: str | None 
             "waiting_for": [{"tool_call_id": c.tool_call_id, "tool_name": c.tool_name,
                              "tool_args": c.tool_args, "kind": c.kind,
                              "confirmation_message": c.confirmation_message,
-                             "requested_at": c.asked_at} for c in waiting],
+                             "requested_at": c.asked_at, "expires_at": c.expires_at,
+                             "escalated_to": c.escalated_to} for c in waiting],
         })
     return sorted(items, key=lambda i: (i["paused_since"], i["run_id"]))
 
@@ -200,7 +234,7 @@ def expected_analytics(f: Fold, group_by: str, *, since: datetime | None = None,
         if inside(row["decided_at"]):
             g = group(decision_key(row))
             g[row["decision"]] += 1
-            if row["decision"] != "cancelled":
+            if row["decision"] not in BY_NO_PERSON:
                 g["times"].append(row["time_to_decision_ms"])
     if group_by != "actor":
         for run in f.runs.values():

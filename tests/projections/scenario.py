@@ -7,7 +7,8 @@ explicit ``call TOOL {json}`` lines, so the offline model proposes one to three 
 every kind (confirmation, external result, user input, none); then paused runs are
 decided (one call at a time or all at once, confirmed with or without edited arguments,
 rejected with reasons, by several actors), cancelled, crashed mid-tool and recovered (the
-call goes in doubt), while time moves on by milliseconds, hours or days.
+call goes in doubt), decisions expire (rejected, approved, escalated to a group and
+expired again), while time moves on by milliseconds, hours or days.
 
 Time is a fake clock shared by the loop and the events' timestamps (eventsourcing's
 ``datetime_now_with_tzinfo``), so times to decision, days and ties are drawn too.
@@ -33,6 +34,7 @@ from domain.run import Run
 from domain.values import CallState, DecisionKind, Requirement, RunStatus
 from projections import audit, queue
 from projections.runner import Projections
+from service.policies import Policies
 from service.runs import RunService
 from tests.projections.fold import (
     expected_analytics,
@@ -77,9 +79,87 @@ def sync_ledger(ledger: str, crash: bool = False) -> str:
 
 crashing = Agent(id="crashing", name="Crashing", tools=[wire_funds, sync_ledger, demo.lookup_order])
 
+
+@tool(requires_confirmation=lambda args: args["amount"] > 100)
+def pay(account: str, amount: int) -> str:
+    """Pay an account; a person confirms amounts over 100 (the tool's own policy).
+
+    Args:
+        account: Who is paid
+        amount: How much
+    """
+    return f"Paid {amount} to {account}"
+
+
+@tool(requires_confirmation=lambda args: args["level"] > 2)
+def flag(item: str, level: int = 0) -> str:
+    """Flag an item; without a level the tool's policy raises (KeyError: it fails closed).
+
+    Args:
+        item: What is flagged
+        level: How severe
+    """
+    return f"Flagged {item} at {level}"
+
+
+@tool(requires_confirmation=True, decision_timeout=3600, on_timeout="escalate",
+      escalate_to="leads")
+def purge(bucket: str) -> str:
+    """Purge a bucket; undecided for an hour, it goes to the leads (for another hour).
+
+    Args:
+        bucket: Which bucket
+    """
+    return f"Purged {bucket}"
+
+
+@tool(requires_confirmation=True, decision_timeout=timedelta(minutes=10), on_timeout="approve",
+      safe=True)
+def warm_cache(name: str) -> str:
+    """Warm a cache (safe): undecided for 10 minutes, it runs.
+
+    Args:
+        name: Which cache
+    """
+    return f"Warmed {name}"
+
+
+@tool(external_execution=True, decision_timeout=1800)
+def fetch_quote(symbol: str) -> str:
+    """A quote from outside; no result within 30 minutes: rejected.
+
+    Args:
+        symbol: Which symbol
+    """
+    raise RuntimeError("external")
+
+
+policed = Agent(id="policed", name="Policed",
+                tools=[pay, flag, demo.lookup_order, purge, warm_cache, fetch_quote])
+
+# The settings' rules of the scenarios (SIGNOFF_POLICIES), before the tools' own: tiny
+# payments are allowed, payments to acct-9 hit a rule that cannot be evaluated (a number
+# compared with a string: it fails closed), lookups of o-1 are allowed (a tool that
+# needs nothing anyway: the allowance is recorded), flags of "logs" need a person, syncs
+# of the main ledger are allowed (and may crash: in doubt after the allowance).
+POLICIES = Policies.from_data({"rules": [
+    {"name": "tiny-payments", "agent": "policed", "tool": "pay",
+     "when": {"amount": {"lte": 5}}, "decision": "allow",
+     "description": "payments of 5 or less run at once"},
+    {"name": "broken", "agent": "policed", "tool": "pay",
+     "when": {"account": "acct-9", "amount": {"gt": "x"}}, "decision": "allow"},
+    {"name": "o-1-lookups", "agent": "policed", "tool": "lookup_order",
+     "when": {"order_id": {"in": ["o-1"]}}, "decision": "allow"},
+    {"name": "log-flags", "agent": "poli*", "tool": "flag",
+     "when": {"item": "logs"}, "decision": "require"},
+    # A call let through that then crashes: in doubt after its allowance.
+    {"name": "main-ledger", "agent": "crashing", "tool": "sync_ledger",
+     "when": {"ledger": "main"}, "decision": "allow"},
+]})
+
 AGENTS: dict[str, Agent] = {a.id: a for a in (demo.data_manager, demo.support_desk,
                                                test_agents.ops, test_agents.gatekeeper,
-                                               crashing)}
+                                               crashing, policed)}
 
 _words = st.sampled_from(["users", "orders", "logs", "o-1", "o-2", "acct-9", "main"])
 ARGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
@@ -99,6 +179,12 @@ ARGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "failing_tool": st.fixed_dictionaries({"name": _words}),
     "wire_funds": st.fixed_dictionaries({"account": _words, "crash": st.booleans()}),
     "sync_ledger": st.fixed_dictionaries({"ledger": _words, "crash": st.booleans()}),
+    "pay": st.fixed_dictionaries({"account": _words,
+                                  "amount": st.sampled_from([1, 5, 6, 100, 101, 900])}),
+    "purge": st.fixed_dictionaries({"bucket": _words}),
+    "warm_cache": st.fixed_dictionaries({"name": _words}),
+    "fetch_quote": st.fixed_dictionaries({"symbol": _words}),
+    "flag": st.fixed_dictionaries({"item": _words}, optional={"level": st.sampled_from([1, 3])}),
 }
 USERS = st.sampled_from(["alice", "bob", None])
 ACTORS = st.sampled_from(["alice", "bob", "carol", "ops-bot"])
@@ -172,6 +258,8 @@ class Driver:
                 choices.append("cancel")
             if crashed:
                 choices += ["recover", "recover"]
+            if paused:
+                choices.append("expire")
             action = self.draw(st.sampled_from(choices), "action")
             if action == "tick":
                 self.clock.tick(self.draw(TICKS, "tick"))
@@ -185,14 +273,22 @@ class Driver:
                 run = self.pick(live)
                 self.loop.cancel(run.run_id, actor=self.draw(ACTORS, "actor"),
                                  reason=self.draw(NOTES, "reason"), observer=self._seen)
+            elif action == "expire":
+                # As the sweeper does: every paused run's calls past their deadline.
+                self.clock.tick(self.draw(TICKS, "tick"))
+                for run in paused:
+                    with contextlib.suppress(SimulatedCrash):
+                        self.loop.expire(run.run_id, observer=self._seen)
             elif action == "recover":
                 run = self.pick(crashed)
                 self.clock.tick(timedelta(seconds=TOOL_TIMEOUT + 1))
                 self.loop.recover(run.run_id, observer=self._seen)
 
     def start(self) -> None:
-        # "crashing" twice: its calls going in doubt need a crash and a recovery after it.
-        agent = AGENTS[self.draw(st.sampled_from([*sorted(AGENTS), "crashing"]), "agent")]
+        # "crashing" twice: its calls going in doubt need a crash and a recovery after it;
+        # "policed" twice: its expiries need a pause, then time, then a sweep.
+        agent = AGENTS[self.draw(st.sampled_from([*sorted(AGENTS), "crashing", "policed"]),
+                                 "agent")]
         names = self.draw(st.lists(st.sampled_from([t.name for t in agent.tools]),
                                    min_size=1, max_size=3), "tools")
         lines = [f"call {n} {json.dumps(self.draw(ARGS[n], n))}" for n in names]
@@ -245,7 +341,8 @@ class Driver:
 
 
 def new_loop(app: RunService, clock: FakeClock) -> AgentLoop:
-    return AgentLoop(app, AGENTS, OfflineModel(), tool_timeout=TOOL_TIMEOUT, clock=clock.now)
+    return AgentLoop(app, AGENTS, OfflineModel(), tool_timeout=TOOL_TIMEOUT, clock=clock.now,
+                     policies=POLICIES)
 
 
 # ------------------------------------------------------------------ reading back
@@ -352,6 +449,7 @@ def assert_read_models_match_fold(p: Projections, app: RunService, data: Any) ->
                                                   or {"slow_delete"})))},
         {"kind": draw(st.sampled_from(["confirmation", "external_execution", "user_input",
                                        "in_doubt"]))},
+        {"group": draw(st.sampled_from(["leads", "nobody"]))},
     ]), "queue filter")
     same(read_queue(p, limit=queue_limit, total_cap=cap, **filters),
          expected_queue(f, **filters), f"queue {filters}")

@@ -5,6 +5,7 @@ deleted one told nothing more. A real subscriber on 127.0.0.1; SQLite and Postgr
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from domain.run import Run
+from domain.values import Requirement, TimeoutAction
 from projections import webhooks
 from projections.deliveries import Dispatcher
 from projections.runner import Projections
@@ -185,3 +187,40 @@ def test_dispatchers_sharing_postgresql_send_each_delivery_once(pg_database: Any
             p.app.close()
     ids = [r["delivery"] for r in receiver.requests]
     assert len(ids) == len(set(ids)) == 30
+
+
+def test_an_expiry_that_escalates_is_decision_escalated_then_one_that_rejects_is_made(
+        projections: Projections) -> None:
+    p, clock = projections, Clock(ahead=60)
+    deadline = datetime.now(UTC)
+    with Receiver() as receiver:
+        d = Dispatcher(p.app, p.views[webhooks.NAME], clock=clock, jitter=lambda: 1.0)
+        try:
+            webhook_id, _ = _subscribe(p, receiver.url, ["decision.made",
+                                                         "decision.escalated"])
+            run = Run.start(agent_id="ops", agent_name="Ops", user_id="u1", session_id="s1",
+                            input="Restart the database", instructions="")
+            run.record_model_response(
+                model="m", provider="p", content=None, input_tokens=1, output_tokens=1,
+                tool_calls=[{"id": "c1", "name": "restart", "args": {"db": "main"}}])
+            run.request_tool_call(tool_call_id="c1", tool_name="restart",
+                                  tool_args={"db": "main"}, requires=Requirement.CONFIRMATION,
+                                  expires_at=deadline, on_timeout=TimeoutAction.ESCALATE,
+                                  escalate_to="leads")
+            run.pause()
+            run.expire_decision("c1", now=deadline + timedelta(seconds=1),
+                                next_deadline=deadline + timedelta(seconds=2))
+            run.expire_decision("c1", now=deadline + timedelta(seconds=3))
+            p.app.save(run)
+            p.catch_up(webhooks.NAME)
+            _step(d)
+        finally:
+            d.close()
+    rows = _deliveries(p, webhook_id)
+    assert [r["event_type"] for r in rows] == ["decision.made", "decision.escalated"]
+    assert {r["status"] for r in rows} == {"delivered"}
+    made, escalated = (json.loads(r["body"])["data"] for r in rows)
+    assert escalated["escalated_to"] == "leads" and escalated["tool_name"] == "restart"
+    assert (made["decision"], made["action"], made["decided_by"]) == (
+        "expired", "reject", "system")
+    assert len(receiver.requests) == 2

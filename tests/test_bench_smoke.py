@@ -1,0 +1,81 @@
+"""The benchmark code runs (tiny sizes, no timing asserted), and the scale-out
+benchmark's consistency check finds what it is there to find."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from bench.__main__ import main
+from bench.load import Result
+from bench.workers import check
+
+
+def test_the_appends_section_runs_on_sqlite_and_prints_its_table(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["--sections", "appends", "--stores", "sqlite", "--threads", "1,2",
+                   "--appends-seconds", "0.2"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "machine: " in out and "store: SQLite" in out and "settings: threads 1,2" in out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert [r[0] for r in rows] == ["1", "2"], out
+    for r in rows:  # raw rows/s, service events/s, ratio, 1/save events/s, ratio: all > 0
+        assert all(float(x) > 0 for x in r[1:]), out
+
+
+def _cycles(url: str, n: int) -> list[str]:
+    """``n`` HITL cycles in process (start, confirm, complete); their run ids."""
+    from agent.loop import Decision
+    from domain.values import DecisionKind
+    from service.bootstrap import build_loop
+    from service.config import Settings
+
+    loop = build_loop(Settings(database_url=url, model="offline", agents="agent.demo"))
+    ids = []
+    for _ in range(n):
+        run = loop.start("data_manager", "Delete 50 old records from the users table")
+        run = loop.decide(run.run_id, [Decision(c["tool_call_id"], DecisionKind.CONFIRMED)
+                                       for c in run.pending_calls()], actor="me")
+        run = loop.drive(run)
+        assert run.status == "COMPLETED"
+        ids.append(run.run_id)
+    loop.close()
+    loop.app.close()
+    return ids
+
+
+def _project(url: str) -> None:
+    from projections.runner import Projections
+    from service.config import Settings, eventsourcing_env
+    from service.runs import RunService
+
+    env = eventsourcing_env(Settings(database_url=url))
+    projections = Projections(RunService(env=env), env)
+    projections.catch_up_all()
+    projections.close()
+    projections.app.close()
+
+
+@pytest.mark.postgres
+def test_the_workers_check_passes_a_sound_store_and_names_what_is_wrong(
+        pg_database: Any) -> None:
+    url = str(pg_database.url)
+    ids = _cycles(url, 3)
+    _project(url)
+    assert check(url, Result(run_ids=list(ids))) == []
+
+    # A run a client was answered for but the store does not hold; an event lost from
+    # another; a read-model row that a rebuild would not make.
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM signoff_events WHERE originator_id = %s "
+                     "AND originator_version = 5", (ids[1],))
+        conn.execute("UPDATE signoff_decisions SET actor = 'someone else' WHERE run_id = %s",
+                     (ids[2],))
+    problems = check(url, Result(run_ids=[*ids, "8d1b7d0c-0000-4000-8000-000000000000"]))
+    text = "\n".join(problems)
+    assert "1 runs answered 200 but not in the store" in text, text
+    assert f"run {ids[1]}: versions" in text, text
+    assert "projection audit, table signoff_decisions" in text, text
