@@ -343,14 +343,15 @@ class StoreGuardMiddleware:
             await send(message)
 
         work = asyncio.ensure_future(self.app(scope, receive, send_unless_released))
-        tripped = guard.tripped()
+        settled = guard.tripped()  # done when the guard goes down, or (below) the work ends
+        work.add_done_callback(lambda _: _resolve(settled))
         try:
-            await asyncio.wait((work, tripped), return_when=asyncio.FIRST_COMPLETED)
+            await settled
         except asyncio.CancelledError:
             work.cancel()
             raise
         finally:
-            guard.forget(tripped)
+            guard.forget(settled)
         if work.done() or started:
             await work
             return

@@ -271,7 +271,7 @@ def test_with_two_workers_any_scrape_counts_every_workers_runs(pg_database: Any,
         with s.client() as c:
             before = scrape(c)
         run_ids: list[str] = []
-        rounds = 0
+        rounds = calls = 0  # rounds of clients; calls of make_every_kind_of_run
         # New connections, which the workers share out; until both have counted some. On
         # a loaded machine one worker may take every connection one at a time: from the
         # fourth round on, four clients at once (a busy worker leaves some to the other).
@@ -286,15 +286,16 @@ def test_with_two_workers_any_scrape_counts_every_workers_runs(pg_database: Any,
                 for ids in pool.map(lambda _: one_client(), range(clients)):
                     run_ids += ids
             rounds += 1
+            calls += clients
         assert len(counted_by(tmp_path / "metrics")) == 2, (rounds, s.log())
         scrapes = []
         for _ in range(6):
             with s.client() as c:
-                scrapes.append(caught_up(c, paused=rounds))
+                scrapes.append(caught_up(c, paused=calls))
         with s.client() as c:
             runs, decisions, _, _ = expected_from_events(c, run_ids)
-            assert sum(runs.values()) == rounds * 19
-            assert sum(decisions.values()) == rounds * 4
+            assert sum(runs.values()) == calls * 19
+            assert sum(decisions.values()) == calls * 4
             for after in scrapes:
                 assert moved(before, after, "signoff_runs_") == {
                     (f"signoff_runs_{fact}_total", frozenset({("agent", agent)})): float(n)

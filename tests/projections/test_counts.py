@@ -9,27 +9,16 @@ total is counted up to the cap, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from projections import audit, queue
 from projections.runner import MODULES, Projections
-from service.config import Settings, eventsourcing_env
 from service.runs import RunService
 from tests.projections.bulk import assert_dumps_equal, copy_events, dump, realistic_events
 from tests.projections.scenario import assert_matches_fold, read_decisions, read_queue
 
 RUNS = 250
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'signoff.db'}"
-    else:
-        url = request.getfixturevalue("pg_database").url
-    return eventsourcing_env(Settings(database_url=url, postgres_pool_size=2))
 
 
 @pytest.fixture

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from projections.runner import Projections
-from service.config import Settings, eventsourcing_env
 from service.runs import RunService
 from tests.projections.bulk import (
     assert_dumps_equal,
@@ -24,15 +22,6 @@ from tests.projections.bulk import (
     rebuilt,
     write_runs,
 )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'signoff.db'}"
-    else:
-        url = request.getfixturevalue("pg_database").url
-    return eventsourcing_env(Settings(database_url=url, postgres_pool_size=2))
 
 
 @pytest.fixture

@@ -154,6 +154,50 @@ def test_two_agent_loops_deciding_at_once_record_one_decision(
             lp.close()
 
 
+def test_two_agent_loops_deciding_and_driving_at_once_run_the_tool_once(
+        workers: tuple[RunService, RunService]) -> None:
+    """``decide(drive=True)`` (a continue with stream=false) commits the decision with
+    the tool's start: exactly one decision goes in, its tool runs once, the other gets
+    the winner's decision."""
+    a, b = workers
+    agents = load_agents(["tests.support.agents"])
+    loops = [AgentLoop(app, agents, OfflineModel()) for app in (a, b)]
+    saves: list[list[str]] = []  # the event types of each save that committed
+    for app in (a, b):
+        app.on_commit.append(lambda _objs, recordings: saves.append(
+            [type(r.domain_event).__name__ for r in recordings]))
+    try:
+        for _ in range(3):
+            run = paused_run(a)
+            saves.clear()
+            results = together(*(
+                functools.partial(lp.decide, str(run.id),
+                                  [Decision(CALL, DecisionKind.CONFIRMED)], actor=who,
+                                  drive=True)
+                for lp, who in zip(loops, ("alice", "bob"), strict=True)))
+
+            won = [r for r in results if isinstance(r, Run)]
+            lost = [r for r in results if not isinstance(r, Run)]
+            assert len(won) == 1 and len(lost) == 1, results
+            assert isinstance(lost[0], ToolCallNotPending), repr(lost[0])
+            assert won[0].status == RunStatus.COMPLETED
+            winner = won[0].calls[CALL]["decision"]["decided_by"]
+            assert lost[0].decision is not None
+            assert lost[0].decision["decided_by"] == winner
+
+            types = event_types(b, run)
+            assert [t for t in types if t.startswith("Tool")] == [
+                "ToolCallRequested", "ToolConfirmed", "ToolExecutionStarted", "ToolExecuted"]
+            assert types[-1] == "RunCompleted"
+            # The decision and the tool's start were committed in one save, then the
+            # outcome and the end in another: two saves, not three.
+            assert saves == [["ToolConfirmed", "RunContinued", "ToolExecutionStarted"],
+                             ["ToolExecuted", "ModelResponded", "RunCompleted"]]
+    finally:
+        for lp in loops:
+            lp.close()
+
+
 def test_agent_loop_that_loaded_before_the_other_commit_answers_with_the_winner(
         workers: tuple[RunService, RunService], monkeypatch: pytest.MonkeyPatch) -> None:
     """The exact interleaving: B reads, A commits, B saves (IntegrityError), B rereads."""

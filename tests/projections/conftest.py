@@ -1,0 +1,20 @@
+"""Fixtures of the projection tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.config import Settings, eventsourcing_env
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """eventsourcing's settings for a fresh store: a SQLite file, or a new database on
+    the throwaway PostgreSQL (a module may define its own ``env``)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'signoff.db'}"
+    else:
+        url = request.getfixturevalue("pg_database").url
+    return eventsourcing_env(Settings(database_url=url, postgres_pool_size=2))
