@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,13 +39,8 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def projections(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Projections]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'signoff.db'}"
-    else:
-        url = request.getfixturevalue("pg_database").url
-    env = eventsourcing_env(Settings(database_url=url, postgres_pool_size=2))
+@pytest.fixture
+def projections(env: dict[str, str]) -> Iterator[Projections]:
     p = Projections(RunService(env=env), env, names=[webhooks.NAME])
     yield p
     p.close()
