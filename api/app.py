@@ -15,7 +15,8 @@ from fastapi import Depends, FastAPI
 from api import auth, errors, expiry, limits, metrics
 from api.auth import authorize
 from api.deps import Container
-from api.routes import agno, audit, inbox, keys, reviews, runs, streams
+from api.routes import agno, audit, inbox, keys, reviews, runs, streams, webhooks
+from projections.deliveries import Dispatcher
 from service import logs, tracing
 from service.auth import AuthPolicy
 from service.bootstrap import build_app, build_authenticator, build_loop, build_projections
@@ -44,9 +45,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         watch_commits(store, CommittedFacts(
             {a.id: [t.name for t in a.tools] for a in loop.agents.values()}))
         projections = build_projections(settings)
+        dispatcher = None
         if settings.projections == "inline":
             store.after_save.append(projections.prompt)
             projections.start()
+            dispatcher = Dispatcher.for_settings(settings, projections).start()
         sweeper = expiry.sweeper(loop, projections, settings.expiry_interval)
         authenticator = build_authenticator(settings, store)
         policy = AuthPolicy(store, settings.auth, bool(settings.jwt_key))
@@ -67,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if sweeper is not None:
                 sweeper.close()
             loop.close()
+            if dispatcher is not None:
+                dispatcher.close()
             projections.close()
             projections.app.close()
             store.close()
@@ -96,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(streams.router)
     app.include_router(metrics.router)
     app.include_router(inbox.router)
+    app.include_router(webhooks.router)
     return app
 
 

@@ -53,6 +53,11 @@ POLICY: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/keys"): frozenset({ADMIN}),
     ("POST", "/keys"): frozenset({ADMIN}),
     ("POST", "/keys/{key_id}/revoke"): frozenset({ADMIN}),
+    ("GET", "/webhooks"): frozenset({ADMIN}),
+    ("POST", "/webhooks"): frozenset({ADMIN}),
+    ("GET", "/webhooks/{webhook_id}"): frozenset({ADMIN}),
+    ("DELETE", "/webhooks/{webhook_id}"): frozenset({ADMIN}),
+    ("GET", "/webhooks/{webhook_id}/deliveries"): frozenset({ADMIN}),
     ("GET", "/inbox"): PUBLIC,  # the page only: what it shows comes from the routes above
 }
 

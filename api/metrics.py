@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agent.loop import AgentLoop
 from agent.models.base import ModelClient, ModelTurn, ToolSpec
 from api.deps import Container, ContainerDep
-from projections import queue
+from projections import queue, webhooks
 from service import tracing
 from service.logs import CONTEXT, LogContext
 from service.metrics import MODEL_SECONDS
@@ -228,6 +228,7 @@ class LiveGauges(Collector):
         yield lag
         yield from self._pool()
         yield from self._queue()
+        yield from self._webhooks()
 
     def _pool(self) -> Iterator[Metric]:
         """This process's PostgreSQL pool (psycopg_pool's statistics); none on SQLite."""
@@ -274,3 +275,20 @@ class LiveGauges(Collector):
         yield oldest
         yield GaugeMetricFamily("signoff_paused_runs", "Runs paused, waiting for decisions "
                                 "(queue read model).", value=int(paused["n"]) if paused else 0)
+
+    def _webhooks(self) -> Iterator[Metric]:
+        """From the webhook deliveries (docs/webhooks.md)."""
+        with self.c.projections.views[webhooks.NAME].read() as cur:
+            stats = webhooks.read_stats(cur)
+        yield GaugeMetricFamily("signoff_webhook_deliveries_pending", "Webhook deliveries "
+                                "not yet made (being retried, or not tried yet).",
+                                value=stats["pending"])
+        yield GaugeMetricFamily("signoff_webhook_deliveries_failed", "Webhook deliveries "
+                                "given up after the last attempt (kept for good).",
+                                value=stats["failed"])
+        oldest = stats["oldest"]
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+        yield GaugeMetricFamily("signoff_oldest_pending_webhook_age_seconds",
+                                "Seconds since the event of the oldest webhook delivery not "
+                                "yet made (0 when none).", value=max(0.0, age))
+

@@ -25,6 +25,9 @@ app.add_typer(audit_app, name="audit")
 keys_app = typer.Typer(help="API keys (create, list, revoke) and the cipher key (generate).",
                        no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+webhooks_app = typer.Typer(help="Webhook subscriptions (create, list, delete) and their "
+                           "deliveries.", no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def _settings(**overrides: Any) -> Any:
@@ -178,18 +181,22 @@ def project(ctx: typer.Context) -> None:
     import signal
     import threading
 
+    from projections.deliveries import Dispatcher
     from service import logs
 
-    logs.configure(_settings())
+    settings = _settings()
+    logs.configure(settings)
     projections = _projections()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     for s in projections.status():
         typer.echo(f"signoff project: {s.name} at {s.position}, log head {s.head}", err=True)
+    dispatcher = Dispatcher.for_settings(settings, projections).start()  # webhooks
     try:
         projections.follow(stop)
     finally:
+        dispatcher.close()
         projections.close()
 
 
@@ -527,6 +534,133 @@ def keys_generate() -> None:
     from eventsourcing.cryptography import AESCipher
 
     typer.echo(AESCipher.create_key(32))
+
+
+# ------------------------------------------------------------------ webhooks
+
+def _webhooks_view() -> Any:
+    """The webhooks projection, brought up to date."""
+    from projections import webhooks
+
+    projections = _projections([webhooks.NAME])
+    projections.catch_up(webhooks.NAME)
+    return projections
+
+
+@webhooks_app.command("create")
+def webhooks_create(
+    url: Annotated[str, typer.Argument(help="http or https URL deliveries are POSTed to")],
+    event: Annotated[list[str] | None, typer.Option(
+        help="an event type to be told of (repeat for several; default: * for all)")] = None,
+    secret: Annotated[str | None, typer.Option(
+        help="sign with this secret (16 or more characters); default: a new one")] = None,
+) -> None:
+    """Subscribe a URL to events and print its secret (shown this once)."""
+    from urllib.parse import urlsplit
+
+    from domain.webhooks import UnknownEventType
+    from projections import webhooks
+    from service.webhooks import HostNotAllowed, allowed_hosts, check_host, create_webhook
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        typer.echo("signoff: the URL must be http:// or https:// with a host", err=True)
+        raise typer.Exit(2)
+    if secret is not None and len(secret) < 16:
+        typer.echo("signoff: --secret must have 16 or more characters", err=True)
+        raise typer.Exit(2)
+    try:
+        check_host(url, allowed_hosts(_settings().webhook_hosts))
+    except HostNotAllowed as e:
+        typer.echo(f"signoff: {e}", err=True)
+        raise typer.Exit(2) from None
+    projections = _projections([webhooks.NAME])
+    view = projections.views[webhooks.NAME]
+
+    def keep(webhook_id: str, value: str) -> None:
+        with view.write_transaction() as c:
+            webhooks.keep_secret(c, webhook_id, value)
+
+    try:
+        made, webhook, _ = create_webhook(projections.app, url=url, event_types=event or ["*"],
+                                          secret=secret, created_by=_cli_actor(),
+                                          keep_secret=keep)
+    except UnknownEventType as e:
+        typer.echo(f"signoff: {e}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        projections.close()
+        projections.app.close()
+    typer.echo(made)
+    typer.echo(f"signoff: webhook {webhook.id} to {webhook.url} "
+               f"({', '.join(webhook.event_types)}) created; keep the secret above", err=True)
+
+
+@webhooks_app.command("list")
+def webhooks_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every subscription (never the secrets)."""
+    from projections import webhooks
+
+    projections = _webhooks_view()
+    try:
+        with projections.views[webhooks.NAME].read() as c:
+            rows = webhooks.read_webhooks(c)
+    finally:
+        projections.close()
+        projections.app.close()
+    if as_json:
+        typer.echo(json.dumps(rows, default=str, indent=2))
+        return
+    for w in rows:
+        typer.echo(f"{w['id']}  {'DELETED' if w['deleted'] else 'active':<8} "
+                   f"{','.join(w['event_types']):<24} {w['url']}")
+
+
+@webhooks_app.command("delete")
+def webhooks_delete(webhook_id: str) -> None:
+    """Delete a subscription: nothing more is sent to it."""
+    from domain.webhooks import WebhookDeleted
+    from service.bootstrap import build_app
+    from service.webhooks import WebhookNotFound, delete_webhook
+
+    store = build_app(_settings())
+    try:
+        delete_webhook(store, webhook_id, deleted_by=_cli_actor())
+    except (WebhookNotFound, WebhookDeleted) as e:
+        typer.echo(f"signoff: {e}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    typer.echo(f"signoff: deleted webhook {webhook_id}", err=True)
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    webhook_id: str,
+    status: Annotated[str | None, typer.Option(
+        help="pending, delivered, failed or cancelled")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A subscription's deliveries, newest first, with their attempts."""
+    from projections import webhooks
+
+    projections = _webhooks_view()
+    try:
+        with projections.views[webhooks.NAME].read() as c:
+            rows = webhooks.read_deliveries(c, webhook_id, status=status, limit=limit)
+    finally:
+        projections.close()
+        projections.app.close()
+    if as_json:
+        typer.echo(json.dumps(rows, default=str, indent=2))
+        return
+    for d in rows:
+        typer.echo(f"{d['position']:>10}  {d['event_type']:<14} {d['status']:<9} "
+                   f"run {d['run_id']}  {len(d['attempts'])} attempts")
+        for a in d["attempts"]:
+            typer.echo(f"{'':>12}#{a['attempt']} {a['started_at']:%Y-%m-%d %H:%M:%S} "
+                       f"{a['duration_ms']:.0f} ms  {a['status_code'] or a['error']}")
 
 
 def main() -> None:

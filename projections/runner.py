@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError
 
-from projections import anchors, audit, queue
+from projections import anchors, audit, queue, webhooks
 from projections.store import Dialect, PositionMoved, ViewMixin, open_view
 
 if TYPE_CHECKING:  # projections depend on the domain only; the log comes in
@@ -49,7 +49,8 @@ if TYPE_CHECKING:  # projections depend on the domain only; the log comes in
 
 log = logging.getLogger("signoff.projections")
 
-MODULES: dict[str, ModuleType] = {queue.NAME: queue, audit.NAME: audit, anchors.NAME: anchors}
+MODULES: dict[str, ModuleType] = {queue.NAME: queue, audit.NAME: audit, anchors.NAME: anchors,
+                                  webhooks.NAME: webhooks}
 
 Progress = Callable[[int, int], None]  # (position reached, head)
 
@@ -86,6 +87,7 @@ class Projections:
         self._thread: threading.Thread | None = None
         self._tail = _Tail(app, keep=max(2_000, 4 * batch_size))
         self._positions: dict[str, int] = {}  # where each follower last wrote
+        self.on_applied: list[Callable[[str], None]] = []  # (name) after each page written
 
     # ------------------------------------------------------------- catch-up
 
@@ -112,6 +114,8 @@ class Projections:
                 continue
             position = page[-1].id
             applied += len(page)
+            for listener in self.on_applied:
+                listener(name)
             if progress:
                 progress(position, max(head, position))
 
@@ -138,6 +142,8 @@ class Projections:
                     continue
                 position = batch[-1][0]
                 applied += len(batch)
+                for listener in self.on_applied:
+                    listener(name)
         finally:
             self._positions[name] = position
 

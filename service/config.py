@@ -163,6 +163,28 @@ class Settings(BaseSettings):
         "executions, saves, with the run id.",
     )
 
+    webhook_attempts: int = Field(
+        8, ge=1, le=100,
+        description="Attempts at one webhook delivery before it is marked failed.")
+    webhook_backoff: float = Field(
+        10.0, gt=0,
+        description="Seconds before a webhook delivery's second attempt; each further wait "
+        "doubles (at most SIGNOFF_WEBHOOK_BACKOFF_MAX), less a random part of up to half.")
+    webhook_backoff_max: float = Field(
+        3600.0, gt=0, description="Longest wait between two attempts at a webhook delivery.")
+    webhook_timeout: float = Field(
+        10.0, gt=0,
+        description="Seconds a subscriber may take to connect, and then to answer a "
+        "webhook delivery; longer: the attempt failed (timeout).")
+    webhook_concurrency: int = Field(
+        8, ge=1, le=256,
+        description="Webhook deliveries in flight at once per process (the sending threads).")
+    webhook_hosts: str = Field(
+        "",
+        description="Comma-separated hosts webhook URLs may name (`hooks.example.com`, or "
+        "`*.example.com` for any name under it). Empty: any host. See docs/security.md.",
+    )
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, v: Any) -> Any:

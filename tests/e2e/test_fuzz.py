@@ -156,6 +156,7 @@ class Seed:
     status: str
     call_ids: list[str]
     history: list[Json]  # GET /runs/{id}/events right after seeding
+    webhook_id: str = ""  # a subscription to every event (to a closed port on 127.0.0.1)
 
 
 @dataclass
@@ -179,6 +180,9 @@ class Target:
 
 def _seed(c: httpx.Client) -> list[Seed]:
     seeds = []
+    r = c.post("/webhooks", json={"url": "http://127.0.0.1:9/hook"})  # nothing listens
+    assert r.status_code == 201, r.text
+    webhook_id = r.json()["webhook"]["id"]
     for agent_id, message, then in SEEDS:
         run = start(c, agent_id, message)
         if then == "reject":
@@ -190,7 +194,7 @@ def _seed(c: httpx.Client) -> list[Seed]:
             run = c.get(f"/agents/{agent_id}/runs/{run['run_id']}").json()
         seeds.append(Seed(agent_id, run["run_id"], run["status"],
                           [t["tool_call_id"] for t in run["tools"]],
-                          events(c, run["run_id"])))
+                          events(c, run["run_id"]), webhook_id))
     assert {s.status for s in seeds} >= {"PAUSED", "COMPLETED", "CANCELLED"}
     return seeds
 
@@ -211,7 +215,9 @@ def target(request: pytest.FixtureRequest,
             url = str(db.url)
         # Authentication off: the fuzzer issues keys (POST /keys), which would otherwise
         # turn it on mid-run (tests/e2e/test_roles.py covers every route with keys).
-        server = stack.enter_context(live_server(url, tmp / "server.log", SIGNOFF_AUTH="off"))
+        # Webhooks the fuzzer subscribes may only name this machine (nothing is sent off it).
+        server = stack.enter_context(live_server(url, tmp / "server.log", SIGNOFF_AUTH="off",
+                                                 SIGNOFF_WEBHOOK_HOSTS="127.0.0.1"))
         with server.client(verify=False) as c:
             seeds = _seed(c)
         schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
@@ -382,10 +388,11 @@ def _operations(target: Target) -> list[Any]:
     return [result.ok() for result in target.schema.get_all_operations()]
 
 
-def _known_params(op: Any, agent_id: str, run_id: str) -> dict[str, str]:
-    """The path parameters of ``op`` naming this agent and run."""
+def _known_params(op: Any, agent_id: str, run_id: str, webhook_id: str = "") -> dict[str, str]:
+    """The path parameters of ``op`` naming this agent and run (and webhook)."""
     names = {p.name for p in op.path_parameters}
-    return {k: v for k, v in (("agent_id", agent_id), ("run_id", run_id)) if k in names}
+    return {k: v for k, v in (("agent_id", agent_id), ("run_id", run_id),
+                              ("webhook_id", webhook_id)) if k in names}
 
 
 def _fuzz(target: Target, op: Any, client: httpx.Client, examples: int = MAX_EXAMPLES,
@@ -397,7 +404,7 @@ def _fuzz(target: Target, op: Any, client: httpx.Client, examples: int = MAX_EXA
     anything = st.one_of([op.as_strategy(mode) for mode in MODES])
     known = st.one_of([
         st.tuples(st.just(seed), op.as_strategy(
-            mode, path_parameters=_known_params(op, seed.agent_id, seed.run_id)))
+            mode, path_parameters=_known_params(op, seed.agent_id, seed.run_id, seed.webhook_id)))
         for seed in target.seeds for mode in MODES
         # Fixed path parameters leave nothing to negate on an operation with no others.
         if mode is GenerationMode.POSITIVE or query_names or len(op.headers) or has_body
@@ -490,7 +497,7 @@ def test_edge_values(target: Target, method: str, path: str) -> None:
     every media type, on a seeded run (one that has ended, for the cancels)."""
     op = target.schema[path][method]
     seed = target.seed(final=path.endswith("/cancel"))
-    params = _known_params(op, seed.agent_id, seed.run_id)
+    params = _known_params(op, seed.agent_id, seed.run_id, seed.webhook_id)
     fields = set(BODY_MODELS[path].model_fields) if path in BODY_MODELS else set()
     media_types = sorted({b.media_type for b in op.body})
     minimal = {"message": "hi", "tools": "[]", "stream": False}
@@ -521,7 +528,7 @@ def test_fuzz_operations_not_listed(target: Target) -> None:
     with target.client() as client:
         for op in sorted(others, key=lambda op: op.method.upper() != "GET"):
             _fuzz(target, op, client, examples=MAX_EXAMPLES // 2)
-            params = _known_params(op, seed.agent_id, seed.run_id)
+            params = _known_params(op, seed.agent_id, seed.run_id, seed.webhook_id)
             for name in (p.name for p in op.query):
                 for value in EDGE:
                     _send(target, client, op.Case(path_parameters=params, query={name: value}))
@@ -675,7 +682,7 @@ def test_a_body_over_the_limit_is_a_documented_413(target: Target) -> None:
     assert {op.path for op in ops} >= set(BODY_MODELS)
     with target.client() as client:
         for op in ops:
-            params = _known_params(op, seed.agent_id, seed.run_id)
+            params = _known_params(op, seed.agent_id, seed.run_id, seed.webhook_id)
             for content_type in ("application/json", "multipart/form-data; boundary=x"):
                 r = _send(target, client, op.Case(path_parameters=params),
                           (content_type, b"x" * (limit + 1)))

@@ -111,7 +111,20 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ("POST", "/keys"): lambda w: ("POST", "/keys", {"json": {"name": "new", "role": "client"}}),
     ("POST", "/keys/{key_id}/revoke"): lambda w: ("POST", _new_key_path(w), {}),
     ("GET", "/inbox"): lambda w: ("GET", "/inbox", {}),
+    ("GET", "/webhooks"): lambda w: ("GET", "/webhooks", {}),
+    ("POST", "/webhooks"): lambda w: ("POST", "/webhooks",
+                                      {"json": {"url": "http://127.0.0.1:9/hook"}}),
+    ("GET", "/webhooks/{webhook_id}"): lambda w: ("GET", _new_webhook_path(w), {}),
+    ("DELETE", "/webhooks/{webhook_id}"): lambda w: ("DELETE", _new_webhook_path(w), {}),
+    ("GET", "/webhooks/{webhook_id}/deliveries"):
+        lambda w: ("GET", _new_webhook_path(w) + "/deliveries", {}),
 }
+
+
+def _new_webhook_path(w: World) -> str:
+    with w.as_("adm") as c:
+        r = c.post("/webhooks", json={"url": "http://127.0.0.1:9/hook", "event_types": ["*"]})
+    return f"/webhooks/{r.json()['webhook']['id']}"
 
 
 def _new_key_path(w: World) -> str:
