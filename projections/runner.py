@@ -122,16 +122,18 @@ class Projections:
     def catch_up_all(self) -> int:
         return sum(self.catch_up(name) for name in self.views)
 
-    def follow_up(self, name: str) -> int:
+    def follow_up(self, name: str, stop: Callable[[], bool] | None = None) -> int:
         """What following does when woken: apply what is new, from the remembered
-        position, reading through the shared tail. Returns how many events."""
+        position, reading through the shared tail, until caught up or ``stop()`` says
+        to stop (checked between pages: a projection far behind, such as a new one on a
+        large store, must not hold a shutdown up). Returns how many events."""
         view = self.views[name]
         position = self._positions.get(name)
         if position is None:
             position = view.position()
         applied = 0
         try:
-            while True:
+            while not (stop and stop()):
                 batch = self._tail.page(position + 1, self.batch_size)
                 if not batch:
                     return applied
@@ -144,6 +146,7 @@ class Projections:
                 applied += len(batch)
                 for listener in self.on_applied:
                     listener(name)
+            return applied
         finally:
             self._positions[name] = position
 
@@ -210,7 +213,7 @@ class Projections:
             try:
                 self._tail.signal()  # prompted, or a second passed: read the log again
                 for name in self.views:
-                    self.follow_up(name)
+                    self.follow_up(name, stop.is_set)
             except (OperationalError, InterfaceError) as err:  # e.g. "database is locked"
                 log.warning("projections could not read or write the store (%s); retrying",
                             err)
@@ -293,7 +296,7 @@ class _Followers:
         while not self._stopped():
             wake.clear()  # before catching up: a notification meanwhile wakes it again
             try:
-                self.projections.follow_up(name)
+                self.projections.follow_up(name, self._stopped)
             except (OperationalError, InterfaceError, psycopg.OperationalError) as err:
                 log.warning("projection %s could not read or write the store (%s); "
                             "retrying", name, err)

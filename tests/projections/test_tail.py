@@ -130,3 +130,17 @@ def test_a_follower_whose_position_moved_elsewhere_goes_on_from_there(
     finally:
         a.close()
         b.close()
+
+
+def test_following_far_behind_stops_between_pages_when_told(
+        app: RunService, env: dict[str, str]) -> None:
+    write_runs(app, 5, seed=7)
+    p = Projections(app, env, batch_size=10)
+    try:
+        pages = iter([False, False, True])  # asked before each page: stop before the third
+        name = next(iter(p.views))
+        assert p.follow_up(name, stop=lambda: next(pages)) == 20
+        assert p.status()[0].position == log_positions(app)[19]
+        assert p.follow_up(name) == app.head() - 20  # and goes on from there
+    finally:
+        p.close()
