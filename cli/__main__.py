@@ -538,13 +538,19 @@ def keys_generate() -> None:
 
 # ------------------------------------------------------------------ webhooks
 
-def _webhooks_view() -> Any:
-    """The webhooks projection, brought up to date."""
+@contextlib.contextmanager
+def _webhooks_read() -> Iterator[Any]:
+    """A read of the webhooks projection, brought up to date first; closed after."""
     from projections import webhooks
 
     projections = _projections([webhooks.NAME])
-    projections.catch_up(webhooks.NAME)
-    return projections
+    try:
+        projections.catch_up(webhooks.NAME)
+        with projections.views[webhooks.NAME].read() as c:
+            yield c
+    finally:
+        projections.close()
+        projections.app.close()
 
 
 @webhooks_app.command("create")
@@ -601,13 +607,8 @@ def webhooks_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     """Every subscription (never the secrets)."""
     from projections import webhooks
 
-    projections = _webhooks_view()
-    try:
-        with projections.views[webhooks.NAME].read() as c:
-            rows = webhooks.read_webhooks(c)
-    finally:
-        projections.close()
-        projections.app.close()
+    with _webhooks_read() as c:
+        rows = webhooks.read_webhooks(c)
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
@@ -645,13 +646,8 @@ def webhooks_deliveries(
     """A subscription's deliveries, newest first, with their attempts."""
     from projections import webhooks
 
-    projections = _webhooks_view()
-    try:
-        with projections.views[webhooks.NAME].read() as c:
-            rows = webhooks.read_deliveries(c, webhook_id, status=status, limit=limit)
-    finally:
-        projections.close()
-        projections.app.close()
+    with _webhooks_read() as c:
+        rows = webhooks.read_deliveries(c, webhook_id, status=status, limit=limit)
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return

@@ -47,8 +47,6 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._queue: list[_Save] = []
         self._writing = False
-        self.transactions = 0  # how many transactions wrote how many saves (bench, tests)
-        self.saves = 0
 
     def put(self, events: Sequence[Any], stored: list[StoredEvent]) -> list[Recording[Any]]:
         """Record ``events`` (``stored``: the same, mapped); their recordings, in order."""
@@ -88,8 +86,6 @@ class GroupCommit:
                 save.done.set()
 
     def _write(self, group: list[_Save]) -> None:
-        self.transactions += 1
-        self.saves += len(group)
         if len(group) == 1:
             self._write_alone(group[0])
             return
@@ -98,7 +94,6 @@ class GroupCommit:
         except Exception:
             # Which save broke the group? Each on its own: the others commit.
             for save in group:
-                self.transactions += 1
                 self._write_alone(save)
             return
         start = 0
