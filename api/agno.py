@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any
-from uuid import NAMESPACE_URL, uuid5
+from hashlib import sha1
+from uuid import NAMESPACE_URL
 
 from agent.loop import Decision
 from agent.tools import Agent
@@ -27,8 +28,17 @@ def _epoch(ts: datetime | None) -> int | None:
     return int(ts.timestamp()) if ts is not None else None
 
 
+_URL_NS = NAMESPACE_URL.bytes
+
+
 def _uuid(*parts: str) -> str:
-    return str(uuid5(NAMESPACE_URL, "signoff:" + ":".join(parts)))
+    """``str(uuid5(NAMESPACE_URL, "signoff:" + ":".join(parts)))``, without building a
+    ``UUID`` (a response has a few dozen of these)."""
+    b = bytearray(sha1(_URL_NS + ("signoff:" + ":".join(parts)).encode()).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50  # version 5
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def tool_execution(call: Json) -> Json:

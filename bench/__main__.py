@@ -81,6 +81,15 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _setups(text: str) -> list[str]:
+    setups = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in setups if x not in ("inline", "process")]
+    if bad or not setups:
+        raise argparse.ArgumentTypeError(f"not a setup: {', '.join(bad) or text!r} "
+                                         "(inline, process)")
+    return setups
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,6 +105,12 @@ def parser() -> argparse.ArgumentParser:
                    help="cycles per row (cycles, loadgen)")
     p.add_argument("--seconds", type=float, default=120.0,
                    help="at most this long for any one load")
+    p.add_argument("--projections", type=_setups, default=["inline"],
+                   help="cycles: setups, comma-separated: inline (the server's own, the "
+                   "default) and/or process (SIGNOFF_PROJECTIONS=off beside one "
+                   "`signoff project`)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   default="info", help="cycles: the server's SIGNOFF_LOG_LEVEL")
     p.add_argument("--client", choices=("http.client", "httpx"), default="http.client",
                    help="the load generator's HTTP client")
     p.add_argument("--client-procs", type=int, default=1,

@@ -1,5 +1,6 @@
-"""Sections over real HTTP on one ``signoff serve`` (one uvicorn worker, projections in
-the process, the default): HITL cycles at 1 / 8 / 32 clients (``cycles``), what the load
+"""Sections over real HTTP on one ``signoff serve`` (one uvicorn worker; projections in
+the process, the default, or for ``cycles`` also in a ``signoff project`` beside it):
+HITL cycles at 1 / 8 / 32 clients (``cycles``), what the load
 generator costs (``loadgen``), bytes stored per cycle (``storage``), the server's memory
 (``memory``)."""
 
@@ -18,8 +19,10 @@ from bench.common import (
     Stores,
     cpu_seconds,
     header,
+    projector,
     serve,
     status_mb,
+    tree_cpu,
     wait_projections,
 )
 from bench.load import Result, pct, run_load
@@ -30,11 +33,13 @@ def clients_text(args: Namespace) -> str:
     return f"{args.client} keep-alive connections, one per thread{procs}"
 
 
-def row(kind: str, r: Result, rss: float) -> str:
-    cpu = r.client_cpu / r.cycles * 1000 if r.cycles else float("nan")
-    return (f"{kind:<9}{r.clients:>8}{r.cycles:>8}{r.error_count:>7}{r.rate:>10.1f}"
+def row(setup: str, r: Result, rss: float, cpu: list[float]) -> str:
+    per = [f"{c / r.cycles * 1000:.2f}" if r.cycles else "nan" for c in cpu]
+    client = r.client_cpu / r.cycles * 1000 if r.cycles else float("nan")
+    return (f"{setup:<9}{r.clients:>8}{r.cycles:>8}{r.error_count:>7}{r.rate:>10.1f}"
             f"{pct(r.start, 50):>9.1f}ms{pct(r.start, 99):>6.1f}ms"
-            f"{pct(r.cont, 50):>9.1f}ms{pct(r.cont, 99):>6.1f}ms{rss:>8.0f}MB{cpu:>9.2f}ms")
+            f"{pct(r.cont, 50):>9.1f}ms{pct(r.cont, 99):>6.1f}ms{rss:>8.0f}MB"
+            f"{' / '.join(per):>22}{client:>8.2f}")
 
 
 def errors(r: Result) -> None:
@@ -42,28 +47,51 @@ def errors(r: Result) -> None:
         print(f"  error x{n}: {what}")
 
 
+SETUPS = {
+    "inline": "projections in the server process (the default)",
+    "process": "SIGNOFF_PROJECTIONS=off, one `signoff project` beside the server",
+}
+
+
 def cycles(stores: Stores, kind: str, args: Namespace) -> int:
-    url = stores.fresh(kind, "cycles")
-    header(f"cycles: HITL cycles over HTTP ({kind})", url, workers=1,
-           projections="inline (in the server process)",
-           clients=clients_text(args),
+    header(f"cycles: HITL cycles over HTTP ({kind})", stores.fresh(kind, "probe"), workers=1,
+           setups="; ".join(f"{s}: {SETUPS[s]}" for s in args.projections),
+           log_level=args.log_level, clients=clients_text(args),
            size=f"{args.cycles} cycles per row, at most {args.seconds:g} s")
-    print(f"{'store':<9}{'clients':>8}{'cycles':>8}{'errors':>7}{'cycles/s':>10}"
+    print(f"{'setup':<9}{'clients':>8}{'cycles':>8}{'errors':>7}{'cycles/s':>10}"
           f"{'start p50':>11}{'p99':>8}{'cont. p50':>11}{'p99':>8}{'peak RSS':>10}"
-          f"{'client CPU':>11}")
+          f"{'CPU ms/cycle: ' + _cpu_names(kind):>22}{'clients':>8}")
     failed = 0
-    with serve(url, stores.log("cycles")) as server:
-        assert server.proc is not None
-        run_load(server.url, 4, cycles=40, kind=args.client)  # warm-up
-        for n in args.clients:
-            r = run_load(server.url, n, cycles=args.cycles, seconds=args.seconds,
-                         kind=args.client, procs=args.client_procs)
-            print(row(kind, r, status_mb(server.proc.pid)), flush=True)
-            errors(r)
-            failed += r.error_count
-    print("(client CPU: the load generator's CPU time per cycle, on the server's cores; "
-          "peak RSS: the server's VmHWM so far)")
+    for setup in args.projections:
+        url = stores.fresh(kind, f"cycles-{setup}")
+        env = {"SIGNOFF_LOG_LEVEL": args.log_level}
+        with contextlib.ExitStack() as stack:
+            project = None
+            if setup == "process":
+                env["SIGNOFF_PROJECTIONS"] = "off"
+                project = stack.enter_context(projector(url, stores.log(f"cycles-{setup}-p")))
+            server = stack.enter_context(serve(url, stores.log(f"cycles-{setup}"), **env))
+            assert server.proc is not None
+            pids = [server.proc.pid] + ([project.pid] if project else [])
+            if kind == "postgres" and stores.pg is not None:
+                pids.append(stores.pg.pid)
+            run_load(server.url, 4, cycles=40, kind=args.client)  # warm-up
+            for n in args.clients:
+                cpu0 = [tree_cpu(p) for p in pids]
+                r = run_load(server.url, n, cycles=args.cycles, seconds=args.seconds,
+                             kind=args.client, procs=args.client_procs)
+                cpu = [tree_cpu(p) - c for p, c in zip(pids, cpu0, strict=True)]
+                print(row(setup, r, status_mb(server.proc.pid), cpu), flush=True)
+                errors(r)
+                failed += r.error_count
+    print("(CPU ms/cycle: what each process used per cycle during the row: the server, "
+          "`signoff project` when it runs, PostgreSQL's processes; clients: the load "
+          "generator's; peak RSS: the server's VmHWM so far)")
     return failed
+
+
+def _cpu_names(kind: str) -> str:
+    return "server/project" + ("/PostgreSQL" if kind == "postgres" else "")
 
 
 def loadgen(stores: Stores, kind: str, args: Namespace) -> int:

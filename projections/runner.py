@@ -11,9 +11,15 @@ Following new events:
 - PostgreSQL: ``LISTEN`` on eventsourcing's channel for the events table (every insert
   transaction ``NOTIFY``s it), so new events are applied as soon as they are committed.
   eventsourcing's insert takes a table lock, so commit order equals position order and
-  reading ``position > last`` never skips an event committed late. Each projection
-  catches up in a thread of its own, woken by every notification: the queue is not held
-  back while the audit trail or the anchors apply a page.
+  reading ``position > last`` never skips an event committed late.
+- One thread follows for every projection (on PostgreSQL beside one that listens):
+  woken, it applies at most one page to each
+  in turn (the queue first), and goes round again at once while any had a full page, so
+  the queue is never held back by more than one page of another projection (a
+  projection far behind catches up a page per round). One thread rather than one per
+  projection: in the API's process four followers woken by every commit competed with
+  the request threads for the interpreter, and cost a cycle about twice the CPU
+  (docs/performance.md).
 - SQLite has no notifications: in the server process the application prompts the
   projections after each save; otherwise (``signoff project`` beside another process) the
   log is checked once a second.
@@ -122,18 +128,20 @@ class Projections:
     def catch_up_all(self) -> int:
         return sum(self.catch_up(name) for name in self.views)
 
-    def follow_up(self, name: str, stop: Callable[[], bool] | None = None) -> int:
+    def follow_up(self, name: str, stop: Callable[[], bool] | None = None,
+                  pages: int | None = None) -> int:
         """What following does when woken: apply what is new, from the remembered
-        position, reading through the shared tail, until caught up or ``stop()`` says
-        to stop (checked between pages: a projection far behind, such as a new one on a
-        large store, must not hold a shutdown up). Returns how many events."""
+        position, reading through the shared tail, until caught up, or ``pages`` pages
+        are applied, or ``stop()`` says to stop (checked between pages: a projection far
+        behind, such as a new one on a large store, must not hold a shutdown up).
+        Returns how many events."""
         view = self.views[name]
         position = self._positions.get(name)
         if position is None:
             position = view.position()
-        applied = 0
+        applied = written = 0
         try:
-            while not (stop and stop()):
+            while not (stop and stop()) and (pages is None or written < pages):
                 batch = self._tail.page(position + 1, self.batch_size)
                 if not batch:
                     return applied
@@ -144,6 +152,7 @@ class Projections:
                     continue
                 position = batch[-1][0]
                 applied += len(batch)
+                written += 1
                 for listener in self.on_applied:
                     listener(name)
             return applied
@@ -208,104 +217,74 @@ class Projections:
                 log.exception("projections stopped on an error; resuming from their positions")
                 self._stop.wait(1.0)
 
+    def _round(self, stop: threading.Event) -> bool:
+        """At most one page for each projection in turn; whether any had a full page
+        (more may be waiting: go round again without waiting). A transient error of the
+        store (eventsourcing's ``OperationalError`` or ``InterfaceError``: "database is
+        locked", a lost connection, a server restarting) is logged, and the round is
+        tried again a second later from the tracked positions; any other error ends
+        following."""
+        more = failed = False
+        for name in self.views:
+            try:
+                more |= self.follow_up(name, stop.is_set, pages=1) >= self.batch_size
+            except (OperationalError, InterfaceError, psycopg.OperationalError) as err:
+                log.warning("projection %s could not read or write the store (%s); "
+                            "retrying", name, err)
+                failed = True
+        if failed:
+            stop.wait(1.0)
+            return False
+        return more
+
     def _follow_polling(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            try:
-                self._tail.signal()  # prompted, or a second passed: read the log again
-                for name in self.views:
-                    self.follow_up(name, stop.is_set)
-            except (OperationalError, InterfaceError) as err:  # e.g. "database is locked"
-                log.warning("projections could not read or write the store (%s); retrying",
-                            err)
-                stop.wait(1.0)
+            self._tail.signal()  # prompted, or a second passed: read the log again
+            if self._round(stop):
                 continue
             self._prompt.wait(1.0)
             self._prompt.clear()
 
     def _follow_postgres(self, stop: threading.Event) -> None:
+        """Rounds whenever a notification comes (and once a second regardless); a
+        thread of its own listens, so that a lost connection is seen at once."""
+        wake, done = threading.Event(), threading.Event()
+        listener = threading.Thread(target=self._listen, args=(stop, done, wake),
+                                    name="signoff-projections-listen", daemon=True)
+        listener.start()
+        try:
+            while not stop.is_set():
+                wake.clear()  # before the round: a notification meanwhile wakes it again
+                self._tail.signal()
+                if not self._round(stop):
+                    wake.wait(1.0)
+        finally:
+            done.set()
+            listener.join(5)
+
+    def _listen(self, stop: threading.Event, done: threading.Event,
+                wake: threading.Event) -> None:
         e = self.env
         channel = f"{self.app.name.lower()}_events"
-        with _Followers(self, stop) as followers:
-            while not stop.is_set():
-                try:
-                    with psycopg.connect(
-                        host=e["POSTGRES_HOST"], port=int(e["POSTGRES_PORT"]),
-                        dbname=e["POSTGRES_DBNAME"], user=e["POSTGRES_USER"],
-                        password=e.get("POSTGRES_PASSWORD", ""), autocommit=True,
-                        connect_timeout=5,
-                    ) as conn:
-                        conn.execute(f'LISTEN "{channel}"')
-                        while not stop.is_set():
-                            # Listening: whatever commits from now on notifies.
-                            followers.wake()
-                            self._prompt.clear()
-                            # Wakes on the first NOTIFY; the timeout lets `stop` be seen.
-                            for _ in conn.notifies(timeout=1.0, stop_after=1):
-                                pass
-                            followers.check()
-                except psycopg.OperationalError as err:
-                    # The LISTEN connection: a restart or failover of the server must not
-                    # end `signoff project`; it goes on from the tracked positions (the
-                    # followers retry on their own, see _Followers).
-                    log.warning("projections lost PostgreSQL (%s); reconnecting", err)
-                    stop.wait(1.0)
-
-
-class _Followers:
-    """One thread per projection, each catching its projection up whenever woken (and
-    once a second regardless). A transient error of the store (eventsourcing's
-    ``OperationalError`` or ``InterfaceError``: a lost connection, a server restarting)
-    is logged and retried from the tracked position a second later; any other error ends
-    following: ``check`` raises it in the following thread."""
-
-    def __init__(self, projections: Projections, stop: threading.Event) -> None:
-        self.projections = projections
-        self.stop = stop
-        self.done = threading.Event()
-        self.errors: list[BaseException] = []
-        self.wakes = {name: threading.Event() for name in projections.views}
-        self.threads = [threading.Thread(target=self._run, args=(name,), daemon=True,
-                                         name=f"signoff-projection-{name}")
-                        for name in projections.views]
-
-    def __enter__(self) -> _Followers:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.done.set()
-        self.wake()
-        for thread in self.threads:
-            thread.join(30)
-
-    def wake(self) -> None:
-        self.projections._tail.signal()  # something may have been committed: read again
-        for event in self.wakes.values():
-            event.set()
-
-    def check(self) -> None:
-        if self.errors:
-            raise self.errors[0]
-
-    def _stopped(self) -> bool:
-        return self.stop.is_set() or self.done.is_set()
-
-    def _run(self, name: str) -> None:
-        wake = self.wakes[name]
-        while not self._stopped():
-            wake.clear()  # before catching up: a notification meanwhile wakes it again
+        while not (stop.is_set() or done.is_set()):
             try:
-                self.projections.follow_up(name, self._stopped)
-            except (OperationalError, InterfaceError, psycopg.OperationalError) as err:
-                log.warning("projection %s could not read or write the store (%s); "
-                            "retrying", name, err)
-                self.done.wait(1.0)
-                continue
-            except BaseException as err:
-                self.errors.append(err)
-                return
-            wake.wait(1.0)
+                with psycopg.connect(
+                    host=e["POSTGRES_HOST"], port=int(e["POSTGRES_PORT"]),
+                    dbname=e["POSTGRES_DBNAME"], user=e["POSTGRES_USER"],
+                    password=e.get("POSTGRES_PASSWORD", ""), autocommit=True,
+                    connect_timeout=5,
+                ) as conn:
+                    conn.execute(f'LISTEN "{channel}"')
+                    wake.set()  # listening: whatever commits from now on notifies
+                    while not (stop.is_set() or done.is_set()):
+                        # Wakes on the first NOTIFY; the timeout lets `stop` be seen.
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            wake.set()
+            except psycopg.OperationalError as err:
+                # A restart or failover of the server must not end `signoff project`:
+                # it goes on from the tracked positions.
+                log.warning("projections lost PostgreSQL (%s); reconnecting", err)
+                done.wait(1.0)
 
 
 class _Tail:

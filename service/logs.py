@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,7 +127,54 @@ def _text(value: Any) -> str:
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """signoff's own handler on the root logger."""
+    """signoff's own handler on the root logger. Lines a thread logs inside ``held()``
+    are written together when the block ends: one ``write`` (and one flush) for a save's
+    lines instead of one per event, each of which would drop and retake the GIL."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.held = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines: list[str] | None = getattr(self.held, "lines", None)
+        if lines is None:
+            super().emit(record)
+            return
+        try:
+            lines.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+
+    def write_held(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.stream.write("".join(lines))
+                self.flush()
+            except Exception:  # as StreamHandler.emit: a broken stream never fails a save
+                self.handleError(logging.makeLogRecord({"msg": "held lines"}))
+
+
+_handler: _Handler | None = None
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Hold the lines this thread logs until the block ends, then write them at once (in
+    order, before the block returns: a reader of the log sees them when the save it
+    describes has returned)."""
+    handler = _handler
+    if handler is None or getattr(handler.held, "lines", None) is not None:
+        yield  # not configured, or already held by an enclosing block
+        return
+    lines: list[str] = []
+    handler.held.lines = lines
+    try:
+        yield
+    finally:
+        handler.held.lines = None
+        handler.write_held(lines)
 
 
 def configure(settings: Settings, stream: Any = None) -> None:
@@ -140,7 +189,8 @@ def configure(settings: Settings, stream: Any = None) -> None:
     fmt = settings.log_format
     if fmt == "auto":
         fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
-    handler = _Handler(stream)
+    global _handler
+    handler = _handler = _Handler(stream)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
@@ -170,6 +220,9 @@ def log_committed(run: Any, event: Any, **facts: Any) -> None:
     """One line for one committed event of ``run``: its kind and the facts about it that
     carry no user or tool data (more facts, e.g. a duration, may be passed in)."""
     kind = type(event).__name__
+    level = logging.WARNING if kind in _WARNINGS else logging.INFO
+    if not log.isEnabledFor(level):
+        return
     fields: dict[str, Any] = {"run_id": str(event.originator_id), "agent": run.agent_id,
                               "event": kind, "version": event.originator_version, **facts}
     call_id = getattr(event, "tool_call_id", None)
@@ -178,7 +231,6 @@ def log_committed(run: Any, event: Any, **facts: Any) -> None:
         call = run.calls.get(call_id)
         if call is not None:
             fields["tool"] = call["tool_name"]
-    level = logging.INFO
     if kind == "RunStarted":
         fields.update(user_id=event.user_id, session_id=event.session_id)
     elif kind == "ModelResponded":
@@ -197,12 +249,8 @@ def log_committed(run: Any, event: Any, **facts: Any) -> None:
     elif kind == "ToolExecutionStarted":
         fields["attempt"] = event.attempt
     elif kind == "ToolFailed":
-        level = logging.WARNING
         fields["error_type"] = event.error.split(":", 1)[0][:100]
-    elif kind == "ToolCallInDoubt":
-        level = logging.WARNING
     elif kind == "RunFailed":
-        level = logging.WARNING
         fields["error"] = event.error[:300]  # the service's own words (model error, turns)
     elif kind == "RunCancelled":
         fields["cancelled_by"] = event.cancelled_by
@@ -216,6 +264,7 @@ def log_committed(run: Any, event: Any, **facts: Any) -> None:
         log.debug("%s: payload", message, extra={**fields, "payload": payload})
 
 
+_WARNINGS = frozenset({"ToolFailed", "ToolCallInDoubt", "RunFailed"})
 _MESSAGES = {
     "RunStarted": "run started",
     "ModelResponded": "model responded",

@@ -19,7 +19,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from service.logs import CONTEXT, log_committed
+from service.logs import CONTEXT, held, log_committed
 from service.runs import RunService
 
 # Seconds: from a few milliseconds to the default tool timeout (300 s).
@@ -77,11 +77,12 @@ class CommittedFacts:
 
     def __call__(self, objs: Sequence[Any], recordings: Sequence[Any]) -> None:
         runs = {getattr(o, "id", None): o for o in objs}
-        for recording in recordings:
-            event = recording.domain_event
-            run = runs.get(event.originator_id)
-            if run is not None and hasattr(run, "agent_id"):
-                self.event(run, event)
+        with held():  # the save's lines in one write
+            for recording in recordings:
+                event = recording.domain_event
+                run = runs.get(event.originator_id)
+                if run is not None and hasattr(run, "agent_id"):
+                    self.event(run, event)
 
     def event(self, run: Any, event: Any) -> None:
         kind = type(event).__name__
