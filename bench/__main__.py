@@ -17,6 +17,8 @@ in count and time.
   PostgreSQL, 32 clients; then every result checked consistent (exit 1 if not).
 - loadgen (only when named): what the load generator itself costs, httpx vs http.client,
   threads in one process vs several.
+- floor (only when named): uvicorn and FastAPI alone with the Agno routes' shape (no
+  store, no domain): what the framework costs a cycle on this machine.
 
 Every table is printed with the machine (cores, CPU, load average), the versions and the
 settings it ran with.
@@ -45,7 +47,7 @@ from tests.support.postgres import throwaway_postgres  # noqa: E402
 __all__ = ["MESSAGE", "cycle", "machine", "store"]
 
 SECTIONS = ("cycles", "appends", "growth", "storage", "memory", "workers")
-EXTRA = ("loadgen",)
+EXTRA = ("loadgen", "floor")
 
 
 def cycle(client: httpx.Client, timings: dict[str, list[float]]) -> None:
@@ -95,7 +97,7 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated, of {', '.join(SECTIONS + EXTRA)} (default: "
-                   "all but loadgen)")
+                   "all but loadgen and floor)")
     p.add_argument("--stores", default="sqlite,postgres",
                    help="sqlite, postgres or both (workers runs on postgres only)")
     p.add_argument("--clients", type=_ints, default=[1, 8, 32],
@@ -144,7 +146,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import appends, cycles, growth, workers
+    from bench import appends, cycles, floor, growth, workers
     from bench.common import Stores
 
     args = parser().parse_args(argv)
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
     runners = {"cycles": cycles.cycles, "loadgen": cycles.loadgen, "appends": appends.appends,
                "growth": growth.growth, "storage": cycles.storage, "memory": cycles.memory,
-               "workers": workers.workers}
+               "workers": workers.workers, "floor": floor.floor}
     print(f"python -m bench {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; machine: {machine()}")
     failed = 0
@@ -166,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         for section in sections:
             for kind in kinds:
                 if section == "workers" and kind != "postgres":
+                    continue
+                if section == "floor" and kind != kinds[0]:  # no store: once
                     continue
                 failed += runners[section](stores, kind, args)
     print(f"\nfinished {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"

@@ -83,16 +83,20 @@ def sync_commit(url: str) -> str:
     return ", ".join(shown)
 
 
-def header(title: str, url: str, **settings: Any) -> None:
-    """The lines printed above every table: what ran, where, with which settings."""
-    pool = int(os.environ.get("SIGNOFF_POSTGRES_POOL_SIZE") or
-               Settings(database_url=url).postgres_pool_size)
+def header(title: str, url: str | None, **settings: Any) -> None:
+    """The lines printed above every table: what ran, where (``url``: the store, or
+    None), with which settings."""
     print(f"\n## {title}")
     print(f"machine: {machine()}; load average {load_average()}")
-    store = f"{server_version(url)} ({sync_commit(url)})"
-    if not url.startswith("sqlite"):
-        store += f", pool {pool}+{pool} overflow per application"
-    print(f"store: {store}")
+    if url is None:
+        print("store: none")
+    else:
+        pool = int(os.environ.get("SIGNOFF_POSTGRES_POOL_SIZE") or
+                   Settings(database_url=url).postgres_pool_size)
+        store = f"{server_version(url)} ({sync_commit(url)})"
+        if not url.startswith("sqlite"):
+            store += f", pool {pool}+{pool} overflow per application"
+        print(f"store: {store}")
     if settings:
         print("settings: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in
                                       settings.items()))

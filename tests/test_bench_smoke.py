@@ -26,6 +26,25 @@ def test_the_appends_section_runs_on_sqlite_and_prints_its_table(
         assert all(float(x) > 0 for x in r[1:]), out
 
 
+def test_the_cycles_section_runs_both_setups_and_the_floor_runs(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["--sections", "cycles,floor", "--stores", "sqlite", "--clients", "2",
+                   "--cycles", "6", "--projections", "inline,process"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.split()[:1] in (["inline"], ["process"])}
+    assert set(rows) == {"inline", "process"}, out
+    assert rows["inline"][1:4] == ["2", "6", "0"], out  # clients, cycles, no errors
+    assert rows["process"][1:4] == ["2", "6", "0"], out
+    # The process setup names two CPU figures (server / project), inline one.
+    assert "/" in rows["process"] and "/" not in rows["inline"], out
+    assert "## floor: uvicorn and FastAPI alone" in out and "store: none" in out, out
+    floor = [line.split() for line in out.split("## floor")[1].splitlines()
+             if line.split()[:1] == ["2"]]
+    assert floor and floor[0][1:3] == ["6", "0"], out
+
+
 def _cycles(url: str, n: int) -> list[str]:
     """``n`` HITL cycles in process (start, confirm, complete); their run ids."""
     from agent.loop import Decision
