@@ -39,7 +39,7 @@ def row(setup: str, r: Result, rss: float, cpu: list[float]) -> str:
     return (f"{setup:<9}{r.clients:>8}{r.cycles:>8}{r.error_count:>7}{r.rate:>10.1f}"
             f"{pct(r.start, 50):>9.1f}ms{pct(r.start, 99):>6.1f}ms"
             f"{pct(r.cont, 50):>9.1f}ms{pct(r.cont, 99):>6.1f}ms{rss:>8.0f}MB"
-            f"{' / '.join(per):>22}{client:>8.2f}")
+            f"{' / '.join(per):>27}{client:>8.2f}")
 
 
 def errors(r: Result) -> None:
@@ -60,7 +60,7 @@ def cycles(stores: Stores, kind: str, args: Namespace) -> int:
            size=f"{args.cycles} cycles per row, at most {args.seconds:g} s")
     print(f"{'setup':<9}{'clients':>8}{'cycles':>8}{'errors':>7}{'cycles/s':>10}"
           f"{'start p50':>11}{'p99':>8}{'cont. p50':>11}{'p99':>8}{'peak RSS':>10}"
-          f"{'CPU ms/cycle: ' + _cpu_names(kind):>22}{'clients':>8}")
+          f"{'CPU ms: ' + _cpu_names(kind):>27}{'clients':>8}")
     failed = 0
     for setup in args.projections:
         url = stores.fresh(kind, f"cycles-{setup}")
@@ -84,14 +84,14 @@ def cycles(stores: Stores, kind: str, args: Namespace) -> int:
                 print(row(setup, r, status_mb(server.proc.pid), cpu), flush=True)
                 errors(r)
                 failed += r.error_count
-    print("(CPU ms/cycle: what each process used per cycle during the row: the server, "
-          "`signoff project` when it runs, PostgreSQL's processes; clients: the load "
-          "generator's; peak RSS: the server's VmHWM so far)")
+    print("(CPU ms: what each process used per cycle during the row: the server, "
+          "`signoff project` when it runs, PostgreSQL's processes (PG); clients: the "
+          "load generator's; peak RSS: the server's VmHWM so far)")
     return failed
 
 
 def _cpu_names(kind: str) -> str:
-    return "server/project" + ("/PostgreSQL" if kind == "postgres" else "")
+    return "server/project" + ("/PG" if kind == "postgres" else "")
 
 
 def loadgen(stores: Stores, kind: str, args: Namespace) -> int:
