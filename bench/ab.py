@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import machine, tree_cpu
+from bench.common import machine, stop, tree_cpu
 from bench.load import pct, run_load
 from tests.support.postgres import throwaway_postgres
 from tests.support.server import free_port
@@ -41,15 +41,6 @@ def _popen(tree: Path, args: list[str], env: dict[str, str], log: Path,
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=tree, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 def measure(tree: Path, setup: str, url: str, pg_pid: int | None, seconds: float,
@@ -82,7 +73,7 @@ def measure(tree: Path, setup: str, url: str, pg_pid: int | None, seconds: float
                                                                             strict=True)]
     finally:
         for p in procs:
-            _stop(p)
+            stop(p)
     return (f"{r.rate:>9.1f}{pct(r.start, 50):>9.1f}ms{pct(r.cont, 50):>9.1f}ms"
             f"{' / '.join(f'{c:.2f}' for c in cpu):>34}{r.error_count:>7}")
 

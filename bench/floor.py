@@ -23,7 +23,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from bench.common import ROOT, Stores, cpu_seconds, header
+from bench.common import ROOT, Stores, cpu_seconds, header, stop
 from bench.load import AGENT, MESSAGE, pct, run_load
 from tests.support.server import free_port
 
@@ -115,12 +115,7 @@ def floor(stores: Stores, kind: str, args: Namespace) -> int:
                   f"{pct(r.start, 50):>9.1f}ms{pct(r.cont, 50):>9.1f}ms{server:>10.2f}ms"
                   f"{r.client_cpu / max(r.cycles, 1) * 1000:>7.2f}ms", flush=True)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc, 10)
     print("(server CPU: the uvicorn process's CPU per cycle; compare the cycles section's "
           "server column: the difference is signoff's own work per cycle)")
     return failed

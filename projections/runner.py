@@ -12,14 +12,14 @@ Following new events:
   transaction ``NOTIFY``s it), so new events are applied as soon as they are committed.
   eventsourcing's insert takes a table lock, so commit order equals position order and
   reading ``position > last`` never skips an event committed late.
-- One thread follows for every projection (on PostgreSQL beside one that listens):
-  woken, it applies at most one page to each
-  in turn (the queue first), and goes round again at once while any had a full page, so
-  the queue is never held back by more than one page of another projection (a
-  projection far behind catches up a page per round). One thread rather than one per
-  projection: in the API's process four followers woken by every commit competed with
-  the request threads for the interpreter, and cost a cycle about twice the CPU
-  (docs/performance.md).
+- One thread follows for every projection (on PostgreSQL beside one that listens).
+  Woken, it applies at most one page to each in turn (the queue first), and goes round
+  again at once while any had a full page: the queue is never held back by more than
+  one page of another projection, and a projection far behind catches up a page per
+  round. One thread rather than one per projection: in the API's process four
+  followers woken by every commit competed with the request threads for the
+  interpreter, and cost each cycle a third more of the server's CPU
+  (docs/performance.md, "Session 4").
 - SQLite has no notifications: in the server process the application prompts the
   projections after each save; otherwise (``signoff project`` beside another process) the
   log is checked once a second.

@@ -25,11 +25,14 @@ class RunNotFound(Exception):
     """No run has this id."""
 
 
+_SHORT = 100  # events: a run with fewer has no snapshot (one is taken every 100)
+
+
 class RunService(Application[UUID]):
     """Stores runs as event streams. The agent loop drives them; the API reads them."""
 
     name = "signoff"
-    snapshotting_intervals = {Run: 100}
+    snapshotting_intervals = {Run: _SHORT}
 
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
@@ -87,11 +90,21 @@ class RunService(Application[UUID]):
         return group.put(events, [self.mapper.to_stored_event(e) for e in events])
 
     def get_run(self, run_id: str | UUID, version: int | None = None) -> Run:
-        try:
-            run = self.repository.get(_uuid(run_id), version=version,
-                                      projector_func=_fold)
-        except AggregateNotFoundError:
-            raise RunNotFound(f"no run {run_id!r}") from None
+        """The run (after its first ``version`` events). A run shorter than the snapshot
+        interval is folded from its events, read in one query; a longer one is loaded
+        by the repository from its latest snapshot (which eventsourcing looks for on
+        every load: a round trip more, for what most runs do not have)."""
+        rid = _uuid(run_id)
+        events = list(self.repository.event_store.get(rid, lte=version, limit=_SHORT))
+        if not events:
+            raise RunNotFound(f"no run {run_id!r}")
+        if len(events) < _SHORT:
+            run = _fold(None, events)
+        else:
+            try:
+                run = self.repository.get(rid, version=version, projector_func=_fold)
+            except AggregateNotFoundError:  # pragma: no cover - it has events
+                raise RunNotFound(f"no run {run_id!r}") from None
         if not isinstance(run, Run):  # pragma: no cover - only runs are stored
             raise RunNotFound(f"no run {run_id!r}")
         return run

@@ -162,6 +162,13 @@ def test_given_a_run_long_enough_to_be_snapshotted_when_it_is_read_then_it_still
     at_snapshot = app.repository.get(run.id, version=100)
 
     assert state(read) == state(run)
+    # The service's own load (a run shorter than the interval folded from its events in
+    # one read; a longer one from its snapshot) gives what the repository gives.
+    assert state(app.get_run(run.id)) == state(run)
+    for version in (1, 57, 99, 100, 101, run.version - 1):
+        loaded = app.get_run(run.id, version)
+        assert loaded.version == version
+        assert state(loaded) == state(app.repository.get(run.id, version=version)), version
     # Regression: a snapshot's JSON state gave back plain strings, and
     # ``status.is_final`` raised AttributeError on the restored run.
     assert isinstance(at_snapshot.status, RunStatus)
