@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
 from hashlib import sha1
+from typing import Any
 from uuid import NAMESPACE_URL
 
 from agent.loop import Decision
