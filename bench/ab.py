@@ -17,7 +17,6 @@ project``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import subprocess
 import sys
@@ -26,9 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
-
-from bench.common import machine, stop, tree_cpu
+from bench.common import machine, stop, tree_cpu, wait_healthy
 from bench.load import pct, run_load
 from tests.support.postgres import throwaway_postgres
 from tests.support.server import free_port
@@ -57,14 +54,7 @@ def measure(tree: Path, setup: str, url: str, pg_pid: int | None, seconds: float
         server = _popen(tree, ["serve"], env, tmp / f"serve-{port}.log")
         procs.insert(0, server)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{tree}: signoff serve did not start")
-            time.sleep(0.1)
+        wait_healthy(base, server, lambda: f"{tree}: signoff serve did not start", timeout=60)
         run_load(base, 4, cycles=100)  # warm-up
         pids = [p.pid for p in procs] + ([pg_pid] if pg_pid else [])
         cpu0 = [tree_cpu(p) for p in pids]

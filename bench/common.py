@@ -13,10 +13,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,6 +175,20 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], failure: Callable[[], str],
+                 timeout: float = 30.0) -> None:
+    """Until ``GET url/health`` answers 200; ``RuntimeError(failure())`` if ``proc``
+    exits or ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(failure())
+        time.sleep(0.1)
 
 
 def wait_projections(url: str, timeout: float = 300.0) -> tuple[bool, float]:

@@ -54,7 +54,8 @@ SETUPS = {
 
 
 def cycles(stores: Stores, kind: str, args: Namespace) -> int:
-    header(f"cycles: HITL cycles over HTTP ({kind})", stores.fresh(kind, "probe"), workers=1,
+    urls = {setup: stores.fresh(kind, f"cycles-{setup}") for setup in args.projections}
+    header(f"cycles: HITL cycles over HTTP ({kind})", urls[args.projections[0]], workers=1,
            setups="; ".join(f"{s}: {SETUPS[s]}" for s in args.projections),
            log_level=args.log_level, clients=clients_text(args),
            size=f"{args.cycles} cycles per row, at most {args.seconds:g} s")
@@ -62,8 +63,7 @@ def cycles(stores: Stores, kind: str, args: Namespace) -> int:
           f"{'start p50':>11}{'p99':>8}{'cont. p50':>11}{'p99':>8}{'peak RSS':>10}"
           f"{'CPU ms: ' + _cpu_names(kind):>27}{'clients':>8}")
     failed = 0
-    for setup in args.projections:
-        url = stores.fresh(kind, f"cycles-{setup}")
+    for setup, url in urls.items():
         env = {"SIGNOFF_LOG_LEVEL": args.log_level}
         with contextlib.ExitStack() as stack:
             project = None

@@ -13,17 +13,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from argparse import Namespace
-from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from bench.common import ROOT, Stores, cpu_seconds, header, stop
+from bench.common import ROOT, Stores, cpu_seconds, header, stop, wait_healthy
 from bench.load import AGENT, MESSAGE, pct, run_load
 from tests.support.server import free_port
 
@@ -32,13 +29,10 @@ def bodies() -> tuple[dict[str, Any], dict[str, Any]]:
     """The Agno bodies of one real cycle: the paused run, the completed run."""
     from agent.loop import Decision
     from api.agno import run_output
-    from bench.workers import _memory_app
+    from bench.workers import memory_loop
     from domain.values import DecisionKind
-    from service.bootstrap import build_loop
-    from service.config import Settings
 
-    loop = build_loop(Settings(database_url="sqlite:///:memory:", model="offline",
-                               agents="agent.demo"), app=_memory_app())
+    loop = memory_loop()
     try:
         run = loop.start(AGENT, MESSAGE)
         paused = run_output(run)
@@ -93,16 +87,7 @@ def floor(stores: Stores, kind: str, args: Namespace) -> int:
     url = f"http://127.0.0.1:{port}"
     failed = 0
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the floor app did not start:\n{Path(log).read_text()}")
-            time.sleep(0.1)
+        wait_healthy(url, proc, lambda: f"the floor app did not start:\n{log.read_text()}")
         run_load(url, 4, cycles=100)  # warm-up
         print(f"{'clients':>7}{'cycles':>8}{'errors':>7}{'cycles/s':>10}{'start p50':>11}"
               f"{'cont. p50':>11}{'server CPU':>12}{'clients':>9}")

@@ -102,12 +102,8 @@ def reference_cycle() -> tuple[str, ...]:
     every run of the load must have recorded, event for event."""
     from agent.loop import Decision
     from domain.values import DecisionKind
-    from service.bootstrap import build_loop
-    from service.config import Settings
 
-    loop = build_loop(Settings(database_url="sqlite:///:memory:", model="offline",
-                               agents="agent.demo"),
-                      app=_memory_app())
+    loop = memory_loop()
     run = loop.start(AGENT, MESSAGE)
     run = loop.decide(run.run_id, [Decision(c["tool_call_id"], DecisionKind.CONFIRMED)
                                    for c in run.pending_calls()], actor="reference")
@@ -117,10 +113,15 @@ def reference_cycle() -> tuple[str, ...]:
     return tuple(e.topic for e in topics)
 
 
-def _memory_app() -> Any:
+def memory_loop() -> Any:
+    """The demo agents' loop with the offline model, on a store in memory."""
+    from service.bootstrap import build_loop
+    from service.config import Settings
     from service.runs import RunService
 
-    return RunService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    return build_loop(Settings(database_url="sqlite:///:memory:", model="offline",
+                               agents="agent.demo"),
+                      app=RunService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}))
 
 
 def check(url: str, result: Result) -> list[str]:
