@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.add_middleware(OpenTelemetryMiddleware)
     app.add_middleware(metrics.RequestObserver)  # outermost: it sees every answer
+    app.include_router(agno.hot)
     app.include_router(agno.router)
     app.include_router(runs.router)
     app.include_router(reviews.router)

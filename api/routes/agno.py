@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -17,11 +18,14 @@ from api.agno import agent_info, decisions_from_tools, parse_tools, run_output, 
 from api.auth import CallerDep, check_escalated, check_run, user_for
 from api.deps import ContainerDep
 from api.errors import ProblemError, problem_responses
+from api.lean import LeanRoute
 from api.wire import JSONBody, dumps, loads
 from domain.errors import ToolCallNotPending
 from domain.run import Run
 
 router = APIRouter(tags=["Agno-compatible"])
+# The two routes of a HITL cycle: answered without per-request dependency solving.
+hot = APIRouter(tags=["Agno-compatible"], route_class=LeanRoute)
 
 _FORM = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -62,7 +66,12 @@ async def _read(request: Request, model: type[BaseModel]) -> Any:
     """Read a form or JSON body into ``model`` (Agno clients send forms)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
-        if ctype in _FORM:
+        if ctype == _FORM[0]:
+            # As Starlette's parser reads it (each name and value percent-decoded from
+            # latin-1 text; a repeated name: the last), in a third of its time.
+            data = dict(parse_qsl((await request.body()).decode("latin-1"),
+                                  keep_blank_values=True, max_num_fields=1000))
+        elif ctype in _FORM:
             form = await request.form()
             data: Any = {k: v for k, v in form.items() if isinstance(v, str)}
             if any(not isinstance(v, str) for v in form.values()):
@@ -124,7 +133,7 @@ def get_agent(agent_id: str, c: ContainerDep) -> dict[str, Any]:
     return agent_info(c.loop.agent(agent_id), c.loop.default_model)
 
 
-@router.post("/agents/{agent_id}/runs", openapi_extra=_body_doc(StartRunForm),
+@hot.post("/agents/{agent_id}/runs", openapi_extra=_body_doc(StartRunForm),
              responses={200: {"content": {"text/event-stream": {}}},
                         **problem_responses(400, 404, 415, 422)})
 async def create_agent_run(agent_id: str, request: Request, c: ContainerDep,
@@ -150,7 +159,7 @@ async def create_agent_run(agent_id: str, request: Request, c: ContainerDep,
     return JSONBody(run_output(run))
 
 
-@router.post("/agents/{agent_id}/runs/{run_id}/continue",
+@hot.post("/agents/{agent_id}/runs/{run_id}/continue",
              openapi_extra=_body_doc(ContinueRunForm),
              responses={200: {"content": {"text/event-stream": {}}},
                         **problem_responses(400, 404, 409, 415, 422)})

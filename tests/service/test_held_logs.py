@@ -1,6 +1,8 @@
-"""A save's log lines are written together: ``logs.held()`` holds what this thread logs
-and writes it in one ``write`` when the block ends, in order, before the block returns;
-other threads' lines are not held; an error inside the block loses no line."""
+"""A save's log lines are written together, and by one writer thread: ``logs.held()``
+holds what this thread logs until the block ends and then queues it as one piece; the
+writer writes what has queued in one ``write``, in order, within milliseconds (and at
+once on ``logs.flush()``, at exit, or when the handler is replaced). Other threads'
+lines are not held; an error inside the block loses no line."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -34,6 +37,7 @@ def stream() -> Iterator[Writes]:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "stream", None) is out]:
         root.removeHandler(handler)
+        handler.close()
 
 
 def messages(text: str) -> list[str]:
@@ -45,7 +49,9 @@ def test_held_lines_are_one_write_in_order(stream: Writes) -> None:
     with logs.held():
         for i in range(5):
             log.info("line %d", i)
-        assert stream.writes == []  # nothing written yet
+        logs.flush()
+        assert stream.writes == []  # nothing queued yet
+    logs.flush()
     assert len(stream.writes) == 1
     assert messages(stream.getvalue()) == [f"line {i}" for i in range(5)]
 
@@ -56,8 +62,10 @@ def test_nested_blocks_write_once_at_the_outermost_end(stream: Writes) -> None:
         log.info("a")
         with logs.held():
             log.info("b")
+        logs.flush()
         assert stream.writes == []
         log.info("c")
+    logs.flush()
     assert messages(stream.getvalue()) == ["a", "b", "c"]
     assert len(stream.writes) == 1
 
@@ -67,8 +75,10 @@ def test_an_error_in_the_block_loses_no_line(stream: Writes) -> None:
     with pytest.raises(RuntimeError), logs.held():
         log.info("before the error")
         raise RuntimeError("boom")
+    logs.flush()
     assert messages(stream.getvalue()) == ["before the error"]
     log.info("after")  # not held any more
+    logs.flush()
     assert messages(stream.getvalue())[-1] == "after"
 
 
@@ -79,5 +89,48 @@ def test_other_threads_are_not_held(stream: Writes) -> None:
         t = threading.Thread(target=log.info, args=("from another thread",))
         t.start()
         t.join()
+        logs.flush()
         assert messages(stream.getvalue()) == ["from another thread"]
+    logs.flush()
     assert messages(stream.getvalue()) == ["from another thread", "held"]
+
+
+def test_the_writer_writes_without_being_asked(stream: Writes) -> None:
+    logging.getLogger("signoff.test").info("on its own")
+    deadline = time.monotonic() + 5
+    while not stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert messages(stream.getvalue()) == ["on its own"]
+
+
+def test_many_threads_blocks_stay_whole_and_in_order(stream: Writes) -> None:
+    log = logging.getLogger("signoff.test")
+
+    def work(t: int) -> None:
+        for b in range(50):
+            with logs.held():
+                for i in range(3):
+                    log.info("%d %d %d", t, b, i)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    logs.flush()
+    lines = [tuple(map(int, m.split())) for m in messages(stream.getvalue())]
+    assert len(lines) == 8 * 50 * 3
+    # A block's three lines are next to each other; each thread's blocks in its order.
+    for k in range(0, len(lines), 3):
+        t, b, _ = lines[k]
+        assert lines[k:k + 3] == [(t, b, 0), (t, b, 1), (t, b, 2)]
+    for t in range(8):
+        assert [b for (tt, b, i) in lines if tt == t and i == 0] == list(range(50))
+
+
+def test_a_replaced_handler_writes_what_it_had_queued(stream: Writes) -> None:
+    log = logging.getLogger("signoff.test")
+    with logs.held():
+        log.info("queued last")
+    logs.configure(Settings(log_format="json", log_level="info"), io.StringIO())
+    assert messages(stream.getvalue()) == ["queued last"]
