@@ -47,7 +47,7 @@ def _version(name: str) -> str:
 def machine() -> str:
     """Cores, CPU, and the versions that matter (one line, as the older tables print)."""
     versions = ", ".join(f"{n} {_version(n)}" for n in
-                         ("eventsourcing", "fastapi", "uvicorn", "psycopg"))
+                         ("eventsourcing", "fastapi", "uvicorn", "httptools", "psycopg"))
     return f"{os.cpu_count()} cores, {cpu_model()}; python {platform.python_version()}, {versions}"
 
 
