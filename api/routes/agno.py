@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -19,7 +18,7 @@ from api.auth import CallerDep, check_escalated, check_run, user_for
 from api.deps import ContainerDep
 from api.errors import ProblemError, problem_responses
 from api.lean import LeanRoute
-from api.wire import JSONBody, dumps, loads
+from api.wire import JSONBody, dumps, form_fields, loads
 from domain.errors import ToolCallNotPending
 from domain.run import Run
 
@@ -65,15 +64,13 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
 async def _read(request: Request, model: type[BaseModel]) -> Any:
     """Read a form or JSON body into ``model`` (Agno clients send forms)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    data: Any
     try:
         if ctype == _FORM[0]:
-            # As Starlette's parser reads it (each name and value percent-decoded from
-            # latin-1 text; a repeated name: the last), in a third of its time.
-            data = dict(parse_qsl((await request.body()).decode("latin-1"),
-                                  keep_blank_values=True, max_num_fields=1000))
+            data = form_fields(await request.body())
         elif ctype in _FORM:
             form = await request.form()
-            data: Any = {k: v for k, v in form.items() if isinstance(v, str)}
+            data = {k: v for k, v in form.items() if isinstance(v, str)}
             if any(not isinstance(v, str) for v in form.values()):
                 raise ProblemError(422, "file uploads are not supported")
         elif ctype == "application/json":

@@ -23,6 +23,7 @@ from tests.e2e.flows import (
     continue_,
     decided,
     events,
+    form,
     post_continue,
     post_start,
     start,
@@ -179,6 +180,9 @@ def test_bad_continue_body(c: httpx.Client, paused: Json) -> None:
         assert_problem(c.post(url, content="{", headers={"content-type": "application/json"}),
                        400)
         assert_problem(c.post(url, json=["tools"]), 422)
+        r = c.post(url, headers={"Idempotency-Key": "k" * 201}, files=form(
+            tools=_tools(paused, confirmed=True), stream="false"))
+        assert assert_problem(r, 422)["errors"][0]["loc"] == ["header", "idempotency-key"]
 
 
 @pytest.mark.parametrize(("agent", "message", "decide", "status"), [
