@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import pytest
@@ -26,7 +27,10 @@ def starlette_fields(body: bytes) -> dict[str, str]:
                                 stream()).parse()
         return {k: v for k, v in form.items() if isinstance(v, str)}
 
-    return asyncio.run(parse())
+    # In a thread of its own: a test before this one may leave an event loop running in
+    # this thread (the browser tests' Playwright does), and asyncio.run refuses to nest.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, parse()).result()
 
 
 # Bodies with what matters to a parser: separators, escapes (valid, broken, non-UTF-8),
