@@ -19,8 +19,10 @@ from tests.browser.world import CHROMIUM, KEYS, World, cli, launch
 from tests.support.server import live_server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope, not session: Playwright's sync API keeps an event loop running in
+    # this thread while it is open, and the tests after these may call asyncio.run.
     if not CHROMIUM.exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true and no {CHROMIUM}: the browser tests must run in CI "
