@@ -150,6 +150,10 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     lines stay one block."""
 
     LINGER = 0.005  # seconds the writer waits, once woken, for more lines
+    # Pieces queued at most: past that the writer is behind (a slow or stuck stream), and
+    # the thread that logs writes the queue itself (waiting for the stream, as a handler
+    # without a writer would) rather than let the queue grow without bound.
+    MAX_QUEUED = 10_000
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
@@ -190,7 +194,9 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     def put(self, text: str) -> None:
         """Queue ``text`` (whole lines) for the writer."""
         self._queue.append(text)
-        if not self._wake.is_set():  # the writer clears it before it takes the queue
+        if len(self._queue) > self.MAX_QUEUED:
+            self._write_queued()
+        elif not self._wake.is_set():  # the writer clears it before it takes the queue
             self._wake.set()
 
     def _write_forever(self) -> None:
@@ -198,7 +204,10 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
             self._wake.wait()
             time.sleep(self.LINGER)
             self._wake.clear()
-            self._write_queued()
+            try:
+                self._write_queued()
+            except Exception:  # never end the writer: the queue would only grow
+                self.handleError(logging.makeLogRecord({"msg": "queued log lines"}))
 
     def _write_queued(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # one taker at a time: order is kept

@@ -134,3 +134,36 @@ def test_a_replaced_handler_writes_what_it_had_queued(stream: Writes) -> None:
         log.info("queued last")
     logs.configure(Settings(log_format="json", log_level="info"), io.StringIO())
     assert messages(stream.getvalue()) == ["queued last"]
+
+
+class Stuck(Writes):
+    """A stream whose writes wait until ``release`` is set (a pipe nobody reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, s: str) -> int:
+        self.release.wait()
+        return super().write(s)
+
+
+def test_a_stuck_stream_holds_up_the_logging_thread_not_memory() -> None:
+    out = Stuck()
+    logs.configure(Settings(log_format="json", log_level="info"), out)
+    handler = logs._handler
+    assert handler is not None
+    handler.MAX_QUEUED = 20
+    log = logging.getLogger("signoff.test")
+    t = threading.Thread(target=lambda: [log.info("line %d", i) for i in range(100)])
+    t.start()
+    t.join(0.5)
+    assert t.is_alive()  # waiting for the stream, as it would without a writer
+    assert len(handler._queue) <= handler.MAX_QUEUED + 1
+    out.release.set()
+    t.join(5)
+    assert not t.is_alive()
+    logs.flush()
+    assert messages(out.getvalue()) == [f"line {i}" for i in range(100)]
+    logging.getLogger().removeHandler(handler)
+    handler.close()
