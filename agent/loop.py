@@ -1,14 +1,18 @@
 """The agent loop: asks the model, records its answer, pauses for people, runs tools.
 
-Everything the loop learns from the outside world (the model's answers, tool results,
-decisions) is recorded as an event on the run, so a replay never calls anything again.
+It is the lifecycle's ``Steps`` (``service/lifecycle.py``): the lifecycle authorizes,
+loads, records decisions and saves; the loop knows the agents, their tools and the
+model, and drives a run on. Everything it learns from the outside world (the model's
+answers, tool results) is recorded as an event on the run, so a replay never calls
+anything again.
 
-Durability: the events are saved in as few transactions as the rules allow: one when a
-run pauses, completes or fails, and one just before any tool's function is called, so
-that a decision and the fact that the tool started are committed before its side
-effect can happen. If the process dies while a tool runs, the call stays ``running``
-until its deadline passes; after that the next touch of the run (``recover``) marks it
-in doubt and pauses for a person, or, for an idempotent tool, runs it again.
+Durability: it commits (the lifecycle's ``commit``) in as few transactions as the rules
+allow: one when a run pauses, completes or fails, and one just before any tool's
+function is called, so that a decision and the fact that the tool started are
+committed before its side effect can happen. If the process dies while a tool runs, the
+call stays ``running`` until its deadline passes; then the lifecycle (on the next touch
+of the run, or the sweeper) marks it in doubt and pauses for a person, or, for an
+idempotent tool, has the loop run it again.
 """
 
 from __future__ import annotations
@@ -24,35 +28,29 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from eventsourcing.persistence import IntegrityError
-
 from agent.models.base import ModelClient, ModelError, ModelTurn, ToolSpec
 from agent.tools import Agent, Tool, requirement_for
-from domain.errors import InvalidDecision, ToolCallNotPending
+from domain.errors import InvalidDecision
 from domain.run import Run
 from domain.values import (
     RUN_CONFIRMATION_TOOL,
+    SYSTEM,
     CallState,
+    Decision,
     DecisionKind,
     Requirement,
     RunStatus,
     TimeoutAction,
 )
+from service.lifecycle import Commit
 from service.policies import Policies
-from service.runs import RunService
 
 log = logging.getLogger("signoff.loop")
 
-# Called after each save with the run as it now is and the events just committed.
-Observer = Callable[[Run, list[Any]], None]
 
 
 class AgentNotFound(Exception):
     """No served agent has this id."""
-
-
-class RunBusy(Exception):
-    """Another request changed the run at the same moment; the caller may retry."""
 
 
 class TooLarge(Exception):
@@ -127,18 +125,6 @@ def _compact(value: Any) -> str:
         return str(value)
 
 
-@dataclass(frozen=True)
-class Decision:
-    """One decision on one tool call, as a reviewer or client submits it."""
-
-    tool_call_id: str
-    kind: DecisionKind
-    note: str | None = None  # confirmation note, or rejection reason
-    approved_args: dict[str, Any] | None = None
-    result: str | None = None
-    values: dict[str, Any] | None = None
-
-
 def load_agents(modules: Iterable[str]) -> dict[str, Agent]:
     """Every module-level ``Agent`` in the given modules, by id."""
     agents: dict[str, Agent] = {}
@@ -161,7 +147,6 @@ def _now() -> datetime:
 class AgentLoop:
     def __init__(
         self,
-        app: RunService,
         agents: dict[str, Agent],
         default_model: ModelClient,
         *,
@@ -176,7 +161,6 @@ class AgentLoop:
         None: the model's own ``timeout`` attribute, if it has one. ``policies``: the
         rules of the settings (``SIGNOFF_POLICIES``) that decide which calls need a
         confirmation, before the tools' own ``requires_confirmation``."""
-        self.app = app
         self.agents = agents
         self.default_model = default_model
         self.tool_timeout = tool_timeout
@@ -202,18 +186,12 @@ class AgentLoop:
     def model_for(self, agent: Agent) -> ModelClient:
         return agent.model or self.default_model
 
-    # ------------------------------------------------------------ use cases
+    # ------------------------------------------------- the lifecycle's Steps
 
-    def start(
-        self,
-        agent_id: str,
-        message: str,
-        *,
-        user_id: str | None = None,
-        session_id: str | None = None,
-        observer: Observer | None = None,
-    ) -> Run:
-        """Start a run and drive it until it pauses or ends."""
+    def new_run(self, agent_id: str, message: str, *, user_id: str | None,
+                session_id: str | None) -> Run:
+        """A new run of the agent for the user's message (not saved); paused on the
+        run's confirmation if the agent asks for one before it runs."""
         agent = self.agent(agent_id)
         self.limits.check_message(message)
         run = Run.start(
@@ -234,192 +212,39 @@ class AgentLoop:
                 editable_args=False,
             )
             run.pause()
-        return self._drive(run, agent, observer)
-
-    def decide(
-        self,
-        run_id: str,
-        decisions: list[Decision],
-        *,
-        actor: str,
-        request_key: str | None = None,
-        observer: Observer | None = None,
-        run: Run | None = None,
-        drive: bool = False,
-    ) -> Run:
-        """Record decisions and commit them; continue the run when none is left pending.
-
-        ``run``: the run as the caller has just loaded (and recovered) it, to save a
-        second read; a change by someone else since is still caught when it is saved.
-
-        Returns the run after the commit, not yet driven on (see ``drive``), or with
-        ``drive`` driven on until it pauses or ends: then the decisions are committed
-        with the run's next durable point (the start of the first tool it runs, or its
-        end), one transaction fewer. If another request decides the same call at the
-        same moment, exactly one wins; the loser gets ``ToolCallNotPending`` carrying
-        the decision that stands.
-        """
-        if run is None:
-            run = self.recover(run_id, observer=observer)
-        agent = self.agent(run.agent_id)
-        if request_key:
-            self._refuse_a_repeat_on_doubt(run, decisions, request_key)
-        for d in decisions:
-            self.limits.check_decision(d)
-            self._check_args(run, agent, d)
-            self._apply_decision(run, d, actor, request_key)
-        if not run.pending_calls() and run.status == RunStatus.PAUSED:
-            run.continue_run()
-        committed: list[bool] = []
-
-        def note(saved: Run, events: list[Any]) -> None:
-            committed.append(True)
-            if observer is not None:
-                observer(saved, events)
-
-        try:
-            if drive and run.status == RunStatus.RUNNING:
-                # No side effect happens before the first save: a conflict there is one
-                # on the decisions; after it, the decisions stand (as in ``drive``).
-                return self._drive(run, agent, note)
-            self._save(run, note)
-        except IntegrityError:
-            if committed:
-                log.warning("run %s changed while being driven; its newer state stands",
-                            run.id)
-                return self.app.get_run(run.id)
-            # Someone else saved this run first: reload and check the rules again.
-            fresh = self.app.get_run(run.id)
-            for d in decisions:
-                call = fresh.calls.get(d.tool_call_id)
-                if call is not None and call["state"] not in (CallState.PENDING,
-                                                              CallState.IN_DOUBT):
-                    raise ToolCallNotPending(
-                        f"call {d.tool_call_id!r} was decided by another request",
-                        decision=call["decision"]) from None
-            raise RunBusy("the run changed while deciding; try again") from None
         return run
 
-    def drive(self, run: Run, observer: Observer | None = None) -> Run:
-        """Drive a RUNNING run on until it pauses or ends (no-op otherwise)."""
-        if run.status != RunStatus.RUNNING:
-            return run
-        try:
-            return self._drive(run, self.agent(run.agent_id), observer)
-        except IntegrityError:
-            # Another process changed the run (a cancel, a recovery): what it saved stands.
-            log.warning("run %s changed while being driven; its newer state stands", run.id)
-            return self.app.get_run(run.id)
+    def serves(self, agent_id: str) -> bool:
+        return agent_id in self.agents
 
-    def cancel(self, run_id: str, *, actor: str, reason: str | None = None,
-               observer: Observer | None = None) -> Run:
-        run = self.app.get_run(run_id)
-        run.cancel(cancelled_by=actor, reason=reason)
-        try:
-            self._save(run, observer)
-        except IntegrityError:
-            raise RunBusy("the run changed while cancelling; try again") from None
-        return run
+    def check_decision(self, run: Run, d: Decision) -> None:
+        """Edited arguments and user input must fit the tool's parameters and the size
+        limits (422 / 413 if not)."""
+        self.limits.check_decision(d)
+        self._check_args(run, self.agent(run.agent_id), d)
 
-    def expire(self, run_id: str, observer: Observer | None = None,
-               run: Run | None = None) -> Run:
-        """Record ``DecisionExpired`` for every call of a paused run whose decision is
-        past its deadline (by the loop's clock), then go on as after decisions: a run
-        with nothing left to wait for continues and is driven on. A no-op for a run
-        with nothing due.
-
-        ``run``: as the caller loaded it. If a reviewer decides (or another sweeper
-        expires) the call at the same moment, exactly one save wins (eventsourcing's
-        optimistic concurrency): the loser's ``IntegrityError`` is answered by the run
-        as the winner left it, and nothing of the loser's is recorded.
-        """
-        run = run or self.app.get_run(run_id)
-        if run.status != RunStatus.PAUSED:
-            return run
-        now = self.clock()
-        due = [c for c in run.calls_in(CallState.PENDING)
-               if c.get("expires_at") is not None and c["expires_at"] <= now]
-        if not due:
-            return run
+    def idempotent(self, run: Run, call: dict[str, Any]) -> bool:
         agent = self.agents.get(run.agent_id)
-        for call in due:
-            next_deadline = None
-            if call.get("on_timeout") == TimeoutAction.ESCALATE:
-                # One more decision_timeout; if the tool is no longer served, as long
-                # as the first deadline gave.
-                tool = agent.get_tool(call["tool_name"]) if agent else None
-                window = (tool.decision_timeout if tool and tool.decision_timeout
-                          else max(call["expires_at"] - call["requested_at"],
-                                   timedelta(seconds=1)))
-                assert isinstance(window, timedelta)
-                next_deadline = now + window
-            run.expire_decision(call["tool_call_id"], now=now, next_deadline=next_deadline)
-            log.info("decision on call %s of %s expired (%s)", call["tool_call_id"],
-                     call["tool_name"], call.get("on_timeout"))
-        if not run.pending_calls():
-            run.continue_run()
-        try:
-            self._save(run, observer)
-        except IntegrityError:
-            # Someone decided (or expired) first: what they saved stands.
-            return self.app.get_run(run_id)
-        return self.drive(run, observer)
+        return agent is not None and _idempotent(agent, call)
 
-    def recover(self, run_id: str, observer: Observer | None = None) -> Run:
-        """Settle a run a crashed process left behind (no-op for a healthy one).
+    def escalation_window(self, run: Run, call: dict[str, Any]) -> timedelta:
+        """One more ``decision_timeout`` of the call's tool; if the tool is no longer
+        served, as long as the first deadline gave."""
+        agent = self.agents.get(run.agent_id)
+        tool = agent.get_tool(call["tool_name"]) if agent else None
+        if tool is not None and isinstance(tool.decision_timeout, timedelta):
+            return tool.decision_timeout
+        return max(call["expires_at"] - call["requested_at"], timedelta(seconds=1))
 
-        A call whose deadline passed with no recorded outcome is in doubt: a person
-        decides (it may have had its effect), unless its tool is idempotent, when it is
-        run again. A run left ``RUNNING`` with nothing in flight is driven on.
-        """
-        run = self.app.get_run(run_id)
-        if run.status != RunStatus.RUNNING:
-            return run
-        now = self.clock()
-        stale = run.modified_on + timedelta(seconds=self.tool_timeout) < now
-        agent = self.agent(run.agent_id)
-        running = run.calls_in(CallState.RUNNING)
-        expired = [c for c in running if c["deadline"] < now]
-        if not (expired or (stale and not running)):
-            return run
-        for call in expired:
-            if not _idempotent(agent, call):
-                run.mark_in_doubt(call["tool_call_id"])
-        if run.pending_calls():
-            run.pause()
-            try:
-                self._save(run, observer)
-            except IntegrityError:
-                return self.app.get_run(run_id)
-            return run
-        try:
-            return self._drive(run, agent, observer)
-        except IntegrityError:
-            return self.app.get_run(run_id)
+    def drive(self, run: Run, commit: Commit) -> Run:
+        """Drive a RUNNING run until it pauses or ends, committing at the durable points
+        (before each tool's function is called, and at the end)."""
+        if run.status == RunStatus.RUNNING:
+            self._drive(run, self.agent(run.agent_id), commit)
+        commit(run)
+        return run
 
     # -------------------------------------------------------------- driving
-
-    def _refuse_a_repeat_on_doubt(self, run: Run, decisions: list[Decision],
-                                  key: str) -> None:
-        """A request sent again with the same ``Idempotency-Key`` (its first answer was
-        lost: a 503, a dropped connection) after its decision was recorded and the call
-        then put in doubt (the tool started; the process or the store went away before
-        its outcome was recorded) must not decide the call a second time: whether to run
-        it again is a new question, for a new decision. ``ToolCallNotPending`` (409)
-        with the decision the key made."""
-        in_doubt = {d.tool_call_id for d in decisions
-                    if (run.calls.get(d.tool_call_id) or {}).get("state") == CallState.IN_DOUBT}
-        if not in_doubt:
-            return
-        for e in self.app.run_events(run.id):
-            call_id = getattr(e, "tool_call_id", None)
-            if call_id in in_doubt and getattr(e, "request_key", None) == key:
-                before = self.app.get_run(run.id, version=e.originator_version)
-                raise ToolCallNotPending(
-                    f"call {call_id!r} was decided by an earlier request with this "
-                    "Idempotency-Key, and is in doubt since (its tool started; its outcome "
-                    "was never recorded): decide it again, with a new key",
-                    decision=before.calls[call_id]["decision"])
 
     @staticmethod
     def _check_args(run: Run, agent: Agent, d: Decision) -> None:
@@ -442,30 +267,7 @@ class AgentLoop:
         if problems:
             raise InvalidDecision("; ".join(problems))
 
-    @staticmethod
-    def _apply_decision(run: Run, d: Decision, actor: str, key: str | None) -> None:
-        if d.kind == DecisionKind.CONFIRMED:
-            run.confirm_tool(d.tool_call_id, decided_by=actor, note=d.note,
-                             approved_args=d.approved_args, request_key=key)
-        elif d.kind == DecisionKind.REJECTED:
-            run.reject_tool(d.tool_call_id, decided_by=actor, reason=d.note, request_key=key)
-        elif d.kind == DecisionKind.EXTERNAL_RESULT:
-            run.provide_external_result(d.tool_call_id, decided_by=actor, result=d.result or "",
-                                        request_key=key)
-        else:
-            run.provide_user_input(d.tool_call_id, decided_by=actor, values=d.values or {},
-                                   request_key=key)
-
-    def _save(self, run: Run, observer: Observer | None) -> None:
-        pending = list(run.pending_events)
-        if not pending:
-            return
-        self.app.save(run)
-        if observer is not None:
-            observer(run, pending)
-
-    def _drive(self, run: Run, agent: Agent, observer: Observer | None) -> Run:
-        """Drive a RUNNING run until it pauses or ends; save at the durable points."""
+    def _drive(self, run: Run, agent: Agent, commit: Commit) -> None:
         turns = 0
         while run.status == RunStatus.RUNNING:
             confirmation = next((c for c in run.calls.values()
@@ -473,19 +275,18 @@ class AgentLoop:
                                  and c["state"] == CallState.REJECTED), None)
             if confirmation is not None:
                 d = confirmation["decision"] or {}
-                run.cancel(cancelled_by=d.get("decided_by", "system"), reason=d.get("reason"))
+                run.cancel(cancelled_by=d.get("decided_by") or SYSTEM, reason=d.get("reason"))
                 break
             # Approved calls run in the order they were requested. Idempotent calls a
             # crashed process left running past their deadline run again, in their place
-            # (recover() marks the other expired calls in doubt, so none of them is here).
+            # (the lifecycle marks the other expired calls in doubt, so none is here).
             now = self.clock()
             to_run = [c for c in run.calls.values()
                       if c["state"] == CallState.APPROVED
                       or (c["state"] == CallState.RUNNING and c["deadline"] < now
                           and _idempotent(agent, c))]
             if to_run:
-                done = self._run_tools(run, agent, to_run, observer)
-                if done:
+                if self._run_tools(run, agent, to_run, commit):
                     break
                 continue
             if turns >= self.max_model_turns:
@@ -495,8 +296,6 @@ class AgentLoop:
             self._model_turn(run, agent)
             if run.pending_calls():
                 run.pause()
-        self._save(run, observer)
-        return run
 
     def _model_turn(self, run: Run, agent: Agent) -> None:
         model = self.model_for(agent)
@@ -557,7 +356,7 @@ class AgentLoop:
                 from None
 
     def _run_tools(self, run: Run, agent: Agent, calls: list[dict[str, Any]],
-                   observer: Observer | None) -> bool:
+                   commit: Commit) -> bool:
         """Run approved calls one by one. True when the run ended (stop_after_tool_call).
 
         Each call's start (with its own deadline) is committed just before its function
@@ -570,11 +369,10 @@ class AgentLoop:
             call_id = call["tool_call_id"]
             deadline = self.clock() + timedelta(seconds=self.tool_timeout)
             if call["state"] == CallState.RUNNING:  # an idempotent retry after a crash
-                run.trigger_event(run.ToolExecutionStarted, tool_call_id=call_id,
-                                  attempt=call["attempts"] + 1, deadline=deadline)
+                run.retry_tool(call_id, now=self.clock(), deadline=deadline)
             else:
                 run.start_tool(call_id, deadline=deadline)
-            self._save(run, observer)  # committed before any side effect
+            commit(run)  # committed before any side effect
             outcome = self._execute(agent.get_tool(call["tool_name"]), call)
             if isinstance(outcome, BaseException):
                 run.record_tool_failure(

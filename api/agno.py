@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from hashlib import sha1
+from hashlib import sha1, sha256
 from typing import Any
 from uuid import NAMESPACE_URL
 
-from agent.loop import Decision
 from agent.tools import Agent
 from api.errors import ProblemError
 from api.wire import MAX_DEPTH, depth, loads
 from domain.errors import ToolCallNotPending
 from domain.run import Run, tool_message_content
-from domain.values import CallState, DecisionKind, Requirement
+from domain.values import CallState, Decision, DecisionKind, Requirement
 
 Json = dict[str, Any]
 
@@ -228,12 +227,31 @@ def parse_tools(raw: str) -> list[Json]:
     return tools
 
 
-def decisions_from_tools(run: Run, tools: list[Json]) -> tuple[list[Decision], list[Json]]:
+def request_digest(tools: list[Json]) -> str:
+    """A digest of what a continue request asks: each item's decision, by call (what an
+    ``Idempotency-Key`` is bound to)."""
+    asked = sorted(([t["tool_call_id"], t.get("confirmed"), t.get("confirmation_note"),
+                     t.get("result"), t.get("tool_args"), _input_values(t)] for t in tools),
+                   key=lambda item: item[0])
+    text = json.dumps(asked, sort_keys=True, separators=(",", ":"), default=str)
+    return sha256(text.encode()).hexdigest()  # ASCII: json.dumps escapes the rest
+
+
+def _input_values(item: Json) -> Json:
+    schema = item.get("user_input_schema")
+    if not isinstance(schema, list):
+        return {}
+    return {f["name"]: f.get("value") for f in schema
+            if isinstance(f, dict) and isinstance(f.get("name"), str)}
+
+
+def decisions_from_tools(run: Run, tools: list[Json]) -> list[Decision]:
     """Read Agno tool executions into decisions on calls that wait for one.
 
-    Returns (decisions on pending calls, items that repeat a decision on a call that is
-    no longer pending). An item with no decision (``confirmed: null`` and no result or
-    input) leaves its call pending: decisions may arrive one at a time.
+    An item with no decision (``confirmed: null`` and no result or input) leaves its
+    call pending: decisions may arrive one at a time. An item that repeats the decision
+    already recorded on a call is passed over beside new decisions; alone, it is
+    ``ToolCallNotPending`` with the decision that stands.
     """
     decisions: list[Decision] = []
     repeats: list[Json] = []
@@ -257,7 +275,11 @@ def decisions_from_tools(run: Run, tools: list[Json]) -> tuple[list[Decision], l
             raise ToolCallNotPending(
                 f"call {call_id!r} was already decided otherwise", decision=standing)
         repeats.append(item)
-    return decisions, repeats
+    if repeats and not decisions:
+        call = run.calls[repeats[0]["tool_call_id"]]
+        raise ToolCallNotPending(
+            f"call {call['tool_call_id']!r} was already decided", decision=call["decision"])
+    return decisions
 
 
 def _decision(call: Json, item: Json) -> Decision | None:
@@ -281,10 +303,7 @@ def _decision(call: Json, item: Json) -> Decision | None:
     if text is not None and (requires == Requirement.EXTERNAL_EXECUTION or in_doubt):
         return Decision(call_id, DecisionKind.EXTERNAL_RESULT, result=text)
     if requires == Requirement.USER_INPUT and not in_doubt:
-        schema = item.get("user_input_schema")
-        values = {f["name"]: f.get("value") for f in schema
-                  if isinstance(f, dict) and isinstance(f.get("name"), str)
-                  } if isinstance(schema, list) else {}
+        values = _input_values(item)
         if any(v is not None for v in values.values()):
             return Decision(call_id, DecisionKind.USER_INPUT,
                             values={k: v for k, v in values.items() if v is not None})

@@ -12,14 +12,20 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from api import auth, errors, expiry, limits, metrics
+from api import auth, errors, limits, metrics, sweeper
 from api.auth import authorize
 from api.deps import Container
 from api.routes import agno, audit, inbox, keys, reviews, runs, streams, webhooks
 from projections.deliveries import Dispatcher
 from service import logs, tracing
 from service.auth import AuthPolicy
-from service.bootstrap import build_app, build_authenticator, build_loop, build_projections
+from service.bootstrap import (
+    build_app,
+    build_authenticator,
+    build_lifecycle,
+    build_loop,
+    build_projections,
+)
 from service.config import Settings, load_settings, unknown_variables
 from service.metrics import CommittedFacts, watch_commits
 
@@ -38,8 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # (request id, run id), as FastAPI's threadpool already does.
         asyncio.get_running_loop().set_default_executor(ContextExecutor())
         store = build_app(settings)
-        loop = build_loop(settings, store)
+        loop = build_loop(settings)
         loop.limits = limits.loop_limits(settings)
+        runs = build_lifecycle(settings, store, loop)
         metrics.instrument_models(loop)
         store.on_commit.append(tracing.record_commit)
         watch_commits(store, CommittedFacts(
@@ -50,10 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store.after_save.append(projections.prompt)
             projections.start()
             dispatcher = Dispatcher.for_settings(settings, projections).start()
-        sweeper = expiry.sweeper(loop, projections, settings.expiry_interval)
+        sweeps = sweeper.sweeper(runs, projections, settings.expiry_interval)
         authenticator = build_authenticator(settings, store)
         policy = AuthPolicy(store, settings.auth, bool(settings.jwt_key))
-        app.state.container = Container(settings=settings, app=store, loop=loop,
+        app.state.container = Container(settings=settings, app=store, loop=loop, runs=runs,
                                         projections=projections, authenticator=authenticator,
                                         auth=policy)
         if not policy.required:
@@ -67,8 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             metrics.mark_process_dead()
-            if sweeper is not None:
-                sweeper.close()
+            sweeps.close()
             loop.close()
             if dispatcher is not None:
                 dispatcher.close()

@@ -2,9 +2,10 @@
 
 A request authenticates with ``Authorization: Bearer <API key or JWT>`` (or
 ``X-API-Key: <API key>``). ``POLICY`` names, for each route, the roles allowed; a route
-missing from it is refused to everyone (a test checks every route is listed). Routes
-that touch one run then check the caller's relation to it (``check_run``): a client sees
-only the runs it started, a reviewer only those of its agents and tools.
+missing from it is refused to everyone (a test checks every route is listed). The
+caller's relation to one run (a client sees only the runs it started, a reviewer only
+those of its agents and tools) is checked by the run's use cases
+(``service/access.py``), before they write anything.
 
 With authentication off (no key issued, no JWT key: local development) every route is
 open and actors come from the request as in Agno.
@@ -20,7 +21,6 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import Container
 from api.errors import ProblemError
 from domain.keys import Role
-from domain.run import Run
 from service import tracing
 from service.auth import OPEN, Identity, Unauthenticated
 
@@ -120,52 +120,6 @@ def _route_path(request: Request) -> str:
 
 
 CallerDep = Annotated[Identity, Depends(authorize)]
-
-
-def check_run(caller: Identity, run: Run, *, tools: list[str] | None = None) -> None:
-    """Refuse a caller who may not see (or decide on ``tools`` of) this run: a client's
-    runs are its own (another user's run is 404, as if it did not exist); a reviewer
-    limited to some agents or tools gets 403 outside them."""
-    check_owner(caller, run.run_id, run.user_id, run.agent_id, tools)
-
-
-def check_owner(caller: Identity, run_id: str, user_id: str | None, agent_id: str,
-                tools: list[str] | None = None) -> None:
-    if caller.open or caller.role == Role.AUDITOR:
-        return
-    if caller.role == Role.CLIENT:
-        if user_id != caller.name:
-            raise ProblemError(404, f"no run {run_id!r}")
-        return
-    if caller.role == Role.REVIEWER:
-        if not caller.may_see(agent_id, tools):
-            raise ProblemError(403, f"run {run_id!r} is outside your agents and tools")
-        return
-    raise ProblemError(403, f"a {caller.role} may not touch runs")
-
-
-def check_escalated(caller: Identity, run: Run, call_ids: list[str]) -> None:
-    """A call whose decision expired and was escalated to a group of reviewers is
-    decided by a member of that group only (403 for anyone else, the run's own client
-    included). Without authentication there are no groups: anyone decides."""
-    if caller.open:
-        return
-    for call_id in call_ids:
-        group = (run.calls.get(call_id) or {}).get("escalated_to")
-        if group is not None and group not in caller.groups:
-            raise ProblemError(403, f"call {call_id!r} was escalated to the reviewers of "
-                               f"{group!r}: only they decide it")
-
-
-def user_for(caller: Identity, named: str | None) -> str | None:
-    """The user a request acts as: the caller; a body that names someone else is
-    refused. Without authentication, whoever the body names (as in Agno)."""
-    if caller.open:
-        return named
-    if named is not None and named != caller.name:
-        raise ProblemError(403, f"the request names {named!r}, but you are {caller.name!r}: "
-                           "the actor is the authenticated caller, never a field of the body")
-    return caller.name
 
 
 def document(app: FastAPI) -> None:

@@ -11,6 +11,7 @@ from agent.loop import AgentLoop
 from projections.runner import Projections
 from service.auth import Authenticator, AuthPolicy
 from service.config import Settings
+from service.lifecycle import RunLifecycle
 from service.runs import RunService
 
 
@@ -19,6 +20,7 @@ class Container:
     settings: Settings
     app: RunService
     loop: AgentLoop
+    runs: RunLifecycle
     projections: Projections
     authenticator: Authenticator
     auth: AuthPolicy

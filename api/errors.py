@@ -31,14 +31,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent.loop import AgentNotFound, RunBusy, TooLarge
-from api.wire import JSONBody
+from agent.loop import AgentNotFound, TooLarge
+from api.wire import JSONBody, NotText
 from domain.errors import (
     InvalidDecision,
     RunError,
     ToolCallNotFound,
     ToolCallNotPending,
 )
+from service.access import Forbidden
+from service.lifecycle import KeyReused, NothingDecided, RunBusy
 from service.runs import RunNotFound
 
 log = logging.getLogger("signoff.api")
@@ -111,6 +113,9 @@ def problem(request: Request, status: int, detail: str, **extra: Any) -> JSONRes
 _STATUS: list[tuple[type[Exception], int]] = [
     (RunNotFound, 404),
     (AgentNotFound, 404),
+    (Forbidden, 403),
+    (KeyReused, 422),
+    (NothingDecided, 422),
     (TooLarge, 413),
     (ToolCallNotFound, 422),
     (InvalidDecision, 422),
@@ -176,6 +181,12 @@ def install(app: FastAPI) -> None:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
                   for e in exc.errors()]
         return problem(request, 422, "the request is not valid", errors=errors)
+
+    @app.exception_handler(NotText)
+    async def _not_text(request: Request, exc: NotText) -> JSONResponse:
+        # Raised wherever text enters (api/wire.py): a body model, the tools field's JSON.
+        return problem(request, 422, str(exc), errors=[
+            {"loc": exc.loc, "msg": str(exc), "type": "string_unicode"}])
 
     async def _domain(request: Request, exc: Exception) -> JSONResponse:
         status = next(s for cls, s in _STATUS if isinstance(exc, cls))

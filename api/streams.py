@@ -17,6 +17,7 @@ import contextlib
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from api.errors import ProblemError
 from service.runs import RunService
 
 POLL_SECONDS = 0.25
@@ -73,11 +74,24 @@ def watcher(app: FastAPI, store: RunService) -> LogWatcher:
     return existing
 
 
-def last_event_id(header: str | None, query: int | None) -> int:
-    """Where to resume: after ``Last-Event-ID`` (a reconnect), else after ``query``."""
-    if header is not None:
-        try:
-            return max(0, int(header.strip()))
-        except ValueError:
-            return 0
-    return max(0, query or 0)
+# The largest version or log position a stream resumes after (both are 64-bit integers in
+# the store; ``after`` has the same bound).
+MAX_POSITION = 2**62
+
+
+def last_event_id(header: str | None, query: int | None) -> int | None:
+    """Where to resume: after ``Last-Event-ID`` (a reconnect), else after ``query``; None
+    when neither says (an empty header is none: a stream whose ids were all empty).
+
+    The header must be an id this service sent: a decimal number up to ``MAX_POSITION``.
+    Anything else is refused (``ProblemError``, 422) before the stream starts, rather than
+    resuming from somewhere else, or failing once the stream has begun."""
+    value = header.strip() if header is not None else ""
+    if not value:
+        return query
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_POSITION:
+        raise ProblemError(422, f"Last-Event-ID {value[:40]!r} is not an id of this stream "
+                           f"(a number from 0 to {MAX_POSITION})", errors=[{
+                               "loc": ["header", "Last-Event-ID"], "type": "value_error",
+                               "msg": f"a number from 0 to {MAX_POSITION}"}])
+    return int(value)

@@ -1,11 +1,12 @@
 """Section ``appends``: event appends per second through the service's own write path,
 next to the raw bound measured in the same run on the same database.
 
-- service, agent loop: in-process HITL cycles through ``AgentLoop`` (start: the offline
-  model proposes ``delete_records``, the run pauses; then recover and decide (confirm)
-  with ``drive=True``, as ``POST .../continue`` with ``stream=false`` does): real ``Run``
-  events saved by ``RunService``, several per save where the loop allows. No HTTP, no
-  projections.
+- service, agent loop: in-process HITL cycles through the run lifecycle
+  (``RunLifecycle`` over the ``AgentLoop``, as the server builds them; start: the offline
+  model proposes ``delete_records``, the run pauses; then decide (confirm) with
+  ``drive=True``, which loads and settles the run first, as ``POST .../continue`` with
+  ``stream=false`` does): real ``Run`` events saved by ``RunService``, several per save
+  where the loop allows. No HTTP, no projections.
 - service, one event per save: a run built command by command, ``app.save(run)`` after
   each (ten transactions of one event): what one append costs through the application.
 - raw: single-row ``INSERT`` transactions with psycopg (sqlite3 on SQLite) into a table
@@ -20,7 +21,6 @@ events/s over raw rows/s (issue 7's target: at least 0.5).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import sqlite3
 import threading
 import time
@@ -159,37 +159,34 @@ def raw_sqlite(url: str, size: int, topic: str,
 
 # ------------------------------------------------------------------ the service
 
-def loop_cycles(loop: object, commits: list[int]) -> Callable[[int], Step]:
+def lifecycle_cycles(runs: object, commits: list[int]) -> Callable[[int], Step]:
     """HITL cycles in process, as the two requests drive them; ``commits`` counts the
-    saves (the loop's observer is called once per save; concurrent saves may share one
-    transaction)."""
-    from agent.loop import AgentLoop, Decision
-    from domain.values import DecisionKind
+    saves (the lifecycle's observer is called once per save; concurrent saves may share
+    one transaction)."""
+    from domain.run import Run
+    from domain.values import Decision, DecisionKind
+    from service.auth import OPEN
+    from service.lifecycle import RunLifecycle
 
-    assert isinstance(loop, AgentLoop)
+    assert isinstance(runs, RunLifecycle)
     lock = threading.Lock()
 
     def committed(*_: object) -> None:
         with lock:
             commits[0] += 1
 
-    # As POST .../continue (stream=false) does: the decisions committed with the run's
-    # next durable point where the loop can (``drive=True``), else decide, then drive.
-    drives = "drive" in inspect.signature(loop.decide).parameters
+    def confirm_all(run: Run) -> list[Decision]:
+        return [Decision(c["tool_call_id"], DecisionKind.CONFIRMED)
+                for c in run.pending_calls()]
 
     def make(i: int) -> Step:
         def step() -> int:
-            run = loop.start(AGENT, MESSAGE, user_id=f"user{i}", observer=committed)
-            run = loop.recover(run.run_id)
-            decisions = [Decision(c["tool_call_id"], DecisionKind.CONFIRMED)
-                         for c in run.pending_calls()]
-            if drives:
-                run = loop.decide(run.run_id, decisions, actor=f"user{i}", run=run,
-                                  observer=committed, drive=True)
-            else:
-                run = loop.decide(run.run_id, decisions, actor=f"user{i}", run=run,
-                                  observer=committed)
-                run = loop.drive(run, committed)
+            run = runs.open_run(OPEN, AGENT, MESSAGE, user_id=f"user{i}")
+            run = runs.drive(run, committed)
+            # As POST .../continue (stream=false) does: load and settle the run, then the
+            # decisions committed with the run's next durable point (``drive=True``).
+            run = runs.decide(OPEN, run.run_id, confirm_all, named=f"user{i}",
+                              observer=committed, drive=True).run
             assert run.status == "COMPLETED", run.status
             return run.version
 
@@ -239,14 +236,15 @@ def saves_one_by_one(app: object) -> Callable[[int], Step]:
 
 
 def appends(stores: Stores, kind: str, args: Namespace) -> int:
-    from service.bootstrap import build_loop
+    from service.bootstrap import build_app, build_lifecycle, build_loop
     from service.config import Settings, eventsourcing_env
 
     url = stores.fresh(kind, "appends")
     settings = Settings(database_url=url, model="offline", agents="agent.demo")
     env = eventsourcing_env(settings)
     size, topic = event_size(env)
-    loop = build_loop(settings)
+    store, loop = build_app(settings), build_loop(settings)
+    runs = build_lifecycle(settings, store, loop)
     seconds, cap = args.appends_seconds, args.appends_cap
     header(f"appends: event appends per second, service vs raw ({kind})", url,
            threads=",".join(map(str, args.threads)),
@@ -271,9 +269,9 @@ def appends(stores: Stores, kind: str, args: Namespace) -> int:
             for conn in opened:
                 conn.close()
             opened.clear()
-            service = measure(loop_cycles(loop, commits), n, seconds, cap)
+            service = measure(lifecycle_cycles(runs, commits), n, seconds, cap)
             events += service[0]
-            one = measure(saves_one_by_one(loop.app), n, seconds, cap)
+            one = measure(saves_one_by_one(store), n, seconds, cap)
             raw_rate = raw[0] / raw[1]
             rates = [service[0] / service[1], one[0] / one[1]]
             print(f"{n:>7}{raw_rate:>12.0f}"
@@ -282,7 +280,7 @@ def appends(stores: Stores, kind: str, args: Namespace) -> int:
                   f"{rates[1]:>16.0f}{rates[1] / raw_rate:>7.2f}", flush=True)
     finally:
         loop.close()
-        loop.app.close()
+        store.close()
     print(f"(service loop: HITL cycles through AgentLoop, {events / max(commits[0], 1):.2f} "
           "events per save; service 1/save: one event per app.save; ratio: service "
           "events/s over raw rows/s, target at least 0.5)")

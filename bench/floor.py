@@ -4,7 +4,7 @@
 ``signoff serve``) and drives it with the same load generator as ``cycles``: two routes
 of the same shape as the Agno ones (an ``async`` route reading the form, one hop to the
 thread pool, the run's Agno JSON written back; the same bodies, made by a real cycle of
-the agent loop in memory) and nothing else: no store, no domain, no middleware of
+the run lifecycle and agent loop in memory) and nothing else: no store, no domain, no middleware of
 signoff's. What the server costs beyond this per cycle is signoff's own work.
 """
 
@@ -27,21 +27,18 @@ from tests.support.server import free_port
 
 def bodies() -> tuple[dict[str, Any], dict[str, Any]]:
     """The Agno bodies of one real cycle: the paused run, the completed run."""
-    from agent.loop import Decision
     from api.agno import run_output
-    from bench.workers import memory_loop
-    from domain.values import DecisionKind
+    from bench.workers import confirm_all, memory_lifecycle
+    from service.auth import OPEN
 
-    loop = memory_loop()
+    runs = memory_lifecycle()
     try:
-        run = loop.start(AGENT, MESSAGE)
+        run = runs.drive(runs.open_run(OPEN, AGENT, MESSAGE))
         paused = run_output(run)
-        run = loop.decide(run.run_id, [Decision(c["tool_call_id"], DecisionKind.CONFIRMED)
-                                       for c in run.pending_calls()], actor="floor",
-                          drive=True)
+        run = runs.decide(OPEN, run.run_id, confirm_all, named="floor", drive=True).run
         return paused, run_output(run)
     finally:
-        loop.close()
+        runs.steps.close()
 
 
 def _app() -> FastAPI:

@@ -7,7 +7,7 @@ connections open on the database and each worker's peak RSS. Then, with every pr
 stopped, every result is checked:
 
 - each run has exactly its expected events: versions 1..N without gap or duplicate, and
-  the events of a reference cycle made in memory by the same agent loop;
+  the events of a reference cycle made in memory by the same run lifecycle and agent loop;
 - no run is lost: every run the clients got a 200 for is in the store and COMPLETED,
   and the store holds no run the clients did not start;
 - the log's positions are unique and cover every event;
@@ -98,30 +98,40 @@ def dump(url: str, tables: list[str]) -> dict[str, list[str]]:
 
 
 def reference_cycle() -> tuple[str, ...]:
-    """The topics of one HITL cycle's events, made by the same agent loop in memory: what
-    every run of the load must have recorded, event for event."""
-    from agent.loop import Decision
-    from domain.values import DecisionKind
+    """The topics of one HITL cycle's events, made by the same run lifecycle and agent
+    loop in memory: what every run of the load must have recorded, event for event."""
+    from service.auth import OPEN
 
-    loop = memory_loop()
-    run = loop.start(AGENT, MESSAGE)
-    run = loop.decide(run.run_id, [Decision(c["tool_call_id"], DecisionKind.CONFIRMED)
-                                   for c in run.pending_calls()], actor="reference")
-    run = loop.drive(run)
-    topics = tuple(loop.app.recorder.select_events(run.id))
-    loop.close()
+    runs = memory_lifecycle()
+    try:
+        run = runs.drive(runs.open_run(OPEN, AGENT, MESSAGE))
+        run = runs.decide(OPEN, run.run_id, confirm_all, named="reference").run
+        run = runs.drive(run)
+        topics = tuple(runs.store.recorder.select_events(run.id))
+    finally:
+        runs.steps.close()
     return tuple(e.topic for e in topics)
 
 
-def memory_loop() -> Any:
-    """The demo agents' loop with the offline model, on a store in memory."""
-    from service.bootstrap import build_loop
+def confirm_all(run: Any) -> list[Any]:
+    """A decision request confirming every call the run waits for (read against the run
+    as the request finds it)."""
+    from domain.values import Decision, DecisionKind
+
+    return [Decision(c["tool_call_id"], DecisionKind.CONFIRMED) for c in run.pending_calls()]
+
+
+def memory_lifecycle() -> Any:
+    """The run lifecycle of the demo agents with the offline model (as the server builds
+    it: ``service.bootstrap``), on a store in memory; ``.steps`` is its agent loop
+    (``close`` it)."""
+    from service.bootstrap import build_lifecycle, build_loop
     from service.config import Settings
     from service.runs import RunService
 
-    return build_loop(Settings(database_url="sqlite:///:memory:", model="offline",
-                               agents="agent.demo"),
-                      app=RunService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}))
+    settings = Settings(database_url="sqlite:///:memory:", model="offline", agents="agent.demo")
+    return build_lifecycle(settings, RunService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}),
+                           build_loop(settings))
 
 
 def check(url: str, result: Result) -> list[str]:

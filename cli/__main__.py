@@ -60,20 +60,25 @@ def serve(
 
     sys.path.insert(0, os.getcwd())  # so --agents can name a module beside you
     settings = _settings(agents=agents, host=host, port=port, database_url=database_url)
-    from service.bootstrap import build_loop
+    from service.bootstrap import build_app, build_loop
 
     try:  # fail fast: a bad agents module, a model that cannot be set up, a store unreachable
-        loop = build_loop(settings)
-        loop.app.check_readable()
-        loop.close()
+        build_loop(settings).close()
+        store = build_app(settings)
     except Exception as e:
         typer.echo(f"signoff: cannot start: {type(e).__name__}: {e}", err=True)
         raise typer.Exit(2) from None
     try:
-        if not _auth_ready(settings, loop.app):
+        store.check_readable()
+        if not _auth_ready(settings, store):
             raise typer.Exit(2)
+    except typer.Exit:
+        raise
+    except Exception as e:
+        typer.echo(f"signoff: cannot start: {type(e).__name__}: {e}", err=True)
+        raise typer.Exit(2) from None
     finally:
-        loop.app.close()
+        store.close()
     typer.echo(f"signoff: store {settings.database_url}, model "
                f"{settings.default_model_spec()}, agents from {settings.agents}", err=True)
     uvicorn.run("api.app:create_app", factory=True, host=settings.host, port=settings.port,

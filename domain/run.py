@@ -28,6 +28,7 @@ from domain.values import (
     RUN_CONFIRMATION_TOOL,
     SYSTEM,
     CallState,
+    Decision,
     DecisionKind,
     Requirement,
     RunStatus,
@@ -143,6 +144,9 @@ class Run(Chained):
         note: str | None
         approved_args: Json | None  # set when the reviewer changed the arguments
         request_key: str | None  # the Idempotency-Key of the request that decided
+        # A digest of what that request asked (absent from events recorded before keys
+        # were bound to their request: the class default stands).
+        request_digest: str | None = None
 
         def apply(self, run: Run) -> None:
             call = run.calls[self.tool_call_id]
@@ -160,6 +164,7 @@ class Run(Chained):
         decided_by: str
         reason: str | None
         request_key: str | None
+        request_digest: str | None = None
 
         def apply(self, run: Run) -> None:
             call = run.calls[self.tool_call_id]
@@ -171,6 +176,7 @@ class Run(Chained):
         decided_by: str
         result: str
         request_key: str | None
+        request_digest: str | None = None
 
         def apply(self, run: Run) -> None:
             call = run.calls[self.tool_call_id]
@@ -183,6 +189,7 @@ class Run(Chained):
         decided_by: str
         values: Json
         request_key: str | None
+        request_digest: str | None = None
 
         def apply(self, run: Run) -> None:
             call = run.calls[self.tool_call_id]
@@ -488,34 +495,60 @@ class Run(Chained):
             raise InvalidRunTransition("nothing to wait for: no call needs a decision")
         self.trigger_event(self.RunPaused, waiting_for=waiting)
 
+    def decide(self, decision: Decision, *, decided_by: str, request_key: str | None = None,
+               request_digest: str | None = None) -> None:
+        """Record one decision of a person (or a client) on a call that waits for it.
+        ``request_key`` / ``request_digest``: the Idempotency-Key of the request that
+        carried it, and a digest of what that request asked."""
+        request = {"request_key": request_key, "request_digest": request_digest}
+        if decision.kind == DecisionKind.CONFIRMED:
+            self.confirm_tool(decision.tool_call_id, decided_by=decided_by, note=decision.note,
+                              approved_args=decision.approved_args, **request)
+        elif decision.kind == DecisionKind.REJECTED:
+            self.reject_tool(decision.tool_call_id, decided_by=decided_by, reason=decision.note,
+                             **request)
+        elif decision.kind == DecisionKind.EXTERNAL_RESULT:
+            self.provide_external_result(decision.tool_call_id, decided_by=decided_by,
+                                         result=decision.result or "", **request)
+        elif decision.kind == DecisionKind.USER_INPUT:
+            self.provide_user_input(decision.tool_call_id, decided_by=decided_by,
+                                    values=decision.values or {}, **request)
+        else:
+            raise WrongDecisionKind(f"{decision.kind} is recorded by the system, not decided")
+
     def confirm_tool(
         self, tool_call_id: str, *, decided_by: str, note: str | None = None,
         approved_args: Json | None = None, request_key: str | None = None,
+        request_digest: str | None = None,
     ) -> None:
-        call = self._pending_call(tool_call_id, DecisionKind.CONFIRMED)
+        call = self._pending_call(tool_call_id, DecisionKind.CONFIRMED, decided_by)
         if approved_args is not None and approved_args == call["tool_args"]:
             approved_args = None
         if approved_args is not None and not call["editable_args"]:
             raise InvalidDecision(f"the arguments of {call['tool_name']!r} may not be edited")
         self.trigger_event(self.ToolConfirmed, tool_call_id=tool_call_id,
                            decided_by=decided_by, note=note, approved_args=approved_args,
-                           request_key=request_key)
+                           request_key=request_key, request_digest=request_digest)
 
     def reject_tool(self, tool_call_id: str, *, decided_by: str, reason: str | None = None,
-                    request_key: str | None = None) -> None:
-        self._pending_call(tool_call_id, DecisionKind.REJECTED)
+                    request_key: str | None = None, request_digest: str | None = None) -> None:
+        self._pending_call(tool_call_id, DecisionKind.REJECTED, decided_by)
         self.trigger_event(self.ToolRejected, tool_call_id=tool_call_id,
-                           decided_by=decided_by, reason=reason, request_key=request_key)
+                           decided_by=decided_by, reason=reason, request_key=request_key,
+                           request_digest=request_digest)
 
     def provide_external_result(self, tool_call_id: str, *, decided_by: str, result: str,
-                                request_key: str | None = None) -> None:
-        self._pending_call(tool_call_id, DecisionKind.EXTERNAL_RESULT)
+                                request_key: str | None = None,
+                                request_digest: str | None = None) -> None:
+        self._pending_call(tool_call_id, DecisionKind.EXTERNAL_RESULT, decided_by)
         self.trigger_event(self.ExternalResultProvided, tool_call_id=tool_call_id,
-                           decided_by=decided_by, result=result, request_key=request_key)
+                           decided_by=decided_by, result=result, request_key=request_key,
+                           request_digest=request_digest)
 
     def provide_user_input(self, tool_call_id: str, *, decided_by: str, values: Json,
-                           request_key: str | None = None) -> None:
-        call = self._pending_call(tool_call_id, DecisionKind.USER_INPUT)
+                           request_key: str | None = None,
+                           request_digest: str | None = None) -> None:
+        call = self._pending_call(tool_call_id, DecisionKind.USER_INPUT, decided_by)
         wanted = [f["name"] for f in call["user_input_schema"] or []]
         missing = [n for n in wanted if values.get(n) is None]
         if missing:
@@ -524,7 +557,8 @@ class Run(Chained):
         if unknown:
             raise InvalidDecision(f"not an input field of this call: {', '.join(unknown)}")
         self.trigger_event(self.UserInputProvided, tool_call_id=tool_call_id,
-                           decided_by=decided_by, values=values, request_key=request_key)
+                           decided_by=decided_by, values=values, request_key=request_key,
+                           request_digest=request_digest)
 
     def expire_decision(self, tool_call_id: str, *, now: datetime,
                         next_deadline: datetime | None = None) -> None:
@@ -569,7 +603,24 @@ class Run(Chained):
         self.trigger_event(self.ToolExecutionStarted, tool_call_id=tool_call_id,
                            attempt=call["attempts"] + 1, deadline=deadline)
 
+    def retry_tool(self, tool_call_id: str, *, now: datetime, deadline: datetime) -> None:
+        """Start a call again whose outcome was never recorded by its deadline (its
+        process died). Only for a tool that is safe to run twice (idempotent), which the
+        caller knows: the domain does not know the tools."""
+        self._require_status(RunStatus.RUNNING, "run a tool")
+        call = self._call(tool_call_id)
+        if call["state"] != CallState.RUNNING:
+            raise InvalidRunTransition(f"call {tool_call_id!r} is {call['state']}, not running")
+        if now < call["deadline"]:
+            raise InvalidRunTransition(
+                f"call {tool_call_id!r} may still finish (until {call['deadline'].isoformat()})")
+        self.trigger_event(self.ToolExecutionStarted, tool_call_id=tool_call_id,
+                           attempt=call["attempts"] + 1, deadline=deadline)
+
     def record_tool_result(self, tool_call_id: str, result: str) -> None:
+        """Record what a started call returned. Whatever happened to the run while the
+        tool ran (cancelled, failed, the call put in doubt), the outcome is recorded: the
+        tool had its effect. A run that has ended takes no model turn after it."""
         self._require_started(tool_call_id)
         self.trigger_event(self.ToolExecuted, tool_call_id=tool_call_id, result=result)
 
@@ -596,6 +647,10 @@ class Run(Chained):
         self.trigger_event(self.RunFailed, error=error)
 
     def cancel(self, *, cancelled_by: str, reason: str | None = None) -> None:
+        """End the run: its undecided and approved calls are cancelled with it. A call
+        already running keeps running: its outcome, when it comes, is recorded."""
+        if not cancelled_by.strip():
+            raise InvalidDecision("a cancel names who made it (cancelled_by)")
         if self.status.is_final:
             raise InvalidRunTransition(f"the run is already {self.status}")
         self.trigger_event(self.RunCancelled, cancelled_by=cancelled_by, reason=reason)
@@ -612,7 +667,9 @@ class Run(Chained):
         except KeyError:
             raise ToolCallNotFound(f"run has no tool call {tool_call_id!r}") from None
 
-    def _pending_call(self, tool_call_id: str, kind: DecisionKind) -> Json:
+    def _pending_call(self, tool_call_id: str, kind: DecisionKind, decided_by: str) -> Json:
+        if not decided_by.strip():
+            raise InvalidDecision("a decision names who made it (decided_by)")
         call = self._call(tool_call_id)
         if call["decision"] is not None and call["state"] not in (CallState.PENDING,
                                                                   CallState.IN_DOUBT):
@@ -662,7 +719,8 @@ def _close_open_calls(run: Run) -> None:
 def _decision(event: Aggregate.Event, kind: DecisionKind, **fields: Any) -> Json:
     return {"kind": str(kind), "decided_by": getattr(event, "decided_by"),  # noqa: B009
             "decided_at": event.timestamp, "version": event.originator_version,
-            "request_key": getattr(event, "request_key", None), **fields}
+            "request_key": getattr(event, "request_key", None),
+            "request_digest": getattr(event, "request_digest", None), **fields}
 
 
 def _openai_tool_call(call: Json) -> Json:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class RunStatus(StrEnum):
@@ -62,3 +64,15 @@ SYSTEM = "system"
 
 # The pseudo tool a run waits on when its agent has ``confirm_before_run``.
 RUN_CONFIRMATION_TOOL = "confirm_run"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision on one tool call, as a reviewer or a client submits it."""
+
+    tool_call_id: str
+    kind: DecisionKind
+    note: str | None = None  # confirmation note, or rejection reason
+    approved_args: dict[str, Any] | None = None
+    result: str | None = None
+    values: dict[str, Any] | None = None

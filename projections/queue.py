@@ -12,6 +12,10 @@ Tables (plain SQL; see docs/projections.md):
   and, once escalated, the group they wait for (``escalated_to``): what the expiry
   sweeper reads (``due``).
 
+- ``signoff_queue_running``: the runs that are running (not paused, not ended): since when
+  their current step (a model turn or a tool) runs, and the running tool's deadline: what
+  the sweeper of runs a crashed process left running reads (``stale``).
+
 - ``signoff_queue_counts``: exact counters, moved in the same transaction as the rows:
   ``paused`` is how many runs are paused (the unfiltered queue's ``total``).
 
@@ -37,7 +41,7 @@ from projections.store import (
 NAME = "queue"
 COUNTS_TABLE = "signoff_queue_counts"
 TABLES_IN_ORDER = ("signoff_queue_calls", "signoff_queue_runs", "signoff_queue_deadlines",
-                   COUNTS_TABLE)
+                   "signoff_queue_running", COUNTS_TABLE)
 # Each counter, and how to count it from the rows (a missing counter is recounted).
 COUNTS = {"paused": "SELECT COUNT(*) AS n FROM signoff_queue_runs WHERE paused_since IS NOT NULL"}
 
@@ -94,6 +98,17 @@ def tables(d: Dialect) -> list[str]:
         "ON signoff_queue_deadlines (expires_at) WHERE expires_at IS NOT NULL",
         "CREATE INDEX IF NOT EXISTS signoff_queue_deadlines_group "
         "ON signoff_queue_deadlines (escalated_to, run_id) WHERE escalated_to IS NOT NULL",
+        # A table of its own too (a store projected before it gets it as it opens).
+        # ``since``: when the current step began; ``deadline``: the running tool's.
+        f"""CREATE TABLE IF NOT EXISTS signoff_queue_running (
+            run_id TEXT PRIMARY KEY,
+            since {d.time_type} NOT NULL,
+            deadline {d.time_type})""",
+        # ``stale``: one range of each, in the order it returns them.
+        "CREATE INDEX IF NOT EXISTS signoff_queue_running_deadline "
+        "ON signoff_queue_running (deadline, run_id) WHERE deadline IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS signoff_queue_running_idle "
+        "ON signoff_queue_running (since, run_id) WHERE deadline IS NULL",
         f"""CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (
             name TEXT PRIMARY KEY,
             n BIGINT NOT NULL)""",
@@ -102,6 +117,8 @@ def tables(d: Dialect) -> list[str]:
 
 _DECISIONS = ("ToolConfirmed", "ToolRejected", "ExternalResultProvided", "UserInputProvided")
 _ENDS = ("RunCompleted", "RunFailed", "RunCancelled")
+# A run that pauses or ends is no longer running (a row it no longer has: no change).
+_NOT_RUNNING = "DELETE FROM signoff_queue_running WHERE run_id = %s"
 
 
 def apply_event(c: Cursor, e: Any, position: int) -> None:
@@ -110,9 +127,12 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
     kind = type(e).__name__
     run_id = str(e.originator_id)
     if kind == "RunStarted":
-        c.execute("INSERT INTO signoff_queue_runs (run_id, agent_id, user_id, session_id, "
-                  "started_at, paused_since, position) VALUES (%s, %s, %s, %s, %s, NULL, %s)",
-                  (run_id, e.agent_id, e.user_id, e.session_id, d.time(e.timestamp), position))
+        _together(c, [
+            ("INSERT INTO signoff_queue_runs (run_id, agent_id, user_id, session_id, "
+             "started_at, paused_since, position) VALUES (%s, %s, %s, %s, %s, NULL, %s)",
+             (run_id, e.agent_id, e.user_id, e.session_id, d.time(e.timestamp), position)),
+            ("INSERT INTO signoff_queue_running (run_id, since, deadline) "
+             "VALUES (%s, %s, NULL)", (run_id, d.time(e.timestamp)))])
     elif kind == "ToolCallRequested":
         # Every call is kept while its run lives: one that needed no decision can still
         # come back to the queue if it ends up in doubt after a crash.
@@ -129,7 +149,8 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
     elif kind == "RunPaused":
         _counting_paused(c, run_id, +1, "paused_since IS NULL", [
             ("UPDATE signoff_queue_runs SET paused_since = %s, position = %s "
-             "WHERE run_id = %s", (d.time(e.timestamp), position, run_id))])
+             "WHERE run_id = %s", (d.time(e.timestamp), position, run_id)),
+            (_NOT_RUNNING, (run_id,))])
     elif kind in _DECISIONS or (kind == "DecisionExpired" and e.action != "escalate"):
         c.execute("UPDATE signoff_queue_calls SET waiting = FALSE "
                   "WHERE run_id = %s AND tool_call_id = %s", (run_id, e.tool_call_id))
@@ -144,21 +165,49 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
         c.execute("UPDATE signoff_queue_calls SET waiting = TRUE, kind = 'in_doubt', "
                   "requested_at = %s WHERE run_id = %s AND tool_call_id = %s",
                   (d.time(e.timestamp), run_id, e.tool_call_id))
+    elif kind == "ToolExecutionStarted":
+        # A tool's step begins (a running run's row: a tool starts only while it runs).
+        c.execute("UPDATE signoff_queue_running SET since = %s, deadline = %s "
+                  "WHERE run_id = %s", (d.time(e.timestamp), d.time(e.deadline), run_id))
     elif kind in ("ToolExecuted", "ToolFailed"):
         # An outcome settles a call: a late one, of a call in doubt, takes it out of the
-        # queue (the run no longer waits for it).
-        c.execute("UPDATE signoff_queue_calls SET waiting = FALSE "
-                  "WHERE run_id = %s AND tool_call_id = %s AND waiting",
-                  (run_id, e.tool_call_id))
+        # queue (the run no longer waits for it). A running run's next step begins (a
+        # paused or ended run has no row to change).
+        _together(c, [
+            ("UPDATE signoff_queue_calls SET waiting = FALSE "
+             "WHERE run_id = %s AND tool_call_id = %s AND waiting", (run_id, e.tool_call_id)),
+            ("UPDATE signoff_queue_running SET since = %s, deadline = NULL WHERE run_id = %s",
+             (d.time(e.timestamp), run_id))])
     elif kind == "RunContinued":
+        # An upsert, not an insert: the same row whatever the table held for the run
+        # (applied again in a replay, the event changes nothing more).
         _counting_paused(c, run_id, -1, "paused_since IS NOT NULL", [
             ("UPDATE signoff_queue_runs SET paused_since = NULL, position = %s "
-             "WHERE run_id = %s", (position, run_id))])
+             "WHERE run_id = %s", (position, run_id)),
+            ("INSERT INTO signoff_queue_running (run_id, since, deadline) "
+             "VALUES (%s, %s, NULL) ON CONFLICT (run_id) "
+             "DO UPDATE SET since = excluded.since, deadline = NULL",
+             (run_id, d.time(e.timestamp)))])
     elif kind in _ENDS:
         _counting_paused(c, run_id, -1, "paused_since IS NOT NULL", [
             ("DELETE FROM signoff_queue_calls WHERE run_id = %s", (run_id,)),
             ("DELETE FROM signoff_queue_deadlines WHERE run_id = %s", (run_id,)),
+            (_NOT_RUNNING, (run_id,)),
             ("DELETE FROM signoff_queue_runs WHERE run_id = %s", (run_id,))])
+
+
+def _together(c: Cursor, changes: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """Make ``changes`` (to different tables), in one statement on PostgreSQL (all but
+    the last as data-modifying CTEs: one fewer statement in the page's pipeline per
+    change), one after the other on SQLite."""
+    if c.dialect.name == "postgres":
+        *before, (last, last_values) = changes
+        ctes = [f"change{i} AS ({statement})" for i, (statement, _) in enumerate(before)]
+        params = [v for _, values in before for v in values]
+        c.execute((f"WITH {', '.join(ctes)} " if ctes else "") + last, [*params, *last_values])
+    else:
+        for statement, values in changes:
+            c.execute(statement, values)
 
 
 def _counting_paused(c: Cursor, run_id: str, delta: int, before: str,
@@ -324,4 +373,38 @@ def due(c: Cursor, now: datetime, limit: int = 100) -> list[str]:
         "WHERE expires_at IS NOT NULL AND expires_at <= %s "
         "GROUP BY run_id ORDER BY first, run_id LIMIT %s",
         (c.dialect.time(now), limit)).fetchall()
+    return [r["run_id"] for r in rows]
+
+
+def stale(c: Cursor, now: datetime, idle_before: datetime, limit: int = 100) -> list[str]:
+    """Running runs that may have been left by a crashed process: a tool running past
+    its deadline (``deadline`` before ``now``), or, with no tool running, a step that
+    began before ``idle_before`` (a model turn, or the step after a tool's outcome);
+    the oldest first (by the deadline, else the step's start), then by run id; at most
+    ``limit``. The read model may lag, and a run may be healthy after all (a long
+    model turn): the sweeper checks each run it names against the run itself.
+
+    A store whose queue was projected before ``signoff_queue_running`` existed has no
+    row there for the runs that were running then: those are named by their start
+    (``signoff_queue_runs`` rows not paused and not in the table).
+
+    One statement: a range of each partial index (``signoff_queue_running_deadline``,
+    ``signoff_queue_running_idle``) and of the runs not paused, at most ``limit`` rows
+    from each, merged."""
+    d = c.dialect
+    rows = c.execute(
+        "SELECT run_id, t FROM ("
+        "SELECT run_id, deadline AS t FROM signoff_queue_running "
+        "WHERE deadline IS NOT NULL AND deadline < %s ORDER BY deadline, run_id LIMIT %s"
+        ") AS past_deadline UNION ALL SELECT run_id, t FROM ("
+        "SELECT run_id, since AS t FROM signoff_queue_running "
+        "WHERE deadline IS NULL AND since < %s ORDER BY since, run_id LIMIT %s"
+        ") AS idle UNION ALL SELECT run_id, t FROM ("
+        "SELECT r.run_id, r.started_at AS t FROM signoff_queue_runs r "
+        "WHERE r.paused_since IS NULL AND r.started_at < %s AND NOT EXISTS "
+        "(SELECT 1 FROM signoff_queue_running x WHERE x.run_id = r.run_id) "
+        "ORDER BY r.started_at, r.run_id LIMIT %s"
+        ") AS unknown ORDER BY t, run_id LIMIT %s",
+        (d.time(now), limit, d.time(idle_before), limit, d.time(idle_before), limit,
+         limit)).fetchall()
     return [r["run_id"] for r in rows]

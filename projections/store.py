@@ -83,10 +83,18 @@ class Dialect:
         return json.loads(value) if isinstance(value, str) and self.name == "sqlite" else value
 
     def time(self, value: datetime | None) -> Any:
-        """A time as stored: timestamptz, or fixed-width UTC ISO text that sorts right."""
+        """A time as stored or compared: timestamptz, or fixed-width UTC ISO text that
+        sorts right (four-digit years: ``0999-...`` before ``2024-...``). A time that is
+        outside the years 1 to 9999 in UTC (``0001-01-01T00:00+14:00``,
+        ``9999-12-31T23:59-14:00``) is before or after every time text can hold: it is
+        compared as the first or the last of them."""
         if value is None or self.name == "postgres":
             return value
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:  # in year 1 east of UTC, or in year 9999 west of it
+            utc = datetime.min if value.year == 1 else datetime.max
+        return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "+00:00"
 
     def from_time(self, value: Any) -> datetime | None:
         if value is None or isinstance(value, datetime):

@@ -119,18 +119,31 @@ class Authenticator:
                 options={"require": ["sub", "exp"]})
         except jwt.PyJWTError as e:
             raise Unauthenticated(f"invalid token: {e}") from None
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject.strip():
+            raise Unauthenticated("the token's 'sub' claim names no one: it must be a "
+                                  "non-empty string")
         try:
             role = Role(claims.get(self.jwt_role_claim))
         except ValueError:
             raise Unauthenticated(f"the token's {self.jwt_role_claim!r} claim is not a "
                                   f"role ({', '.join(Role)})") from None
-        agents, tools = claims.get("signoff_agents"), claims.get("signoff_tools")
-        groups = claims.get("signoff_groups")
-        return Identity(name=str(claims["sub"]), role=role, via="jwt",
-                        agents=frozenset(agents) if isinstance(agents, list) else None,
-                        tools=frozenset(tools) if isinstance(tools, list) else None,
-                        groups=frozenset(str(g) for g in groups)
-                        if isinstance(groups, list) else frozenset())
+        groups = _names(claims, "signoff_groups")
+        return Identity(name=subject, role=role, via="jwt",
+                        agents=_names(claims, "signoff_agents"),
+                        tools=_names(claims, "signoff_tools"),
+                        groups=groups if groups is not None else frozenset())
+
+
+def _names(claims: dict[str, Any], claim: str) -> frozenset[str] | None:
+    """A scope claim of a JWT (agents, tools, groups): a list of strings; absent or null:
+    None. Anything else (``Unauthenticated``) is a token that says nothing clear."""
+    value = claims.get(claim)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Unauthenticated(f"the token's {claim!r} claim must be a list of strings")
+    return frozenset(value)
 
 
 class AuthPolicy:

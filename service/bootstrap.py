@@ -13,6 +13,7 @@ from agent.models.base import ModelClient
 from service import policies
 from service.auth import Authenticator
 from service.config import Settings, eventsourcing_env, lean_pool
+from service.lifecycle import RunLifecycle
 from service.runs import RunService
 
 if TYPE_CHECKING:
@@ -48,13 +49,18 @@ def build_app(settings: Settings, *, lean: bool = False) -> RunService:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def build_loop(settings: Settings, app: RunService | None = None) -> AgentLoop:
-    app = app or build_app(settings)
+def build_loop(settings: Settings) -> AgentLoop:
     agents = load_agents(m for m in settings.agents.split(",") if m.strip())
     model = build_model(settings.default_model_spec(), settings.model_timeout)
-    return AgentLoop(app, agents, model, tool_timeout=settings.tool_timeout,
+    return AgentLoop(agents, model, tool_timeout=settings.tool_timeout,
                      max_model_turns=settings.max_model_turns,
                      policies=policies.load(settings.policies))
+
+
+def build_lifecycle(settings: Settings, store: RunService, loop: AgentLoop) -> RunLifecycle:
+    """The run lifecycle over the store, driving runs with the loop (on the loop's
+    clock)."""
+    return RunLifecycle(store, loop, tool_timeout=settings.tool_timeout, clock=loop.clock)
 
 
 def build_projections(settings: Settings, names: list[str] | None = None) -> Projections:

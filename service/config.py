@@ -150,9 +150,11 @@ class Settings(BaseSettings):
 
     expiry_interval: float = Field(
         5.0, ge=0,
-        description="Seconds between two sweeps for decisions past their deadline (a tool's "
-        "decision_timeout): each sweep records DecisionExpired and continues the runs. "
-        "Every API process sweeps (exactly one records each expiry); 0: this one does not.",
+        description="Seconds between two sweeps. Each sweep records DecisionExpired for "
+        "decisions past their deadline (a tool's decision_timeout) and continues the runs, "
+        "and settles runs a crashed process left RUNNING past a deadline (in doubt, or an "
+        "idempotent tool run again). Every API process sweeps (exactly one records each "
+        "change); 0: this one does not.",
     )
 
     traces: Literal["", "console", "otlp"] = Field(

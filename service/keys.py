@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.utils import get_topic
 
 from domain.keys import ApiKey, Role
@@ -44,12 +45,20 @@ def list_keys(app: RunService) -> list[ApiKey]:
 
 
 def find_key(app: RunService, id_or_hint: str) -> ApiKey:
+    """The key with this id, or else the one live key with this hint or name. An id names
+    an aggregate of any kind (the store holds runs and webhooks too): only a key is one."""
     try:
-        return app.repository.get(UUID(id_or_hint))  # type: ignore[no-any-return]
+        key_id = UUID(id_or_hint)
     except ValueError:
         pass
-    except Exception:
-        raise KeyNotFound(f"no key {id_or_hint!r}") from None
+    else:
+        try:
+            key = app.repository.get(key_id)
+        except AggregateNotFoundError:
+            key = None
+        if not isinstance(key, ApiKey):
+            raise KeyNotFound(f"no key {id_or_hint!r}")
+        return key
     found = [k for k in list_keys(app) if k.hint == id_or_hint or k.name == id_or_hint]
     live = [k for k in found if not k.revoked] or found
     if len(live) != 1:

@@ -128,9 +128,11 @@ class RunService(Application[UUID]):
         return run
 
     def run_events(self, run_id: str | UUID) -> list[DomainEventProtocol[UUID]]:
-        """Every event of one run, in order (``RunNotFound`` when there are none)."""
+        """Every event of one run, in order. ``RunNotFound`` when there are none, or when
+        they are another aggregate's (the store holds API keys and webhooks too): a run's
+        first event is its ``RunStarted``."""
         events = list(self.repository.event_store.get(_uuid(run_id)))
-        if not events:
+        if not events or not isinstance(events[0], Run.RunStarted):
             raise RunNotFound(f"no run {run_id!r}")
         return events
 

@@ -115,6 +115,7 @@ def event_data(event: Any, run: Run) -> dict[str, Any]:
     # A decision: the call it decided, and the decision as the run recorded it.
     decision = dict(call["decision"] or {}) if call else {}
     decision.pop("request_key", None)
+    decision.pop("request_digest", None)
     decision.pop("version", None)
     return {"event": kind, "tool_call_id": getattr(event, "tool_call_id", None),
             "tool_name": call["tool_name"] if call else None,

@@ -47,22 +47,23 @@ def test_the_cycles_section_runs_both_setups_and_the_floor_runs(
 
 def _cycles(url: str, n: int) -> list[str]:
     """``n`` HITL cycles in process (start, confirm, complete); their run ids."""
-    from agent.loop import Decision
-    from domain.values import DecisionKind
-    from service.bootstrap import build_loop
+    from domain.values import Decision, DecisionKind
+    from service.bootstrap import build_app, build_loop
     from service.config import Settings
+    from tests.support.runs import Runs
 
-    loop = build_loop(Settings(database_url=url, model="offline", agents="agent.demo"))
+    settings = Settings(database_url=url, model="offline", agents="agent.demo")
+    runs = Runs(build_app(settings), build_loop(settings))
     ids = []
     for _ in range(n):
-        run = loop.start("data_manager", "Delete 50 old records from the users table")
-        run = loop.decide(run.run_id, [Decision(c["tool_call_id"], DecisionKind.CONFIRMED)
+        run = runs.start("data_manager", "Delete 50 old records from the users table")
+        run = runs.decide(run.run_id, [Decision(c["tool_call_id"], DecisionKind.CONFIRMED)
                                        for c in run.pending_calls()], actor="me")
-        run = loop.drive(run)
+        run = runs.drive(run)
         assert run.status == "COMPLETED"
         ids.append(run.run_id)
-    loop.close()
-    loop.app.close()
+    runs.loop.close()
+    runs.store.close()
     return ids
 
 

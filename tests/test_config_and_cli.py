@@ -60,13 +60,15 @@ def test_runs_show_prints_a_runs_history_and_its_state_at_a_version(tmp_path: Pa
     from agent.loop import AgentLoop, load_agents
     from agent.models.offline import OfflineModel
     from service.runs import RunService
+    from tests.support.runs import Runs
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     app = RunService(env=eventsourcing_env(Settings(database_url=url)))
-    loop = AgentLoop(app, load_agents(["agent.demo"]), OfflineModel())
-    run = loop.start("data_manager", "Delete 50 old records from the users table",
-                     user_id="u1")
+    loop = AgentLoop(load_agents(["agent.demo"]), OfflineModel())
+    run = Runs(app, loop).start("data_manager", "Delete 50 old records from the users table",
+                                user_id="u1")
     second = app.run_events(run.run_id)[1].timestamp
+    loop.close()
     app.close()
 
     result = signoff("runs", "show", run.run_id, SIGNOFF_DATABASE_URL=url)

@@ -13,14 +13,15 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 from prometheus_client import REGISTRY
 
-from agent.loop import AgentLoop, Decision, load_agents
+from agent.loop import AgentLoop, load_agents
 from agent.models.offline import OfflineModel
-from domain.values import DecisionKind
+from domain.values import Decision, DecisionKind
 from service.config import Settings, eventsourcing_env, unknown_variables
 from service.metrics import CommittedFacts, watch_commits
 from service.runs import RunService
 from tests.e2e.flows import assert_problem, start
 from tests.support.postgres import throwaway_postgres
+from tests.support.runs import Runs
 from tests.support.server import LiveServer, live_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,11 +153,11 @@ def test_a_save_that_fails_counts_nothing(tmp_path: Path) -> None:
     agents = load_agents(["agent.demo"])
     watch_commits(app, CommittedFacts({a.id: [t.name for t in a.tools]
                                        for a in agents.values()}))
-    loop = AgentLoop(app, agents, OfflineModel())
+    loop = AgentLoop(agents, OfflineModel())
     try:
         before = (_sample("signoff_decisions_total", agent="data_manager", kind="confirmed"),
                   _sample("signoff_runs_started_total", agent="data_manager"))
-        run = loop.start("data_manager", "Delete 50 old records from the users table")
+        run = Runs(app, loop).start("data_manager", "Delete 50 old records from the users table")
         [call] = run.pending_calls()
         first, second = app.get_run(run.id), app.get_run(run.id)  # both read version 4
         decision = Decision(call["tool_call_id"], DecisionKind.CONFIRMED)
@@ -182,9 +183,9 @@ def test_a_listener_that_fails_does_not_fail_a_committed_save(
         raise RuntimeError("observability is down")
 
     watch_commits(app, broken)
-    loop = AgentLoop(app, load_agents(["agent.demo"]), OfflineModel())
+    loop = AgentLoop(load_agents(["agent.demo"]), OfflineModel())
     try:
-        run = loop.start("data_manager", "Delete 50 old records from the users table")
+        run = Runs(app, loop).start("data_manager", "Delete 50 old records from the users table")
         assert app.get_run(run.id).version == 4  # saved, and the caller got its run
         assert "a commit listener failed" in caplog.text
     finally:

@@ -62,7 +62,9 @@ _STOP = {"the", "a", "an", "from", "to", "of", "in", "on", "at", "for", "with", 
 _SKIP_AFTER = {"the", "a", "an", "named", "called"}
 _RECIPIENT = {"recipient", "to", "user", "email", "username", "address", "recipients"}
 _QUOTED = re.compile(r'"([^"]*)"|(?<!\w)\'(.*?)\'(?!\w)')
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# The lookbehind starts a match only where a run of address characters starts: without
+# it, a long run with no "@" is tried from each of its characters (quadratic).
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _NUMBER = re.compile(r"(?<![\w.])-?\d{1,30}(?:\.\d{1,30})?(?!\w)")
 _WORD = re.compile(r"[\w.@+'-]*\w")
 _CALL = re.compile(r"^[ \t]*(?i:call)[ \t]+([A-Za-z_]\w*)[ \t]*", re.MULTILINE)

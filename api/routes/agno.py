@@ -12,15 +12,21 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
 
-from agent.loop import Observer
-from api.agno import agent_info, decisions_from_tools, parse_tools, run_output, stream_events
-from api.auth import CallerDep, check_escalated, check_run, user_for
+from api.agno import (
+    agent_info,
+    decisions_from_tools,
+    parse_tools,
+    request_digest,
+    run_output,
+    stream_events,
+)
+from api.auth import CallerDep
 from api.deps import ContainerDep
 from api.errors import ProblemError, problem_responses
 from api.lean import LeanRoute
-from api.wire import JSONBody, dumps, form_fields, loads
-from domain.errors import ToolCallNotPending
+from api.wire import Body, JSONBody, dumps, form_fields, loads
 from domain.run import Run
+from service.lifecycle import Decided, IdempotencyKey, Observer
 
 router = APIRouter(tags=["Agno-compatible"])
 # The two routes of a HITL cycle: answered without per-request dependency solving.
@@ -29,19 +35,20 @@ hot = APIRouter(tags=["Agno-compatible"], route_class=LeanRoute)
 _FORM = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-class StartRunForm(BaseModel):
+class StartRunForm(Body):
     """``POST /agents/{agent_id}/runs``: form fields (or the same keys as JSON)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    message: str = Field(min_length=1, max_length=100_000)
+    # Its longest is a setting (SIGNOFF_MAX_MESSAGE_CHARS): longer is 413, from the run.
+    message: str = Field(min_length=1)
     stream: bool = True
     session_id: str | None = Field(None, max_length=200)
     user_id: str | None = Field(None, max_length=200)
     background: bool = False
 
 
-class ContinueRunForm(BaseModel):
+class ContinueRunForm(Body):
     """``POST /agents/{agent_id}/runs/{run_id}/continue``: ``tools`` is a JSON string."""
 
     model_config = ConfigDict(extra="ignore")
@@ -132,7 +139,7 @@ def get_agent(agent_id: str, c: ContainerDep) -> dict[str, Any]:
 
 @hot.post("/agents/{agent_id}/runs", openapi_extra=_body_doc(StartRunForm),
              responses={200: {"content": {"text/event-stream": {}}},
-                        **problem_responses(400, 404, 415, 422)})
+                        **problem_responses(400, 403, 404, 413, 415, 422)})
 async def create_agent_run(agent_id: str, request: Request, c: ContainerDep,
                            caller: CallerDep) -> Any:
     """Start a run. ``stream`` defaults to true (server-sent events), as in Agno.
@@ -140,26 +147,19 @@ async def create_agent_run(agent_id: str, request: Request, c: ContainerDep,
     With authentication, the run's user is the caller (a ``user_id`` naming anyone else
     is refused)."""
     form: StartRunForm = await _read(request, StartRunForm)
-    user_id = user_for(caller, form.user_id)
     if form.background:
         raise ProblemError(422, "background runs are not supported; use stream=false")
-    c.loop.agent(agent_id)  # 404 before anything is recorded
-    c.loop.limits.check_message(form.message)  # 413 before a stream's 200 is sent
-
-    def work(observer: Observer | None) -> Run:
-        return c.loop.start(agent_id, form.message, user_id=user_id,
-                            session_id=form.session_id, observer=observer)
-
+    run = c.runs.open_run(caller, agent_id, form.message, user_id=form.user_id,
+                          session_id=form.session_id)  # refused before a stream's 200
     if form.stream:
-        return _sse(work)
-    run = await run_in_threadpool(work, None)
-    return JSONBody(run_output(run))
+        return _sse(lambda observer: c.runs.drive(run, observer))
+    return JSONBody(run_output(await run_in_threadpool(c.runs.drive, run)))
 
 
 @hot.post("/agents/{agent_id}/runs/{run_id}/continue",
              openapi_extra=_body_doc(ContinueRunForm),
              responses={200: {"content": {"text/event-stream": {}}},
-                        **problem_responses(400, 404, 409, 415, 422)})
+                        **problem_responses(400, 403, 404, 409, 413, 415, 422)})
 async def continue_agent_run(
     agent_id: str,
     run_id: str,
@@ -172,95 +172,42 @@ async def continue_agent_run(
 
     Decisions may come one at a time; the run continues when none is left pending.
     A decision on a call that is no longer pending gets 409 with the decision that
-    stands, unless the request repeats one that is already recorded alongside a new one,
-    or carries the ``Idempotency-Key`` of the request that made it.
+    stands. A request sent again with its ``Idempotency-Key`` gets the run as the first
+    one left it; the same key with another request, or from another caller, gets 422.
     """
     form: ContinueRunForm = await _read(request, ContinueRunForm)
     tools = parse_tools(form.tools)
-    named = user_for(caller, form.user_id)
+    key = IdempotencyKey(idempotency_key, request_digest(tools)) if idempotency_key else None
 
-    def decide(observer: Observer | None, drive: bool = False) -> tuple[Run, bool]:
-        run = c.loop.recover(run_id)
-        if run.agent_id != agent_id:
-            raise ProblemError(404, f"agent {agent_id!r} has no run {run_id!r}")
-        check_run(caller, run)
-        if idempotency_key and _decided_with(run, idempotency_key):
-            return run, True
-        decisions, repeats = decisions_from_tools(run, tools)
-        check_run(caller, run, tools=[run.calls[d.tool_call_id]["tool_name"]
-                                      for d in decisions])
-        check_escalated(caller, run, [d.tool_call_id for d in decisions])
-        if not decisions:
-            _refuse_without_decisions(run, repeats)
-        # The actor is the authenticated caller; without authentication, as in Agno.
-        actor = named or run.user_id or "anonymous"
-        try:
-            return c.loop.decide(run_id, decisions, actor=actor, request_key=idempotency_key,
-                                 run=run, observer=observer, drive=drive), False
-        except ToolCallNotPending:
-            if idempotency_key:  # decided by an earlier attempt of this same request?
-                latest = c.loop.app.get_run(run_id)
-                if _decided_with(latest, idempotency_key):
-                    return latest, True
-            raise
+    def decide(observer: Observer | None, drive: bool) -> Decided:
+        return c.runs.decide(caller, run_id, lambda run: decisions_from_tools(run, tools),
+                             agent_id=agent_id, named=form.user_id, key=key, drive=drive,
+                             observer=observer)
 
     if not form.stream:
-        run, _ = await run_in_threadpool(decide, None, True)
-        return JSONBody(run_output(run))
+        decided = await run_in_threadpool(decide, None, True)
+        return JSONBody(run_output(decided.run))
     first: list[tuple[str, dict[str, Any]]] = []
-    run, replayed = await run_in_threadpool(
-        decide, lambda r, evs: first.extend(stream_events(r, evs)))
-    if replayed:
-        events = c.loop.app.run_events(run.id)
-        since = _first_version_with(run, idempotency_key or "")
-        return _sse(lambda _obs: run, first=stream_events(
-            run, [e for e in events if e.originator_version >= since]))
-    return _sse(lambda observer: c.loop.drive(run, observer), first=first)
-
-
-def _decided_with(run: Run, key: str) -> bool:
-    return any((c["decision"] or {}).get("request_key") == key for c in run.calls.values())
-
-
-def _first_version_with(run: Run, key: str) -> int:
-    versions = [c["decision"]["version"] for c in run.calls.values()
-                if (c["decision"] or {}).get("request_key") == key]
-    return min(versions, default=run.version)
-
-
-def _refuse_without_decisions(run: Run, repeats: list[dict[str, Any]]) -> None:
-    if repeats:
-        call = run.calls[repeats[0]["tool_call_id"]]
-        raise ToolCallNotPending(
-            f"call {call['tool_call_id']!r} was already decided", decision=call["decision"])
-    if run.status.is_final:
-        raise ProblemError(409, f"the run is {run.status}; there is nothing to continue")
-    if not run.pending_calls():
-        raise ProblemError(409, f"the run is {run.status} and waits for no decision")
-    raise ProblemError(422, "'tools' carries no decision for any pending call "
-                       "(set confirmed, result or user_input_schema values)")
+    decided = await run_in_threadpool(
+        decide, lambda run, events: first.extend(stream_events(run, events)), False)
+    run = decided.run
+    if decided.replayed_from is not None:  # stream again what the first request caused
+        events = await run_in_threadpool(c.app.run_events, run.id)
+        again = [e for e in events if e.originator_version >= decided.replayed_from]
+        return _sse(lambda _: run, first=stream_events(run, again))
+    return _sse(lambda observer: c.runs.drive(run, observer), first=first)
 
 
 @router.get("/agents/{agent_id}/runs/{run_id}", responses=problem_responses(404))
 def get_agent_run(agent_id: str, run_id: str, c: ContainerDep,
                   caller: CallerDep) -> dict[str, Any]:
     """The run as Agno's ``RunOutput``."""
-    run = c.loop.app.get_run(run_id)
-    if run.agent_id != agent_id:
-        raise ProblemError(404, f"agent {agent_id!r} has no run {run_id!r}")
-    check_run(caller, run)
-    if caller.open or caller.role != "auditor":  # an auditor only reads
-        run = c.loop.recover(run_id)
-    return run_output(run)
+    return run_output(c.runs.get(caller, run_id, agent_id=agent_id))
 
 
-@router.post("/agents/{agent_id}/runs/{run_id}/cancel", responses=problem_responses(404, 409))
+@router.post("/agents/{agent_id}/runs/{run_id}/cancel",
+             responses=problem_responses(403, 404, 409))
 def cancel_agent_run(agent_id: str, run_id: str, c: ContainerDep,
                      caller: CallerDep) -> dict[str, Any]:
-    run = c.loop.app.get_run(run_id)
-    if run.agent_id != agent_id:
-        raise ProblemError(404, f"agent {agent_id!r} has no run {run_id!r}")
-    check_run(caller, run)
-    actor = run.user_id if caller.open else caller.name
-    run = c.loop.cancel(run_id, actor=actor or "anonymous")
-    return run_output(run)
+    """Cancel a run that has not ended (see ``POST /runs/{run_id}/cancel``)."""
+    return run_output(c.runs.cancel(caller, run_id, agent_id=agent_id))

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 from api.auth import CallerDep
 from api.deps import ContainerDep
 from api.errors import ProblemError, problem_responses
+from api.wire import Body
 from domain.errors import KeyRevoked
 from domain.keys import Role
 from service.keys import KeyNotFound, create_key, key_view, list_keys, revoke_key
@@ -34,7 +35,7 @@ class KeyOut(BaseModel):
     revoked: bool
 
 
-class NewKey(BaseModel):
+class NewKey(Body):
     name: str = _NAME
     role: Role
     agents: list[str] | None = Field(None, max_length=100,

@@ -17,6 +17,7 @@ from api import wire
 from api.auth import CallerDep
 from api.deps import ContainerDep
 from api.errors import ProblemError
+from api.wire import IsoTime
 from projections import audit, queue
 from projections.csvfile import decisions_csv
 
@@ -156,8 +157,8 @@ async def get_decisions(
     actor: Text = None,
     tool: Text = None,
     decision: Decision | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoTime | None = None,
+    until: IsoTime | None = None,
     cursor: Annotated[str | None, Query(max_length=300)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     format: Literal["json", "csv", "jsonl"] = "json",
@@ -197,8 +198,8 @@ async def get_decisions(
 def get_analytics(
     c: ContainerDep,
     group_by: Literal["tool", "agent", "actor", "day"] = "tool",
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoTime | None = None,
+    until: IsoTime | None = None,
 ) -> dict[str, Any]:
     """Per tool, agent, actor or day: calls requested, decisions of each kind, approval
     rate (confirmed / (confirmed + rejected)), time to decision p50 / p90 / p99 (ms)."""

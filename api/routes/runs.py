@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from api.auth import CallerDep, check_owner, check_run, user_for
+from api.auth import CallerDep
 from api.deps import Container, ContainerDep
 from api.errors import ProblemError, problem_responses
+from api.wire import Body, IsoTime
+from service.access import check_owner, check_run
 from service.views import event_view, run_view
 
 log = logging.getLogger("signoff.api")
@@ -25,7 +27,7 @@ router = APIRouter(tags=["Runs"])
 MAX_VERSION = 2**63 - 1
 
 
-class CancelRequest(BaseModel):
+class CancelRequest(Body):
     reason: str | None = Field(None, max_length=10_000)
     actor: str | None = Field(None, max_length=200)
 
@@ -33,15 +35,19 @@ class CancelRequest(BaseModel):
 @router.get("/runs/{run_id}", responses=problem_responses(404, 422))
 def get_run(run_id: str, c: ContainerDep, caller: CallerDep,
             at_version: int | None = Query(None, ge=1, le=MAX_VERSION),
-            as_of: datetime | None = None) -> dict[str, Any]:
+            as_of: IsoTime | None = None) -> dict[str, Any]:
     """The run's state: status, pending calls, decisions, version.
 
     ``at_version=N`` shows the run as it was after its first N events; ``as_of=TIME``
     as it was at that time (a time without a zone is UTC). 404 when the run did not
-    exist yet then, or has fewer events.
+    exist yet then, or has fewer events. The run as it is now is settled first if a
+    crashed process left it behind (``RUNNING`` past its deadline: in doubt, or run
+    again).
     """
     if at_version is not None and as_of is not None:
         raise ProblemError(422, "give at_version or as_of, not both")
+    if at_version is None and as_of is None:
+        return run_view(c.runs.get(caller, run_id))
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
     run = c.app.get_run_at(run_id, version=at_version, as_of=as_of)
@@ -59,16 +65,16 @@ def get_run_events(run_id: str, c: ContainerDep, caller: CallerDep) -> list[dict
     return [event_view(e) for e in events]
 
 
-@router.post("/runs/{run_id}/cancel", responses=problem_responses(400, 404, 409, 422))
+@router.post("/runs/{run_id}/cancel", responses=problem_responses(400, 403, 404, 409, 422))
 def cancel_run(run_id: str, c: ContainerDep, caller: CallerDep,
                body: CancelRequest | None = None) -> dict[str, Any]:
-    """Cancel a run that has not ended. Pending calls are cancelled with it. With
-    authentication the actor is the caller (an ``actor`` naming anyone else is refused)."""
+    """Cancel a run that has not ended: its undecided calls are cancelled with it; a
+    tool already running finishes, and its outcome is recorded. The caller must be one
+    who may decide every call the run leaves open (a client: its own run). With
+    authentication the actor is the caller (an ``actor`` naming anyone else is
+    refused); without, the ``actor`` given, or ``anonymous``."""
     body = body or CancelRequest()
-    run = c.app.get_run(run_id)
-    check_run(caller, run)
-    actor = user_for(caller, body.actor) or run.user_id or "anonymous"
-    return run_view(c.loop.cancel(run_id, actor=actor, reason=body.reason))
+    return run_view(c.runs.cancel(caller, run_id, named=body.actor, reason=body.reason))
 
 
 @router.get("/health", tags=["Operations"])

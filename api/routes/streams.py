@@ -13,12 +13,13 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse
 
-from api.auth import CallerDep, check_run
+from api.auth import CallerDep
 from api.deps import ContainerDep
 from api.errors import problem_responses
-from api.streams import last_event_id, watcher
+from api.streams import MAX_POSITION, last_event_id, watcher
 from api.wire import dumps
 from domain.run import Run
+from service.access import check_run
 from service.views import event_view
 
 router = APIRouter(tags=["Streams"])
@@ -31,7 +32,7 @@ WAIT_SECONDS = 15.0
 @router.get("/runs/{run_id}/stream", responses={**_SSE, **problem_responses(404, 422)})
 async def stream_run(
     run_id: str, request: Request, c: ContainerDep, caller: CallerDep,
-    after: Annotated[int | None, Query(ge=0, le=2**62, description=(
+    after: Annotated[int | None, Query(ge=0, le=MAX_POSITION, description=(
         "send the events after this version (0: the whole history)"))] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID",
                                                        max_length=40)] = None,
@@ -42,7 +43,7 @@ async def stream_run(
     ``Last-Event-ID`` resumes after that version."""
     run: Run = await run_in_threadpool(c.app.get_run, run_id)
     check_run(caller, run)
-    version = last_event_id(last_event_id_header, after)
+    version = last_event_id(last_event_id_header, after) or 0
     watch = watcher(request.app, c.app)
     store = c.app.repository.event_store
 
@@ -73,7 +74,7 @@ _QUEUE_TOPICS = {get_topic(Run.RunPaused): "paused", get_topic(Run.RunContinued)
 @router.get("/queue/stream", responses={**_SSE, **problem_responses(422)})
 async def stream_queue(
     request: Request, c: ContainerDep, caller: CallerDep,
-    after: Annotated[int | None, Query(ge=0, le=2**62, description=(
+    after: Annotated[int | None, Query(ge=0, le=MAX_POSITION, description=(
         "send the changes after this log position (default: from now on)"))] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID",
                                                        max_length=40)] = None,
@@ -82,10 +83,9 @@ async def stream_queue(
     (``event: left``: continued, cancelled or failed). ``data``: ``run_id``,
     ``agent_id``, ``type``, ``position``, ``timestamp``; ``id``: the log position, for
     ``Last-Event-ID``. A reviewer limited to some agents hears of those only."""
-    if last_event_id_header is None and after is None:
+    position = last_event_id(last_event_id_header, after)
+    if position is None:
         position = await run_in_threadpool(c.app.head)
-    else:
-        position = last_event_id(last_event_id_header, after)
     watch = watcher(request.app, c.app)
     agents: OrderedDict[UUID, str] = OrderedDict()
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, HttpUrl, field_validator
 from api.auth import CallerDep
 from api.deps import Container, ContainerDep
 from api.errors import ProblemError, problem_responses
+from api.wire import Body
 from domain.webhooks import ALL, EVENT_TYPES, UnknownEventType, WebhookDeleted
 from projections import webhooks as view
 from service.webhooks import (
@@ -43,7 +44,7 @@ class WebhookOut(BaseModel):
     deleted: bool
 
 
-class NewWebhook(BaseModel):
+class NewWebhook(Body):
     url: HttpUrl = Field(description="http or https URL deliveries are POSTed to")
     event_types: list[EventType] = Field(
         default_factory=lambda: [ALL], min_length=1, max_length=len(EVENT_TYPES) + 1,

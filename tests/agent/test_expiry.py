@@ -1,9 +1,10 @@
 """Expiry and escalation with an injected clock (nothing sleeps): the sweeper reads what
-is due from the queue read model, records ``DecisionExpired`` through the loop and
-continues the runs; the queue, the audit trail and analytics show it.
+is due from the queue read model, records ``DecisionExpired`` through the run lifecycle
+and continues the runs; the queue, the audit trail and analytics show it.
 
-A real store (SQLite, and PostgreSQL) and its projections; the loop, the sweeper and every event's
-timestamp share one fake clock (``tests/projections/scenario.py``), which the tests move.
+A real store (SQLite, and PostgreSQL) and its projections; the loop, the lifecycle, the
+sweeper (as the server wires it: ``api/sweeper.py``) and every event's timestamp share
+one fake clock (``tests/projections/scenario.py``), which the tests move.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from typing import Any
 
 import pytest
 
-from agent.expiry import ExpirySweeper
-from agent.loop import AgentLoop, Decision
+from agent.loop import AgentLoop
 from agent.models.offline import OfflineModel
 from agent.tools import Agent, tool
-from api.expiry import due_from
+from api.sweeper import sweeper
 from domain.errors import ToolCallNotPending
 from domain.run import Run
-from domain.values import CallState, DecisionKind, RunStatus
+from domain.values import CallState, Decision, DecisionKind, RunStatus
 from projections.runner import Projections
 from service.config import Settings, eventsourcing_env
 from service.runs import RunService
@@ -35,6 +35,7 @@ from tests.projections.scenario import (
     read_decisions,
     read_queue,
 )
+from tests.support.runs import Runs
 
 RAN: list[str] = []
 
@@ -92,12 +93,14 @@ class World:
         self.env = eventsourcing_env(Settings(database_url=url, postgres_pool_size=2))
         self.app = RunService(env=self.env)
         self.clock = FakeClock()
-        self.loop = AgentLoop(self.app, {"ops": ops}, OfflineModel(), clock=self.clock.now)
+        self.loop = AgentLoop({"ops": ops}, OfflineModel(), clock=self.clock.now)
+        self.runs = Runs(self.app, self.loop)
         self.projections = Projections(self.app, self.env)
-        self.sweeper = ExpirySweeper(self.loop, due_from(self.projections))
+        # As the server wires it; not started (interval 0): the tests sweep.
+        self.sweeper = sweeper(self.runs.lifecycle, self.projections, interval=0)
 
     def start(self, *calls: tuple[str, dict[str, Any]]) -> Run:
-        return self.loop.start("ops", "\n".join(f"call {n} {json.dumps(a)}" for n, a in calls),
+        return self.runs.start("ops", "\n".join(f"call {n} {json.dumps(a)}" for n, a in calls),
                                user_id="u")
 
     def sweep(self, after: timedelta) -> list[Run]:
@@ -205,7 +208,7 @@ def test_an_escalated_call_decided_by_the_group_runs(world: World) -> None:
     world.sweep(timedelta(hours=1))
     [call] = world.app.get_run(run.id).pending_calls()
     world.clock.tick(timedelta(minutes=3))
-    world.loop.drive(world.loop.decide(run.run_id, [Decision(
+    world.runs.drive(world.runs.decide(run.run_id, [Decision(
         call["tool_call_id"], DecisionKind.CONFIRMED)], actor="lead-ann"))
     assert RAN == ["pay 7"]
     world.projections.catch_up_all()
@@ -235,16 +238,17 @@ def test_only_the_calls_past_their_deadline_expire(world: World) -> None:
     assert after.status == RunStatus.PAUSED
 
 
-def test_a_reviewer_deciding_at_the_same_moment_wins_or_loses_whole(world: World) -> None:
+def test_a_reviewer_deciding_at_the_same_moment_wins_or_loses_whole(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     run = world.start(("delete_table", {"name": "x"}))
     [call] = run.pending_calls()
     world.clock.tick(timedelta(minutes=11))
     # The sweeper loaded the run; the reviewer's decision is saved first: the expiry's
     # save fails on the version (IntegrityError), and the reviewer's decision stands.
     stale = world.app.get_run(run.id)
-    world.loop.decide(run.run_id, [Decision(call["tool_call_id"], DecisionKind.CONFIRMED)],
+    world.runs.decide(run.run_id, [Decision(call["tool_call_id"], DecisionKind.CONFIRMED)],
                       actor="bob")
-    after = world.loop.expire(run.run_id, run=stale)
+    after = world.runs.lifecycle.expire(run.run_id, stale)
     assert after.calls[call["tool_call_id"]]["decision"]["decided_by"] == "bob"
     assert "DecisionExpired" not in [type(e).__name__ for e in world.app.run_events(run.id)]
 
@@ -252,12 +256,16 @@ def test_a_reviewer_deciding_at_the_same_moment_wins_or_loses_whole(world: World
     other = world.start(("delete_table", {"name": "y"}))
     [call] = other.pending_calls()
     world.clock.tick(timedelta(minutes=11))
-    stale = world.app.get_run(other.id)
-    world.loop.expire(other.run_id)
+    stale = world.app.get_run(other.id)  # the reviewer's request has loaded the run ...
+    world.runs.expire(other.run_id)  # ... when the expiry is saved
+    reads = iter([stale])
+    real_get_run = world.app.get_run
+    monkeypatch.setattr(world.app, "get_run", lambda *args, **kw: next(reads, None)
+                        or real_get_run(*args, **kw))
     with pytest.raises(ToolCallNotPending) as caught:
-        world.loop.decide(other.run_id, [Decision(call["tool_call_id"],
-                                                  DecisionKind.CONFIRMED)],
-                          actor="bob", run=stale)
+        world.runs.decide(other.run_id, [Decision(call["tool_call_id"],
+                                                  DecisionKind.CONFIRMED)], actor="bob")
+    monkeypatch.undo()
     assert caught.value.decision["kind"] == "expired"
     assert RAN == []
 
@@ -266,7 +274,7 @@ def test_a_sweep_skips_what_the_read_model_names_but_was_decided_since(world: Wo
     run = world.start(("delete_table", {"name": "x"}))
     world.projections.catch_up_all()  # the read model has the deadline ...
     [call] = run.pending_calls()
-    world.loop.decide(run.run_id, [Decision(call["tool_call_id"], DecisionKind.REJECTED)],
+    world.runs.decide(run.run_id, [Decision(call["tool_call_id"], DecisionKind.REJECTED)],
                       actor="bob")  # ... and is not told of the decision before the sweep
     world.clock.tick(timedelta(hours=1))
     [after] = world.sweeper.sweep()
@@ -281,7 +289,7 @@ def test_a_run_whose_agent_is_gone_is_logged_and_the_others_expire(
     world.loop.agents = {}  # served no more: the first run cannot go on after its expiry
     runs = world.sweep(timedelta(hours=1))
     assert runs == []
-    assert "could not expire" in caplog.text
+    assert "could not settle run" in caplog.text
     # Each expiry was recorded before the run was to be driven on.
     for run in (first, second):
         assert world.app.get_run(run.id).calls_in(CallState.REJECTED)

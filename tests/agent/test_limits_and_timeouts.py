@@ -17,14 +17,15 @@ from typing import Any
 
 import pytest
 
-from agent.loop import CUT, AgentLoop, Decision, Limits, TooLarge, json_size
+from agent.loop import CUT, AgentLoop, Limits, TooLarge, json_size
 from agent.models.base import ModelTurn, ToolCallProposal, ToolSpec
 from agent.models.openai import OpenAIModel
 from agent.tools import Agent, tool
 from domain.errors import InvalidDecision
-from domain.values import CallState, DecisionKind, RunStatus
+from domain.values import CallState, Decision, DecisionKind, RunStatus
 from service.runs import RunService
 from tests.support.fake_openai import FakeOpenAI, text_reply
+from tests.support.runs import Runs
 
 LIMIT = 256
 CALLED: list[dict[str, Any]] = []
@@ -113,11 +114,12 @@ def _reset() -> Iterator[None]:
     RELEASE.set()  # never leave a tool thread blocked
 
 
-def loop_with(app: RunService, model: Any, **options: Any) -> AgentLoop:
+def runs_with(app: RunService, model: Any, **options: Any) -> Runs:
+    """The run lifecycle over ``app``, driving with a loop built with ``options``."""
     agent = Agent(id="ops", name="Ops", tools=[delete_records, lookup, crash, hang],
                   model=model)
     options.setdefault("limits", Limits(message_chars=100, args_bytes=LIMIT))
-    return AgentLoop(app, {"ops": agent}, model, **options)
+    return Runs(app, AgentLoop({"ops": agent}, model, **options))
 
 
 def event_types(app: RunService, run_id: Any) -> list[str]:
@@ -132,11 +134,11 @@ def payload(app: RunService, run_id: Any, name: str) -> Any:
 # ----------------------------------------------------------------- refused
 
 def test_a_message_over_the_limit_is_refused_and_nothing_is_recorded(app: RunService) -> None:
-    loop = loop_with(app, Scripted())
+    runs = runs_with(app, Scripted())
     with pytest.raises(TooLarge, match="101 characters; at most 100"):
-        loop.start("ops", "x" * 101)
+        runs.start("ops", "x" * 101)
     assert app.head() == 0
-    assert loop.start("ops", "x" * 100).status == RunStatus.COMPLETED  # the limit itself
+    assert runs.start("ops", "x" * 100).status == RunStatus.COMPLETED  # the limit itself
 
 
 @pytest.mark.parametrize("decision", [
@@ -146,12 +148,12 @@ def test_a_message_over_the_limit_is_refused_and_nothing_is_recorded(app: RunSer
 ], ids=["tool_args", "user input", "result"])
 def test_a_decision_over_the_limit_is_refused_and_nothing_is_recorded(
         app: RunService, decision: Decision) -> None:
-    loop = loop_with(app, Scripted(proposing("delete_records", {"table_name": "users"})))
-    run = loop.start("ops", "delete users")
+    runs = runs_with(app, Scripted(proposing("delete_records", {"table_name": "users"})))
+    run = runs.start("ops", "delete users")
     assert run.status == RunStatus.PAUSED
     head = app.head()
     with pytest.raises(TooLarge, match=f"at most {LIMIT} are accepted"):
-        loop.decide(run.id, [decision], actor="alice")
+        runs.decide(run.id, [decision], actor="alice")
     assert app.head() == head
     assert app.get_run(run.id).status == RunStatus.PAUSED
 
@@ -160,8 +162,8 @@ def test_a_decision_over_the_limit_is_refused_and_nothing_is_recorded(
 
 def test_a_proposal_over_the_limit_is_recorded_cut_and_never_run(app: RunService) -> None:
     big = {"key": "k" * 1000}
-    loop = loop_with(app, Scripted(proposing("lookup", big)))
-    run = loop.start("ops", "look it up")
+    runs = runs_with(app, Scripted(proposing("lookup", big)))
+    run = runs.start("ops", "look it up")
     # Recorded cut, in the model's answer and in the call, within the limit.
     responded = payload(app, run.id, "ModelResponded")
     requested = payload(app, run.id, "ToolCallRequested")
@@ -182,35 +184,35 @@ def test_a_proposal_over_the_limit_is_recorded_cut_and_never_run(app: RunService
 
 
 def test_a_cut_proposal_needs_arguments_of_the_reviewers_own(app: RunService) -> None:
-    loop = loop_with(app, Scripted(proposing("delete_records", {"table_name": "t" * 1000})))
-    run = loop.start("ops", "delete it")
+    runs = runs_with(app, Scripted(proposing("delete_records", {"table_name": "t" * 1000})))
+    run = runs.start("ops", "delete it")
     call = run.calls["call_1"]
     assert CUT in call["tool_args"]
     # Sent back as it came (as an Agno client does): refused, nothing recorded.
     head = app.head()
     with pytest.raises(InvalidDecision, match="were cut"):
-        loop.decide(run.id, [Decision("call_1", DecisionKind.CONFIRMED,
+        runs.decide(run.id, [Decision("call_1", DecisionKind.CONFIRMED,
                                       approved_args=call["tool_args"])], actor="alice")
     assert app.head() == head
     # With arguments of the reviewer's own, it runs with those.
-    run = loop.decide(run.id, [Decision("call_1", DecisionKind.CONFIRMED,
+    run = runs.decide(run.id, [Decision("call_1", DecisionKind.CONFIRMED,
                                         approved_args={"table_name": "users"})], actor="alice")
-    run = loop.drive(run)
+    run = runs.drive(run)
     assert CALLED == [{"table_name": "users"}]
     assert run.status == RunStatus.COMPLETED
 
 
 def test_a_result_and_an_error_over_the_limit_are_recorded_cut(app: RunService) -> None:
-    loop = loop_with(app, Scripted(proposing("lookup", {"key": "big"})))
-    run = loop.start("ops", "look up big")
+    runs = runs_with(app, Scripted(proposing("lookup", {"key": "big"})))
+    run = runs.start("ops", "look up big")
     result = payload(app, run.id, "ToolExecuted").result
     assert len(result.encode()) <= LIMIT
     assert result.startswith("vvvv") and result.endswith("[cut: 1000 bytes, over the limit of "
                                                          f"{LIMIT}]")
     assert app.get_run(run.id).calls["call_1"]["result"] == result
 
-    loop = loop_with(app, Scripted(proposing("crash", {"key": "x"})))
-    run = loop.start("ops", "crash it")
+    runs = runs_with(app, Scripted(proposing("crash", {"key": "x"})))
+    run = runs.start("ops", "crash it")
     error = payload(app, run.id, "ToolFailed").error
     assert len(error.encode()) <= LIMIT
     assert error.startswith("RuntimeError: eeee") and "[cut: 1014 bytes" in error
@@ -221,15 +223,15 @@ def test_a_result_and_an_error_over_the_limit_are_recorded_cut(app: RunService) 
 
 def test_values_within_the_limits_are_recorded_as_they_are(app: RunService) -> None:
     args = {"key": "k" * 100}
-    loop = loop_with(app, Scripted(proposing("lookup", args)))
-    run = loop.start("ops", "look it up")
+    runs = runs_with(app, Scripted(proposing("lookup", args)))
+    run = runs.start("ops", "look it up")
     assert payload(app, run.id, "ToolCallRequested").tool_args == args
     assert CALLED == [{"key": "k" * 100}]
 
 
 def test_without_limits_nothing_is_cut(app: RunService) -> None:
-    loop = loop_with(app, Scripted(proposing("lookup", {"key": "big"})), limits=Limits())
-    run = loop.start("ops", "x" * 10_000)
+    runs = runs_with(app, Scripted(proposing("lookup", {"key": "big"})), limits=Limits())
+    run = runs.start("ops", "x" * 10_000)
     assert payload(app, run.id, "ToolExecuted").result == "v" * 1000
 
 
@@ -244,9 +246,9 @@ def test_cut_arguments_fit_even_when_every_character_needs_escaping() -> None:
 
 def test_a_model_that_does_not_answer_in_time_fails_the_run_as_an_event(
         app: RunService) -> None:
-    loop = loop_with(app, Scripted(delay=2.0), model_timeout=0.2)
+    runs = runs_with(app, Scripted(delay=2.0), model_timeout=0.2)
     started = time.monotonic()
-    run = loop.start("ops", "anything")
+    run = runs.start("ops", "anything")
     assert time.monotonic() - started < 1.5
     assert run.status == RunStatus.ERROR
     assert event_types(app, run.id) == ["RunStarted", "RunFailed"]
@@ -256,8 +258,8 @@ def test_a_model_that_does_not_answer_in_time_fails_the_run_as_an_event(
 
 
 def test_the_models_own_timeout_applies_when_the_loop_sets_none(app: RunService) -> None:
-    loop = loop_with(app, Scripted(delay=2.0, timeout=0.2))
-    run = loop.start("ops", "anything")
+    runs = runs_with(app, Scripted(delay=2.0, timeout=0.2))
+    run = runs.start("ops", "anything")
     assert "did not answer within 0.2 s" in app.get_run(run.id).error
 
 
@@ -267,18 +269,18 @@ def test_an_openai_model_is_bounded_in_all_retries_included(
     still ends at 0.5 s, recorded as the run's failure."""
     fake_openai.script(*[dataclasses.replace(text_reply("late"), delay=3.0)] * 3)
     model = OpenAIModel(base_url=fake_openai.base_url, api_key="sk-test", timeout=0.5)
-    loop = loop_with(app, model)
+    runs = runs_with(app, model)
     started = time.monotonic()
-    run = loop.start("ops", "anything")
+    run = runs.start("ops", "anything")
     assert time.monotonic() - started < 1.5
     assert app.get_run(run.id).error == \
         "model error: model 'gpt-4o-mini' did not answer within 0.5 s"
 
 
 def test_a_tool_that_does_not_finish_in_time_fails_as_an_event(app: RunService) -> None:
-    loop = loop_with(app, Scripted(proposing("hang", {"key": "x"})), tool_timeout=0.3)
+    runs = runs_with(app, Scripted(proposing("hang", {"key": "x"})), tool_timeout=0.3)
     started = time.monotonic()
-    run = loop.start("ops", "hang")
+    run = runs.start("ops", "hang")
     assert time.monotonic() - started < 2
     types = event_types(app, run.id)
     assert types[types.index("ToolExecutionStarted") + 1] == "ToolFailed"
@@ -291,13 +293,13 @@ def test_a_tool_that_does_not_finish_in_time_fails_as_an_event(app: RunService) 
 def test_a_tool_still_queued_at_its_deadline_is_never_run(app: RunService) -> None:
     """The tools' threads are all taken by calls that hang: the next call times out
     before it starts, and is cancelled, not run later behind the others' backs."""
-    loop = loop_with(app, Scripted(proposing("lookup", {"key": "late"})), tool_timeout=0.3)
-    workers = loop._pool._max_workers
+    runs = runs_with(app, Scripted(proposing("lookup", {"key": "late"})), tool_timeout=0.3)
+    workers = runs.loop._pool._max_workers
     for _ in range(workers):
-        loop._pool.submit(RELEASE.wait, 10)
-    run = loop.start("ops", "look up late")
+        runs.loop._pool.submit(RELEASE.wait, 10)
+    run = runs.start("ops", "look up late")
     error = payload(app, run.id, "ToolFailed").error
     assert error == "TimeoutError: the tool did not start within 0.3 s; it was not run"
     RELEASE.set()
-    loop._pool.shutdown(wait=True)
+    runs.loop._pool.shutdown(wait=True)
     assert CALLED == []

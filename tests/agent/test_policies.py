@@ -2,7 +2,8 @@
 the tool's own function or by the rules of the settings, when the call is requested;
 recorded on the request, and in the audit trail for every call let through.
 
-Through the real loop (offline model) into a real SQLite store and its projections.
+Through the run lifecycle and the real loop (offline model) into a real store (SQLite,
+and PostgreSQL) and its projections.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from service.config import Settings, eventsourcing_env
 from service.policies import Policies, PolicyError
 from service.runs import RunService
 from tests.projections.scenario import assert_matches_fold, read_analytics, read_decisions
+from tests.support.runs import Runs
 
 
 @tool(requires_confirmation=lambda args: args["count"] > 100)
@@ -103,21 +105,21 @@ RULES = {"rules": [
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path,
-          ) -> Iterator[tuple[AgentLoop, Projections]]:
+          ) -> Iterator[tuple[Runs, Projections]]:
     url = (f"sqlite:///{tmp_path / 'p.db'}" if request.param == "sqlite"
            else request.getfixturevalue("pg_database").url)
     env = eventsourcing_env(Settings(database_url=url, postgres_pool_size=2))
     app = RunService(env=env)
-    loop = AgentLoop(app, {"ops": ops}, OfflineModel(), policies=Policies.from_data(RULES))
+    loop = AgentLoop({"ops": ops}, OfflineModel(), policies=Policies.from_data(RULES))
     projections = Projections(app, env)
-    yield loop, projections
+    yield Runs(app, loop), projections
     loop.close()
     projections.close()
     app.close()
 
 
-def start(loop: AgentLoop, call: str, **args: Any) -> Run:
-    return loop.start("ops", f"call {call} {json.dumps(args)}", user_id="u")
+def start(runs: Runs, call: str, **args: Any) -> Run:
+    return runs.start("ops", f"call {call} {json.dumps(args)}", user_id="u")
 
 
 def only_call(run: Run) -> dict[str, Any]:
@@ -126,65 +128,65 @@ def only_call(run: Run) -> dict[str, Any]:
 
 
 def test_a_function_of_the_arguments_lets_a_small_call_run_and_holds_a_big_one(
-        store: tuple[AgentLoop, Projections]) -> None:
-    loop, _ = store
-    small = start(loop, "delete_rows", table_name="users", count=50)
+        store: tuple[Runs, Projections]) -> None:
+    runs, _ = store
+    small = start(runs, "delete_rows", table_name="users", count=50)
     assert small.status == RunStatus.COMPLETED
     assert only_call(small)["state"] == CallState.EXECUTED
     assert only_call(small)["policy"] == {
         "rule": "tool:delete_rows", "outcome": "allowed",
         "reason": "requires_confirmation(args) of delete_rows returned False"}
 
-    big = start(loop, "delete_rows", table_name="users", count=500)
+    big = start(runs, "delete_rows", table_name="users", count=500)
     assert big.status == RunStatus.PAUSED
     assert only_call(big)["policy"]["outcome"] == "required"
     # The decision is on the event, as data: a replay reads it, never decides again.
-    requested = next(e for e in loop.app.run_events(big.id)
+    requested = next(e for e in runs.store.run_events(big.id)
                      if isinstance(e, Run.ToolCallRequested))
     assert requested.requires == "confirmation"
     assert requested.policy == only_call(big)["policy"]
 
 
 def test_a_named_function_gives_its_docstring_as_the_reason(
-        store: tuple[AgentLoop, Projections]) -> None:
-    loop, _ = store
-    run = start(loop, "order", units=3)
+        store: tuple[Runs, Projections]) -> None:
+    runs, _ = store
+    run = start(runs, "order", units=3)
     assert only_call(run)["policy"] == {"rule": "tool:order", "outcome": "allowed",
                                         "reason": "More than 10 units need a person."}
 
 
 def test_a_rule_of_the_settings_comes_before_the_tools_own_decision(
-        store: tuple[AgentLoop, Projections]) -> None:
-    loop, _ = store
+        store: tuple[Runs, Projections]) -> None:
+    runs, _ = store
     # wire is requires_confirmation=True in code; the settings allow small wires.
-    small = start(loop, "wire", amount=900)
+    small = start(runs, "wire", amount=900)
     assert small.status == RunStatus.COMPLETED
     assert only_call(small)["policy"] == {"rule": "settings:small-wires", "outcome": "allowed",
                                           "reason": "wires up to 1000 run at once"}
-    big = start(loop, "wire", amount=5000)
+    big = start(runs, "wire", amount=5000)
     assert big.status == RunStatus.PAUSED
     assert only_call(big)["policy"]["rule"] == "settings:big-wires"
     # ping needs nothing in code; a rule holds it for one host, and only that one.
-    assert start(loop, "ping", host="prod").status == RunStatus.PAUSED
-    other = start(loop, "ping", host="dev")
+    assert start(runs, "ping", host="prod").status == RunStatus.PAUSED
+    other = start(runs, "ping", host="dev")
     assert other.status == RunStatus.COMPLETED and only_call(other)["policy"] is None
     # delete_rows's own function would hold 500; the rule for logs lets it run.
-    logs = start(loop, "delete_rows", table_name="logs", count=500)
+    logs = start(runs, "delete_rows", table_name="logs", count=500)
     assert logs.status == RunStatus.COMPLETED
     assert only_call(logs)["policy"]["rule"] == "settings:no-logs-limit"
 
 
 def test_a_rule_that_cannot_be_evaluated_fails_closed_and_says_why(
-        store: tuple[AgentLoop, Projections]) -> None:
-    loop, _ = store
+        store: tuple[Runs, Projections]) -> None:
+    runs, _ = store
     # "typo" names an argument delete_rows does not have; it is evaluated (and fails)
     # only for the table it is about: the conditions are checked in order.
-    run = start(loop, "delete_rows", table_name="tmp", count=3)
+    run = start(runs, "delete_rows", table_name="tmp", count=3)
     assert run.status == RunStatus.PAUSED
     policy = only_call(run)["policy"]
     assert policy["rule"] == "settings:typo" and policy["outcome"] == "required"
     assert policy["error"] is True and "no argument 'rows'" in policy["reason"]
-    assert start(loop, "delete_rows", table_name="users", count=3).status \
+    assert start(runs, "delete_rows", table_name="users", count=3).status \
         == RunStatus.COMPLETED
 
 
@@ -207,21 +209,21 @@ def test_arguments_cut_for_their_size_are_held_whatever_the_policy() -> None:
 
 
 def test_an_external_result_is_waited_for_whatever_the_rules_say(
-        store: tuple[AgentLoop, Projections]) -> None:
-    loop, _ = store
-    run = start(loop, "billing", order_id="o-1")
+        store: tuple[Runs, Projections]) -> None:
+    runs, _ = store
+    run = start(runs, "billing", order_id="o-1")
     assert run.status == RunStatus.PAUSED
     assert only_call(run)["requires"] == "external_execution"
     assert only_call(run)["policy"] is None
 
 
 def test_the_audit_trail_has_a_row_for_every_call_a_policy_let_through(
-        store: tuple[AgentLoop, Projections]) -> None:
-    loop, projections = store
-    start(loop, "delete_rows", table_name="users", count=50)
-    start(loop, "wire", amount=10)
-    start(loop, "ping", host="dev")  # needs nothing, by the tool's definition: no row
-    held = start(loop, "wire", amount=5000)
+        store: tuple[Runs, Projections]) -> None:
+    runs, projections = store
+    start(runs, "delete_rows", table_name="users", count=50)
+    start(runs, "wire", amount=10)
+    start(runs, "ping", host="dev")  # needs nothing, by the tool's definition: no row
+    held = start(runs, "wire", amount=5000)
     projections.catch_up_all()
     rows = read_decisions(projections, limit=100)
     assert [(r["tool_name"], r["decision"], r["actor"], r["note"]) for r in rows] == [
@@ -238,10 +240,10 @@ def test_the_audit_trail_has_a_row_for_every_call_a_policy_let_through(
     assert by_tool["wire"]["time_to_decision_p50_ms"] is None  # no person decided yet
     assert by_tool["delete_rows"]["allowed"] == 1
     # Cancelling the held run decides only the held call.
-    loop.cancel(held.run_id, actor="carol", reason="no")
+    runs.cancel(held.run_id, actor="carol", reason="no")
     projections.catch_up_all()
     assert read_decisions(projections, limit=100)[-1]["decision"] == "cancelled"
-    assert_matches_fold(projections, loop.app)
+    assert_matches_fold(projections, runs.store)
     with projections.views[audit.NAME].read() as c:
         assert audit.analytics(c, "actor")[-1]["group"] == "policy:tool:delete_rows"
 

@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 
-from agent.loop import AgentLoop, Decision
+from agent.loop import AgentLoop
 from agent.models.base import ModelTurn, ToolCallProposal, ToolSpec
 from agent.tools import Agent, tool
 from domain.errors import ToolCallNotPending
-from domain.values import CallState, DecisionKind, RunStatus
+from domain.values import CallState, Decision, DecisionKind, RunStatus
 from service.runs import RunService
+from tests.support.runs import Runs
 
 RAN: list[str] = []
 
@@ -75,19 +76,19 @@ def test_a_retry_after_the_call_fell_in_doubt_does_not_decide_it_again(
     RAN.clear()
     clock = Clock()
     agent = Agent(id="ops", name="Ops", tools=[delete_records])
-    loop = AgentLoop(app, {"ops": agent}, Proposes(), tool_timeout=1, clock=clock)
-    run = loop.start("ops", "delete users")
+    runs = Runs(app, AgentLoop({"ops": agent}, Proposes(), tool_timeout=1, clock=clock))
+    run = runs.start("ops", "delete users")
     assert run.status == RunStatus.PAUSED
 
     # The first attempt: its decision and the tool's start are committed, then the store
     # goes away (the outcome is never recorded; the client got a 503).
-    run = loop.decide(run.id, confirm(), actor="alice", request_key="key-1")
+    run = runs.decide(run.id, confirm(), actor="alice", request_key="key-1")
     run.start_tool("call_1", deadline=clock.now + timedelta(seconds=1))
     app.save(run)
 
     # Past the deadline, the next touch puts the call in doubt.
     clock.now += timedelta(seconds=5)
-    run = loop.recover(run.id)
+    run = runs.settle(run.id)
     assert run.status == RunStatus.PAUSED
     assert run.calls["call_1"]["state"] == CallState.IN_DOUBT
 
@@ -95,7 +96,7 @@ def test_a_retry_after_the_call_fell_in_doubt_does_not_decide_it_again(
     head = app.head()
     with pytest.raises(ToolCallNotPending, match="earlier request with this Idempotency-Key"
                        ) as refused:
-        loop.decide(run.id, confirm(), actor="alice", request_key="key-1")
+        runs.decide(run.id, confirm(), actor="alice", request_key="key-1")
     assert refused.value.decision is not None
     assert refused.value.decision["request_key"] == "key-1"
     assert refused.value.decision["kind"] == "confirmed"
@@ -103,7 +104,7 @@ def test_a_retry_after_the_call_fell_in_doubt_does_not_decide_it_again(
     assert RAN == []
 
     # A new decision on the call in doubt is recorded, and the tool runs (once).
-    run = loop.drive(loop.decide(run.id, confirm(), actor="alice", request_key="key-2"))
+    run = runs.drive(runs.decide(run.id, confirm(), actor="alice", request_key="key-2"))
     assert run.status == RunStatus.COMPLETED
     assert RAN == ["users"]
     keys = [getattr(e, "request_key", None) for e in app.run_events(run.id)

@@ -4,8 +4,8 @@ and decided by a reviewer of that group only (``signoff keys create --group lead
 a JWT's ``signoff_groups`` claim); anyone else gets 403.
 
 The server runs without a sweeper (``SIGNOFF_EXPIRY_INTERVAL=0``); the test records the
-expiry itself, through an agent loop over the same store (the tool's decision may wait a
-millisecond: it is past by then), so nothing waits for a sweep.
+expiry itself, through a run lifecycle over the same store (the tool's decision may wait
+a millisecond: it is past by then), so nothing waits for a sweep.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from service.runs import RunService
 from tests.e2e.flows import assert_problem, decided, form, pending
 from tests.e2e.test_roles import _cli
 from tests.support.expiring import escalating
+from tests.support.runs import Runs
 from tests.support.server import LiveServer, live_server
 
 pytestmark = pytest.mark.e2e
@@ -50,11 +51,11 @@ class World:
                 message='call grant_role {"user": "zoe", "role": "admin"}', stream="false"))
             assert r.status_code == 200, r.text
             run = r.json()
-        # What the sweeper would do, by a loop over the same store: escalated.
+        # What the sweeper would do, by a lifecycle over the same store: escalated.
         app = RunService(env=eventsourcing_env(Settings(database_url=self.url)))
-        loop = AgentLoop(app, {"escalating": escalating}, OfflineModel())
+        loop = AgentLoop({"escalating": escalating}, OfflineModel())
         try:
-            after = loop.expire(run["run_id"])
+            after = Runs(app, loop).expire(run["run_id"])
             [call] = after.pending_calls()
             assert call["escalated_to"] == "leads"
         finally:

@@ -9,9 +9,12 @@ document served at ``/openapi.json`` gets:
   trivial 404, some changed one way: real tool calls with fuzzed decisions in ``tools``,
   an edge value in a query parameter or a body field, a raw body under an odd media type;
 * a sweep of edge values no generator sends reliably: every query parameter and body
-  field with numbers past 64 bits, NaN, NUL and the like; every raw body under every media
-  type; every kind of decision carrying NaN, Infinity or deeply nested values, each on a
-  freshly paused run, followed by reading that run back every way the API shows it.
+  field with numbers past 64 bits, NaN, NUL, times at the ends of the datetime range and
+  the like; every JSON body field with text UTF-8 cannot encode (lone surrogates); every
+  header with numbers past 64 bits and the like; every raw body under every media type;
+  every kind of decision carrying NaN, Infinity, deeply nested values or lone surrogates,
+  each on a freshly paused run, followed by reading that run back every way the API
+  shows it.
 
 Every response must:
 
@@ -62,6 +65,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.config import SchemathesisConfig
 
 from api.routes.agno import ContinueRunForm, StartRunForm
 from api.routes.runs import CancelRequest
@@ -123,6 +127,11 @@ BODY_MODELS: dict[str, Any] = {
     "/runs/{run_id}/cancel": CancelRequest,
 }
 
+# Invalid data is rejected with any of these: schemathesis' own list, and 413 (a string
+# past its maxLength may make the body larger than SIGNOFF_MAX_BODY_BYTES).
+CONFIG = SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {
+    "expected-statuses": ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422",
+                          "428", "429", "5xx"]}}})
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -220,7 +229,7 @@ def target(request: pytest.FixtureRequest,
                                                  SIGNOFF_WEBHOOK_HOSTS="127.0.0.1"))
         with server.client(verify=False) as c:
             seeds = _seed(c)
-        schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+        schema = schemathesis.openapi.from_url(server.url + "/openapi.json", config=CONFIG)
         http = stack.enter_context(server.client(verify=False))  # plain HTTP to 127.0.0.1
         target = Target(server, schema, seeds, http)
         stack.callback(target.session.close)
@@ -292,7 +301,9 @@ def _send(target: Target, client: httpx.Client, case: Any,
         response = client.request(case.method, case.formatted_path, params=case.query,
                                   headers=headers, content=raw[1])
     target.head = None
-    case.validate_response(response, checks=CHECKS, additional_checks=[problem_details])
+    # A raw body replaces the generated one: whether that was valid says nothing of it.
+    checks = CHECKS if raw is None else [c for c in CHECKS if c is not negative_data_rejection]
+    case.validate_response(response, checks=checks, additional_checks=[problem_details])
     target.head = _head(client)
     if 400 <= response.status_code < 500:
         assert target.head == head, f"a {response.status_code} recorded events"
@@ -324,18 +335,32 @@ JSON_VALUES = st.recursive(
     | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=6,
 )
-# What Python's json reads but JSON does not allow, and what nests deeper than any tool
-# needs (and deeper than a response can be serialized).
-ODD = [math.nan, -math.inf, nested(40), nested(300), 10**40, 1e308, "\x00", {}]
-ODD_VALUES = st.sampled_from(ODD)
+# Text UTF-8 cannot encode: lone surrogates (a pair of them is one character, and fine).
+# Only JSON carries them (as its \udXXX escapes); a client cannot encode them into a form
+# or a URL.
+LONE = ["\ud800", "a\udfffb"]
+UNENCODABLE = st.builds(lambda head, code, tail: f"{head}{chr(code)}{tail}",
+                        st.text(max_size=4), st.integers(0xD800, 0xDFFF), st.text(max_size=4))
+# What Python's json reads but JSON does not allow, what nests deeper than any tool needs
+# (and deeper than a response can be serialized), and text UTF-8 cannot encode.
+ODD = [math.nan, -math.inf, nested(40), nested(300), 10**40, 1e308, "\x00", {}, *LONE]
+ODD_VALUES = st.sampled_from(ODD) | UNENCODABLE
 
-# Values schemathesis seldom sends: past 64 bits, not numbers, empty, control characters.
-EDGE = [-1, 2**63, 10**30, "1e999", "NaN", "", "\x00", "0x10", "true", "[]", "é", "9" * 400]
+# Values schemathesis seldom sends: past 64 bits, not numbers, empty, control characters,
+# the ends of the datetime range (also in the zones furthest east and west: a year-1 time
+# at +14:00 is in year 0 in UTC, a year-9999 one at -14:00 in year 10000).
+EDGE = [-1, 2**63, 10**30, "1e999", "NaN", "", "\x00", "0x10", "true", "[]", "é", "9" * 400,
+        "0001-01-01T00:00:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999",
+        "9999-12-31T23:59:59.999999-14:00"]
+# The same for headers (printable ASCII only: a client sends nothing else).
+EDGE_HEADERS = ["-1", "0", str(2**62), str(2**63), str(2**64), "9" * 40, "1e999", "NaN", "",
+                "0x10", "1.5", "true"]
 
 # Bodies sent as raw bytes under a media type of their own (or none).
 RAW_CONTENT_TYPES = [
     "APPLICATION/JSON; charset=latin-1", "application/x-www-form-urlencoded",
-    "multipart/form-data", "multipart/form-data; boundary=x", "",
+    "multipart/form-data", "multipart/form-data; boundary=x",
+    "multipart/form-data; boundary=x; charset=utf-7", "",
 ]
 RAW_BODIES = [
     b"", b"\xff\xfe\xfd", b"null", b"[]", b"42", b'"text"', b"{", b"{}",
@@ -346,6 +371,13 @@ RAW_BODIES = [
     b'--x\r\nContent-Disposition: form-data; name="message"\r\n\r\n\xff\r\n--x--\r\n',
     b'--x\r\nContent-Disposition: form-data; name="message"; filename="a.txt"\r\n\r\n'
     b"hi\r\n--x--\r\n",
+    # Lone surrogates: in a JSON body, in the tools field's JSON, in a UTF-7 form field.
+    b'{"reason": "\\udfff", "actor": "a"}',
+    b'{"name": "k", "role": "reviewer", "agents": ["a\\ud800"]}',
+    b'{"url": "http://127.0.0.1:9/h", "\\udc00": 1}',
+    b'{"tools": "[{\\"tool_call_id\\": \\"x\\", \\"n\\": \\"\\\\ud800\\"}]"}',
+    b"tools=%5B%7B%22tool_call_id%22%3A%22x%22%2C%22n%22%3A%22%5Cud800%22%7D%5D",
+    b'--x\r\nContent-Disposition: form-data; name="message"\r\n\r\n+2AA-\r\n--x--\r\n',
 ]
 
 # A run paused on each kind of decision, and decisions carrying an odd value.
@@ -366,7 +398,8 @@ DECISIONS: list[tuple[str, Any]] = [
 
 # ------------------------------------------------------------- the fuzzer
 
-def _tools_item(seed: Seed, values: st.SearchStrategy[Any]) -> st.SearchStrategy[Json]:
+def _tools_item(seed: Seed, values: st.SearchStrategy[Any],
+                names: st.SearchStrategy[str]) -> st.SearchStrategy[Json]:
     """One Agno tool execution naming one of the run's calls, with a fuzzed decision."""
     call_ids = st.sampled_from(seed.call_ids) if seed.call_ids else st.text(max_size=10)
     return st.fixed_dictionaries(
@@ -377,7 +410,7 @@ def _tools_item(seed: Seed, values: st.SearchStrategy[Any]) -> st.SearchStrategy
             "result": st.text(max_size=30) | values,
             "tool_args": st.dictionaries(
                 st.sampled_from(["table_name", "count", "account", "amount", "name"])
-                | st.text(max_size=8), values, max_size=3) | values,
+                | names, values, max_size=3) | values,
             "user_input_schema": st.lists(st.fixed_dictionaries(
                 {"name": st.sampled_from(["email", "order_id", "amount"]) | values},
                 optional={"value": values}), max_size=3) | values,
@@ -389,10 +422,11 @@ def _operations(target: Target) -> list[Any]:
 
 
 def _known_params(op: Any, agent_id: str, run_id: str, webhook_id: str = "") -> dict[str, str]:
-    """The path parameters of ``op`` naming this agent and run (and webhook)."""
+    """The path parameters of ``op`` naming this agent and run (and webhook); a key's id
+    names the run (the same store holds keys, runs and webhooks: a run is no key, 404)."""
     names = {p.name for p in op.path_parameters}
     return {k: v for k, v in (("agent_id", agent_id), ("run_id", run_id),
-                              ("webhook_id", webhook_id)) if k in names}
+                              ("webhook_id", webhook_id), ("key_id", run_id)) if k in names}
 
 
 def _fuzz(target: Target, op: Any, client: httpx.Client, examples: int = MAX_EXAMPLES,
@@ -434,8 +468,9 @@ def _fuzz(target: Target, op: Any, client: httpx.Client, examples: int = MAX_EXA
         if variant == "real tool calls" and seed is not None:
             odd = data.draw(st.integers(0, 3), label="odd values") == 0
             values = JSON_VALUES | ODD_VALUES if odd else JSON_VALUES
-            tools = data.draw(st.lists(_tools_item(seed, values), min_size=1, max_size=3),
-                              label="tools")
+            names = st.text(max_size=8) | UNENCODABLE if odd else st.text(max_size=8)
+            tools = data.draw(st.lists(_tools_item(seed, values, names), min_size=1,
+                                       max_size=3), label="tools")
             body = case.body if isinstance(case.body, dict) else {}
             case.body = {**body, "tools": json.dumps(tools)}
         elif variant == "edge query":
@@ -445,7 +480,10 @@ def _fuzz(target: Target, op: Any, client: httpx.Client, examples: int = MAX_EXA
             name = data.draw(st.sampled_from(
                 ["message", "tools", "stream", "session_id", "user_id", "reason", "actor"]),
                 label="field")
-            value = data.draw(st.sampled_from(EDGE) | JSON_VALUES, label="value")
+            edge = st.sampled_from(EDGE) | JSON_VALUES
+            if case.media_type == "application/json":  # a form cannot carry them
+                edge |= UNENCODABLE
+            value = data.draw(edge, label="value")
             case.body = {**case.body, name: value}
         elif variant == "raw body":
             raw = (data.draw(st.sampled_from(RAW_CONTENT_TYPES), label="content type"),
@@ -510,6 +548,11 @@ def test_edge_values(target: Target, method: str, path: str) -> None:
             for i, value in enumerate(EDGE):  # as a form and as JSON, by turns
                 _send(target, client, op.Case(path_parameters=params, body={**minimal, name: value},
                                               media_type=media_types[i % len(media_types)]))
+            for value in LONE:  # as JSON only: a form cannot carry them
+                r = _send(target, client, op.Case(path_parameters=params,
+                                                  body={**minimal, name: value},
+                                                  media_type="application/json"))
+                assert r.status_code == 422, (name, r.status_code, r.text)
         if fields:
             for content_type in RAW_CONTENT_TYPES:
                 for body in RAW_BODIES:
@@ -520,7 +563,8 @@ def test_edge_values(target: Target, method: str, path: str) -> None:
 def test_fuzz_operations_not_listed(target: Target) -> None:
     """Routes added after OPERATIONS was written are fuzzed too (list them above for a test
     of their own): schema-driven requests, then every query parameter with every edge
-    value and, if they take a body, every raw body under every media type."""
+    value, every header with every edge header value and, if they take a body, every raw
+    body under every media type."""
     others = [op for op in _operations(target) if (op.method.upper(), op.path) not in OPERATIONS]
     if not others:
         pytest.skip("every operation of the document is listed in OPERATIONS")
@@ -532,6 +576,10 @@ def test_fuzz_operations_not_listed(target: Target) -> None:
             for name in (p.name for p in op.query):
                 for value in EDGE:
                     _send(target, client, op.Case(path_parameters=params, query={name: value}))
+            for name in (h.name for h in op.headers):
+                for header in EDGE_HEADERS:
+                    _send(target, client, op.Case(path_parameters=params,
+                                                  headers={name: header}))
             if len(op.body):
                 for content_type in RAW_CONTENT_TYPES:
                     for body in RAW_BODIES:

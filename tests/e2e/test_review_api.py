@@ -282,7 +282,8 @@ def test_cancel_removes_a_run_and_audits_its_undecided_calls(server: LiveServer)
         r = c.post(f"/runs/{run['run_id']}/cancel",
                    json={"actor": "cancel-boss", "reason": "no longer needed"})
         assert r.status_code == 200, r.text
-        # A second run cancelled with Agno's route: the run's own user is the actor.
+        # A second run cancelled with Agno's route, which names nobody: without
+        # authentication the actor is "anonymous" (never the run's requester).
         other = start(c, "support_desk", EXTERNAL, user_id=user)
         r = c.post(f"/agents/support_desk/runs/{other['run_id']}/cancel")
         assert r.status_code == 200, r.text
@@ -302,7 +303,7 @@ def test_cancel_removes_a_run_and_audits_its_undecided_calls(server: LiveServer)
         assert ts(rows[1]["decided_at"]) == when(history, "RunCancelled")
         [row] = audit(c, run_id=other["run_id"])["items"]
         assert (row["tool_name"], row["decision"], row["actor"], row["note"]) == (
-            "check_payment", "cancelled", user, None)
+            "check_payment", "cancelled", "anonymous", None)
         rows = audit(c, run_id=both["run_id"])["items"]
         assert sorted(r["tool_name"] for r in rows) == ["delete_records", "send_notification"]
         assert {(r["decision"], r["actor"]) for r in rows} == {("cancelled", "cancel-boss")}

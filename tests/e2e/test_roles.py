@@ -147,7 +147,10 @@ CASES = [(route, role) for route in sorted(POLICY) for role in ["anonymous", *RO
 @pytest.mark.parametrize(("route", "role"), CASES, ids=[f"{m} {p} as {r}"
                                                         for (m, p), r in CASES])
 def test_role_against_route(world: World, route: tuple[str, str], role: str) -> None:
+    """Every route as every role: allowed, or refused before anything is written (the
+    log's head does not move)."""
     method, path, kwargs = REQUESTS[route](world)
+    head = _head(world)
     with world.as_(ROLE_OF.get(role)) as c, c.stream(method, path, **kwargs) as r:
         if not r.headers.get("content-type", "").startswith("text/event-stream"):
             r.read()  # a stream that is allowed may go on: its headers are enough
@@ -157,11 +160,18 @@ def test_role_against_route(world: World, route: tuple[str, str], role: str) -> 
     elif role == "anonymous":
         assert_problem(r, 401)
         assert r.headers["www-authenticate"].startswith("Bearer")
+        assert _head(world) == head
     elif role in allowed:
         assert r.status_code in (200, 201), (r.status_code, r.text)
     else:
         problem = assert_problem(r, 403)
         assert f"a {role} may not" in problem["detail"]
+        assert _head(world) == head
+
+
+def _head(w: World) -> int:
+    with w.server.client() as c:
+        return int(c.get("/health").json()["log_head"])
 
 
 def test_a_client_cannot_read_or_continue_another_users_run(world: World) -> None:

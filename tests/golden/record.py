@@ -28,9 +28,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.loop import Decision
 from domain.run import Run
-from domain.values import DecisionKind
+from domain.values import Decision, DecisionKind
 from service.runs import RunService
 from service.views import run_view
 from tests.projections.scenario import (
@@ -76,7 +75,7 @@ def record(name: str) -> Path:
 def populate(app: RunService, clock: FakeClock | None = None) -> list[str]:
     """Make the runs (12 of them) in ``app``; returns their ids in order of start."""
     clock = clock or FakeClock()
-    loop = new_loop(app, clock)
+    runs = new_loop(app, clock)
     C, R = DecisionKind.CONFIRMED, DecisionKind.REJECTED
     E, U = DecisionKind.EXTERNAL_RESULT, DecisionKind.USER_INPUT
     ids: list[str] = []
@@ -84,7 +83,7 @@ def populate(app: RunService, clock: FakeClock | None = None) -> list[str]:
     def start(agent: str, message: str, user: str | None = "alice") -> Run:
         clock.tick(timedelta(minutes=3))
         with contextlib.suppress(SimulatedCrash):
-            loop.start(agent, message, user_id=user, session_id="golden",
+            runs.start(agent, message, user_id=user, session_id="golden",
                        observer=lambda run, _: ids.append(run.run_id)
                        if run.run_id not in ids else None)
         return app.get_run(ids[-1])
@@ -92,7 +91,7 @@ def populate(app: RunService, clock: FakeClock | None = None) -> list[str]:
     def decide(run: Run, *decisions: Decision, actor: str = "bob") -> Run:
         clock.tick(timedelta(seconds=97))
         with contextlib.suppress(SimulatedCrash):
-            loop.drive(loop.decide(run.run_id, list(decisions), actor=actor))
+            runs.drive(runs.decide(run.run_id, list(decisions), actor=actor))
         return app.get_run(run.id)
 
     def pending(run: Run) -> list[str]:
@@ -127,12 +126,12 @@ def populate(app: RunService, clock: FakeClock | None = None) -> list[str]:
         # Cancelled while paused, with a reason.
         r = start("ops", 'call transfer_money {"account": "acct-9", "amount": 5}')
         clock.tick(timedelta(hours=7))
-        loop.cancel(r.run_id, actor="carol", reason="duplicate")
+        runs.cancel(r.run_id, actor="carol", reason="duplicate")
         # A crash while a tool runs: in doubt after its deadline, then rejected.
         r = start("crashing", 'call wire_funds {"account": "acct-9", "crash": true}')
         r = decide(r, Decision(pending(r)[0], C))
         clock.tick(timedelta(seconds=TOOL_TIMEOUT + 1))
-        r = loop.recover(r.run_id)
+        r = runs.settle(r.run_id)
         decide(r, Decision(pending(r)[0], R, note="ran twice before"))
         # A run that fails (as when the model cannot be reached).
         clock.tick(timedelta(minutes=1))
@@ -150,24 +149,24 @@ def populate(app: RunService, clock: FakeClock | None = None) -> list[str]:
 def populate_policies_and_expiry(app: RunService, clock: FakeClock) -> list[str]:
     """The runs (10 of them) of the policed agent (``tests/projections/scenario.py``):
     its tools' policies, the scenario's rules, and its deadlines."""
-    loop = new_loop(app, clock)
+    runs = new_loop(app, clock)
     C, R = DecisionKind.CONFIRMED, DecisionKind.REJECTED
     ids: list[str] = []
 
     def start(message: str) -> Run:
         clock.tick(timedelta(minutes=2))
-        run = loop.start("policed", message, user_id="dana", session_id="golden-v3")
+        run = runs.start("policed", message, user_id="dana", session_id="golden-v3")
         ids.append(run.run_id)
         return run
 
     def decide(run: Run, kind: DecisionKind, actor: str = "bob") -> Run:
         clock.tick(timedelta(seconds=41))
         call = run.pending_calls()[0]["tool_call_id"]
-        return loop.drive(loop.decide(run.run_id, [Decision(call, kind)], actor=actor))
+        return runs.drive(runs.decide(run.run_id, [Decision(call, kind)], actor=actor))
 
     def expire(run: Run, after: timedelta) -> Run:
         clock.tick(after)
-        return loop.expire(run.run_id)
+        return runs.expire(run.run_id)
 
     with fake_time(clock):
         start('call pay {"account": "acct-1", "amount": 1}')  # allowed: a settings rule

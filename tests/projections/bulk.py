@@ -1,11 +1,11 @@
 """Stores full of realistic runs, written fast; dumps of the projections' tables.
 
-``realistic_events`` drives runs through the real ``AgentLoop`` (offline model) on an
+``realistic_events`` drives runs through the lifecycle and ``AgentLoop`` (offline model) on an
 in-memory store: every kind of pause, decisions of every kind by several actors,
 cancels, runs left paused. ``copy_events`` then writes those events into a real store in
 large transactions (thousands of events a second), so a test can fill a log big enough
 that catching up takes seconds. ``write_runs`` is the slow, honest way: run by run,
-through the loop, as the API would.
+through the lifecycle, as the API would.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from agent.loop import AgentLoop, Decision
+from agent.loop import AgentLoop
 from agent.models.offline import OfflineModel
-from domain.values import DecisionKind, Requirement, RunStatus
+from domain.values import Decision, DecisionKind, Requirement, RunStatus
 from projections.runner import MODULES, Projections
 from projections.store import PositionMoved
 from service.runs import RunService
 from tests.projections.scenario import AGENTS
+from tests.support.runs import Runs
 
 _MESSAGES = {
     "data_manager": ['call delete_records {"table_name": "%s", "count": %d}',
@@ -64,10 +65,10 @@ def _decision(rng: random.Random, call: dict[str, Any]) -> Decision:
                     approved_args=edited)
 
 
-def drive_one(loop: AgentLoop, rng: random.Random, user: str | None = None) -> str:
+def drive_one(runs: Runs, rng: random.Random, user: str | None = None) -> str:
     """One run from start to wherever the dice leave it (most end; some stay paused)."""
     agent_id = rng.choice(sorted(_MESSAGES))
-    run = loop.start(agent_id, _message(rng, agent_id), user_id=user or rng.choice(
+    run = runs.start(agent_id, _message(rng, agent_id), user_id=user or rng.choice(
         ["alice", "bob", None]))
     for _ in range(4):
         if run.status != RunStatus.PAUSED:
@@ -76,13 +77,13 @@ def drive_one(loop: AgentLoop, rng: random.Random, user: str | None = None) -> s
         if roll < 0.1:
             break  # left paused: stays in the queue
         if roll < 0.2:
-            loop.cancel(run.run_id, actor=rng.choice(_ACTORS), reason=rng.choice([None, "stop"]))
+            runs.cancel(run.run_id, actor=rng.choice(_ACTORS), reason=rng.choice([None, "stop"]))
             break
         pending = run.pending_calls()
         chosen = pending if rng.random() < 0.7 else pending[:1]
-        run = loop.decide(run.run_id, [_decision(rng, c) for c in chosen],
+        run = runs.decide(run.run_id, [_decision(rng, c) for c in chosen],
                           actor=rng.choice(_ACTORS))
-        run = loop.drive(run)
+        run = runs.drive(run)
     return run.run_id
 
 
@@ -91,11 +92,12 @@ def realistic_events(runs: int, seed: int = 0) -> tuple[Any, ...]:
     """The events of ``runs`` runs driven on an in-memory store, in log order (made once
     per test session for each ``runs`` and ``seed``)."""
     app = RunService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    loop = AgentLoop(app, AGENTS, OfflineModel())
+    loop = AgentLoop(AGENTS, OfflineModel())
+    lifecycle = Runs(app, loop)
     rng = random.Random(seed)
     try:
         for _ in range(runs):
-            drive_one(loop, rng)
+            drive_one(lifecycle, rng)
         return tuple(e for _, e in app.log(limit=5000))
     finally:
         loop.close()
@@ -109,11 +111,12 @@ def copy_events(events: Sequence[Any], app: RunService, chunk: int = 1000) -> No
 
 
 def write_runs(app: RunService, runs: int, seed: int) -> list[str]:
-    """Drive ``runs`` runs through the loop into ``app``'s store (a save per step)."""
-    loop = AgentLoop(app, AGENTS, OfflineModel())
+    """Drive ``runs`` runs through the lifecycle into ``app``'s store (a save per step)."""
+    loop = AgentLoop(AGENTS, OfflineModel())
     rng = random.Random(seed)
     try:
-        return [drive_one(loop, rng) for _ in range(runs)]
+        lifecycle = Runs(app, loop)
+        return [drive_one(lifecycle, rng) for _ in range(runs)]
     finally:
         loop.close()
 

@@ -11,6 +11,13 @@ projections' tables answer with what this fold says they should answer, for the 
   ``in_doubt``, asked again when they went in doubt) with neither a decision nor a late
   outcome since, ordered by when they were asked; with the deadline of each
   (``expires_at``) and the group an escalated one waits for (``escalated_to``).
+- ``expected_running``: the runs that are running (started or continued, and neither
+  paused nor ended since), each with when its current step began (its start, its
+  continuation, the start of its running tool, or that tool's outcome) and the running
+  tool's deadline (none before the first tool starts, after a tool's outcome, or after
+  a continuation); ``expected_stale``: of those, the ones past their tool's deadline at
+  ``now``, or with no deadline and a step begun before ``idle_before``, oldest first (by
+  the deadline, else the step's start; ties by run id).
 - ``expected_decisions``: one row per decision, in log order (an expiry is one: by
   ``system``, its action as the note; an escalated call waits on and may get more); a
   cancelled run gives a ``cancelled`` row (actor and reason of the cancel) for each call
@@ -64,6 +71,9 @@ class _Run:
     started_at: datetime
     paused_since: datetime | None = None
     ended: bool = False
+    running: bool = True  # neither paused nor ended since it started or continued
+    step_since: datetime | None = None  # when its current step began, while it runs
+    tool_deadline: datetime | None = None  # the running tool's, while it runs
     calls: dict[str, _Call] = field(default_factory=dict)
 
 
@@ -80,7 +90,7 @@ class Fold:
         at = event.timestamp
         if name == "RunStarted":
             self.runs[run_id] = _Run(run_id, event.agent_id, event.user_id, event.session_id,
-                                     at)
+                                     at, step_since=at)
             return
         run = self.runs[run_id]
         if name == "ToolCallRequested":
@@ -101,10 +111,17 @@ class Fold:
             # An outcome (a late one, of a call in doubt, too) settles the call: the run
             # no longer waits for it, and a cancel does not decide it.
             run.calls[event.tool_call_id].open = False
+            if run.running:  # the next step begins (a late outcome changes no other run)
+                run.step_since, run.tool_deadline = at, None
+        elif name == "ToolExecutionStarted":
+            if run.running:
+                run.step_since, run.tool_deadline = at, event.deadline
         elif name == "RunPaused":
             run.paused_since = at
+            run.running, run.step_since, run.tool_deadline = False, None, None
         elif name == "RunContinued":
             run.paused_since = None
+            run.running, run.step_since, run.tool_deadline = True, at, None
         elif name in _DECIDED_BY:
             call = run.calls[event.tool_call_id]
             note = event.note if name == "ToolConfirmed" else getattr(event, "reason", None)
@@ -138,8 +155,10 @@ class Fold:
                 self._decide(position, run, call, "cancelled", event.cancelled_by, at,
                              event.reason, None, None)
             run.ended, run.paused_since = True, None
+            run.running, run.step_since, run.tool_deadline = False, None, None
         elif name in ("RunCompleted", "RunFailed"):
             run.ended, run.paused_since = True, None
+            run.running, run.step_since, run.tool_deadline = False, None, None
 
     def _decide(self, position: int, run: _Run, call: _Call, decision: str, actor: str,
                 at: datetime, note: str | None, approved: Any, details: Any) -> None:
@@ -195,6 +214,25 @@ def expected_queue(f: Fold, *, agent_id: str | None = None, user_id: str | None 
                              "escalated_to": c.escalated_to} for c in waiting],
         })
     return sorted(items, key=lambda i: (i["paused_since"], i["run_id"]))
+
+
+# --------------------------------------------------------------- the running runs
+
+def expected_running(f: Fold) -> list[dict[str, Any]]:
+    """The running runs' rows, by run id: ``run_id``, ``since``, ``deadline``."""
+    return sorted(({"run_id": r.run_id, "since": r.step_since, "deadline": r.tool_deadline}
+                   for r in f.runs.values() if r.running), key=lambda r: r["run_id"])
+
+
+def expected_stale(f: Fold, now: datetime, idle_before: datetime,
+                   limit: int = 100) -> list[str]:
+    """The running runs past their tool's deadline at ``now``, or with no tool running
+    and a step begun before ``idle_before``: the oldest first, at most ``limit``."""
+    stale = [(r["deadline"] if r["deadline"] is not None else r["since"], r["run_id"])
+             for r in expected_running(f)
+             if (r["deadline"] is not None and r["deadline"] < now)
+             or (r["deadline"] is None and r["since"] < idle_before)]
+    return [run_id for _, run_id in sorted(stale)[:limit]]
 
 
 # ---------------------------------------------------------------- the audit trail

@@ -1,5 +1,6 @@
-"""Random scenarios driven through the real ``AgentLoop`` (offline model), and the
-comparison of every read model with the independent fold (``tests/projections/fold.py``).
+"""Random scenarios driven through the run lifecycle (``service/lifecycle.py``) and the
+real ``AgentLoop`` (offline model), and the comparison of every read model with the
+independent fold (``tests/projections/fold.py``).
 
 A scenario is drawn step by step (``hypothesis`` ``st.data()``): runs of the demo agents,
 the test agents (``tests/support/agents.py``) and ``crashing`` (below) are started with
@@ -27,22 +28,26 @@ from unittest import mock
 from hypothesis import strategies as st
 
 from agent import demo
-from agent.loop import AgentLoop, Decision
+from agent.loop import AgentLoop
 from agent.models.offline import OfflineModel
 from agent.tools import Agent, tool
 from domain.run import Run
-from domain.values import CallState, DecisionKind, Requirement, RunStatus
+from domain.values import CallState, Decision, DecisionKind, Requirement, RunStatus
 from projections import audit, queue
 from projections.runner import Projections
 from service.policies import Policies
 from service.runs import RunService
 from tests.projections.fold import (
+    Fold,
     expected_analytics,
     expected_decisions,
     expected_queue,
+    expected_running,
+    expected_stale,
     fold,
 )
 from tests.support import agents as test_agents
+from tests.support.runs import Runs
 
 TOOL_TIMEOUT = 60.0
 
@@ -218,14 +223,14 @@ class Driver:
     """Draws and performs the steps of one scenario."""
 
     data: Any  # hypothesis st.data()
-    loop: AgentLoop
+    loop: Runs  # the run lifecycle over the loop (``new_loop``)
     clock: FakeClock
     projections: Projections | None = None
     run_ids: list[str] = field(default_factory=list)
 
     @property
     def app(self) -> RunService:
-        return self.loop.app
+        return self.loop.store
 
     def draw(self, strategy: st.SearchStrategy[Any], label: str | None = None) -> Any:
         return self.data.draw(strategy, label=label)
@@ -272,17 +277,17 @@ class Driver:
             elif action == "cancel":
                 run = self.pick(live)
                 self.loop.cancel(run.run_id, actor=self.draw(ACTORS, "actor"),
-                                 reason=self.draw(NOTES, "reason"), observer=self._seen)
+                                 reason=self.draw(NOTES, "reason"))
             elif action == "expire":
                 # As the sweeper does: every paused run's calls past their deadline.
                 self.clock.tick(self.draw(TICKS, "tick"))
                 for run in paused:
                     with contextlib.suppress(SimulatedCrash):
-                        self.loop.expire(run.run_id, observer=self._seen)
+                        self.loop.expire(run.run_id)
             elif action == "recover":
                 run = self.pick(crashed)
                 self.clock.tick(timedelta(seconds=TOOL_TIMEOUT + 1))
-                self.loop.recover(run.run_id, observer=self._seen)
+                self.loop.settle(run.run_id)
 
     def start(self) -> None:
         # "crashing" twice: its calls going in doubt need a crash and a recovery after it;
@@ -340,9 +345,23 @@ class Driver:
             ["ann@example.com", "bo@example.org"]), f) for f in fields})
 
 
-def new_loop(app: RunService, clock: FakeClock) -> AgentLoop:
-    return AgentLoop(app, AGENTS, OfflineModel(), tool_timeout=TOOL_TIMEOUT, clock=clock.now,
-                     policies=POLICIES)
+class LoopRuns(Runs):
+    """The run lifecycle as the scenarios drive it (``tests/support/runs.py``): ``app``
+    is its store, ``close`` closes its loop."""
+
+    @property
+    def app(self) -> RunService:
+        return self.store
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+def new_loop(app: RunService, clock: FakeClock) -> LoopRuns:
+    """The scenarios' agents (offline model, the scenarios' rules) driven through the run
+    lifecycle over ``app``, on ``clock``."""
+    return LoopRuns(app, AgentLoop(AGENTS, OfflineModel(), tool_timeout=TOOL_TIMEOUT,
+                                   clock=clock.now, policies=POLICIES))
 
 
 # ------------------------------------------------------------------ reading back
@@ -376,6 +395,40 @@ def read_queue(p: Projections, *, limit: int, total_cap: int = queue.TOTAL_CAP,
     filtered = any(v is not None for v in filters.values())
     assert totals == {expected_total(len(items), filtered, total_cap)}, (totals, len(items))
     return items
+
+
+def read_running(p: Projections) -> list[dict[str, Any]]:
+    """``signoff_queue_running``'s rows by run id, times as datetimes."""
+    with p.views[queue.NAME].read() as c:
+        d = c.dialect
+        return [{"run_id": r["run_id"], "since": d.from_time(r["since"]),
+                 "deadline": d.from_time(r["deadline"])} for r in c.execute(
+            "SELECT run_id, since, deadline FROM signoff_queue_running "
+            "ORDER BY run_id").fetchall()]
+
+
+def read_stale(p: Projections, now: datetime, idle_before: datetime,
+               limit: int = 100) -> list[str]:
+    with p.views[queue.NAME].read(snapshot=False) as c:
+        return queue.stale(c, now, idle_before, limit)
+
+
+def running_times(f: Fold) -> list[datetime]:
+    """Every time ``stale`` compares with, and just around each (its bounds are strict)."""
+    times = {t for r in expected_running(f) for t in (r["since"], r["deadline"]) if t}
+    tick = timedelta(microseconds=1)
+    return sorted({t + dt for t in times for dt in (-tick, timedelta(0), tick)}) or [
+        datetime(2030, 1, 1, tzinfo=UTC)]
+
+
+def assert_running_matches_fold(p: Projections, f: Fold, now: datetime,
+                                idle_before: datetime, limit: int) -> None:
+    """The running runs' rows, and ``stale``'s answer at ``now`` and ``idle_before``,
+    equal the fold's."""
+    same(read_running(p), expected_running(f), "running runs")
+    assert read_stale(p, now, idle_before, limit) == expected_stale(f, now, idle_before,
+                                                                    limit), (now, idle_before,
+                                                                             limit)
 
 
 def read_decisions(p: Projections, *, limit: int, total_cap: int = audit.TOTAL_CAP,
@@ -437,6 +490,12 @@ def assert_read_models_match_fold(p: Projections, app: RunService, data: Any) ->
     draw = data.draw
 
     assert_counts_match_fold(p, f)
+    times = running_times(f)
+    now = draw(st.sampled_from(times), "now")
+    idle_before = draw(st.sampled_from([t for t in times if t <= now] or [now]),
+                       "idle before")
+    assert_running_matches_fold(p, f, now, idle_before,
+                                draw(st.sampled_from([1, 2, 100]), "stale limit"))
     # Small caps too: a filtered total beyond the cap says so (total_exact false).
     cap = draw(st.sampled_from([1, 2, 3, queue.TOTAL_CAP]), "total cap")
     queue_limit = draw(st.integers(1, 4), "queue page size")
@@ -485,6 +544,11 @@ def assert_matches_fold(p: Projections, app: RunService) -> None:
     f = fold(app.log())
     assert_counts_match_fold(p, f)
     same(read_queue(p, limit=100), expected_queue(f), "queue")
+    times = running_times(f)
+    for now in (times[0], times[len(times) // 2], times[-1]):
+        for idle_before in (times[0], now):
+            for limit in (1, 100):
+                assert_running_matches_fold(p, f, now, idle_before, limit)
     same(read_decisions(p, limit=1000), expected_decisions(f), "decisions")
     for group_by in ("tool", "agent", "actor", "day"):
         same(read_analytics(p, group_by), expected_analytics(f, group_by),

@@ -4,10 +4,11 @@ written independently over the same events (``tests/projections/fold.py``).
 Each example drives a random scenario through the real ``AgentLoop`` (offline model)
 into a fresh store, catching the projections up at random moments in between, then
 catches them up in pages of 3 events (so pages end anywhere in a run's history) and
-compares every read function's answer (the queue paged through, filtered; the decision
-trail paged through, filtered; analytics per tool, agent, actor and day, with and without
-a time window) with the fold over ``app.log()``; the counters behind the unfiltered
-totals with the fold's numbers and with a recount of the rows; every page's ``total`` and
+compares every read function's answer (the queue paged through, filtered; the running
+runs, and ``stale`` at drawn times and limits; the decision trail paged through,
+filtered; analytics per tool, agent, actor and day, with and without a time window)
+with the fold over ``app.log()``; the counters behind the unfiltered totals with the
+fold's numbers and with a recount of the rows; every page's ``total`` and
 ``total_exact``, with caps small enough for filtered totals to be capped.
 """
 

@@ -40,6 +40,7 @@ from tests.projections.bulk import (
 )
 from tests.projections.scenario import AGENTS, assert_matches_fold
 from tests.support.postgres import PgServer
+from tests.support.runs import Runs
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,14 +90,14 @@ class Follower:
                 f"{name}: missed {sorted(set(positions) - set(applied))[:10]}")
 
 
-def burn_positions(app: RunService, loop: AgentLoop, rounds: int, fresh: int = 5) -> None:
+def burn_positions(app: RunService, runs: Runs, rounds: int, fresh: int = 5) -> None:
     """Saves that fail on a stale run after ``fresh`` new runs took positions: each round
     rolls back, leaving a hole of at least ``fresh`` positions in the log."""
     for i in range(rounds):
-        run = loop.start("data_manager", 'call delete_records {"table_name": "t", "count": 1}',
+        run = runs.start("data_manager", 'call delete_records {"table_name": "t", "count": 1}',
                          user_id="racer")
         stale = app.get_run(run.id)
-        loop.cancel(run.run_id, actor="racer", reason=f"round {i}")
+        runs.cancel(run.run_id, actor="racer", reason=f"round {i}")
         stale.cancel(cancelled_by="late racer")
         new = [Run.start(agent_id="ops", agent_name="Ops", user_id="racer", session_id="s",
                          input="never stored") for _ in range(fresh)]
@@ -106,17 +107,19 @@ def burn_positions(app: RunService, loop: AgentLoop, rounds: int, fresh: int = 5
 
 @pytest.fixture
 def loop_factory(env: dict[str, str]) -> Iterator[Any]:
-    made: list[AgentLoop] = []
+    """Each call: the run lifecycle over an application (and pool) of its own, as an API
+    worker's."""
+    made: list[Runs] = []
 
-    def make() -> AgentLoop:
-        loop = AgentLoop(RunService(env=env), AGENTS, OfflineModel())
-        made.append(loop)
-        return loop
+    def make() -> Runs:
+        runs = Runs(RunService(env=env), AgentLoop(AGENTS, OfflineModel()))
+        made.append(runs)
+        return runs
 
     yield make
-    for loop in made:
-        loop.close()
-        loop.app.close()
+    for runs in made:
+        runs.loop.close()
+        runs.store.close()
 
 
 def test_concurrent_writers_with_a_follower_skip_nothing(
@@ -137,11 +140,11 @@ def test_concurrent_writers_with_a_follower_skip_nothing(
             except BaseException as e:
                 errors.append(e)
 
-        threads = [threading.Thread(target=guarded, args=(write_runs, loop_factory().app, 12,
-                                                          seed)) for seed in range(4)]
+        threads = [threading.Thread(target=guarded, args=(write_runs, loop_factory().store,
+                                                          12, seed)) for seed in range(4)]
         racer = loop_factory()
         threads.append(threading.Thread(target=guarded,
-                                        args=(burn_positions, racer.app, racer, 6)))
+                                        args=(burn_positions, racer.store, racer, 6)))
         for t in threads:
             t.start()
         for t in threads:
@@ -150,7 +153,7 @@ def test_concurrent_writers_with_a_follower_skip_nothing(
         assert not errors, errors
         applied_while_writing = len(follower.applied[queue.NAME])
 
-        app = racer.app
+        app = racer.store
         head = app.head()
         assert follower.projections.wait(head, timeout=30), follower.projections.status()
         positions = log_positions(app)
@@ -171,7 +174,7 @@ def test_a_writer_in_flight_holds_back_later_commits(env: dict[str, str],
     a.start("data_manager", message)
     drawn: list[int] = []
     in_flight, release = threading.Event(), threading.Event()
-    fetch = a.app.recorder._fetch_ids_after_insert_events  # type: ignore[attr-defined]
+    fetch = a.store.recorder._fetch_ids_after_insert_events  # type: ignore[attr-defined]
 
     def hold(*args: Any, **kwargs: Any) -> Any:
         ids = fetch(*args, **kwargs)
@@ -181,8 +184,8 @@ def test_a_writer_in_flight_holds_back_later_commits(env: dict[str, str],
         return ids
 
     with Follower(env, batch_size=3) as follower:
-        assert follower.projections.wait(a.app.head(), timeout=10)
-        a.app.recorder._fetch_ids_after_insert_events = hold  # type: ignore[attr-defined]
+        assert follower.projections.wait(a.store.head(), timeout=10)
+        a.store.recorder._fetch_ids_after_insert_events = hold  # type: ignore[attr-defined]
         writer_a = threading.Thread(target=a.start, args=("data_manager", message))
         writer_a.start()
         assert in_flight.wait(10)
@@ -198,22 +201,22 @@ def test_a_writer_in_flight_holds_back_later_commits(env: dict[str, str],
         writer_a.join(10)
         writer_b.join(10)
         assert done_b.is_set()
-        positions = log_positions(a.app)
+        positions = log_positions(a.store)
         assert max(drawn) < min(p for p in positions if p not in drawn and p > min(drawn))
-        assert follower.projections.wait(a.app.head(), timeout=10)
+        assert follower.projections.wait(a.store.head(), timeout=10)
         follower.assert_applied_exactly(positions)
-        assert_matches_fold(follower.projections, a.app)
+        assert_matches_fold(follower.projections, a.store)
 
 
 def test_a_hole_in_the_positions_neither_stalls_nor_skips(env: dict[str, str],
                                                          loop_factory: Any) -> None:
-    loop = loop_factory()
-    app = loop.app
+    runs = loop_factory()
+    app = runs.store
     with Follower(env, batch_size=3) as follower:
         write_runs(app, 3, seed=1)
         assert follower.projections.wait(app.head(), timeout=10)
         before_hole = app.head()
-        burn_positions(app, loop, rounds=1, fresh=10)  # a hole wider than a page
+        burn_positions(app, runs, rounds=1, fresh=10)  # a hole wider than a page
         write_runs(app, 3, seed=2)
         head = app.head()
         assert follower.projections.wait(head, timeout=10), follower.projections.status()

@@ -19,14 +19,15 @@ import httpx
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from agent.loop import AgentLoop, Decision, load_agents
+from agent.loop import AgentLoop, load_agents
 from agent.models.offline import OfflineModel
 from domain.errors import ToolCallNotPending
 from domain.run import Run
-from domain.values import CallState, DecisionKind, Requirement, RunStatus
+from domain.values import CallState, Decision, DecisionKind, Requirement, RunStatus
 from service.config import Settings, eventsourcing_env
 from service.runs import RunService
 from tests.support.postgres import PgServer
+from tests.support.runs import Runs
 from tests.support.server import LiveServer, live_server
 
 pytestmark = pytest.mark.postgres
@@ -59,6 +60,18 @@ def paused_run(app: RunService) -> Run:
     run.pause()
     app.save(run)
     return run
+
+
+def worker_runs(*apps: RunService) -> list[Runs]:
+    """A run lifecycle per worker, each over its own Application, as ``signoff serve``
+    builds one per process."""
+    agents = load_agents(["tests.support.agents"])
+    return [Runs(app, AgentLoop(agents, OfflineModel())) for app in apps]
+
+
+def close(*runs: Runs) -> None:
+    for r in runs:
+        r.loop.close()
 
 
 def event_types(app: RunService, run: Run) -> list[str]:
@@ -122,19 +135,18 @@ def test_second_worker_saving_the_same_version_gets_integrity_error(
     assert e.value.decision["decided_by"] == "alice"
 
 
-def test_two_agent_loops_deciding_at_once_record_one_decision(
+def test_two_workers_deciding_at_once_record_one_decision(
         workers: tuple[RunService, RunService]) -> None:
     a, b = workers
-    agents = load_agents(["tests.support.agents"])
-    loops = [AgentLoop(app, agents, OfflineModel()) for app in (a, b)]
+    sides = worker_runs(a, b)
     try:
         for _ in range(3):
             run = paused_run(a)
             run_id = str(run.id)
             results = together(*(
-                functools.partial(lp.decide, run_id, [Decision(CALL, DecisionKind.CONFIRMED)],
+                functools.partial(side.decide, run_id, [Decision(CALL, DecisionKind.CONFIRMED)],
                                   actor=who)
-                for lp, who in zip(loops, ("alice", "bob"), strict=True)))
+                for side, who in zip(sides, ("alice", "bob"), strict=True)))
 
             won = [r for r in results if isinstance(r, Run)]
             lost = [r for r in results if not isinstance(r, Run)]
@@ -150,18 +162,16 @@ def test_two_agent_loops_deciding_at_once_record_one_decision(
             assert types[-2:] == ["ToolConfirmed", "RunContinued"]
             assert b.get_run(run.id).calls[CALL]["state"] == CallState.APPROVED
     finally:
-        for lp in loops:
-            lp.close()
+        close(*sides)
 
 
-def test_two_agent_loops_deciding_and_driving_at_once_run_the_tool_once(
+def test_two_workers_deciding_and_driving_at_once_run_the_tool_once(
         workers: tuple[RunService, RunService]) -> None:
     """``decide(drive=True)`` (a continue with stream=false) commits the decision with
     the tool's start: exactly one decision goes in, its tool runs once, the other gets
     the winner's decision."""
     a, b = workers
-    agents = load_agents(["tests.support.agents"])
-    loops = [AgentLoop(app, agents, OfflineModel()) for app in (a, b)]
+    sides = worker_runs(a, b)
     saves: list[list[str]] = []  # the event types of each save that committed
     for app in (a, b):
         app.on_commit.append(lambda _objs, recordings: saves.append(
@@ -171,10 +181,10 @@ def test_two_agent_loops_deciding_and_driving_at_once_run_the_tool_once(
             run = paused_run(a)
             saves.clear()
             results = together(*(
-                functools.partial(lp.decide, str(run.id),
+                functools.partial(side.decide, str(run.id),
                                   [Decision(CALL, DecisionKind.CONFIRMED)], actor=who,
                                   drive=True)
-                for lp, who in zip(loops, ("alice", "bob"), strict=True)))
+                for side, who in zip(sides, ("alice", "bob"), strict=True)))
 
             won = [r for r in results if isinstance(r, Run)]
             lost = [r for r in results if not isinstance(r, Run)]
@@ -194,27 +204,25 @@ def test_two_agent_loops_deciding_and_driving_at_once_run_the_tool_once(
             assert saves == [["ToolConfirmed", "RunContinued", "ToolExecutionStarted"],
                              ["ToolExecuted", "ModelResponded", "RunCompleted"]]
     finally:
-        for lp in loops:
-            lp.close()
+        close(*sides)
 
 
-def test_agent_loop_that_loaded_before_the_other_commit_answers_with_the_winner(
+def test_worker_that_loaded_before_the_other_commit_answers_with_the_winner(
         workers: tuple[RunService, RunService], monkeypatch: pytest.MonkeyPatch) -> None:
     """The exact interleaving: B reads, A commits, B saves (IntegrityError), B rereads."""
     a, b = workers
-    agents = load_agents(["tests.support.agents"])
-    loop_a, loop_b = AgentLoop(a, agents, OfflineModel()), AgentLoop(b, agents, OfflineModel())
+    runs_a, runs_b = worker_runs(a, b)
     try:
         run = paused_run(a)
         stale = b.get_run(run.id)  # B has read the run ...
-        loop_a.decide(str(run.id), [Decision(CALL, DecisionKind.REJECTED, note="no")],
+        runs_a.decide(str(run.id), [Decision(CALL, DecisionKind.REJECTED, note="no")],
                       actor="alice")  # ... when A commits its decision
         reads = iter([stale])
         real_get_run = b.get_run
         monkeypatch.setattr(b, "get_run", lambda *args, **kw: next(reads, None)
                             or real_get_run(*args, **kw))
         with pytest.raises(ToolCallNotPending) as e:
-            loop_b.decide(str(run.id), [Decision(CALL, DecisionKind.CONFIRMED)], actor="bob")
+            runs_b.decide(str(run.id), [Decision(CALL, DecisionKind.CONFIRMED)], actor="bob")
         assert e.value.decision is not None
         assert (e.value.decision["kind"], e.value.decision["decided_by"]) == ("rejected",
                                                                               "alice")
@@ -222,33 +230,30 @@ def test_agent_loop_that_loaded_before_the_other_commit_answers_with_the_winner(
         assert types.count("ToolRejected") == 1
         assert "ToolConfirmed" not in types
     finally:
-        loop_a.close()
-        loop_b.close()
+        close(runs_a, runs_b)
 
 
 def test_loser_whose_winner_already_ended_the_run_gets_the_standing_decision(
         workers: tuple[RunService, RunService]) -> None:
-    """Regression: B decided on what it read (PAUSED); by the time B's loop reloaded the
+    """Regression: B decided on what it read (PAUSED); by the time B reloaded the
     run, A had confirmed it and driven it to COMPLETED. B got ``InvalidRunTransition``
     ("cannot decide: the run is COMPLETED"): a 409 without the standing decision, and a
     retry carrying the winner's Idempotency-Key got 409 instead of 200."""
     a, b = workers
-    agents = load_agents(["tests.support.agents"])
-    loop_a, loop_b = AgentLoop(a, agents, OfflineModel()), AgentLoop(b, agents, OfflineModel())
+    runs_a, runs_b = worker_runs(a, b)
     try:
         run = paused_run(a)
-        won = loop_a.drive(loop_a.decide(str(run.id), [Decision(CALL, DecisionKind.CONFIRMED)],
+        won = runs_a.drive(runs_a.decide(str(run.id), [Decision(CALL, DecisionKind.CONFIRMED)],
                                          actor="alice", request_key="k-a"))
         assert won.status == RunStatus.COMPLETED
         with pytest.raises(ToolCallNotPending) as e:
-            loop_b.decide(str(run.id), [Decision(CALL, DecisionKind.CONFIRMED)], actor="bob")
+            runs_b.decide(str(run.id), [Decision(CALL, DecisionKind.CONFIRMED)], actor="bob")
         assert e.value.decision is not None
         assert (e.value.decision["decided_by"], e.value.decision["request_key"]) == (
             "alice", "k-a")
         assert event_types(b, run).count("ToolConfirmed") == 1
     finally:
-        loop_a.close()
-        loop_b.close()
+        close(runs_a, runs_b)
 
 
 # ------------------------------------------------------- two uvicorn processes

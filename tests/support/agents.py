@@ -80,3 +80,26 @@ gatekeeper = Agent(
     confirm_before_run=True,
     confirmation_message="Start this run?",
 )
+
+
+@tool(requires_confirmation=True)
+def send_letter(to: str) -> str:
+    """Send a letter: blocks while the file named by SIGNOFF_TEST_BLOCK exists, then
+    writes one line to the file named by SIGNOFF_TEST_EFFECTS (the side effect a test
+    counts: one line per execution).
+
+    Args:
+        to: The recipient
+    """
+    block = os.environ.get("SIGNOFF_TEST_BLOCK")
+    while block and Path(block).exists():
+        time.sleep(0.02)
+    effects = os.environ.get("SIGNOFF_TEST_EFFECTS")
+    if effects:
+        with open(effects, "a") as f:
+            f.write(to + "\n")
+    return f"Sent to {to}"
+
+
+mailer = Agent(id="mailer", name="Mailer", tools=[send_letter],
+               instructions=["You send letters"])

@@ -1,0 +1,84 @@
+"""Who may see, decide on or cancel one run, and who is recorded as having done it.
+
+The routes' roles (which role may call which route) are checked at the edge
+(``api/auth.py``); these checks are about the caller's relation to one run, and every
+use case of ``service/lifecycle.py`` makes them before it writes anything:
+
+- a client's runs are its own: another user's run is ``RunNotFound`` (404), as if it
+  did not exist;
+- a reviewer limited to some agents or tools is ``Forbidden`` (403) outside them;
+- a call whose decision expired and was escalated to a group is decided (or cancelled
+  with its run) by a member of that group only.
+
+Without authentication (no key issued, no JWT key: local development) the caller is
+``OPEN``: every run is visible, and the actor is whoever the request names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from domain.keys import Role
+from domain.run import Run
+from service.auth import Identity
+from service.runs import RunNotFound
+
+ANONYMOUS = "anonymous"
+
+
+class Forbidden(Exception):
+    """The caller may not do this to this run (403)."""
+
+
+def check_owner(caller: Identity, run_id: str, user_id: str | None, agent_id: str,
+                tools: Iterable[str] = ()) -> None:
+    """Refuse a caller who may not see this run (or act on calls of ``tools``)."""
+    if caller.open or caller.role == Role.AUDITOR:
+        return
+    if caller.role == Role.CLIENT:
+        if user_id != caller.name:
+            raise RunNotFound(f"no run {run_id!r}")
+        return
+    if caller.role == Role.REVIEWER:
+        if not caller.may_see(agent_id, list(tools)):
+            raise Forbidden(f"run {run_id!r} is outside your agents and tools")
+        return
+    raise Forbidden(f"a {caller.role} may not touch runs")
+
+
+def check_run(caller: Identity, run: Run) -> None:
+    """May the caller see this run?"""
+    check_owner(caller, run.run_id, run.user_id, run.agent_id)
+
+
+def check_calls(caller: Identity, run: Run, call_ids: Iterable[str]) -> None:
+    """May the caller decide these calls of the run (or end the run while they are
+    open)? Its agent, the calls' tools, and the group an escalated call waits for."""
+    ids = [i for i in call_ids if i in run.calls]
+    check_owner(caller, run.run_id, run.user_id, run.agent_id,
+                [run.calls[i]["tool_name"] for i in ids])
+    if caller.open:
+        return
+    for call_id in ids:
+        group = run.calls[call_id].get("escalated_to")
+        if group is not None and group not in caller.groups:
+            raise Forbidden(f"call {call_id!r} was escalated to the reviewers of {group!r}: "
+                            "only they decide it")
+
+
+def acting_as(caller: Identity, named: str | None) -> str | None:
+    """The user a request acts as: the authenticated caller (a request naming anyone
+    else is refused); without authentication, whoever the request names."""
+    if caller.open:
+        return named
+    if named is not None and named != caller.name:
+        raise Forbidden(f"the request names {named!r}, but you are {caller.name!r}: the "
+                        "actor is the authenticated caller, never a field of the body")
+    return caller.name
+
+
+def actor(caller: Identity, named: str | None) -> str:
+    """Who a decision or a cancel is recorded as made by: the authenticated caller;
+    without authentication, the user the request names, or ``anonymous``. Never the
+    run's requester by default."""
+    return acting_as(caller, named) or ANONYMOUS

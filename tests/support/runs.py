@@ -1,0 +1,63 @@
+"""The run lifecycle as in-process tests use it: without authentication (the ``OPEN``
+caller), decisions given as ``Decision`` values, runs returned.
+
+``Runs(store, loop)`` builds a ``RunLifecycle`` on the loop's clock and tool timeout,
+as the service's bootstrap does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any
+from uuid import UUID
+
+from agent.loop import AgentLoop
+from domain.run import Run
+from domain.values import Decision
+from service.auth import OPEN, Identity
+from service.lifecycle import IdempotencyKey, Observer, RunLifecycle
+from service.runs import RunService
+
+
+def digest(decisions: list[Decision]) -> str:
+    text = json.dumps([asdict(d) for d in decisions], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Runs:
+    def __init__(self, store: RunService, loop: AgentLoop, *,
+                 caller: Identity = OPEN) -> None:
+        self.store = store
+        self.loop = loop
+        self.caller = caller
+        self.lifecycle = RunLifecycle(store, loop, tool_timeout=loop.tool_timeout,
+                                      clock=loop.clock)
+
+    def start(self, agent_id: str, message: str, *, user_id: str | None = None,
+              session_id: str | None = None, observer: Observer | None = None) -> Run:
+        run = self.lifecycle.open_run(self.caller, agent_id, message, user_id=user_id,
+                                      session_id=session_id)
+        return self.lifecycle.drive(run, observer)
+
+    def decide(self, run_id: str | UUID, decisions: list[Decision], *,
+               actor: str | None = None, request_key: str | None = None,
+               drive: bool = False, observer: Observer | None = None) -> Run:
+        key = IdempotencyKey(request_key, digest(decisions)) if request_key else None
+        return self.lifecycle.decide(self.caller, str(run_id), lambda _run: decisions,
+                                     named=actor, key=key, drive=drive,
+                                     observer=observer).run
+
+    def drive(self, run: Run, observer: Observer | None = None) -> Run:
+        return self.lifecycle.drive(run, observer)
+
+    def cancel(self, run_id: str | UUID, *, actor: str | None = None,
+               reason: str | None = None) -> Run:
+        return self.lifecycle.cancel(self.caller, str(run_id), named=actor, reason=reason)
+
+    def expire(self, run_id: str | UUID, **_: Any) -> Run:
+        return self.lifecycle.expire(str(run_id))
+
+    def settle(self, run_id: str | UUID) -> Run:
+        return self.lifecycle.settle(str(run_id))
