@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from hashlib import sha1, sha256
+from hashlib import sha1
 from typing import Any
 from uuid import NAMESPACE_URL
+
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, TypeAdapter, ValidationError
 
 from agent.tools import Agent
 from api.errors import ProblemError
 from api.wire import MAX_DEPTH, depth, loads
-from domain.errors import ToolCallNotPending
 from domain.run import Run, tool_message_content
-from domain.values import CallState, Decision, DecisionKind, Requirement
+from domain.values import CallState, DecisionKind, Reply, Requirement
 
 Json = dict[str, Any]
 
@@ -211,110 +212,47 @@ def stream_events(run: Run, events: list[Any]) -> list[tuple[str, Json]]:
 
 # ---------------------------------------------------------- continue payload
 
-def parse_tools(raw: str) -> list[Json]:
-    """The ``tools`` form field: a JSON list of tool executions."""
+class ToolReply(BaseModel):
+    """One item of a continue request's ``tools``: a tool execution as the paused run
+    listed it, with the decision filled in (Agno's ``ToolExecution``; its other keys
+    are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tool_call_id: StrictStr
+    confirmed: StrictBool | None = None
+    confirmation_note: StrictStr | None = None
+    tool_args: dict[str, Any] | None = None
+    result: Any = None  # text; any other JSON value is recorded as its JSON text
+    user_input_schema: Any = None  # the fields, each with its ``value`` filled in
+
+    def reply(self) -> Reply:
+        result = self.result
+        if result is not None and not isinstance(result, str):
+            result = json.dumps(result)
+        fields = self.user_input_schema if isinstance(self.user_input_schema, list) else []
+        values = {f["name"]: f.get("value") for f in fields
+                  if isinstance(f, dict) and isinstance(f.get("name"), str)}
+        return Reply(self.tool_call_id, confirmed=self.confirmed, note=self.confirmation_note,
+                     tool_args=self.tool_args, result=result, values=values or None)
+
+
+_REPLIES = TypeAdapter(list[ToolReply])
+
+
+def parse_tools(raw: str) -> list[Reply]:
+    """The ``tools`` form field: a JSON list of tool executions, as replies."""
     try:
         tools = loads(raw)
     except (ValueError, RecursionError):
         raise ProblemError(400, "'tools' is not valid JSON") from None
-    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        raise ProblemError(422, "'tools' must be a JSON list of tool executions (objects)")
     if depth(tools) > MAX_DEPTH:
         raise ProblemError(422, f"'tools' nests values more than {MAX_DEPTH} levels deep")
-    for t in tools:
-        if not isinstance(t.get("tool_call_id"), str):
-            raise ProblemError(422, "each tool execution needs a string 'tool_call_id'")
-    return tools
-
-
-def request_digest(tools: list[Json]) -> str:
-    """A digest of what a continue request asks: each item's decision, by call (what an
-    ``Idempotency-Key`` is bound to)."""
-    asked = sorted(([t["tool_call_id"], t.get("confirmed"), t.get("confirmation_note"),
-                     t.get("result"), t.get("tool_args"), _input_values(t)] for t in tools),
-                   key=lambda item: item[0])
-    text = json.dumps(asked, sort_keys=True, separators=(",", ":"), default=str)
-    return sha256(text.encode()).hexdigest()  # ASCII: json.dumps escapes the rest
-
-
-def _input_values(item: Json) -> Json:
-    schema = item.get("user_input_schema")
-    if not isinstance(schema, list):
-        return {}
-    return {f["name"]: f.get("value") for f in schema
-            if isinstance(f, dict) and isinstance(f.get("name"), str)}
-
-
-def decisions_from_tools(run: Run, tools: list[Json]) -> list[Decision]:
-    """Read Agno tool executions into decisions on calls that wait for one.
-
-    An item with no decision (``confirmed: null`` and no result or input) leaves its
-    call pending: decisions may arrive one at a time. An item that repeats the decision
-    already recorded on a call is passed over beside new decisions; alone, it is
-    ``ToolCallNotPending`` with the decision that stands.
-    """
-    decisions: list[Decision] = []
-    repeats: list[Json] = []
-    for item in tools:
-        call_id = item["tool_call_id"]
-        call = run.calls.get(call_id)
-        if call is None:
-            raise ProblemError(422, f"the run has no tool call {call_id!r}")
-        d = _decision(call, item)
-        if d is None:
-            continue
-        if call["state"] in (CallState.PENDING, CallState.IN_DOUBT):
-            decisions.append(d)
-            continue
-        standing = call["decision"]
-        if standing is None:  # e.g. cancelled with its run: nothing was decided on it
-            raise ToolCallNotPending(
-                f"call {call_id!r} is not waiting for a decision (it is {call['state']}; "
-                f"the run is {run.status})")
-        if standing.get("kind") != d.kind:
-            raise ToolCallNotPending(
-                f"call {call_id!r} was already decided otherwise", decision=standing)
-        repeats.append(item)
-    if repeats and not decisions:
-        call = run.calls[repeats[0]["tool_call_id"]]
-        raise ToolCallNotPending(
-            f"call {call['tool_call_id']!r} was already decided", decision=call["decision"])
-    return decisions
-
-
-def _decision(call: Json, item: Json) -> Decision | None:
-    call_id = call["tool_call_id"]
-    confirmed = item.get("confirmed")
-    if confirmed is not None and not isinstance(confirmed, bool):
-        raise ProblemError(422, f"'confirmed' of {call_id!r} must be true, false or null")
-    note = item.get("confirmation_note")
-    if note is not None and not isinstance(note, str):
-        raise ProblemError(422, f"'confirmation_note' of {call_id!r} must be a string")
-    result = item.get("result")
-    requires = call["requires"]
-    in_doubt = call["state"] == CallState.IN_DOUBT
-    if requires is None and not in_doubt:
-        # The call never waited for anyone (it runs at once): as in Agno, a decision on it
-        # is ignored, so a client may set ``confirmed: true`` on every item it sends back.
-        return None
-    if confirmed is False:
-        return Decision(call_id, DecisionKind.REJECTED, note=note)
-    text = None if result is None else result if isinstance(result, str) else json.dumps(result)
-    if text is not None and (requires == Requirement.EXTERNAL_EXECUTION or in_doubt):
-        return Decision(call_id, DecisionKind.EXTERNAL_RESULT, result=text)
-    if requires == Requirement.USER_INPUT and not in_doubt:
-        values = _input_values(item)
-        if any(v is not None for v in values.values()):
-            return Decision(call_id, DecisionKind.USER_INPUT,
-                            values={k: v for k, v in values.items() if v is not None})
-    elif confirmed is True and (requires == Requirement.CONFIRMATION or in_doubt):
-        # (Agno ignores ``confirmed`` on external calls; so does signoff.)
-        args = item.get("tool_args")
-        if args is not None and not isinstance(args, dict):
-            raise ProblemError(422, f"'tool_args' of {call_id!r} must be an object")
-        return Decision(call_id, DecisionKind.CONFIRMED, note=note, approved_args=args)
-    if text is not None and call["state"] == CallState.PENDING:
-        # A result for a call that waits for a confirmation or for input: the wrong kind
-        # of decision, which the run refuses (409) rather than ignore it (422).
-        return Decision(call_id, DecisionKind.EXTERNAL_RESULT, result=text)
-    return None
+    try:
+        items = _REPLIES.validate_python(tools)
+    except ValidationError as e:
+        errors = [{"loc": ["tools", *err["loc"]], "msg": err["msg"], "type": err["type"]}
+                  for err in e.errors()]
+        raise ProblemError(422, "'tools' must be a JSON list of tool executions, each with "
+                           "its 'tool_call_id'", errors=errors) from None
+    return [item.reply() for item in items]

@@ -163,8 +163,7 @@ def lifecycle_cycles(runs: object, commits: list[int]) -> Callable[[int], Step]:
     """HITL cycles in process, as the two requests drive them; ``commits`` counts the
     saves (the lifecycle's observer is called once per save; concurrent saves may share
     one transaction)."""
-    from domain.run import Run
-    from domain.values import Decision, DecisionKind
+    from bench.workers import confirm_all
     from service.auth import OPEN
     from service.lifecycle import RunLifecycle
 
@@ -175,17 +174,13 @@ def lifecycle_cycles(runs: object, commits: list[int]) -> Callable[[int], Step]:
         with lock:
             commits[0] += 1
 
-    def confirm_all(run: Run) -> list[Decision]:
-        return [Decision(c["tool_call_id"], DecisionKind.CONFIRMED)
-                for c in run.pending_calls()]
-
     def make(i: int) -> Step:
         def step() -> int:
             run = runs.open_run(OPEN, AGENT, MESSAGE, user_id=f"user{i}")
             run = runs.drive(run, committed)
             # As POST .../continue (stream=false) does: load and settle the run, then the
             # decisions committed with the run's next durable point (``drive=True``).
-            run = runs.decide(OPEN, run.run_id, confirm_all, named=f"user{i}",
+            run = runs.decide(OPEN, run.run_id, confirm_all(run), named=f"user{i}",
                               observer=committed, drive=True).run
             assert run.status == "COMPLETED", run.status
             return run.version

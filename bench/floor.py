@@ -35,7 +35,7 @@ def bodies() -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         run = runs.drive(runs.open_run(OPEN, AGENT, MESSAGE))
         paused = run_output(run)
-        run = runs.decide(OPEN, run.run_id, confirm_all, named="floor", drive=True).run
+        run = runs.decide(OPEN, run.run_id, confirm_all(run), named="floor", drive=True).run
         return paused, run_output(run)
     finally:
         runs.steps.close()

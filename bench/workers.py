@@ -105,7 +105,7 @@ def reference_cycle() -> tuple[str, ...]:
     runs = memory_lifecycle()
     try:
         run = runs.drive(runs.open_run(OPEN, AGENT, MESSAGE))
-        run = runs.decide(OPEN, run.run_id, confirm_all, named="reference").run
+        run = runs.decide(OPEN, run.run_id, confirm_all(run), named="reference").run
         run = runs.drive(run)
         topics = tuple(runs.store.recorder.select_events(run.id))
     finally:
@@ -114,11 +114,10 @@ def reference_cycle() -> tuple[str, ...]:
 
 
 def confirm_all(run: Any) -> list[Any]:
-    """A decision request confirming every call the run waits for (read against the run
-    as the request finds it)."""
-    from domain.values import Decision, DecisionKind
+    """A decision request confirming every call the paused run waits for."""
+    from domain.values import Reply
 
-    return [Decision(c["tool_call_id"], DecisionKind.CONFIRMED) for c in run.pending_calls()]
+    return [Reply(c["tool_call_id"], confirmed=True) for c in run.pending_calls()]
 
 
 def memory_lifecycle() -> Any:

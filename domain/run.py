@@ -30,6 +30,7 @@ from domain.values import (
     CallState,
     Decision,
     DecisionKind,
+    Reply,
     Requirement,
     RunStatus,
     TimeoutAction,
@@ -516,6 +517,39 @@ class Run(Chained):
         else:
             raise WrongDecisionKind(f"{decision.kind} is recorded by the system, not decided")
 
+    def decisions_for(self, replies: list[Reply]) -> list[Decision]:
+        """The decisions that replies make on the calls they name.
+
+        A reply with no decision in it (``confirmed`` null, no result, no input) leaves
+        its call pending: decisions may arrive one at a time. A reply that repeats the
+        decision already recorded on a call is passed over beside new decisions (a
+        client sending the whole list back); alone, or contradicting it, it is
+        ``ToolCallNotPending`` with the decision that stands.
+        """
+        decisions: list[Decision] = []
+        repeated: list[Json] = []
+        for reply in replies:
+            call = self._call(reply.tool_call_id)
+            decision = _decision_of(call, reply)
+            if decision is None:
+                continue
+            if call["state"] in (CallState.PENDING, CallState.IN_DOUBT):
+                decisions.append(decision)
+                continue
+            standing = call["decision"]
+            if standing is None:  # e.g. cancelled with its run: nothing was decided on it
+                raise ToolCallNotPending(
+                    f"call {reply.tool_call_id!r} is not waiting for a decision (it is "
+                    f"{call['state']}; the run is {self.status})")
+            if standing["kind"] != decision.kind:
+                raise ToolCallNotPending(f"call {reply.tool_call_id!r} was already decided "
+                                         "otherwise", decision=standing)
+            repeated.append(call)
+        if repeated and not decisions:
+            raise ToolCallNotPending(f"call {repeated[0]['tool_call_id']!r} was already "
+                                     "decided", decision=repeated[0]["decision"])
+        return decisions
+
     def confirm_tool(
         self, tool_call_id: str, *, decided_by: str, note: str | None = None,
         approved_args: Json | None = None, request_key: str | None = None,
@@ -714,6 +748,34 @@ def _close_open_calls(run: Run) -> None:
     for call in run.calls.values():
         if call["state"] in (CallState.PENDING, CallState.APPROVED, CallState.IN_DOUBT):
             call["state"] = CallState.CANCELLED
+
+
+def _decision_of(call: Json, reply: Reply) -> Decision | None:
+    """The decision a reply makes on a call, or None when it makes none."""
+    call_id = call["tool_call_id"]
+    requires = call["requires"]
+    in_doubt = call["state"] == CallState.IN_DOUBT
+    if requires is None and not in_doubt:
+        # The call never waited for anyone (it runs at once): as in Agno, a decision on it
+        # is ignored, so a client may set ``confirmed: true`` on every item it sends back.
+        return None
+    if reply.confirmed is False:
+        return Decision(call_id, DecisionKind.REJECTED, note=reply.note)
+    if reply.result is not None and (requires == Requirement.EXTERNAL_EXECUTION or in_doubt):
+        return Decision(call_id, DecisionKind.EXTERNAL_RESULT, result=reply.result)
+    if requires == Requirement.USER_INPUT and not in_doubt:
+        given = {k: v for k, v in (reply.values or {}).items() if v is not None}
+        if given:
+            return Decision(call_id, DecisionKind.USER_INPUT, values=given)
+    elif reply.confirmed is True and (requires == Requirement.CONFIRMATION or in_doubt):
+        # (Agno ignores ``confirmed`` on external calls; so does signoff.)
+        return Decision(call_id, DecisionKind.CONFIRMED, note=reply.note,
+                        approved_args=reply.tool_args)
+    if reply.result is not None and call["state"] == CallState.PENDING:
+        # A result for a call that waits for a confirmation or for input: the wrong kind
+        # of decision, which the run refuses (409) rather than ignore.
+        return Decision(call_id, DecisionKind.EXTERNAL_RESULT, result=reply.result)
+    return None
 
 
 def _decision(event: Aggregate.Event, kind: DecisionKind, **fields: Any) -> Json:

@@ -76,3 +76,17 @@ class Decision:
     approved_args: dict[str, Any] | None = None
     result: str | None = None
     values: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a client sends back about one tool call of a paused run (Agno's tool
+    execution with its decision filled in), before it is read against the call: which
+    decision it makes depends on what the call waits for (``Run.decisions_for``)."""
+
+    tool_call_id: str
+    confirmed: bool | None = None
+    note: str | None = None  # confirmation note, or rejection reason
+    tool_args: dict[str, Any] | None = None
+    result: str | None = None
+    values: dict[str, Any] | None = None  # user input, by field name (None: not given)

@@ -22,9 +22,11 @@ or from another actor, ``KeyReused`` (422).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -33,7 +35,7 @@ from eventsourcing.persistence import IntegrityError
 from domain.errors import InvalidRunTransition, RunError, ToolCallNotPending
 from domain.keys import Role
 from domain.run import Run
-from domain.values import CallState, Decision, RunStatus, TimeoutAction
+from domain.values import CallState, Decision, Reply, RunStatus, TimeoutAction
 from service.access import acting_as, actor, check_calls, check_run
 from service.auth import Identity
 from service.runs import RunNotFound, RunService
@@ -45,8 +47,6 @@ Json = dict[str, Any]
 Commit = Callable[[Run], None]
 # Told of each save: the run as it now is, and the events just committed.
 Observer = Callable[[Run, list[Any]], None]
-# What a request decides, read against the run as it stands when the request is applied.
-ReadDecisions = Callable[[Run], list[Decision]]
 
 _OPEN = (CallState.PENDING, CallState.APPROVED, CallState.RUNNING, CallState.IN_DOUBT)
 
@@ -98,7 +98,14 @@ class Superseded(Exception):
 @dataclass(frozen=True)
 class IdempotencyKey:
     key: str
-    digest: str  # of what the request asked
+    digest: str  # of what the request asked (``request_digest``)
+
+
+def request_digest(replies: list[Reply]) -> str:
+    """A digest of what a decision request asks: each reply, by call."""
+    asked = sorted((asdict(r) for r in replies), key=lambda r: r["tool_call_id"])
+    text = json.dumps(asked, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()  # ASCII: json.dumps escapes the rest
 
 
 @dataclass(frozen=True)
@@ -143,12 +150,14 @@ class RunLifecycle:
             return run
         return self._settle(run)
 
-    def decide(self, caller: Identity, run_id: str, read: ReadDecisions, *,
+    def decide(self, caller: Identity, run_id: str, replies: list[Reply], *,
                agent_id: str | None = None, named: str | None = None,
-               key: IdempotencyKey | None = None, drive: bool = False,
+               key: str | None = None, drive: bool = False,
                observer: Observer | None = None) -> Decided:
-        """Record the decisions ``read`` finds in a request; continue the run when none
-        is left pending. ``named``: the actor the request names (without authentication).
+        """Record the decisions the replies make (``Run.decisions_for``, read against the
+        run as it stands); continue the run when none is left pending. ``named``: the
+        actor the request names (without authentication); ``key``: its
+        ``Idempotency-Key``.
 
         Returns the run after the decisions are committed, not yet driven on, or with
         ``drive``, driven on until it pauses or ends (the decisions are then committed
@@ -159,18 +168,19 @@ class RunLifecycle:
         run = self._load(caller, run_id, agent_id)
         decided_by = actor(caller, named)
         run = self._settle(run)
-        if key is not None and (since := self._replayed(run, key, decided_by)) is not None:
+        request = IdempotencyKey(key, request_digest(replies)) if key else None
+        if request and (since := self._replayed(run, request, decided_by)) is not None:
             return Decided(run, since)
-        decisions = read(run)
+        decisions = run.decisions_for(replies)
         check_calls(caller, run, [d.tool_call_id for d in decisions])
         if not decisions:
             _refuse_empty(run)
-        if key is not None:
-            self._refuse_a_repeat_on_doubt(run, decisions, key)
+        if request is not None:
+            self._refuse_a_repeat_on_doubt(run, decisions, request)
         for d in decisions:
             self.steps.check_decision(run, d)
-            run.decide(d, decided_by=decided_by, request_key=key.key if key else None,
-                       request_digest=key.digest if key else None)
+            run.decide(d, decided_by=decided_by, request_key=key,
+                       request_digest=request.digest if request else None)
         if not run.pending_calls() and run.status == RunStatus.PAUSED:
             run.continue_run()
         saves = 0
@@ -189,7 +199,7 @@ class RunLifecycle:
         except Superseded as e:
             if saves:  # the decisions stand; the run went on elsewhere
                 return Decided(e.run)
-            return self._lost_race(e.run, decisions, key, decided_by)
+            return self._lost_race(e.run, decisions, request, decided_by)
         return Decided(run)
 
     def cancel(self, caller: Identity, run_id: str, *, agent_id: str | None = None,

@@ -14,9 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from api.agno import (
     agent_info,
-    decisions_from_tools,
     parse_tools,
-    request_digest,
     run_output,
     stream_events,
 )
@@ -26,7 +24,7 @@ from api.errors import ProblemError, problem_responses
 from api.lean import LeanRoute
 from api.wire import Body, JSONBody, dumps, form_fields, loads
 from domain.run import Run
-from service.lifecycle import Decided, IdempotencyKey, Observer
+from service.lifecycle import Decided, Observer
 
 router = APIRouter(tags=["Agno-compatible"])
 # The two routes of a HITL cycle: answered without per-request dependency solving.
@@ -176,13 +174,11 @@ async def continue_agent_run(
     one left it; the same key with another request, or from another caller, gets 422.
     """
     form: ContinueRunForm = await _read(request, ContinueRunForm)
-    tools = parse_tools(form.tools)
-    key = IdempotencyKey(idempotency_key, request_digest(tools)) if idempotency_key else None
+    replies = parse_tools(form.tools)
 
     def decide(observer: Observer | None, drive: bool) -> Decided:
-        return c.runs.decide(caller, run_id, lambda run: decisions_from_tools(run, tools),
-                             agent_id=agent_id, named=form.user_id, key=key, drive=drive,
-                             observer=observer)
+        return c.runs.decide(caller, run_id, replies, agent_id=agent_id, named=form.user_id,
+                             key=idempotency_key, drive=drive, observer=observer)
 
     if not form.stream:
         decided = await run_in_threadpool(decide, None, True)

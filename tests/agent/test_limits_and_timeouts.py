@@ -42,6 +42,16 @@ def delete_records(table_name: str) -> str:
     return f"Deleted from {table_name}"
 
 
+@tool(requires_user_input=True, user_input_fields=["table_name"])
+def archive_records(table_name: str) -> str:
+    """Archive records (the user names the table).
+
+    Args:
+        table_name: The table
+    """
+    return f"Archived {table_name}"
+
+
 @tool
 def lookup(key: str) -> str:
     """Look something up (runs at once).
@@ -116,7 +126,8 @@ def _reset() -> Iterator[None]:
 
 def runs_with(app: RunService, model: Any, **options: Any) -> Runs:
     """The run lifecycle over ``app``, driving with a loop built with ``options``."""
-    agent = Agent(id="ops", name="Ops", tools=[delete_records, lookup, crash, hang],
+    agent = Agent(id="ops", name="Ops",
+                  tools=[delete_records, archive_records, lookup, crash, hang],
                   model=model)
     options.setdefault("limits", Limits(message_chars=100, args_bytes=LIMIT))
     return Runs(app, AgentLoop({"ops": agent}, model, **options))
@@ -141,14 +152,16 @@ def test_a_message_over_the_limit_is_refused_and_nothing_is_recorded(app: RunSer
     assert runs.start("ops", "x" * 100).status == RunStatus.COMPLETED  # the limit itself
 
 
-@pytest.mark.parametrize("decision", [
-    Decision("call_1", DecisionKind.CONFIRMED, approved_args={"table_name": "t" * LIMIT}),
-    Decision("call_1", DecisionKind.USER_INPUT, values={"table_name": "t" * LIMIT}),
-    Decision("call_1", DecisionKind.EXTERNAL_RESULT, result="r" * (LIMIT + 1)),
+@pytest.mark.parametrize(("tool_name", "decision"), [
+    ("delete_records",
+     Decision("call_1", DecisionKind.CONFIRMED, approved_args={"table_name": "t" * LIMIT})),
+    ("archive_records",
+     Decision("call_1", DecisionKind.USER_INPUT, values={"table_name": "t" * LIMIT})),
+    ("delete_records", Decision("call_1", DecisionKind.EXTERNAL_RESULT, result="r" * (LIMIT + 1))),
 ], ids=["tool_args", "user input", "result"])
 def test_a_decision_over_the_limit_is_refused_and_nothing_is_recorded(
-        app: RunService, decision: Decision) -> None:
-    runs = runs_with(app, Scripted(proposing("delete_records", {"table_name": "users"})))
+        app: RunService, tool_name: str, decision: Decision) -> None:
+    runs = runs_with(app, Scripted(proposing(tool_name, {"table_name": "users"})))
     run = runs.start("ops", "delete users")
     assert run.status == RunStatus.PAUSED
     head = app.head()

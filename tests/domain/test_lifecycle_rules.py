@@ -8,9 +8,15 @@ from datetime import timedelta
 
 import pytest
 
-from domain.errors import InvalidDecision, InvalidRunTransition, WrongDecisionKind
+from domain.errors import (
+    InvalidDecision,
+    InvalidRunTransition,
+    ToolCallNotFound,
+    ToolCallNotPending,
+    WrongDecisionKind,
+)
 from domain.run import Run
-from domain.values import CallState, Decision, DecisionKind, RunStatus
+from domain.values import CallState, Decision, DecisionKind, Reply, RunStatus
 from tests.domain.given import (
     DEADLINE,
     a_confirmation_call,
@@ -137,3 +143,73 @@ def test_given_a_call_not_running_when_it_is_retried_then_it_is_refused() -> Non
 
     with pytest.raises(InvalidRunTransition, match="not running"):
         run.retry_tool("c1", now=DEADLINE, deadline=DEADLINE)
+
+
+# ------------------------------------------------------------- replies
+
+
+@pytest.mark.parametrize(("call", "reply", "decision"), [
+    (a_confirmation_call("c1"), Reply("c1", confirmed=True, note="ok"),
+     Decision("c1", DecisionKind.CONFIRMED, note="ok")),
+    (a_confirmation_call("c1"), Reply("c1", confirmed=True, tool_args={"to": "Rome"}),
+     Decision("c1", DecisionKind.CONFIRMED, approved_args={"to": "Rome"})),
+    (a_confirmation_call("c1"), Reply("c1", confirmed=False, note="no"),
+     Decision("c1", DecisionKind.REJECTED, note="no")),
+    (an_external_call("c1"), Reply("c1", result="42"),
+     Decision("c1", DecisionKind.EXTERNAL_RESULT, result="42")),
+    (an_external_call("c1"), Reply("c1", confirmed=False),
+     Decision("c1", DecisionKind.REJECTED)),
+    (a_user_input_call("c1", "seat", "meal"), Reply("c1", values={"seat": "1A", "meal": None}),
+     Decision("c1", DecisionKind.USER_INPUT, values={"seat": "1A"})),
+    # A result for a call that waits for a confirmation: the wrong kind, for the run to
+    # refuse (409), not to ignore.
+    (a_confirmation_call("c1"), Reply("c1", result="42"),
+     Decision("c1", DecisionKind.EXTERNAL_RESULT, result="42")),
+])
+def test_given_a_paused_run_when_a_reply_comes_then_it_makes_its_decision(
+        call: dict, reply: Reply, decision: Decision) -> None:
+    run = a_run_paused_on(call)
+
+    assert run.decisions_for([reply]) == [decision]
+
+
+@pytest.mark.parametrize("reply", [
+    Reply("c1"),  # nothing decided: decisions may come one at a time
+    Reply("c1", confirmed=True),  # Agno ignores ``confirmed`` on an external call
+])
+def test_given_an_external_call_when_a_reply_decides_nothing_then_it_makes_none(
+        reply: Reply) -> None:
+    run = a_run_paused_on(an_external_call("c1"))
+
+    assert run.decisions_for([reply]) == []
+
+
+def test_given_a_decided_call_when_a_reply_repeats_it_beside_a_new_one_then_it_passes(
+        ) -> None:
+    run = a_run_paused_on(a_confirmation_call("c1"), a_confirmation_call("c2"))
+    run.confirm_tool("c1", decided_by="ann")
+
+    assert run.decisions_for([Reply("c1", confirmed=True), Reply("c2", confirmed=False)]) == [
+        Decision("c2", DecisionKind.REJECTED)]
+    with pytest.raises(ToolCallNotPending, match="already decided") as alone:
+        run.decisions_for([Reply("c1", confirmed=True)])
+    assert alone.value.decision["decided_by"] == "ann"
+    with pytest.raises(ToolCallNotPending, match="otherwise"):
+        run.decisions_for([Reply("c1", confirmed=False), Reply("c2", confirmed=False)])
+
+
+def test_given_a_call_in_doubt_when_a_reply_confirms_or_gives_its_result_then_it_decides(
+        ) -> None:
+    run = a_run_in_doubt_on("c1")
+
+    assert run.decisions_for([Reply("c1", confirmed=True)]) == [
+        Decision("c1", DecisionKind.CONFIRMED)]
+    assert run.decisions_for([Reply("c1", result="it ran")]) == [
+        Decision("c1", DecisionKind.EXTERNAL_RESULT, result="it ran")]
+
+
+def test_given_a_run_when_a_reply_names_no_call_of_it_then_it_is_refused() -> None:
+    run = a_run_paused_on(a_confirmation_call("c1"))
+
+    with pytest.raises(ToolCallNotFound):
+        run.decisions_for([Reply("c9", confirmed=True)])

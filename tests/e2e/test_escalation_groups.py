@@ -113,6 +113,21 @@ def test_only_the_group_decides_an_escalated_call(world: World) -> None:
         "decided_by"] == "lee"
 
 
+def test_only_the_group_cancels_a_run_with_an_escalated_call(world: World) -> None:
+    """A cancel ends every call the run leaves open: it is authorized as a decision on
+    each, so a call escalated to a group keeps everyone else out (the run's client too)."""
+    run = world.escalated_run()
+    for who in ("rita", "ann"):
+        with world.as_(who) as c:
+            r = c.post(f"/runs/{run['run_id']}/cancel", json={"reason": "not mine"})
+            assert "only they decide it" in assert_problem(r, 403)["detail"]
+            assert_problem(c.post(f"/agents/escalating/runs/{run['run_id']}/cancel"), 403)
+    with world.as_("lee") as lee:
+        r = lee.post(f"/runs/{run['run_id']}/cancel", json={"reason": "not needed"})
+        assert r.status_code == 200, r.text
+        assert (r.json()["status"], r.json()["cancelled_by"]) == ("CANCELLED", "lee")
+
+
 def test_a_jwt_names_its_groups(world: World) -> None:
     def token(**claims: Any) -> str:
         return jwt.encode({"sub": "jo", "role": "reviewer", "exp": int(time.time()) + 300,

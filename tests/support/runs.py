@@ -7,23 +7,26 @@ as the service's bootstrap does.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict
 from typing import Any
 from uuid import UUID
 
 from agent.loop import AgentLoop
 from domain.run import Run
-from domain.values import Decision
+from domain.values import Decision, DecisionKind, Reply
 from service.auth import OPEN, Identity
-from service.lifecycle import IdempotencyKey, Observer, RunLifecycle
+from service.lifecycle import Observer, RunLifecycle
 from service.runs import RunService
 
 
-def digest(decisions: list[Decision]) -> str:
-    text = json.dumps([asdict(d) for d in decisions], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+def reply(d: Decision) -> Reply:
+    """The reply a client sends to make decision ``d``."""
+    if d.kind == DecisionKind.CONFIRMED:
+        return Reply(d.tool_call_id, confirmed=True, note=d.note, tool_args=d.approved_args)
+    if d.kind == DecisionKind.REJECTED:
+        return Reply(d.tool_call_id, confirmed=False, note=d.note)
+    if d.kind == DecisionKind.EXTERNAL_RESULT:
+        return Reply(d.tool_call_id, result=d.result)
+    return Reply(d.tool_call_id, values=d.values)
 
 
 class Runs:
@@ -44,9 +47,8 @@ class Runs:
     def decide(self, run_id: str | UUID, decisions: list[Decision], *,
                actor: str | None = None, request_key: str | None = None,
                drive: bool = False, observer: Observer | None = None) -> Run:
-        key = IdempotencyKey(request_key, digest(decisions)) if request_key else None
-        return self.lifecycle.decide(self.caller, str(run_id), lambda _run: decisions,
-                                     named=actor, key=key, drive=drive,
+        return self.lifecycle.decide(self.caller, str(run_id), [reply(d) for d in decisions],
+                                     named=actor, key=request_key, drive=drive,
                                      observer=observer).run
 
     def drive(self, run: Run, observer: Observer | None = None) -> Run:
