@@ -1,4 +1,5 @@
-# signoff: one image for the API (and, later, the projection process).
+# signoff: one image for the API (`serve`, the default) and the projection process
+# (`project`).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -19,6 +20,9 @@ USER signoff
 WORKDIR /app
 ENV SIGNOFF_HOST=0.0.0.0 SIGNOFF_PORT=7777 SIGNOFF_DATABASE_URL=sqlite:////data/signoff.db
 EXPOSE 7777
-HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7777/health')"
+# For `serve` (the default command): the API answers /health. A container running
+# another command (`signoff project`) says its own check (docker-compose.yml).
+HEALTHCHECK --interval=10s --timeout=6s --start-period=20s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('SIGNOFF_PORT', '7777'), timeout=5)"
 ENTRYPOINT ["signoff"]
 CMD ["serve"]

@@ -3,14 +3,23 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Two makes started together (`make serve` and `make test` on a fresh clone) set the
+# venv up one at a time: the second waits for the lock, then finds it done. flock is in
+# util-linux (Debian); without it the install runs unlocked.
+LOCK   := $(shell command -v flock >/dev/null 2>&1 && echo "flock $(VENV)/.lock")
 
 .PHONY: serve test lint clean
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	@echo "make: setting up $(VENV): pip installs signoff and its test tools (the first time: a minute or two)"
+	@mkdir -p $(VENV)
+	@$(LOCK) sh -c '\
+	  if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then exit 0; fi; \
+	  { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); } \
+	  && $(BIN)/python -m pip install --quiet --upgrade pip \
+	  && $(BIN)/python -m pip install --progress-bar off -e ".[test]" \
+	  && touch $(STAMP) \
+	  && echo "make: $(VENV) is ready"'
 
 serve: $(STAMP)  ## run the service on SQLite with the demo agents and the offline model
 	$(BIN)/signoff serve

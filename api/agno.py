@@ -1,5 +1,5 @@
 """Agno AgentOS's wire format: a run as ``RunOutput.to_dict()``, its stream events, and
-the continue payload read back into decisions (``../shared/notes/agno-wire.md``).
+the continue payload read back into decisions (as Agno 3.1 writes and reads them).
 
 Only Agno's own keys are written into these bodies, so a client that parses them with
 Agno's classes keeps working; signoff's richer view is ``GET /runs/{run_id}``.
@@ -19,7 +19,7 @@ from agent.tools import Agent
 from api.errors import ProblemError
 from api.wire import MAX_DEPTH, depth, loads
 from domain.run import Run, tool_message_content
-from domain.values import CallState, DecisionKind, Reply, Requirement
+from domain.values import CallState, DecisionKind, Reply, Requirement, RunStatus
 
 Json = dict[str, Any]
 
@@ -96,18 +96,61 @@ def _requirements(run: Run) -> list[Json]:
     ]
 
 
+def _outcome_at(call: Json) -> datetime:
+    """When a resolved call's outcome was recorded: its result or failure (``ToolExecuted``,
+    ``ToolFailed``), else the decision that settled it (a rejection, an external result,
+    an expiry)."""
+    decision = call["decision"] or {}
+    return call.get("outcome_at") or decision.get("decided_at") or call["requested_at"]
+
+
 def _messages(run: Run) -> list[Json]:
-    created = _epoch(run.created_on)
+    """The conversation, each message stamped with the time of the event it comes from:
+    the system and user messages with the run's start, an assistant message with its
+    ``ModelResponded``, a tool message with the recording of the call's outcome."""
+    started = run.created_on
+    turns = iter(run.turns)  # one assistant message per turn, in order
     out = []
     for i, m in enumerate(run.model_messages()):
+        at = started
+        if m["role"] == "assistant":
+            at = next(turns).get("at") or started  # .get: a snapshot from before turn times
         msg = {"id": _uuid(run.run_id, "message", str(i)), **m, "from_history": False,
-               "stop_after_tool_call": False, "created_at": created}
+               "stop_after_tool_call": False}
         if m["role"] == "tool":
             call = run.calls[m["tool_call_id"]]
+            at = _outcome_at(call)
             msg.update(tool_name=call["tool_name"], tool_args=call["tool_args"],
                        tool_call_error=call["state"] == CallState.FAILED)
+        msg["created_at"] = _epoch(at)
         out.append(msg)
     return out
+
+
+# Agno's words for a paused run whose model gave no text (``get_paused_content``), by
+# what one waiting call needs: (confirmation, user input, external execution).
+_PAUSED_CONTENT = {
+    (True, False, False): "I have tools to execute, but I need confirmation.",
+    (False, True, False): "I have tools to execute, but I need user input.",
+    (False, False, True): "I have tools to execute, but it needs external execution.",
+    (True, True, False): "I have tools to execute, but I need confirmation or user input.",
+    (True, False, True):
+        "I have tools to execute, but I need confirmation or external execution.",
+    (False, True, True):
+        "I have tools to execute, but I need user input or external execution.",
+    (True, True, True):
+        "I have tools to execute, but I need confirmation, user input, or external execution.",
+}
+
+
+def paused_content(tools: list[Json]) -> str:
+    """Agno's content for a pause: the needs of the last listed call that waits."""
+    text = ""
+    for t in tools:
+        needs = (t["requires_confirmation"] is True and not t["confirmed"],
+                 t["requires_user_input"] is True, t["external_execution_required"] is True)
+        text = _PAUSED_CONTENT.get(needs, text)
+    return text
 
 
 def _metrics(run: Run) -> Json:
@@ -116,14 +159,19 @@ def _metrics(run: Run) -> Json:
 
 
 def run_output(run: Run) -> Json:
-    """The run as Agno's ``RunOutput.to_dict()``."""
+    """The run as Agno's ``RunOutput.to_dict()``. A paused run's content is its model's
+    text, or, as in Agno, what the run waits for."""
+    tools = [tool_execution(c) for c in run.calls.values()]
+    content = run.error or run.content
+    if not content and run.status == RunStatus.PAUSED:
+        content = paused_content(tools)
     return {
         "run_id": run.run_id,
         "agent_id": run.agent_id,
         "agent_name": run.agent_name,
         "session_id": run.session_id,
         "user_id": run.user_id,
-        "content": run.error if run.error else run.content,
+        "content": content,
         "content_type": "str",
         "model": run.model,
         "model_provider": run.model_provider,
@@ -132,30 +180,51 @@ def run_output(run: Run) -> Json:
         "status": str(run.status),
         "metrics": _metrics(run),
         "messages": _messages(run),
-        "tools": [tool_execution(c) for c in run.calls.values()],
+        "tools": tools,
         "requirements": _requirements(run),
         "input": {"input_content": run.input},
     }
 
 
+def _model_class(model: Any) -> str:
+    """The model client's class name (Agno's ``model.name``, e.g. ``OpenAIChat``), looking
+    through a wrapper that keeps the client it wraps as ``inner`` (``api.metrics``'s
+    ``TimedModel``)."""
+    while (inner := getattr(model, "inner", None)) is not None:
+        model = inner
+    return type(model).__name__
+
+
+def _tool_info(t: Any) -> Json:
+    """A tool as Agno's ``Function.to_dict()``: the flags that are set, no others.
+
+    ``requires_confirmation`` is true also when it is a function of the call's arguments
+    (signoff's own): calls of the tool may wait for a confirmation, which is what the
+    flag tells a client; whether one call does is in the run's ``tools``."""
+    info: Json = {"name": t.name, "description": t.description, "parameters": t.parameters}
+    if t.requires_confirmation:
+        info["requires_confirmation"] = True
+    if t.external_execution:
+        info["external_execution"] = True
+    if t.requires_user_input:
+        info.update(requires_user_input=True, user_input_fields=t.user_input_fields)
+    return info
+
+
 def agent_info(agent: Agent, default_model: Any) -> Json:
-    """An agent as in Agno's ``GET /agents``."""
+    """An agent as in Agno's ``GET /agents`` (unset keys left out, as Agno does)."""
     model = agent.model or default_model
-    return {
-        "id": agent.id,
-        "name": agent.name,
-        "description": agent.description,
-        "model": {"name": type(model).__name__, "model": model.name, "provider": model.provider},
-        "tools": {"tools": [
-            {"name": t.name, "description": t.description, "parameters": t.parameters,
-             "requires_confirmation": bool(t.requires_confirmation),  # a function: may
-             "external_execution": t.external_execution,
-             "requires_user_input": t.requires_user_input,
-             "user_input_fields": t.user_input_fields}
-            for t in agent.tools]},
-        "instructions": agent.instructions,
-        "confirm_before_run": agent.confirm_before_run,
-    }
+    info: Json = {"id": agent.id, "name": agent.name}
+    if agent.description:
+        info["description"] = agent.description
+    info["model"] = {"name": _model_class(model), "model": model.name,
+                     "provider": model.provider}
+    info["tools"] = {"tools": [_tool_info(t) for t in agent.tools]}
+    if agent.instructions:
+        info["system_message"] = {"instructions": agent.instructions}
+    if agent.confirm_before_run:  # the seed's agent option (signoff's own key)
+        info["confirm_before_run"] = True
+    return info
 
 
 # ------------------------------------------------------------ stream events
@@ -170,43 +239,44 @@ def stream_events(run: Run, events: list[Any]) -> list[tuple[str, Json]]:
         out.append((name, {"created_at": _epoch(ts), "event": name, **base, **data}))
 
     for e in events:
-        name = type(e).__name__
         ts = e.timestamp
-        if name == "RunStarted":
-            emit("RunStarted", ts, model=run.model, model_provider=run.model_provider)
-        elif name == "ModelResponded":
-            model = {"model": e.model, "model_provider": e.provider}
-            emit("ModelRequestStarted", ts, **model)
-            if e.content:
-                emit("RunContent", ts, content=e.content, content_type="str")
-            emit("ModelRequestCompleted", ts, **model, input_tokens=e.input_tokens,
-                 output_tokens=e.output_tokens,
-                 total_tokens=e.input_tokens + e.output_tokens)
-        elif name == "ToolExecutionStarted":
-            emit("ToolCallStarted", ts, tool=tool_execution(run.calls[e.tool_call_id]))
-        elif name == "ToolExecuted":
-            call = run.calls[e.tool_call_id]
-            emit("ToolCallCompleted", ts, tool=tool_execution(call), content=e.result)
-        elif name == "ToolFailed":
-            emit("ToolCallError", ts, tool=tool_execution(run.calls[e.tool_call_id]),
-                 error=e.error)
-        elif name == "RunPaused":
-            emit("RunContentCompleted", ts)
-            paused = [c for c in run.calls.values() if c["tool_call_id"] in e.waiting_for]
-            emit("RunPaused", ts, content=run.content,
-                 tools=[tool_execution(c) for c in paused],
-                 requirements=[r for r in _requirements(run)
-                               if r["tool_execution"]["tool_call_id"] in e.waiting_for])
-        elif name == "RunContinued":
-            emit("RunContinued", ts)
-        elif name == "RunCompleted":
-            emit("RunContentCompleted", ts)
-            emit("RunCompleted", ts, content=e.content, content_type="str", session_state={},
-                 metrics=_metrics(run))
-        elif name == "RunFailed":
-            emit("RunError", ts, content=e.error)
-        elif name == "RunCancelled":
-            emit("RunCancelled", ts, reason=e.reason)
+        match e:
+            case Run.RunStarted():
+                emit("RunStarted", ts, model=run.model, model_provider=run.model_provider)
+            case Run.ModelResponded():
+                model = {"model": e.model, "model_provider": e.provider}
+                emit("ModelRequestStarted", ts, **model)
+                if e.content:
+                    emit("RunContent", ts, content=e.content, content_type="str")
+                emit("ModelRequestCompleted", ts, **model, input_tokens=e.input_tokens,
+                     output_tokens=e.output_tokens,
+                     total_tokens=e.input_tokens + e.output_tokens)
+            case Run.ToolExecutionStarted():
+                emit("ToolCallStarted", ts, tool=tool_execution(run.calls[e.tool_call_id]))
+            case Run.ToolExecuted():
+                call = run.calls[e.tool_call_id]
+                emit("ToolCallCompleted", ts, tool=tool_execution(call), content=e.result)
+            case Run.ToolFailed():
+                emit("ToolCallError", ts, tool=tool_execution(run.calls[e.tool_call_id]),
+                     error=e.error)
+            case Run.RunPaused():
+                emit("RunContentCompleted", ts)
+                tools = [tool_execution(c) for c in run.calls.values()
+                         if c["tool_call_id"] in e.waiting_for]
+                emit("RunPaused", ts, content=run.content or paused_content(tools),
+                     tools=tools,
+                     requirements=[r for r in _requirements(run)
+                                   if r["tool_execution"]["tool_call_id"] in e.waiting_for])
+            case Run.RunContinued():
+                emit("RunContinued", ts)
+            case Run.RunCompleted():
+                emit("RunContentCompleted", ts)
+                emit("RunCompleted", ts, content=e.content, content_type="str",
+                     session_state={}, metrics=_metrics(run))
+            case Run.RunFailed():
+                emit("RunError", ts, content=e.error)
+            case Run.RunCancelled():
+                emit("RunCancelled", ts, reason=e.reason)
     return out
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from api import auth, errors, limits, metrics, sweeper
+from api import auth, errors, limits, metrics, storeguard, sweeper
 from api.auth import authorize
 from api.deps import Container
 from api.routes import agno, audit, inbox, keys, reviews, runs, streams, webhooks
@@ -93,13 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     auth.document(app)
     app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(errors.StoreGuardMiddleware)
+    app.state.store_guard = storeguard.StoreGuard()
+    app.add_middleware(storeguard.StoreGuardMiddleware)
     if tracing.configure(settings.traces):
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
         app.add_middleware(OpenTelemetryMiddleware)
     app.add_middleware(metrics.RequestObserver)  # outermost: it sees every answer
-    app.include_router(agno.hot)
     app.include_router(agno.router)
     app.include_router(runs.router)
     app.include_router(reviews.router)

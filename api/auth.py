@@ -29,6 +29,7 @@ PUBLIC: frozenset[Role] = frozenset()  # no authentication needed
 ANYONE = frozenset(Role)
 
 POLICY: dict[tuple[str, str], frozenset[Role]] = {
+    ("GET", "/"): PUBLIC,  # where things are: /inbox, /docs
     ("GET", "/health"): PUBLIC,
     ("GET", "/ready"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
@@ -107,10 +108,15 @@ def _authorize(request: Request, c: Container, token: str | None) -> Identity:
     if allowed is None:
         raise ProblemError(403, "no role may use this route")
     if not caller.open and allowed and caller.role not in allowed:
-        raise ProblemError(403, f"a {caller.role} may not {request.method} {path} "
-                           f"(allowed: {', '.join(sorted(allowed))})")
+        raise ProblemError(403, f"{_article(caller.role)} {caller.role} may not "
+                           f"{request.method} {path} (allowed: {', '.join(sorted(allowed))})")
     request.state.caller = caller
     return caller
+
+
+def _article(word: str) -> str:
+    """"a client", "an admin", "an auditor"."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _route_path(request: Request) -> str:

@@ -11,14 +11,9 @@ connection pool to give up.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FuturesTimeout
+from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
 
@@ -29,9 +24,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from agent.loop import AgentNotFound, TooLarge
+from agent.limits import TooLarge
+from agent.loop import AgentNotFound
 from api.wire import JSONBody, NotText
 from domain.errors import (
     InvalidDecision,
@@ -40,8 +36,9 @@ from domain.errors import (
     ToolCallNotPending,
 )
 from service.access import Forbidden
-from service.lifecycle import KeyReused, NothingDecided, RunBusy
-from service.runs import RunNotFound
+from service.idempotency import KeyReused
+from service.lifecycle import NothingDecided, RunBusy
+from service.runs import RunDamaged, RunNotFound
 
 log = logging.getLogger("signoff.api")
 
@@ -122,11 +119,13 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (ToolCallNotPending, 409),
     (RunError, 409),
     (RunBusy, 409),
+    (RunDamaged, 409),
     (IntegrityError, 409),
 ]
 # The store out of reach: eventsourcing's errors for a lost or refused connection, a pool
 # that gave none in time, a lock not had in time (psycopg's are wrapped into these).
 STORE_DOWN = (OperationalError, InterfaceError)
+STORE_DOWN_DETAIL = "the event store is out of reach; try again shortly"
 
 
 def _document(app: FastAPI) -> None:
@@ -198,8 +197,6 @@ def install(app: FastAPI) -> None:
     for cls, _ in _STATUS:
         app.add_exception_handler(cls, _domain)
 
-    app.state.store_guard = StoreGuard()
-
     async def _store_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("the event store is out of reach on %s %s: %s", request.method,
                     request.url.path, exc)
@@ -212,183 +209,6 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return problem(request, 500, "an unexpected error happened; it was logged")
-
-
-STORE_DOWN_DETAIL = "the event store is out of reach; try again shortly"
-
-
-class StoreGuard:
-    """Watches the event store, and says when it is out of reach.
-
-    A thread reads the log's head through the application's own connection pool every
-    ``interval`` seconds. A read that fails, or takes longer than ``timeout`` (the pool
-    waits for a connection it cannot make), puts the guard ``down``: every request waiting
-    for an answer is answered 503 at once, and so is every new one, rather than each
-    waiting for eventsourcing's retries to give up (10 tries, each waiting up to
-    ``POSTGRES_CONNECT_TIMEOUT`` for a connection). The guard lifts as soon as a read
-    succeeds again: when the pool has its connections back, not merely when the server
-    answers.
-    """
-
-    def __init__(self, interval: float = 0.5, timeout: float = 3.0) -> None:
-        self.interval = interval
-        self.timeout = timeout
-        self._down = False
-        self._lock = threading.Lock()
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._probes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signoff-probe")
-
-    @property
-    def down(self) -> bool:
-        return self._down
-
-    def watch(self, probe: Callable[[], object]) -> None:
-        """Start watching (again, after ``close``: an application may be started twice)."""
-        self.close()
-        self._down = False
-        self._stop = threading.Event()
-        self._probes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signoff-probe")
-        self._thread = threading.Thread(target=self._watch, args=(probe,),
-                                        name="signoff-store-guard", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.interval + 1)
-        self._probes.shutdown(wait=False, cancel_futures=True)
-
-    def tripped(self) -> asyncio.Future[None]:
-        """A future of the running loop, done when the guard goes down (``forget`` it)."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        with self._lock:
-            if self._down:  # went down since the caller looked
-                waiter.set_result(None)
-            else:
-                self._waiters.add((loop, waiter))
-        return waiter
-
-    def forget(self, waiter: asyncio.Future[None]) -> None:
-        with self._lock:
-            self._waiters.discard((asyncio.get_running_loop(), waiter))
-
-    def _watch(self, probe: Callable[[], object]) -> None:
-        while not self._stop.is_set():
-            future = self._probes.submit(probe)
-            try:
-                future.result(timeout=self.timeout)
-            except FuturesTimeout:
-                self._set_down(True, f"it did not answer within {self.timeout:g} s")
-                while not future.done() and not self._stop.wait(0.05):
-                    pass  # one read at a time: it ends when the pool gets a connection
-                continue
-            except Exception as e:
-                self._set_down(True, f"{type(e).__name__}: {e}")
-            else:
-                self._set_down(False)
-            self._stop.wait(self.interval)
-
-    def _set_down(self, down: bool, why: str = "") -> None:
-        with self._lock:
-            if down == self._down:
-                return
-            self._down = down
-            waiters, self._waiters = (self._waiters, set()) if down else (set(), self._waiters)
-        if down:
-            log.warning("the event store is out of reach (%s): answering 503 until it "
-                        "answers again", why)
-            for loop, waiter in waiters:
-                with contextlib.suppress(RuntimeError):  # that loop has closed
-                    loop.call_soon_threadsafe(_resolve, waiter)
-        else:
-            log.warning("the event store answers again")
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-# Served while the store is out of reach: they do not need it. (/metrics does: its gauges
-# read the store and the read models, and would wait for them.)
-_WITHOUT_STORE = ("/openapi.json", "/docs", "/redoc")
-
-
-class StoreGuardMiddleware:
-    """Answers 503 (a problem, ``Retry-After``) while ``app.state.store_guard`` is down:
-    new requests at once, and requests waiting for an answer when it goes down (their
-    work goes on in its thread; its answer is dropped). A response already started (a
-    stream) is left to end as it will. Starts and stops the guard's watch with the
-    application's lifespan (the probe reads the log's head of ``app.state.container``).
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        guard: StoreGuard | None = getattr(scope["app"].state, "store_guard", None)
-        if guard is None:
-            await self.app(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(guard, scope, receive, send)
-        elif scope["type"] != "http" or scope["path"].startswith(_WITHOUT_STORE):
-            await self.app(scope, receive, send)
-        elif guard.down:
-            await answer_early(scope, receive, send, 503, STORE_DOWN_DETAIL)
-        else:
-            await self._guarded(guard, scope, receive, send)
-
-    async def _guarded(self, guard: StoreGuard, scope: Scope, receive: Receive,
-                       send: Send) -> None:
-        started = released = False
-
-        async def send_unless_released(message: Message) -> None:
-            nonlocal started
-            if released:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        work = asyncio.ensure_future(self.app(scope, receive, send_unless_released))
-        settled = guard.tripped()  # done when the guard goes down, or (below) the work ends
-        work.add_done_callback(lambda _: _resolve(settled))
-        try:
-            await settled
-        except asyncio.CancelledError:
-            work.cancel()
-            raise
-        finally:
-            guard.forget(settled)
-        if work.done() or started:
-            await work
-            return
-        released = True
-        work.add_done_callback(_log_late_failure)
-        await answer_early(scope, receive, send, 503, STORE_DOWN_DETAIL)
-
-    async def _lifespan(self, guard: StoreGuard, scope: Scope, receive: Receive,
-                        send: Send) -> None:
-        async def watching(message: Message) -> None:
-            if message["type"] == "lifespan.startup.complete":
-                guard.watch(scope["app"].state.container.app.head)
-            await send(message)
-
-        async def closing() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.shutdown":
-                guard.close()
-            return message
-
-        await self.app(scope, closing, watching)
-
-
-def _log_late_failure(work: asyncio.Future[None]) -> None:
-    if not work.cancelled() and (e := work.exception()) is not None:
-        log.warning("a request answered 503 (store out of reach) then failed: %r", e)
 
 
 async def answer_early(scope: Scope, receive: Receive, send: Send, status: int,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent.loop import Limits
+from agent.limits import Limits
 from api.errors import answer_early
 from service.config import Settings
 

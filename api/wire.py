@@ -11,8 +11,6 @@ field in a charset such as UTF-7) could be neither recorded nor sent back. ``loa
 refuses one anywhere in what it reads, and so does every request body model built on
 ``Body`` (the JSON bodies FastAPI parses): ``NotText``, a 422.
 
-Forms: ``form_fields`` reads a urlencoded body.
-
 Out: ``dumps`` and ``JSONBody`` encode as FastAPI's own route serialization does
 (pydantic): a non-finite number that got into a run some other way (a model's proposal)
 becomes ``null`` instead of failing the response; anything else unknown becomes its
@@ -25,7 +23,6 @@ import json
 import re
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
 import pydantic_core
 from fastapi.responses import JSONResponse
@@ -136,15 +133,6 @@ def depth(value: Any) -> int:
             deepest = max(deepest, level + 1)
             stack.extend((v, level + 1) for v in item)
     return deepest
-
-
-def form_fields(body: bytes, max_fields: int = 1000) -> dict[str, str]:
-    """An ``application/x-www-form-urlencoded`` body's fields, as Starlette's form parser
-    reads them (names and values percent-decoded as UTF-8 from the body read as latin-1;
-    a repeated name: its last value; a name without ``=``: an empty value), in a third of
-    its time. More than ``max_fields`` fields: ``ValueError``."""
-    return dict(parse_qsl(body.decode("latin-1"), keep_blank_values=True,
-                          max_num_fields=max_fields))
 
 
 def dumps(content: Any) -> str:

@@ -28,55 +28,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine  # noqa: E402
-from bench.load import MESSAGE  # noqa: E402
-from tests.support.postgres import throwaway_postgres  # noqa: E402
-
-__all__ = ["MESSAGE", "cycle", "machine", "store"]
 
 SECTIONS = ("cycles", "appends", "growth", "storage", "memory", "workers")
 EXTRA = ("loadgen", "floor")
-
-
-def cycle(client: httpx.Client, timings: dict[str, list[float]]) -> None:
-    """One HITL cycle with an httpx client (bench.readmodels' load uses it)."""
-    t0 = time.perf_counter()
-    r = client.post("/agents/data_manager/runs", data={"message": MESSAGE, "stream": "false"})
-    t1 = time.perf_counter()
-    r.raise_for_status()
-    run = r.json()
-    assert run["status"] == "PAUSED", run["status"]
-    tools = [{**t, "confirmed": True} for t in run["tools"]]
-    r = client.post(f"/agents/data_manager/runs/{run['run_id']}/continue",
-                    data={"tools": json.dumps(tools), "stream": "false"})
-    t2 = time.perf_counter()
-    r.raise_for_status()
-    assert r.json()["status"] == "COMPLETED", r.json()["status"]
-    timings["start"].append(t1 - t0)
-    timings["continue"].append(t2 - t1)
-
-
-@contextlib.contextmanager
-def store(kind: str, tmp: Path) -> Iterator[str]:
-    """A fresh store for the other bench modules: a SQLite file in ``tmp``, or a whole
-    throwaway PostgreSQL server."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'bench.db'}"
-    else:
-        with throwaway_postgres() as pg:
-            yield pg.url
 
 
 def _ints(text: str) -> list[int]:

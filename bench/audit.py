@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.__main__ import machine, store  # noqa: E402
 from bench.catchup import fill  # noqa: E402
+from bench.common import machine, store  # noqa: E402
 from service.bootstrap import build_app  # noqa: E402
 from service.config import Settings  # noqa: E402
 

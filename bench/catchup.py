@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.__main__ import machine, store  # noqa: E402
+from bench.common import machine, store  # noqa: E402
 from domain.run import Run  # noqa: E402
 from domain.values import Requirement  # noqa: E402
 from projections.runner import Projections  # noqa: E402

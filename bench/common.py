@@ -5,6 +5,7 @@ stopped by PID, and a process's memory and CPU from /proc."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import sqlite3
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.load import HttpClient  # noqa: E402
+from bench.load import MESSAGE, HttpClient  # noqa: E402
 from service.config import Settings  # noqa: E402
 from tests.support.postgres import PgServer, throwaway_postgres  # noqa: E402
 from tests.support.server import LiveServer, live_server  # noqa: E402
@@ -275,3 +276,34 @@ def tree_cpu(pid: int) -> float:
         with contextlib.suppress(OSError, IndexError, ValueError):
             total += cpu_seconds(p)
     return total
+
+
+# ------------------------------------------------ for the other bench modules
+
+def cycle(client: httpx.Client, timings: dict[str, list[float]]) -> None:
+    """One HITL cycle with an httpx client (bench.readmodels' load uses it)."""
+    t0 = time.perf_counter()
+    r = client.post("/agents/data_manager/runs", data={"message": MESSAGE, "stream": "false"})
+    t1 = time.perf_counter()
+    r.raise_for_status()
+    run = r.json()
+    assert run["status"] == "PAUSED", run["status"]
+    tools = [{**t, "confirmed": True} for t in run["tools"]]
+    r = client.post(f"/agents/data_manager/runs/{run['run_id']}/continue",
+                    data={"tools": json.dumps(tools), "stream": "false"})
+    t2 = time.perf_counter()
+    r.raise_for_status()
+    assert r.json()["status"] == "COMPLETED", r.json()["status"]
+    timings["start"].append(t1 - t0)
+    timings["continue"].append(t2 - t1)
+
+
+@contextlib.contextmanager
+def store(kind: str, tmp: Path) -> Iterator[str]:
+    """A fresh store for the other bench modules: a SQLite file in ``tmp``, or a whole
+    throwaway PostgreSQL server."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / 'bench.db'}"
+    else:
+        with throwaway_postgres() as pg:
+            yield pg.url

@@ -44,8 +44,9 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.__main__ import MESSAGE, cycle, machine, store  # noqa: E402
 from bench.catchup import a_run  # noqa: E402
+from bench.common import cycle, machine, store  # noqa: E402
+from bench.load import MESSAGE  # noqa: E402
 from domain.run import Run  # noqa: E402
 from domain.values import Requirement  # noqa: E402
 from projections import audit, queue  # noqa: E402

@@ -31,7 +31,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.__main__ import MESSAGE, machine, store  # noqa: E402
+from bench.common import machine, store  # noqa: E402
+from bench.load import MESSAGE  # noqa: E402
 from tests.support.server import live_server  # noqa: E402
 
 

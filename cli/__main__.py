@@ -13,21 +13,55 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from projections.runner import MODULES
+from service.config import Settings
+
+# Plain help (rich_markup_mode=None): each option shows its own metavar (URL, N, TIME),
+# and a flag none, where rich help would show Python types (<bool>, <list[str]>).
+PLAIN: Any = None
 app = typer.Typer(help="signoff: event-sourced run state for human-in-the-loop AI agents.",
-                  no_args_is_help=True, add_completion=False)
-runs_app = typer.Typer(help="Read runs from the store.", no_args_is_help=True)
+                  no_args_is_help=True, add_completion=False, rich_markup_mode=PLAIN)
+runs_app = typer.Typer(help="Read runs from the store.", no_args_is_help=True,
+                       rich_markup_mode=PLAIN)
 app.add_typer(runs_app, name="runs")
-project_app = typer.Typer(help="Run the projections (read models) as their own process.")
+project_app = typer.Typer(help="Run the projections (read models) as their own process.",
+                          rich_markup_mode=PLAIN)
 app.add_typer(project_app, name="project")
 audit_app = typer.Typer(help="Prove the record intact; export and import it.",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(audit_app, name="audit")
 keys_app = typer.Typer(help="API keys (create, list, revoke) and the cipher key (generate).",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(keys_app, name="keys")
 webhooks_app = typer.Typer(help="Webhook subscriptions (create, list, delete) and their "
-                           "deliveries.", no_args_is_help=True)
+                           "deliveries.", no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(webhooks_app, name="webhooks")
+
+
+def _setting(name: str, metavar: str) -> Any:
+    """An option that sets SIGNOFF_<NAME> for this command: the setting's own description
+    and default (docs/configuration.md)."""
+    field = Settings.model_fields[name]
+    return typer.Option(metavar=metavar, show_default=False,
+                        help=f"{field.description}  [env: SIGNOFF_{name.upper()}; default: "
+                        f"{field.default}]")
+
+
+DatabaseUrl = Annotated[str | None, _setting("database_url", "URL")]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _reading(database_url: str | None) -> Any:
+    """Settings for a command that needs the store to exist (it reads what is in it): a
+    SQLite file that does not exist is refused, naming it, rather than created empty."""
+    settings = _settings(database_url=database_url)
+    path = settings.sqlite_file()
+    if path is not None and not path.exists():
+        typer.echo(f"signoff: no store at {path.resolve()} (SIGNOFF_DATABASE_URL="
+                   f"{settings.database_url}): run this where the store is, or give "
+                   "--database-url.", err=True)
+        raise typer.Exit(1)
+    return settings
 
 
 def _settings(**overrides: Any) -> Any:
@@ -48,12 +82,13 @@ def _settings(**overrides: Any) -> Any:
 
 @app.command()
 def serve(
-    agents: Annotated[str | None, typer.Option(help="Modules with the Agent objects to serve "
-                                               "(comma-separated). [SIGNOFF_AGENTS]")] = None,
-    host: Annotated[str | None, typer.Option(help="[SIGNOFF_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="[SIGNOFF_PORT]")] = None,
-    database_url: Annotated[str | None, typer.Option(help="[SIGNOFF_DATABASE_URL]")] = None,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    agents: Annotated[str | None, _setting("agents", "MODULES")] = None,
+    host: Annotated[str | None, _setting("host", "ADDRESS")] = None,
+    port: Annotated[int | None, _setting("port", "PORT")] = None,
+    database_url: DatabaseUrl = None,
+    workers: Annotated[int, typer.Option(
+        metavar="N", help="uvicorn worker processes (more than one: on PostgreSQL, "
+        "docs/scaling.md)")] = 1,
 ) -> None:
     """Serve the API (Agno-compatible endpoints and signoff's own)."""
     import uvicorn
@@ -61,28 +96,51 @@ def serve(
     sys.path.insert(0, os.getcwd())  # so --agents can name a module beside you
     settings = _settings(agents=agents, host=host, port=port, database_url=database_url)
     from service.bootstrap import build_app, build_loop
+    from service.storekey import StoreKeyError
 
     try:  # fail fast: a bad agents module, a model that cannot be set up, a store unreachable
         build_loop(settings).close()
         store = build_app(settings)
+    except StoreKeyError as e:  # no key, or not the store's key (service/storekey.py)
+        typer.echo(f"signoff: cannot start: {e}", err=True)
+        raise typer.Exit(2) from None
     except Exception as e:
-        typer.echo(f"signoff: cannot start: {type(e).__name__}: {e}", err=True)
+        typer.echo(f"signoff: cannot start: {type(e).__name__}: {e}{_where(e, settings)}",
+                   err=True)
         raise typer.Exit(2) from None
     try:
-        store.check_readable()
         if not _auth_ready(settings, store):
             raise typer.Exit(2)
     except typer.Exit:
         raise
     except Exception as e:
-        typer.echo(f"signoff: cannot start: {type(e).__name__}: {e}", err=True)
+        typer.echo(f"signoff: cannot start: {type(e).__name__}: {e}{_where(e, settings)}",
+                   err=True)
         raise typer.Exit(2) from None
     finally:
         store.close()
-    typer.echo(f"signoff: store {settings.database_url}, model "
+    typer.echo(f"signoff: store {settings.store_address()}, model "
                f"{settings.default_model_spec()}, agents from {settings.agents}", err=True)
     uvicorn.run("api.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=workers, log_level="info")
+                workers=workers, **_uvicorn_logging(settings))
+
+
+def _where(error: BaseException, settings: Any) -> str:
+    """For an error of the store: which store it was (never its password)."""
+    from eventsourcing.persistence import InterfaceError, OperationalError
+
+    if isinstance(error, OperationalError | InterfaceError):
+        return f" ({settings.store_address()})"
+    return ""
+
+
+def _uvicorn_logging(settings: Any) -> dict[str, Any]:
+    """uvicorn's logging in every process it starts: signoff's handler and format
+    (``service.logs.uvicorn_log_config``), no access log (the API logs each request)."""
+    from service import logs
+
+    return {"log_config": logs.uvicorn_log_config(settings), "log_level": settings.log_level,
+            "access_log": False}
 
 
 def _auth_ready(settings: Any, store: Any) -> bool:
@@ -115,11 +173,14 @@ def _auth_ready(settings: Any, store: Any) -> bool:
 
 @runs_app.command("show")
 def runs_show(
-    run_id: str,
-    at_version: Annotated[int | None, typer.Option(help="show the state after N events")] = None,
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="the run's id")],
+    at_version: Annotated[int | None, typer.Option(
+        metavar="N", help="show the state after N events")] = None,
     as_of: Annotated[str | None, typer.Option(
-        help="show the state at this time (ISO 8601; UTC without a zone)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        metavar="TIME", help="show the state at this time (ISO 8601; UTC without a zone)")
+    ] = None,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Print a run's history, event by event, and its state."""
     from service.bootstrap import build_app
@@ -129,7 +190,7 @@ def runs_show(
     if at_version is not None and as_of is not None:
         typer.echo("signoff: give --at-version or --as-of, not both", err=True)
         raise typer.Exit(2)
-    store = build_app(_settings())
+    store = build_app(_reading(database_url))
     try:
         when = datetime.fromisoformat(as_of) if as_of else None
     except ValueError:
@@ -176,11 +237,13 @@ def _projections(names: list[str] | None = None) -> Any:
 
 
 @project_app.callback(invoke_without_command=True)
-def project(ctx: typer.Context) -> None:
+def project(ctx: typer.Context, database_url: DatabaseUrl = None) -> None:
     """Follow the event log and keep every projection up to date, until interrupted.
 
     Run one such process beside API workers started with SIGNOFF_PROJECTIONS=off.
     """
+    if database_url is not None:
+        _settings(database_url=database_url)  # for the subcommand too
     if ctx.invoked_subcommand is not None:
         return
     import signal
@@ -206,8 +269,10 @@ def project(ctx: typer.Context) -> None:
 
 
 @project_app.command("status")
-def project_status() -> None:
-    """Each projection's position, the log's head, and the lag."""
+def project_status(database_url: DatabaseUrl = None) -> None:
+    """Each projection's position, the log's head, and the lag. Exits 0 when the store
+    and every projection answer (a health check for the `signoff project` process)."""
+    _reading(database_url)
     projections = _projections()
     try:
         for s in projections.status():
@@ -217,15 +282,18 @@ def project_status() -> None:
         projections.close()
 
 
-@project_app.command("rebuild")
-def project_rebuild(name: str) -> None:
-    """Rebuild one projection from the start of the log (queue, audit)."""
-    from projections.runner import MODULES
-
+@project_app.command("rebuild", help="Rebuild one projection from the start of the log: "
+                     f"{', '.join(MODULES)}.")
+def project_rebuild(
+    name: Annotated[str, typer.Argument(metavar="NAME",
+                                        help=f"the projection: {', '.join(MODULES)}")],
+    database_url: DatabaseUrl = None,
+) -> None:
     if name not in MODULES:
         typer.echo(f"signoff: no projection {name!r} (there are: {', '.join(MODULES)})",
                    err=True)
         raise typer.Exit(2)
+    _reading(database_url)
     projections = _projections([name])
     head = projections.app.head()
     try:
@@ -263,26 +331,49 @@ def _kept_anchor(text: str) -> dict[str, Any]:
 
 @audit_app.command("verify")
 def audit_verify(
-    run: Annotated[str | None, typer.Option(help="verify this run only")] = None,
+    run: Annotated[str | None, typer.Option(metavar="RUN_ID",
+                                            help="verify this run only")] = None,
     anchor: Annotated[list[str] | None, typer.Option(
-        help="an anchor you kept (POSITION:EVENTS:HASH, as `signoff audit anchor` printed "
-             "it); may be repeated")] = None,
+        metavar="POSITION:EVENTS:HASH",
+        help="an anchor you kept (as `signoff audit anchor` printed it); may be repeated")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Recompute every hash: each run's chain, and the whole log against its anchors.
 
-    Exits 0 when all is intact, 1 naming the first broken event or anchor."""
+    Exits 0 when all is intact, 1 naming the first broken event or anchor (an event that
+    cannot be read is one: verification goes on past it)."""
+    from eventsourcing.persistence import PersistenceError
+
+    from projections import anchors as anchoring
     from service import audit
     from service.bootstrap import build_app
     from service.runs import RunNotFound
 
     kept = [_kept_anchor(a) for a in anchor or []]
-    store = build_app(_settings())
+    store = build_app(_reading(database_url))
     try:
         if run:
             report = audit.verify_run(store, run)
         else:
-            anchors = [*_anchors(), *kept]
+            try:
+                anchors = [*_anchors(), *kept]
+            except PersistenceError:
+                raise
+            except Exception as e:  # an event the anchors projection cannot read past
+                projections = _projections([anchoring.NAME])
+                try:
+                    view = projections.views[anchoring.NAME]
+                    with view.read() as c:
+                        anchors = [*anchoring.read_anchors(c), *kept]
+                    typer.echo(f"signoff: the anchors cannot be brought up to date past "
+                               f"position {view.position()}: an event after it cannot be "
+                               f"read ({type(e).__name__}); verifying against the anchors "
+                               "recorded up to there", err=True)
+                finally:
+                    projections.close()
+                    projections.app.close()
             with _log_progress(store.head(), "verifying") as progress:
                 report = audit.verify_log(store, anchors, progress=progress)
     except RunNotFound as e:
@@ -323,9 +414,10 @@ def _print_report(r: dict[str, Any], run: str | None) -> None:
 
 
 @audit_app.command("anchor")
-def audit_anchor() -> None:
+def audit_anchor(database_url: DatabaseUrl = None) -> None:
     """Print the log's current anchor (POSITION:EVENTS:HASH): keep it outside signoff;
     `signoff audit verify --anchor ...` later proves nothing before it changed."""
+    _reading(database_url)
     found = [a for a in _anchors() if a["kind"] == "head"]
     if not found:
         typer.echo("signoff: the log is empty", err=True)
@@ -348,31 +440,64 @@ def _time_option(value: str | None, name: str) -> datetime | None:
 
 @audit_app.command("export")
 def audit_export(
-    since: Annotated[str | None, typer.Option(help="from this time (ISO 8601)")] = None,
-    until: Annotated[str | None, typer.Option(help="up to, not including, this time")] = None,
+    since: Annotated[str | None, typer.Option(metavar="TIME",
+                                              help="from this time (ISO 8601)")] = None,
+    until: Annotated[str | None, typer.Option(
+        metavar="TIME", help="up to, not including, this time")] = None,
     format: Annotated[str, typer.Option(
+        metavar="jsonl|csv",
         help="jsonl: every event with its hash; csv: the decision audit trail")] = "jsonl",
-    output: Annotated[str, typer.Option("--output", "-o", help="file (- for stdout)")] = "-",
+    output: Annotated[str, typer.Option("--output", "-o", metavar="FILE",
+                                        help="file (- for stdout)")] = "-",
+    database_url: DatabaseUrl = None,
 ) -> None:
-    """Stream the record, in constant memory, with a progress bar on stderr."""
+    """Stream the record, in constant memory, with a progress bar on stderr.
+
+    An event that cannot be read is left out: the rest is written, what was left out is
+    named on stderr (position, run, version, why), and the exit status is 3."""
+    from eventsourcing.persistence import PersistenceError
+
     from service.archive import export_events
     from service.bootstrap import build_app
+    from service.runs import RunDamaged
 
     if format not in ("jsonl", "csv"):
         typer.echo("signoff: --format is jsonl or csv", err=True)
         raise typer.Exit(2)
     start, end = _time_option(since, "--since"), _time_option(until, "--until")
+    _reading(database_url)
     out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
+    left: list[RunDamaged] = []  # the first 1,000 left out are named
+    left_out = 0
+
+    def leave_out(damaged: RunDamaged) -> None:
+        nonlocal left_out
+        left_out += 1
+        if len(left) < 1000:
+            left.append(damaged)
+
     try:
         if format == "csv":
-            count = _export_decisions(out, start, end)
+            try:
+                count = _export_decisions(out, start, end)
+            except PersistenceError:
+                raise
+            except Exception as e:  # an event the decision trail cannot read past
+                typer.echo(f"signoff: the decision trail cannot be brought up to date: an "
+                           f"event cannot be read ({type(e).__name__}); `signoff audit "
+                           "verify` names it, and `--format jsonl` exports every event but "
+                           "those that cannot be read", err=True)
+                if out is not sys.stdout:
+                    out.close()
+                    os.remove(output)
+                raise typer.Exit(1) from None
         else:
             store = build_app(_settings())
             count = 0
             try:
                 with _log_progress(store.head(), "exporting") as progress:
                     for line in export_events(store, since=start, until=end,
-                                              progress=progress):
+                                              progress=progress, left_out=leave_out):
                         out.write(line)
                         count += 1
             finally:
@@ -380,8 +505,16 @@ def audit_export(
     finally:
         if out is not sys.stdout:
             out.close()
-    typer.echo(f"signoff: exported {count} {'decisions' if format == 'csv' else 'events'}",
-               err=True)
+    for d in left:
+        typer.echo(f"signoff: left out position {d.position}: run {d.run_id} version "
+                   f"{d.version} ({d.type}): {d.problem}", err=True)
+    if left_out > len(left):
+        typer.echo(f"signoff: ... and {left_out - len(left)} more left out", err=True)
+    typer.echo(f"signoff: exported {count} {'decisions' if format == 'csv' else 'events'}"
+               + (f"; left out {left_out} that cannot be read (above): `signoff audit "
+                  "verify` names the damage" if left_out else ""), err=True)
+    if left_out:
+        raise typer.Exit(3)
 
 
 def _export_decisions(out: Any, since: datetime | None, until: datetime | None) -> int:
@@ -410,14 +543,16 @@ def _export_decisions(out: Any, since: datetime | None, until: datetime | None) 
 
 @audit_app.command("import")
 def audit_import(
-    path: Annotated[str, typer.Argument(help="an export (jsonl); - for stdin")],
+    path: Annotated[str, typer.Argument(metavar="FILE",
+                                        help="an export (jsonl); - for stdin")],
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Load an export into an empty store, then verify every chain."""
     from service import audit
     from service.archive import ImportError_, import_events
     from service.bootstrap import build_app
 
-    store = build_app(_settings())
+    store = build_app(_settings(database_url=database_url))
     source = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
     try:
         size = os.path.getsize(path) if path != "-" else 0
@@ -451,16 +586,19 @@ def _cli_actor() -> str:
 
 @keys_app.command("create")
 def keys_create(
-    name: Annotated[str, typer.Option(help="who holds the key: recorded as the actor of "
-                                            "everything done with it")],
-    role: Annotated[str, typer.Option(help="client, reviewer, auditor or admin")],
+    name: Annotated[str, typer.Option(metavar="NAME", help="who holds the key: recorded as "
+                                      "the actor of everything done with it")],
+    role: Annotated[str, typer.Option(metavar="ROLE",
+                                      help="client, reviewer, auditor or admin")],
     agent: Annotated[list[str] | None, typer.Option(
-        help="limit a reviewer to this agent (repeat for several)")] = None,
+        metavar="AGENT_ID", help="limit a reviewer to this agent (repeat for several)")
+    ] = None,
     tool: Annotated[list[str] | None, typer.Option(
-        help="limit a reviewer to this tool (repeat for several)")] = None,
+        metavar="TOOL", help="limit a reviewer to this tool (repeat for several)")] = None,
     group: Annotated[list[str] | None, typer.Option(
-        help="a group of reviewers the holder is in: decisions escalated to it are theirs "
-             "(repeat for several)")] = None,
+        metavar="GROUP", help="a group of reviewers the holder is in: decisions escalated "
+        "to it are theirs (repeat for several)")] = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Issue an API key and print its secret (shown this once; only its hash is kept)."""
     from domain.keys import Role
@@ -481,7 +619,7 @@ def keys_create(
     if not name.strip() or len(name) > 200:
         typer.echo("signoff: --name must be 1 to 200 characters", err=True)
         raise typer.Exit(2)
-    store = build_app(_settings())
+    store = build_app(_settings(database_url=database_url))
     try:
         secret, key = create_key(store, name=name.strip(), role=parsed,
                                  created_by=_cli_actor(), agents=agent, tools=tool,
@@ -494,12 +632,12 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def keys_list(as_json: AsJson = False, database_url: DatabaseUrl = None) -> None:
     """Every key ever issued (never the secrets)."""
     from service.bootstrap import build_app
     from service.keys import key_view, list_keys
 
-    store = build_app(_settings())
+    store = build_app(_reading(database_url))
     try:
         keys = [key_view(k) for k in list_keys(store)]
     finally:
@@ -516,13 +654,16 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key: Annotated[str, typer.Argument(help="the key's id, hint or name")]) -> None:
+def keys_revoke(
+    key: Annotated[str, typer.Argument(metavar="KEY", help="the key's id, hint or name")],
+    database_url: DatabaseUrl = None,
+) -> None:
     """Revoke a key: requests with it are refused within seconds, everywhere."""
     from domain.errors import KeyRevoked
     from service.bootstrap import build_app
     from service.keys import KeyNotFound, revoke_key
 
-    store = build_app(_settings())
+    store = build_app(_reading(database_url))
     try:
         revoked = revoke_key(store, key, revoked_by=_cli_actor())
     except (KeyNotFound, KeyRevoked) as e:
@@ -560,11 +701,15 @@ def _webhooks_read() -> Iterator[Any]:
 
 @webhooks_app.command("create")
 def webhooks_create(
-    url: Annotated[str, typer.Argument(help="http or https URL deliveries are POSTed to")],
+    url: Annotated[str, typer.Argument(metavar="URL",
+                                       help="http or https URL deliveries are POSTed to")],
     event: Annotated[list[str] | None, typer.Option(
+        metavar="EVENT_TYPE",
         help="an event type to be told of (repeat for several; default: * for all)")] = None,
     secret: Annotated[str | None, typer.Option(
+        metavar="SECRET",
         help="sign with this secret (16 or more characters); default: a new one")] = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Subscribe a URL to events and print its secret (shown this once)."""
     from urllib.parse import urlsplit
@@ -573,6 +718,7 @@ def webhooks_create(
     from projections import webhooks
     from service.webhooks import HostNotAllowed, allowed_hosts, check_host, create_webhook
 
+    _settings(database_url=database_url)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         typer.echo("signoff: the URL must be http:// or https:// with a host", err=True)
@@ -608,10 +754,11 @@ def webhooks_create(
 
 
 @webhooks_app.command("list")
-def webhooks_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def webhooks_list(as_json: AsJson = False, database_url: DatabaseUrl = None) -> None:
     """Every subscription (never the secrets)."""
     from projections import webhooks
 
+    _reading(database_url)
     with _webhooks_read() as c:
         rows = webhooks.read_webhooks(c)
     if as_json:
@@ -623,13 +770,17 @@ def webhooks_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
 
 
 @webhooks_app.command("delete")
-def webhooks_delete(webhook_id: str) -> None:
+def webhooks_delete(
+    webhook_id: Annotated[str, typer.Argument(metavar="WEBHOOK_ID",
+                                              help="the subscription's id")],
+    database_url: DatabaseUrl = None,
+) -> None:
     """Delete a subscription: nothing more is sent to it."""
     from domain.webhooks import WebhookDeleted
     from service.bootstrap import build_app
     from service.webhooks import WebhookNotFound, delete_webhook
 
-    store = build_app(_settings())
+    store = build_app(_reading(database_url))
     try:
         delete_webhook(store, webhook_id, deleted_by=_cli_actor())
     except (WebhookNotFound, WebhookDeleted) as e:
@@ -642,15 +793,19 @@ def webhooks_delete(webhook_id: str) -> None:
 
 @webhooks_app.command("deliveries")
 def webhooks_deliveries(
-    webhook_id: str,
+    webhook_id: Annotated[str, typer.Argument(metavar="WEBHOOK_ID",
+                                              help="the subscription's id")],
     status: Annotated[str | None, typer.Option(
-        help="pending, delivered, failed or cancelled")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+        metavar="STATUS", help="pending, delivered, failed or cancelled")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, metavar="N",
+                                       help="at most this many deliveries")] = 50,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """A subscription's deliveries, newest first, with their attempts."""
     from projections import webhooks
 
+    _reading(database_url)
     with _webhooks_read() as c:
         rows = webhooks.read_deliveries(c, webhook_id, status=status, limit=limit)
     if as_json:
@@ -665,14 +820,27 @@ def webhooks_deliveries(
 
 
 def main() -> None:
-    from eventsourcing.persistence import MapperDeserialisationError
+    from eventsourcing.persistence import (
+        InterfaceError,
+        MapperDeserialisationError,
+        OperationalError,
+    )
+
+    from service.storekey import StoreKeyError
 
     try:
         app()
+    except StoreKeyError as e:  # any command that opens the store (build_app)
+        typer.echo(f"signoff: cannot open the store: {e}", err=True)
+        sys.exit(2)
     except MapperDeserialisationError as e:
         typer.echo(f"signoff: cannot read the stored events: {e}\nIs SIGNOFF_CIPHER_KEY the "
                    "key they were written with (and unset for a store never encrypted)?",
                    err=True)
+        sys.exit(1)
+    except (OperationalError, InterfaceError) as e:  # the store out of reach, or unusable
+        typer.echo(f"signoff: cannot use the store: {type(e).__name__}: {e}"
+                   f"{_where(e, _settings())}", err=True)
         sys.exit(1)
 
 

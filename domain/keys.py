@@ -67,9 +67,10 @@ class ApiKey(Chained):
     def issue(cls, secret: str, *, name: str, role: Role, created_by: str,
               agents: list[str] | None = None, tools: list[str] | None = None,
               groups: list[str] | None = None) -> ApiKey:
-        return cls._create(cls.Created, id=key_id(secret), name=name, role=str(role),
-                           agents=agents, tools=tools, hint=secret[:len(PREFIX) + 4],
-                           created_by=created_by, groups=groups)
+        key: ApiKey = cls._create(cls.Created, id=key_id(secret), name=name, role=str(role),
+                                  agents=agents, tools=tools, hint=secret[:len(PREFIX) + 4],
+                                  created_by=created_by, groups=groups)
+        return key
 
     def revoke(self, *, revoked_by: str) -> None:
         if self.revoked:

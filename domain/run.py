@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -37,6 +37,17 @@ from domain.values import (
 )
 
 Json = dict[str, Any]
+
+
+class DecisionEvent:
+    """An event that records a decision on one call (``tool_call_id``, ``decided_by``):
+    ``decision_kind`` says which kind. Code outside the domain asks
+    ``isinstance(event, DecisionEvent)`` rather than listing the classes."""
+
+    decision_kind: ClassVar[DecisionKind]
+    tool_call_id: str
+    decided_by: str
+
 
 # States in which a call holds the run open (it must be resolved before the run ends).
 _OPEN = (CallState.PENDING, CallState.APPROVED, CallState.RUNNING, CallState.IN_DOUBT)
@@ -69,7 +80,7 @@ class Run(Chained):
         def apply(self, run: Run) -> None:
             run.turns.append({"content": self.content,
                               "tool_call_ids": [c["id"] for c in self.tool_calls],
-                              "tool_calls": self.tool_calls})
+                              "tool_calls": self.tool_calls, "at": self.timestamp})
             run.model = self.model
             run.model_provider = self.provider
             run.input_tokens += self.input_tokens
@@ -139,7 +150,8 @@ class Run(Chained):
             run.waiting_for = list(self.waiting_for)
             run.paused_at = self.timestamp
 
-    class ToolConfirmed(Aggregate.Event):
+    class ToolConfirmed(Aggregate.Event, DecisionEvent):
+        decision_kind = DecisionKind.CONFIRMED
         tool_call_id: str
         decided_by: str
         note: str | None
@@ -160,7 +172,8 @@ class Run(Chained):
             else:
                 call["state"] = CallState.APPROVED
 
-    class ToolRejected(Aggregate.Event):
+    class ToolRejected(Aggregate.Event, DecisionEvent):
+        decision_kind = DecisionKind.REJECTED
         tool_call_id: str
         decided_by: str
         reason: str | None
@@ -172,7 +185,8 @@ class Run(Chained):
             call["decision"] = _decision(self, DecisionKind.REJECTED, reason=self.reason)
             call["state"] = CallState.REJECTED
 
-    class ExternalResultProvided(Aggregate.Event):
+    class ExternalResultProvided(Aggregate.Event, DecisionEvent):
+        decision_kind = DecisionKind.EXTERNAL_RESULT
         tool_call_id: str
         decided_by: str
         result: str
@@ -185,7 +199,8 @@ class Run(Chained):
             call["result"] = self.result
             call["state"] = CallState.ANSWERED
 
-    class UserInputProvided(Aggregate.Event):
+    class UserInputProvided(Aggregate.Event, DecisionEvent):
+        decision_kind = DecisionKind.USER_INPUT
         tool_call_id: str
         decided_by: str
         values: Json
@@ -198,10 +213,12 @@ class Run(Chained):
             call["approved_args"] = {**call["tool_args"], **self.values}
             call["state"] = CallState.APPROVED
 
-    class DecisionExpired(Aggregate.Event):
+    class DecisionExpired(Aggregate.Event, DecisionEvent):
         """Nobody decided the call before its deadline: the system did, by the action
         the tool declared. ``expired_at``: the deadline that passed; ``expires_at``: the
         new deadline of an escalated call (None: it waits for the group for ever)."""
+
+        decision_kind = DecisionKind.EXPIRED
 
         tool_call_id: str
         decided_by: str
@@ -256,6 +273,7 @@ class Run(Chained):
             call = run.calls[self.tool_call_id]
             call["state"] = CallState.EXECUTED
             call["result"] = self.result
+            call["outcome_at"] = self.timestamp
 
     class ToolFailed(Aggregate.Event):
         tool_call_id: str
@@ -265,6 +283,7 @@ class Run(Chained):
             call = run.calls[self.tool_call_id]
             call["state"] = CallState.FAILED
             call["error"] = self.error
+            call["outcome_at"] = self.timestamp
 
     class ToolCallInDoubt(Aggregate.Event):
         """The call started but its outcome was never recorded: a person must decide."""
@@ -301,7 +320,8 @@ class Run(Chained):
             run.cancel_reason = self.reason
             _close_open_calls(run)
 
-    class Snapshot(Aggregate.Snapshot):
+    # eventsourcing declares ``Snapshot`` as a class attribute: mypy sees a variable.
+    class Snapshot(Aggregate.Snapshot):  # type: ignore[valid-type,misc]
         """A snapshot's state is stored as JSON, so its enums come back as plain strings:
         restore them, or ``run.status.is_final`` breaks on a run loaded from a snapshot."""
 
@@ -343,7 +363,7 @@ class Run(Chained):
         self.cancel_reason: str | None = None
         self.input_tokens = 0
         self.output_tokens = 0
-        self.chain_head: str | None = None  # the hash of the newest event
+        self.chain_head = None  # the hash of the newest event (``Chained`` sets it)
 
     @classmethod
     def start(
@@ -359,7 +379,7 @@ class Run(Chained):
     ) -> Run:
         """Start a run for the user's ``input``."""
         kwargs: Json = {"id": run_id} if run_id else {}
-        return cls._create(
+        run: Run = cls._create(
             cls.RunStarted,
             agent_id=agent_id,
             agent_name=agent_name,
@@ -369,6 +389,7 @@ class Run(Chained):
             instructions=instructions,
             **kwargs,
         )
+        return run
 
     @property
     def run_id(self) -> str:

@@ -19,32 +19,33 @@ import hmac
 from collections.abc import Iterable
 
 from domain.chain import Chained
+from domain.run import Run
+from domain.values import TimeoutAction
 
 # What a subscriber may ask for, and the events of a run that make each one.
 EVENT_TYPES = ("run.paused", "decision.made", "decision.escalated", "run.completed",
                "run.failed", "run.cancelled")
 ALL = "*"
 PREFIX = "whsec_"  # the start of a secret signoff makes
-EVENT_OF = {
-    "RunPaused": "run.paused",
-    "ToolConfirmed": "decision.made",
-    "ToolRejected": "decision.made",
-    "ExternalResultProvided": "decision.made",
-    "UserInputProvided": "decision.made",
-    "DecisionExpired": "decision.made",
-    "RunCompleted": "run.completed",
-    "RunFailed": "run.failed",
-    "RunCancelled": "run.cancelled",
+EVENT_OF: dict[type, str] = {
+    Run.RunPaused: "run.paused",
+    Run.ToolConfirmed: "decision.made",
+    Run.ToolRejected: "decision.made",
+    Run.ExternalResultProvided: "decision.made",
+    Run.UserInputProvided: "decision.made",
+    Run.DecisionExpired: "decision.made",
+    Run.RunCompleted: "run.completed",
+    Run.RunFailed: "run.failed",
+    Run.RunCancelled: "run.cancelled",
 }
 
 
 def event_type(event: object) -> str | None:
     """The webhook event type a run's event makes, if any. An expiry that escalates the
     call decides nothing: it is ``decision.escalated``."""
-    name = type(event).__name__
-    if name == "DecisionExpired" and getattr(event, "action", None) == "escalate":
+    if isinstance(event, Run.DecisionExpired) and event.action == TimeoutAction.ESCALATE:
         return "decision.escalated"
-    return EVENT_OF.get(name)
+    return EVENT_OF.get(type(event))
 
 
 class WebhookError(Exception):
@@ -100,8 +101,10 @@ class Webhook(Chained):
     @classmethod
     def subscribe(cls, url: str, event_types: Iterable[str], *, secret: str,
                   created_by: str) -> Webhook:
-        return cls._create(cls.Created, url=url, event_types=check_event_types(event_types),
-                           hint=hint(secret), created_by=created_by)
+        webhook: Webhook = cls._create(cls.Created, url=url,
+                                       event_types=check_event_types(event_types),
+                                       hint=hint(secret), created_by=created_by)
+        return webhook
 
     def delete(self, *, deleted_by: str) -> None:
         if self.deleted:
@@ -125,4 +128,4 @@ def backoff(attempt: int, *, base: float, cap: float, jitter: float) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1, 2, ...): ``base * 2**(n-1)``,
     at most ``cap``, scaled by ``jitter`` (a number in [0.5, 1], drawn by the caller), so
     that many deliveries failing together do not all come back at once."""
-    return min(cap, base * 2 ** (attempt - 1)) * jitter
+    return float(min(cap, base * 2 ** (attempt - 1)) * jitter)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from domain.run import DecisionEvent, Run
 from projections.store import (
     TOTAL_CAP,  # a filtered total counts up to this many matches
     Cursor,
@@ -96,18 +97,13 @@ def tables(d: Dialect) -> list[str]:
     ]
 
 
-_KIND = {"ToolConfirmed": "confirmed", "ToolRejected": "rejected",
-         "ExternalResultProvided": "external_result", "UserInputProvided": "user_input"}
-
-
 def apply_event(c: Cursor, e: Any, position: int) -> None:
     d = c.dialect
-    kind = type(e).__name__
     run_id = str(e.originator_id)
-    if kind == "RunStarted":
+    if isinstance(e, Run.RunStarted):
         c.execute("INSERT INTO signoff_audit_runs (run_id, agent_id, user_id, session_id) "
                   "VALUES (%s, %s, %s, %s)", (run_id, e.agent_id, e.user_id, e.session_id))
-    elif kind == "ToolCallRequested":
+    elif isinstance(e, Run.ToolCallRequested):
         # A call a policy let through is decided as it is requested, by the policy's
         # rule: the trail explains every call that ran without a person.
         policy = e.policy  # None on events from before policies (the class default)
@@ -123,29 +119,18 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
             _decide(c, e, position, run_id, [e.tool_call_id], "allowed",
                     f"policy:{policy['rule']}", policy.get("reason"), None,
                     {"policy": policy})
-    elif kind == "ToolCallInDoubt":
+    elif isinstance(e, Run.ToolCallInDoubt):
         c.execute("UPDATE signoff_audit_calls SET kind = 'in_doubt', decided = FALSE, "
                   "requested_at = %s, requested_day = %s "
                   "WHERE run_id = %s AND tool_call_id = %s",
                   (d.time(e.timestamp), _day(e.timestamp), run_id, e.tool_call_id))
-    elif kind in ("ToolExecuted", "ToolFailed"):
+    elif isinstance(e, Run.ToolExecuted | Run.ToolFailed):
         # A late outcome of a call in doubt settles it: a cancel no longer decides it.
         c.execute("UPDATE signoff_audit_calls SET decided = TRUE "
                   "WHERE run_id = %s AND tool_call_id = %s AND kind = 'in_doubt' "
                   "AND NOT decided",
                   (run_id, e.tool_call_id))
-    elif kind in _KIND:
-        details: dict[str, Any] | None = None
-        if kind == "ExternalResultProvided":
-            details = {"result": e.result}
-        elif kind == "UserInputProvided":
-            details = {"values": e.values}
-        # As given: an empty note is a note ("" or None would record "" as no note).
-        note = e.note if kind == "ToolConfirmed" else getattr(e, "reason", None)
-        approved = getattr(e, "approved_args", None)
-        _decide(c, e, position, run_id, [e.tool_call_id], _KIND[kind], e.decided_by, note,
-                approved, details)
-    elif kind == "DecisionExpired":
+    elif isinstance(e, Run.DecisionExpired):
         # By the system, with the tool's action as the note. An escalated call is still
         # open: a person of the group decides it later (its own row), or a cancel does.
         details = {"action": e.action, "expired_at": e.expired_at.isoformat(),
@@ -157,7 +142,18 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
         if e.action == "escalate":
             c.execute("UPDATE signoff_audit_calls SET decided = FALSE "
                       "WHERE run_id = %s AND tool_call_id = %s", (run_id, e.tool_call_id))
-    elif kind == "RunCancelled":
+    elif isinstance(e, DecisionEvent):  # a person's (or a client's) decision
+        details: dict[str, Any] | None = None
+        if isinstance(e, Run.ExternalResultProvided):
+            details = {"result": e.result}
+        elif isinstance(e, Run.UserInputProvided):
+            details = {"values": e.values}
+        # As given: an empty note is a note ("" or None would record "" as no note).
+        note = e.note if isinstance(e, Run.ToolConfirmed) else getattr(e, "reason", None)
+        approved = getattr(e, "approved_args", None)
+        _decide(c, e, position, run_id, [e.tool_call_id], str(e.decision_kind), e.decided_by,
+                note, approved, details)
+    elif isinstance(e, Run.RunCancelled):
         open_calls = c.execute(
             "SELECT tool_call_id FROM signoff_audit_calls WHERE run_id = %s AND NOT decided "
             "AND kind <> 'none' ORDER BY requested_at, tool_call_id", (run_id,)).fetchall()

@@ -29,6 +29,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.run import DecisionEvent, Run
+from domain.values import TimeoutAction
 from projections.store import (
     TOTAL_CAP,  # a filtered total counts up to this many matches
     Cursor,
@@ -115,8 +117,7 @@ def tables(d: Dialect) -> list[str]:
     ]
 
 
-_DECISIONS = ("ToolConfirmed", "ToolRejected", "ExternalResultProvided", "UserInputProvided")
-_ENDS = ("RunCompleted", "RunFailed", "RunCancelled")
+_ENDS = (Run.RunCompleted, Run.RunFailed, Run.RunCancelled)
 # A run that pauses or ends is no longer running (a row it no longer has: no change).
 _NOT_RUNNING = "DELETE FROM signoff_queue_running WHERE run_id = %s"
 
@@ -124,16 +125,16 @@ _NOT_RUNNING = "DELETE FROM signoff_queue_running WHERE run_id = %s"
 def apply_event(c: Cursor, e: Any, position: int) -> None:
     """What one event changes in the queue's tables."""
     d = c.dialect
-    kind = type(e).__name__
     run_id = str(e.originator_id)
-    if kind == "RunStarted":
+    escalated = isinstance(e, Run.DecisionExpired) and e.action == TimeoutAction.ESCALATE
+    if isinstance(e, Run.RunStarted):
         _together(c, [
             ("INSERT INTO signoff_queue_runs (run_id, agent_id, user_id, session_id, "
              "started_at, paused_since, position) VALUES (%s, %s, %s, %s, %s, NULL, %s)",
              (run_id, e.agent_id, e.user_id, e.session_id, d.time(e.timestamp), position)),
             ("INSERT INTO signoff_queue_running (run_id, since, deadline) "
              "VALUES (%s, %s, NULL)", (run_id, d.time(e.timestamp)))])
-    elif kind == "ToolCallRequested":
+    elif isinstance(e, Run.ToolCallRequested):
         # Every call is kept while its run lives: one that needed no decision can still
         # come back to the queue if it ends up in doubt after a crash.
         c.execute("INSERT INTO signoff_queue_calls (run_id, tool_call_id, tool_name, tool_args, "
@@ -146,30 +147,30 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
             c.execute("INSERT INTO signoff_queue_deadlines (run_id, tool_call_id, expires_at, "
                       "escalated_to) VALUES (%s, %s, %s, NULL)",
                       (run_id, e.tool_call_id, d.time(e.expires_at)))
-    elif kind == "RunPaused":
+    elif isinstance(e, Run.RunPaused):
         _counting_paused(c, run_id, +1, "paused_since IS NULL", [
             ("UPDATE signoff_queue_runs SET paused_since = %s, position = %s "
              "WHERE run_id = %s", (d.time(e.timestamp), position, run_id)),
             (_NOT_RUNNING, (run_id,))])
-    elif kind in _DECISIONS or (kind == "DecisionExpired" and e.action != "escalate"):
+    elif isinstance(e, DecisionEvent) and not escalated:
         c.execute("UPDATE signoff_queue_calls SET waiting = FALSE "
                   "WHERE run_id = %s AND tool_call_id = %s", (run_id, e.tool_call_id))
         c.execute("DELETE FROM signoff_queue_deadlines WHERE run_id = %s AND tool_call_id = %s",
                   (run_id, e.tool_call_id))
-    elif kind == "DecisionExpired":  # escalated: waits on, for a group, until a new deadline
+    elif escalated:  # waits on, for a group, until a new deadline
         c.execute("UPDATE signoff_queue_deadlines SET expires_at = %s, escalated_to = %s "
                   "WHERE run_id = %s AND tool_call_id = %s",
                   (d.time(e.expires_at), e.escalated_to, run_id, e.tool_call_id))
-    elif kind == "ToolCallInDoubt":
+    elif isinstance(e, Run.ToolCallInDoubt):
         # Back in the queue: a person decides what to do with a call that may have run.
         c.execute("UPDATE signoff_queue_calls SET waiting = TRUE, kind = 'in_doubt', "
                   "requested_at = %s WHERE run_id = %s AND tool_call_id = %s",
                   (d.time(e.timestamp), run_id, e.tool_call_id))
-    elif kind == "ToolExecutionStarted":
+    elif isinstance(e, Run.ToolExecutionStarted):
         # A tool's step begins (a running run's row: a tool starts only while it runs).
         c.execute("UPDATE signoff_queue_running SET since = %s, deadline = %s "
                   "WHERE run_id = %s", (d.time(e.timestamp), d.time(e.deadline), run_id))
-    elif kind in ("ToolExecuted", "ToolFailed"):
+    elif isinstance(e, Run.ToolExecuted | Run.ToolFailed):
         # An outcome settles a call: a late one, of a call in doubt, takes it out of the
         # queue (the run no longer waits for it). A running run's next step begins (a
         # paused or ended run has no row to change).
@@ -178,7 +179,7 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
              "WHERE run_id = %s AND tool_call_id = %s AND waiting", (run_id, e.tool_call_id)),
             ("UPDATE signoff_queue_running SET since = %s, deadline = NULL WHERE run_id = %s",
              (d.time(e.timestamp), run_id))])
-    elif kind == "RunContinued":
+    elif isinstance(e, Run.RunContinued):
         # An upsert, not an insert: the same row whatever the table held for the run
         # (applied again in a replay, the event changes nothing more).
         _counting_paused(c, run_id, -1, "paused_since IS NOT NULL", [
@@ -188,7 +189,7 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
              "VALUES (%s, %s, NULL) ON CONFLICT (run_id) "
              "DO UPDATE SET since = excluded.since, deadline = NULL",
              (run_id, d.time(e.timestamp)))])
-    elif kind in _ENDS:
+    elif isinstance(e, _ENDS):
         _counting_paused(c, run_id, -1, "paused_since IS NOT NULL", [
             ("DELETE FROM signoff_queue_calls WHERE run_id = %s", (run_id,)),
             ("DELETE FROM signoff_queue_deadlines WHERE run_id = %s", (run_id,)),

@@ -16,14 +16,16 @@ Without authentication (no key issued, no JWT key: local development) the caller
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from domain.keys import Role
 from domain.run import Run
 from service.auth import Identity
-from service.runs import RunNotFound
+from service.runs import RunDamaged, RunNotFound, RunService
 
 ANONYMOUS = "anonymous"
+T = TypeVar("T")
 
 
 class Forbidden(Exception):
@@ -43,7 +45,26 @@ def check_owner(caller: Identity, run_id: str, user_id: str | None, agent_id: st
         if not caller.may_see(agent_id, list(tools)):
             raise Forbidden(f"run {run_id!r} is outside your agents and tools")
         return
-    raise Forbidden(f"a {caller.role} may not touch runs")
+    raise Forbidden(f"{'an' if str(caller.role)[0] in 'aeiou' else 'a'} {caller.role} may "
+                    "not touch runs")
+
+
+def read_for(caller: Identity, store: RunService, run_id: str, read: Callable[[], T]) -> T:
+    """``read()`` (one of the store's readers of the run) for a caller who may see the
+    run. A run too damaged to read (``RunDamaged``) is named damaged only to a caller
+    who may see it, by its first event; to anyone else it does not exist (404, as any
+    run they may not see). The caller must still check the run it gets."""
+    try:
+        return read()
+    except RunDamaged:
+        try:
+            user_id, agent_id = store.started_by(run_id)
+        except RunDamaged:  # whose run it is cannot be read: only those who see all
+            if not (caller.open or caller.role == Role.AUDITOR):
+                raise RunNotFound(f"no run {run_id!r}") from None
+            raise
+        check_owner(caller, run_id, user_id, agent_id)
+        raise
 
 
 def check_run(caller: Identity, run: Run) -> None:

@@ -7,6 +7,11 @@ with its ``hash`` and its ``position`` in the log::
      "timestamp": "2030-03-10T21:03:00+00:00", "data": {"waiting_for": ["…"]},
      "prev": "…", "hash": "…"}
 
+An event that cannot be read (its bytes, JSON or topic altered, or encrypted with another
+key) is left out of an export, which goes on with the rest and names what it left out
+(``left_out``); the next event of its run then has ``"prev": null``: the hash before it
+is not known (so too after a version missing from the store).
+
 Both directions stream in constant memory. An import rebuilds each stored event from
 its line exactly (the same fields with the same types, timestamps and hashes), so every
 run's state and hash chain, and the log chain, come out identical; positions are
@@ -26,34 +31,61 @@ from uuid import UUID
 from eventsourcing.utils import resolve_topic
 
 from domain import chain
-from service.runs import RunService
+from service.runs import RunDamaged, RunService, type_name, unreadable
 
 Progress = Callable[[int, int], None]
+LeftOut = Callable[[RunDamaged], None]
 _ENDS = (".RunCompleted", ".RunFailed", ".RunCancelled")
+_UNKNOWN = "?"  # the hash before an event, when that event cannot be read or is missing
 
 
 def export_events(app: RunService, *, since: datetime | None = None,
                   until: datetime | None = None, progress: Progress | None = None,
-                  page: int = 500) -> Iterator[str]:
+                  page: int = 500, left_out: LeftOut | None = None) -> Iterator[str]:
     """Every event of the log (recorded at or after ``since`` and before ``until``), one
-    JSON line each (with its newline)."""
+    JSON line each (with its newline).
+
+    An event that cannot be read is passed to ``left_out`` (a ``RunDamaged`` with its
+    run, version, log position, type and what is wrong) and left out, and the export
+    goes on; without ``left_out`` it is raised there. Its time is not known, so it is
+    passed on whatever the period."""
     head = app.head()
     start = 1
     prevs = _Prevs(app)
     while True:
         notifications = app.recorder.select_notifications(start, page)
         for n in notifications:
-            event = app.mapper.to_domain_event(n)
+            try:
+                event: Any = app.mapper.to_domain_event(n)
+                rec = chain.event_record(event, n.topic, None)
+            except Exception as err:
+                damaged = RunDamaged(n.originator_id, n.originator_version,
+                                     unreadable(err, n.topic), type=type_name(n.topic),
+                                     position=n.id)
+                if left_out is None:
+                    raise damaged from err
+                left_out(damaged)
+                prevs.set(n.originator_id, n.originator_version, _UNKNOWN)
+                continue
+            hash_ = getattr(event, "hash", None)
             prev = prevs.before(n.originator_id, n.originator_version)
             if n.topic.endswith(_ENDS):  # an ended run is forgotten (see service/audit.py)
                 prevs.forget(n.originator_id)
             else:
-                prevs.set(n.originator_id, n.originator_version, getattr(event, "hash", None))
+                prevs.set(n.originator_id, n.originator_version, hash_)
             if (since and event.timestamp < since) or (until and event.timestamp >= until):
                 continue
-            rec = chain.event_record(event, n.topic, prev)
-            yield json.dumps({"position": n.id, **rec, "hash": getattr(event, "hash", None)},
-                             ensure_ascii=False, default=chain.plain) + "\n"
+            rec["prev"] = None if prev == _UNKNOWN else (prev or chain.GENESIS)
+            try:
+                yield json.dumps({"position": n.id, **rec, "hash": hash_},
+                                 ensure_ascii=False, default=chain.plain) + "\n"
+            except (TypeError, ValueError) as err:  # a value JSON cannot hold
+                damaged = RunDamaged(n.originator_id, n.originator_version,
+                                     f"cannot be written as JSON ({type(err).__name__})",
+                                     type=type_name(n.topic), position=n.id)
+                if left_out is None:
+                    raise damaged from err
+                left_out(damaged)
         if notifications and progress:
             progress(notifications[-1].id, max(head, notifications[-1].id))
         if len(notifications) < page:
@@ -68,22 +100,28 @@ class _Prevs:
     def __init__(self, app: RunService, remember: int = 100_000) -> None:
         self.app = app
         self.remember = remember
-        self.hashes: dict[UUID, tuple[int, str | None]] = {}
+        self.hashes: dict[UUID | str, tuple[int, str | None]] = {}
 
-    def before(self, run_id: UUID, version: int) -> str | None:
+    def before(self, run_id: UUID | str, version: int) -> str | None:
+        """The hash of the run's event before ``version``: ``None`` before its first (or
+        when that event has none), ``_UNKNOWN`` when it is missing or cannot be read."""
         known = self.hashes.get(run_id)
         if known and known[0] == version - 1:
             return known[1]
         if version == 1:
             return None
         stored = self.app.recorder.select_events(run_id, gt=version - 2, lte=version - 1)
-        return getattr(self.app.mapper.to_domain_event(stored[0]), "hash", None) if stored \
-            else None
+        if not stored:
+            return _UNKNOWN
+        try:
+            return getattr(self.app.mapper.to_domain_event(stored[0]), "hash", None)
+        except Exception:  # left out of the export, where it was met
+            return _UNKNOWN
 
-    def forget(self, run_id: UUID) -> None:
+    def forget(self, run_id: UUID | str) -> None:
         self.hashes.pop(run_id, None)
 
-    def set(self, run_id: UUID, version: int, hash_: str | None) -> None:
+    def set(self, run_id: UUID | str, version: int, hash_: str | None) -> None:
         self.hashes.pop(run_id, None)
         self.hashes[run_id] = (version, hash_)
         if len(self.hashes) > self.remember:

@@ -5,6 +5,10 @@ with the application's mapper (so it works with encryption on) and recomputes ev
 hash (``domain/chain.py``). It reports the first broken event of each run and of the
 log, in constant memory: the log is read in pages, and the runs it remembers are
 bounded (a run forgotten and met again is looked up in the store).
+
+An event that cannot be read (its bytes, JSON or topic altered, encrypted with another
+key, or decoded but without the fields its record needs) is a finding like any other:
+``cannot be read``, with its position, run and version; verification goes on past it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 
 from domain import chain
-from service.runs import RunNotFound, RunService, _uuid
+from service.runs import RunNotFound, RunService, _uuid, unreadable
 
 Progress = Callable[[int, int], None]  # (position reached, head)
 _ENDS = (".RunCompleted", ".RunFailed", ".RunCancelled")
@@ -108,20 +112,21 @@ class _RunChain:
         self.version = version
         try:
             event = app.mapper.to_domain_event(stored)
-        except Exception as err:  # altered ciphertext, bytes or JSON, or a wrong key
-            broken(f"cannot be read ({type(err).__name__}): its stored bytes were altered, "
-                   "or the cipher key is not the one it was written with")
+            stored_hash = getattr(event, "hash", None)
+            computed = (chain.link_of(event, stored.topic) if stored_hash is None else
+                        chain.digest(chain.event_record(event, stored.topic, self.prev)))
+        except Exception as err:  # altered ciphertext, bytes, JSON or topic; a wrong key
+            broken(unreadable(err, stored.topic))
             self.prev = None
             return chain.digest({"unreadable": stored.state.hex()})
-        stored_hash = getattr(event, "hash", None)
         if stored_hash is None:
             if self.chained:
                 broken("has no hash, but an earlier event of the run does")
             else:
                 report.unchained += 1
-            return chain.link_of(event, stored.topic)
+            return computed
         self.chained = True
-        if chain.digest(chain.event_record(event, stored.topic, self.prev)) != stored_hash:
+        if computed != stored_hash:
             broken("does not match its hash: this event was altered, or one before it "
                    "was altered, removed or moved")
         self.prev = stored_hash
@@ -149,8 +154,9 @@ def verify_log(app: RunService, anchors: Iterable[dict[str, Any]] = (), *,
     hash}, any order): the checkpoints and head of the anchors projection, and any anchor
     an auditor kept."""
     report = Report()
-    todo = sorted(({"position": int(a["position"]), "events": int(a["events"]),
-                    "hash": str(a["hash"])} for a in anchors), key=lambda a: a["position"])
+    todo: list[dict[str, Any]] = sorted(
+        ({"position": int(a["position"]), "events": int(a["events"]), "hash": str(a["hash"])}
+         for a in anchors), key=lambda a: int(a["position"]))
     log_hash, count, position = chain.GENESIS, 0, 0
     runs: OrderedDict[str, _RunChain] = OrderedDict()
     head = app.head()

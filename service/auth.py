@@ -8,13 +8,13 @@ process, so a revocation takes effect everywhere within ``cache_seconds``.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from domain.keys import PREFIX, ApiKey, Role, key_id
+from service.keys import any_key, index_key_events
 from service.runs import RunService
 
 
@@ -43,10 +43,6 @@ class Identity:
 
 
 OPEN = Identity(name="", role=None, via="open")
-
-
-def new_secret() -> str:
-    return PREFIX + secrets.token_urlsafe(32)
 
 
 class Authenticator:
@@ -99,7 +95,7 @@ class Authenticator:
         from eventsourcing.application import AggregateNotFoundError
 
         try:
-            key = self.app.repository.get(key_id(token))
+            key: Any = self.app.repository.get(key_id(token))
         except AggregateNotFoundError:
             return None
         if not isinstance(key, ApiKey) or key.revoked:
@@ -124,7 +120,7 @@ class Authenticator:
             raise Unauthenticated("the token's 'sub' claim names no one: it must be a "
                                   "non-empty string")
         try:
-            role = Role(claims.get(self.jwt_role_claim))
+            role = Role(claims.get(self.jwt_role_claim))  # type: ignore[arg-type]  # None: ValueError
         except ValueError:
             raise Unauthenticated(f"the token's {self.jwt_role_claim!r} claim is not a "
                                   f"role ({', '.join(Role)})") from None
@@ -160,8 +156,6 @@ class AuthPolicy:
         self._known = mode == "required" or (mode == "auto" and jwt_configured)
         self._checked_at = -1e9
         if mode == "auto" and not self._known:
-            from service.keys import index_key_events
-
             index_key_events(app)
 
     def settled(self) -> bool:
@@ -175,8 +169,6 @@ class AuthPolicy:
             return self._known
         now = time.monotonic()
         if now - self._checked_at >= self.recheck_seconds:
-            from service.keys import any_key
-
             self._checked_at = now
             self._known = any_key(self.app)
         return self._known

@@ -15,6 +15,7 @@ from service.auth import Authenticator
 from service.config import Settings, eventsourcing_env, lean_pool
 from service.lifecycle import RunLifecycle
 from service.runs import RunService
+from service.storekey import check_store_key
 
 if TYPE_CHECKING:
     from projections.runner import Projections
@@ -34,18 +35,30 @@ def build_model(spec: str, timeout: float = 60.0) -> ModelClient:
 
 
 def build_app(settings: Settings, *, lean: bool = False) -> RunService:
-    """The application. Workers starting together on one PostgreSQL all create the
-    tables and function if missing, and all but one may then fail on the catalog
-    ("tuple concurrently updated", a unique violation): try again, briefly.
-    ``lean``: its pool opens one connection and grows on demand (``lean_pool``)."""
+    """The application, once the store's key check passed (``service/storekey.py``):
+    ``StoreKeyError``, with nothing written, when SIGNOFF_CIPHER_KEY is not the store's
+    key (or missing, or given for a plaintext store). Workers starting together on one
+    PostgreSQL all create the tables and function if missing, and all but one may then
+    fail on the catalog ("tuple concurrently updated", a unique violation): try again,
+    briefly. ``lean``: its pool opens one connection and grows on demand
+    (``lean_pool``)."""
     env = eventsourcing_env(settings)
     for attempt in range(5):
+        app = None
         try:
-            return RunService(env=lean_pool(env) if lean else env)
+            app = RunService(env=lean_pool(env) if lean else env)
+            check_store_key(app)
+            return app
         except (InternalError, IntegrityError, ProgrammingError):
+            if app is not None:
+                app.close()
             if attempt == 4:
                 raise
             time.sleep(0.1 * (attempt + 1))
+        except BaseException:
+            if app is not None:
+                app.close()
+            raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 

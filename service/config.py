@@ -221,6 +221,23 @@ class Settings(BaseSettings):
             return self.model
         return "openai:gpt-4o-mini" if os.environ.get("OPENAI_API_KEY") else "offline"
 
+    def store_address(self) -> str:
+        """Where the store is, for messages: the SQLite file, or PostgreSQL's host, port,
+        database and user (never the password)."""
+        env = _store_env(self)
+        if env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
+            name = env["SQLITE_DBNAME"]
+            return ("SQLite in memory" if name.startswith("file::memory:")
+                    else f"SQLite file {Path(name).resolve()}")
+        return (f"PostgreSQL at {env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}, database "
+                f"{env['POSTGRES_DBNAME']}, user {env['POSTGRES_USER']}")
+
+    def sqlite_file(self) -> Path | None:
+        """The SQLite file the store is kept in; None for PostgreSQL or a store in memory."""
+        env = _store_env(self)
+        name = env.get("SQLITE_DBNAME")
+        return None if name is None or name.startswith("file::memory:") else Path(name)
+
 
 def problems(error: ValidationError) -> list[str]:
     """One line per bad value, naming its variable (never echoing the value: it may be a
@@ -300,7 +317,7 @@ def _store_env(settings: Settings) -> dict[str, str]:
         # request, which eventsourcing would retry on it); a request waits at most 5 s
         # for a connection per attempt (eventsourcing makes 10), a write at most 5 s for
         # the table lock. The API answers 503 at once while the store is out of reach
-        # (api/errors.py, StoreGuard), whatever these allow.
+        # (api/storeguard.py), whatever these allow.
         "POSTGRES_PRE_PING": "y",
         "POSTGRES_CONNECT_TIMEOUT": "5",
         "POSTGRES_LOCK_TIMEOUT": "5",

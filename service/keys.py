@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.utils import get_topic
 
-from domain.keys import ApiKey, Role
-from service.auth import new_secret
+from domain.keys import PREFIX, ApiKey, Role
 from service.runs import RunService
 
 KEY_CREATED = get_topic(ApiKey.Created)
+
+
+def new_secret() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
 
 
 class KeyNotFound(Exception):
@@ -53,7 +57,7 @@ def find_key(app: RunService, id_or_hint: str) -> ApiKey:
         pass
     else:
         try:
-            key = app.repository.get(key_id)
+            key: Any = app.repository.get(key_id)
         except AggregateNotFoundError:
             key = None
         if not isinstance(key, ApiKey):

@@ -15,18 +15,17 @@ carried: they are recorded on the run as the other request left it (``_rebase``)
 driving stops there.
 
 Idempotency: a decision made with an ``Idempotency-Key`` records the key and a digest of
-what the request asked. The same key again, from the same actor with the same request,
-gets the run as that request left it (``Decided.replayed_from``); with another request
-or from another actor, ``KeyReused`` (422).
+what the request asked (``service/idempotency.py``). The same key again, from the same
+actor with the same request, gets the run as that request left it
+(``Decided.replayed_from``); with another request or from another actor, ``KeyReused``
+(422).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -36,8 +35,9 @@ from domain.errors import InvalidRunTransition, RunError, ToolCallNotPending
 from domain.keys import Role
 from domain.run import Run
 from domain.values import CallState, Decision, Reply, RunStatus, TimeoutAction
-from service.access import acting_as, actor, check_calls, check_run
+from service.access import acting_as, actor, check_calls, check_run, read_for
 from service.auth import Identity
+from service.idempotency import IdempotencyKey, replayed, request_digest
 from service.runs import RunNotFound, RunService
 
 log = logging.getLogger("signoff.runs")
@@ -82,10 +82,6 @@ class RunBusy(Exception):
     """Another request changed the run at the same moment; the caller may retry."""
 
 
-class KeyReused(Exception):
-    """An ``Idempotency-Key`` sent again with another request, or by another actor."""
-
-
 class Superseded(Exception):
     """A save found the run changed by another request. ``run``: the run as it stands,
     with the tool outcomes of the refused save recorded on it."""
@@ -93,19 +89,6 @@ class Superseded(Exception):
     def __init__(self, run: Run) -> None:
         super().__init__(f"run {run.id} changed meanwhile")
         self.run = run
-
-
-@dataclass(frozen=True)
-class IdempotencyKey:
-    key: str
-    digest: str  # of what the request asked (``request_digest``)
-
-
-def request_digest(replies: list[Reply]) -> str:
-    """A digest of what a decision request asks: each reply, by call."""
-    asked = sorted((asdict(r) for r in replies), key=lambda r: r["tool_call_id"])
-    text = json.dumps(asked, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()  # ASCII: json.dumps escapes the rest
 
 
 @dataclass(frozen=True)
@@ -169,7 +152,7 @@ class RunLifecycle:
         decided_by = actor(caller, named)
         run = self._settle(run)
         request = IdempotencyKey(key, request_digest(replies)) if key else None
-        if request and (since := self._replayed(run, request, decided_by)) is not None:
+        if request and (since := replayed(run, request, decided_by)) is not None:
             return Decided(run, since)
         decisions = run.decisions_for(replies)
         check_calls(caller, run, [d.tool_call_id for d in decisions])
@@ -269,7 +252,7 @@ class RunLifecycle:
     # ---------------------------------------------------------------- inside
 
     def _load(self, caller: Identity, run_id: str, agent_id: str | None) -> Run:
-        run = self.store.get_run(run_id)
+        run = read_for(caller, self.store, run_id, lambda: self.store.get_run(run_id))
         if agent_id is not None and run.agent_id != agent_id:
             raise RunNotFound(f"agent {agent_id!r} has no run {run_id!r}")
         check_run(caller, run)
@@ -347,23 +330,6 @@ class RunLifecycle:
                   run.id, [(e.tool_call_id, type(e).__name__) for e in outcomes])
         raise RunBusy("the run kept changing while recording a tool's outcome")
 
-    def _replayed(self, run: Run, key: IdempotencyKey, decided_by: str) -> int | None:
-        """The version of the first decision an earlier request with this key recorded,
-        or None if none did. ``KeyReused`` when that request asked something else, or
-        was made by someone else."""
-        made = [c["decision"] for c in run.calls.values()
-                if (c["decision"] or {}).get("request_key") == key.key]
-        if not made:
-            return None
-        for d in made:
-            if d["decided_by"] != decided_by:
-                raise KeyReused("this Idempotency-Key was used by another actor: a key "
-                                "belongs to the caller who first sent it")
-            if d.get("request_digest") not in (None, key.digest):
-                raise KeyReused("this Idempotency-Key was used for another request: "
-                                "send a new key for a new request")
-        return min(d["version"] for d in made)
-
     def _refuse_a_repeat_on_doubt(self, run: Run, decisions: list[Decision],
                                   key: IdempotencyKey) -> None:
         """A request sent again with its key after its decision was recorded and the
@@ -390,7 +356,7 @@ class RunLifecycle:
         """The first save of a decision request was refused: someone else saved the run
         first. An earlier attempt of this same request (same key) counts as this one;
         a call decided meanwhile is 409 with the decision that stands."""
-        if key is not None and (since := self._replayed(fresh, key, decided_by)) is not None:
+        if key is not None and (since := replayed(fresh, key, decided_by)) is not None:
             return Decided(fresh, since)
         for d in decisions:
             call = fresh.calls[d.tool_call_id]

@@ -2,7 +2,8 @@
 request id, run id and agent it is about.
 
 - ``configure(settings)`` sets up the root logger (``SIGNOFF_LOG_LEVEL``,
-  ``SIGNOFF_LOG_FORMAT``) and routes uvicorn's loggers through it.
+  ``SIGNOFF_LOG_FORMAT``) and routes uvicorn's loggers through it;
+  ``uvicorn_log_config(settings)`` does the same in every process uvicorn starts.
 - ``LogContext`` holds what a request is about; the API puts one in ``CONTEXT`` for each
   request, and every record logged while it is handled gets its fields.
 - ``log_committed`` writes one line per committed event of a run. At info level a line
@@ -30,6 +31,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
+from domain.run import DecisionEvent, Run
 from service.config import Settings
 
 log = logging.getLogger("signoff.runs")
@@ -133,7 +135,7 @@ def _text(value: Any) -> str:
     return text if text.isprintable() and " " not in text and text else json.dumps(text)
 
 
-class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]  # generic in typeshed only
     """signoff's own handler on the root logger: a thread formats its records, and one
     writer thread writes them.
 
@@ -260,22 +262,55 @@ def flush() -> None:
         _handler.flush()
 
 
-def configure(settings: Settings, stream: Any = None) -> None:
-    """Root logger → one handler on stderr, in the configured format and level. uvicorn's
-    loggers go through it too; its access log is replaced by the API's own request line
-    (which carries the request id)."""
-    stream = stream or sys.stderr
+def _new_handler(log_format: str, stream: Any) -> _Handler:
+    """signoff's handler on ``stream``, in ``log_format`` (json, text, auto); the one
+    ``held()`` and ``flush()`` act on from now on."""
     # No record here says where it was logged from, or from which thread or process:
     # skip finding out (the logging HOWTO's "Optimization"; a stack walk per record).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    fmt = settings.log_format
+    fmt = log_format
     if fmt == "auto":
         fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
     global _handler
     handler = _handler = _Handler(stream)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
+    return handler
+
+
+def uvicorn_handler(log_format: str) -> logging.Handler:
+    """The handler ``uvicorn_log_config`` names (logging's dictConfig calls this)."""
+    return _new_handler(log_format, sys.stderr)
+
+
+def uvicorn_log_config(settings: Settings) -> dict[str, Any]:
+    """uvicorn's ``log_config`` for ``signoff serve``. uvicorn applies it in each process
+    it starts (with ``--workers N``: the supervisor and every worker), before the app is
+    loaded, so uvicorn's own lines ("Started parent process", "Waiting for child
+    process", ...) go through signoff's handler, in its format, from the first one. Once
+    loaded, the app's ``configure`` puts a handler of the same kind in its place."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"signoff": {"()": f"{__name__}.uvicorn_handler",
+                                 "log_format": settings.log_format}},
+        "root": {"handlers": ["signoff"], "level": settings.log_level.upper()},
+        "loggers": {
+            # uvicorn's loggers keep no handler of their own: the root's writes their lines.
+            "uvicorn": {"handlers": [], "propagate": True, "level": "NOTSET"},
+            "uvicorn.error": {"handlers": [], "propagate": True, "level": "NOTSET"},
+            # Its access log is off (``access_log=False``): the API logs each request.
+            "uvicorn.access": {"handlers": [], "propagate": False},
+        },
+    }
+
+
+def configure(settings: Settings, stream: Any = None) -> None:
+    """Root logger → one handler on stderr, in the configured format and level. uvicorn's
+    loggers go through it too; its access log is replaced by the API's own request line
+    (which carries the request id)."""
+    handler = _new_handler(settings.log_format, stream or sys.stderr)
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)  # configured again (another app in this process)
@@ -295,50 +330,46 @@ def configure(settings: Settings, stream: Any = None) -> None:
 
 # ------------------------------------------------------------- run facts
 
-_DECISIONS = {"ToolConfirmed": "confirmed", "ToolRejected": "rejected",
-              "ExternalResultProvided": "external_result", "UserInputProvided": "user_input",
-              "DecisionExpired": "expired"}
-
 
 def log_committed(run: Any, event: Any, **facts: Any) -> None:
     """One line for one committed event of ``run``: its kind and the facts about it that
     carry no user or tool data (more facts, e.g. a duration, may be passed in)."""
-    kind = type(event).__name__
-    level = logging.WARNING if kind in _WARNINGS else logging.INFO
+    label = type(event).__name__  # the line names the event (data, not dispatch)
+    level = logging.WARNING if isinstance(event, _WARNINGS) else logging.INFO
     if not log.isEnabledFor(level):
         return
     fields: dict[str, Any] = {"run_id": str(event.originator_id), "agent": run.agent_id,
-                              "event": kind, "version": event.originator_version, **facts}
+                              "event": label, "version": event.originator_version, **facts}
     call_id = getattr(event, "tool_call_id", None)
     if call_id is not None:
         fields["tool_call_id"] = call_id
         call = run.calls.get(call_id)
         if call is not None:
             fields["tool"] = call["tool_name"]
-    if kind == "RunStarted":
+    if isinstance(event, Run.RunStarted):
         fields.update(user_id=event.user_id, session_id=event.session_id)
-    elif kind == "ModelResponded":
+    elif isinstance(event, Run.ModelResponded):
         fields.update(model=event.model, tool_calls=len(event.tool_calls),
                       input_tokens=event.input_tokens, output_tokens=event.output_tokens)
-    elif kind == "ToolCallRequested":
+    elif isinstance(event, Run.ToolCallRequested):
         fields["requires"] = event.requires
         if event.policy is not None:
             fields.update(policy=event.policy["rule"], policy_outcome=event.policy["outcome"])
-    elif kind == "RunPaused":
+    elif isinstance(event, Run.RunPaused):
         fields["waiting_for"] = len(event.waiting_for)
-    elif kind in _DECISIONS:
-        fields.update(decision=_DECISIONS[kind], decided_by=event.decided_by)
-        if kind == "DecisionExpired":
+    elif isinstance(event, DecisionEvent):
+        fields.update(decision=str(event.decision_kind), decided_by=event.decided_by)
+        if isinstance(event, Run.DecisionExpired):
             fields["action"] = event.action
-    elif kind == "ToolExecutionStarted":
+    elif isinstance(event, Run.ToolExecutionStarted):
         fields["attempt"] = event.attempt
-    elif kind == "ToolFailed":
+    elif isinstance(event, Run.ToolFailed):
         fields["error_type"] = event.error.split(":", 1)[0][:100]
-    elif kind == "RunFailed":
+    elif isinstance(event, Run.RunFailed):
         fields["error"] = event.error[:300]  # the service's own words (model error, turns)
-    elif kind == "RunCancelled":
+    elif isinstance(event, Run.RunCancelled):
         fields["cancelled_by"] = event.cancelled_by
-    message = _MESSAGES.get(kind, kind)
+    message = _MESSAGES.get(type(event), label)
     log.log(level, "%s", message, extra=fields)
     if log.isEnabledFor(logging.DEBUG):
         # The whole event, values included: at debug level only (they may be secrets).
@@ -348,23 +379,23 @@ def log_committed(run: Any, event: Any, **facts: Any) -> None:
         log.debug("%s: payload", message, extra={**fields, "payload": payload})
 
 
-_WARNINGS = frozenset({"ToolFailed", "ToolCallInDoubt", "RunFailed"})
-_MESSAGES = {
-    "RunStarted": "run started",
-    "ModelResponded": "model responded",
-    "ToolCallRequested": "tool call requested",
-    "RunPaused": "run paused for decisions",
-    "ToolConfirmed": "tool call confirmed",
-    "ToolRejected": "tool call rejected",
-    "ExternalResultProvided": "external result provided",
-    "UserInputProvided": "user input provided",
-    "DecisionExpired": "decision expired",
-    "RunContinued": "run continued",
-    "ToolExecutionStarted": "tool started",
-    "ToolExecuted": "tool executed",
-    "ToolFailed": "tool failed",
-    "ToolCallInDoubt": "tool call in doubt",
-    "RunCompleted": "run completed",
-    "RunFailed": "run failed",
-    "RunCancelled": "run cancelled",
+_WARNINGS = (Run.ToolFailed, Run.ToolCallInDoubt, Run.RunFailed)
+_MESSAGES: dict[type, str] = {
+    Run.RunStarted: "run started",
+    Run.ModelResponded: "model responded",
+    Run.ToolCallRequested: "tool call requested",
+    Run.RunPaused: "run paused for decisions",
+    Run.ToolConfirmed: "tool call confirmed",
+    Run.ToolRejected: "tool call rejected",
+    Run.ExternalResultProvided: "external result provided",
+    Run.UserInputProvided: "user input provided",
+    Run.DecisionExpired: "decision expired",
+    Run.RunContinued: "run continued",
+    Run.ToolExecutionStarted: "tool started",
+    Run.ToolExecuted: "tool executed",
+    Run.ToolFailed: "tool failed",
+    Run.ToolCallInDoubt: "tool call in doubt",
+    Run.RunCompleted: "run completed",
+    Run.RunFailed: "run failed",
+    Run.RunCancelled: "run cancelled",
 }

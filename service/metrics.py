@@ -19,6 +19,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from domain.run import DecisionEvent, Run
 from service.logs import CONTEXT, held, log_committed
 from service.runs import RunService
 
@@ -44,13 +45,11 @@ MODEL_SECONDS = Histogram("signoff_model_call_duration_seconds",
                           "Model calls: seconds until the model answered (ok) or failed "
                           "(error).", ["model", "provider", "outcome"], buckets=MODEL_BUCKETS)
 
-_RUN_COUNTERS = {"RunStarted": RUNS_STARTED, "RunPaused": RUNS_PAUSED,
-                 "RunCompleted": RUNS_COMPLETED, "RunFailed": RUNS_FAILED,
-                 "RunCancelled": RUNS_CANCELLED}
-_DECISIONS = {"ToolConfirmed": "confirmed", "ToolRejected": "rejected",
-              "ExternalResultProvided": "external_result", "UserInputProvided": "user_input",
-              "DecisionExpired": "expired"}
-_ENDS = ("RunCompleted", "RunFailed", "RunCancelled")
+_RUN_COUNTERS: dict[type, Counter] = {
+    Run.RunStarted: RUNS_STARTED, Run.RunPaused: RUNS_PAUSED,
+    Run.RunCompleted: RUNS_COMPLETED, Run.RunFailed: RUNS_FAILED,
+    Run.RunCancelled: RUNS_CANCELLED}
+_ENDS = (Run.RunCompleted, Run.RunFailed, Run.RunCancelled)
 
 log = logging.getLogger("signoff.metrics")
 
@@ -85,27 +84,27 @@ class CommittedFacts:
                     self.event(run, event)
 
     def event(self, run: Any, event: Any) -> None:
-        kind = type(event).__name__
+        kind = type(event)
         agent = run.agent_id
         facts: dict[str, Any] = {}
         if kind in _RUN_COUNTERS:
             _RUN_COUNTERS[kind].labels(agent).inc()
-        if kind in _DECISIONS:
-            DECISIONS.labels(agent, _DECISIONS[kind]).inc()
-        if kind == "RunStarted":
+        if isinstance(event, DecisionEvent):
+            DECISIONS.labels(agent, str(event.decision_kind)).inc()
+        if kind is Run.RunStarted:
             ctx = CONTEXT.get()
             if ctx is not None and ctx.run_id is None:  # this request started it
                 ctx.run_id, ctx.agent = str(event.originator_id), agent
         key = (str(event.originator_id), getattr(event, "tool_call_id", ""))
-        if kind == "ToolExecutionStarted":
+        if kind is Run.ToolExecutionStarted:
             with self._lock:
                 self._started[key] = event.timestamp
-        elif kind in ("ToolExecuted", "ToolFailed"):
+        elif kind in (Run.ToolExecuted, Run.ToolFailed):
             with self._lock:
                 started = self._started.pop(key, None)
             if started is not None:  # else started by another (crashed) process
                 seconds = max(0.0, (event.timestamp - started).total_seconds())
-                outcome = "executed" if kind == "ToolExecuted" else "failed"
+                outcome = "executed" if kind is Run.ToolExecuted else "failed"
                 TOOL_SECONDS.labels(agent, self._tool(run, event), outcome).observe(seconds)
                 facts["seconds"] = round(seconds, 6)
         elif kind in _ENDS:

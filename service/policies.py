@@ -29,13 +29,14 @@ import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Json = dict[str, Any]
 OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in")
-REQUIRED, ALLOWED = "required", "allowed"
+REQUIRED: Final = "required"
+ALLOWED: Final = "allowed"
 
 
 class PolicyError(ValueError):
@@ -102,8 +103,8 @@ class Condition(BaseModel):
         if not _comparable(actual, self.value):
             raise TypeError(f"{self.arg} is {type(actual).__name__} {actual!r}; "
                             f"{self.op} compares it with {self.value!r}")
-        return {"lt": actual < self.value, "lte": actual <= self.value,
-                "gt": actual > self.value, "gte": actual >= self.value}[self.op]
+        return bool({"lt": actual < self.value, "lte": actual <= self.value,
+                     "gt": actual > self.value, "gte": actual >= self.value}[self.op])
 
     def describe(self) -> str:
         return f"{self.arg} {self.op} {self.value!r}"

@@ -14,6 +14,7 @@ from eventsourcing.application import AggregateNotFoundError
 
 from domain.chain import plain
 from domain.run import Run
+from domain.values import TimeoutAction
 from domain.webhooks import PREFIX, Webhook
 from service.runs import RunService
 
@@ -63,7 +64,7 @@ def create_webhook(app: RunService, *, url: str, event_types: list[str], created
 
 def find_webhook(app: RunService, webhook_id: str) -> Webhook:
     try:
-        webhook = app.repository.get(UUID(webhook_id))
+        webhook: Any = app.repository.get(UUID(webhook_id))
     except (ValueError, AggregateNotFoundError):
         raise WebhookNotFound(f"no webhook {webhook_id!r}") from None
     if not isinstance(webhook, Webhook):
@@ -96,18 +97,18 @@ def _call(call: dict[str, Any]) -> dict[str, Any]:
 
 def event_data(event: Any, run: Run) -> dict[str, Any]:
     """What a notification says of ``event``, given ``run`` as that event left it."""
-    kind = type(event).__name__
-    if kind == "RunPaused":
+    label = type(event).__name__  # the payload names the event (data, not dispatch)
+    if isinstance(event, Run.RunPaused):
         return {"waiting": [_call(run.calls[i]) for i in event.waiting_for if i in run.calls]}
-    if kind == "RunCompleted":
+    if isinstance(event, Run.RunCompleted):
         return {"content": event.content}
-    if kind == "RunFailed":
+    if isinstance(event, Run.RunFailed):
         return {"error": event.error}
-    if kind == "RunCancelled":
+    if isinstance(event, Run.RunCancelled):
         return {"cancelled_by": event.cancelled_by, "reason": event.reason}
     call = run.calls.get(getattr(event, "tool_call_id", ""))
-    if kind == "DecisionExpired" and event.action == "escalate":
-        return {"event": kind, "tool_call_id": event.tool_call_id,
+    if isinstance(event, Run.DecisionExpired) and event.action == TimeoutAction.ESCALATE:
+        return {"event": label, "tool_call_id": event.tool_call_id,
                 "tool_name": call["tool_name"] if call else None,
                 "tool_args": call["tool_args"] if call else None,
                 "expired_at": event.expired_at, "escalated_to": event.escalated_to,
@@ -117,7 +118,7 @@ def event_data(event: Any, run: Run) -> dict[str, Any]:
     decision.pop("request_key", None)
     decision.pop("request_digest", None)
     decision.pop("version", None)
-    return {"event": kind, "tool_call_id": getattr(event, "tool_call_id", None),
+    return {"event": label, "tool_call_id": getattr(event, "tool_call_id", None),
             "tool_name": call["tool_name"] if call else None,
             "tool_args": call["tool_args"] if call else None,
             **({"decision": decision.pop("kind", None)} if decision else {}), **decision}
@@ -127,7 +128,7 @@ def payload(app: RunService, *, delivery_id: str, event_type: str, position: int
     """The body of the delivery of the event at ``position``, read back from the log
     (the same bytes whenever it is made)."""
     notifications = app.recorder.select_notifications(position, 1)
-    event = app.mapper.to_domain_event(notifications[0])
+    event: Any = app.mapper.to_domain_event(notifications[0])
     run = app.get_run(event.originator_id, version=event.originator_version)
     body = {"id": delivery_id, "type": event_type, "occurred_at": event.timestamp,
             "position": position, "run_id": run.run_id, "agent_id": run.agent_id,

@@ -39,3 +39,39 @@ def test_the_image_runs_as_a_non_root_user_and_serves_by_default() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
     assert set(packages) <= copied
+
+
+def _dockerfile_healthcheck() -> str:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    [line] = [ln.strip() for ln in text.splitlines() if ln.startswith("HEALTHCHECK ")]
+    return line
+
+
+def test_every_service_has_a_health_check_that_fits_it_and_a_restart_policy() -> None:
+    """A service's check must test what it runs: the API's HTTP /health, the projection
+    process (no HTTP) `signoff project status`, PostgreSQL pg_isready. A service with no
+    check of its own would inherit the image's, which polls the API's port."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    image_check = _dockerfile_healthcheck()
+    assert "/health" in image_check  # the image's default command is `serve`
+    expected = {"serve": "/health", "project": "project status"}
+    for name, service in compose["services"].items():
+        assert service.get("restart") in ("always", "unless-stopped", "on-failure"), name
+        check = service.get("healthcheck")
+        assert check and not check.get("disable"), f"{name} has no health check"
+        test = " ".join(check["test"][1:]) if isinstance(check["test"], list) else check["test"]
+        if "image" in service:
+            assert service["image"].startswith("postgres") and "pg_isready" in test, name
+            continue
+        [command] = service["command"]
+        assert expected[command] in test, (name, test)
+        if command == "project":
+            assert "http" not in test and check["test"][:2] == ["CMD", "signoff"], name
+
+
+def test_the_api_health_check_uses_the_configured_port() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    api = compose["services"]["signoff"]
+    port = api["environment"]["SIGNOFF_PORT"]
+    assert f"127.0.0.1:{port}/health" in " ".join(api["healthcheck"]["test"])
+    assert "SIGNOFF_PORT" in _dockerfile_healthcheck()

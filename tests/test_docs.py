@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+
+import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -17,3 +20,24 @@ def test_the_api_reference_is_made_from_the_openapi_document(tmp_path: Path) -> 
     spec = json.loads(json.dumps(app.openapi()))
     assert (DOCS / "api-reference.md").read_text() == reference(spec), \
         "run: python -m api.reference > docs/api-reference.md"
+
+
+ROOT = DOCS.parent
+PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md")), *sorted(ROOT.glob("*/README.md"))]
+# A Markdown link's target, or a path in backticks that starts with ./ or ../
+LINK = re.compile(r"\]\(([^)\s]+)\)|`(\.\.?/[^`\s]+)`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_docs_link_only_inside_the_repository(page: Path) -> None:
+    """What the docs point to ships with them: no path out of the repository (notes kept
+    beside the clone are not in it), and every relative link names a file that exists."""
+    text = page.read_text()
+    assert "shared/notes" not in text
+    for match in LINK.finditer(text):
+        target = (match.group(1) or match.group(2)).split("#")[0]
+        if not target or "://" in target or target.startswith("mailto:"):
+            continue
+        path = (page.parent / target).resolve()
+        assert path.is_relative_to(ROOT), f"{page.name} points outside the repository: {target}"
+        assert path.exists(), f"{page.name} links to {target}, which does not exist"

@@ -1,5 +1,5 @@
 """Agno AgentOS-compatible routes: a client written for AgentOS's HITL endpoints works
-unchanged (``../shared/notes/agno-wire.md``)."""
+unchanged (docs/migrating-from-agno.md)."""
 
 from __future__ import annotations
 
@@ -21,14 +21,11 @@ from api.agno import (
 from api.auth import CallerDep
 from api.deps import ContainerDep
 from api.errors import ProblemError, problem_responses
-from api.lean import LeanRoute
-from api.wire import Body, JSONBody, dumps, form_fields, loads
+from api.wire import Body, JSONBody, dumps, loads
 from domain.run import Run
 from service.lifecycle import Decided, Observer
 
 router = APIRouter(tags=["Agno-compatible"])
-# The two routes of a HITL cycle: answered without per-request dependency solving.
-hot = APIRouter(tags=["Agno-compatible"], route_class=LeanRoute)
 
 _FORM = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -71,9 +68,7 @@ async def _read(request: Request, model: type[BaseModel]) -> Any:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     data: Any
     try:
-        if ctype == _FORM[0]:
-            data = form_fields(await request.body())
-        elif ctype in _FORM:
+        if ctype in _FORM:
             form = await request.form()
             data = {k: v for k, v in form.items() if isinstance(v, str)}
             if any(not isinstance(v, str) for v in form.values()):
@@ -135,7 +130,7 @@ def get_agent(agent_id: str, c: ContainerDep) -> dict[str, Any]:
     return agent_info(c.loop.agent(agent_id), c.loop.default_model)
 
 
-@hot.post("/agents/{agent_id}/runs", openapi_extra=_body_doc(StartRunForm),
+@router.post("/agents/{agent_id}/runs", openapi_extra=_body_doc(StartRunForm),
              responses={200: {"content": {"text/event-stream": {}}},
                         **problem_responses(400, 403, 404, 413, 415, 422)})
 async def create_agent_run(agent_id: str, request: Request, c: ContainerDep,
@@ -154,7 +149,7 @@ async def create_agent_run(agent_id: str, request: Request, c: ContainerDep,
     return JSONBody(run_output(await run_in_threadpool(c.runs.drive, run)))
 
 
-@hot.post("/agents/{agent_id}/runs/{run_id}/continue",
+@router.post("/agents/{agent_id}/runs/{run_id}/continue",
              openapi_extra=_body_doc(ContinueRunForm),
              responses={200: {"content": {"text/event-stream": {}}},
                         **problem_responses(400, 403, 404, 409, 413, 415, 422)})

@@ -1,4 +1,6 @@
-"""``GET /inbox``: the reviewers' and auditors' web page, served by the service itself.
+"""``GET /inbox``: the reviewers' and auditors' web page, served by the service itself;
+and ``GET /``, a small JSON that points to it and to the API's documentation (JSON rather
+than a redirect: ``curl`` and a browser both read where things are).
 
 Plain HTML, JavaScript modules and CSS from ``api/inbox/`` (no build step): the page at
 ``/inbox``, its files under ``/inbox/assets/``. Both are public: they hold no data, and
@@ -31,10 +33,24 @@ HEADERS = {
 }
 
 
+@router.get("/", tags=["Operations"])
+def root() -> dict[str, str]:
+    """Where to go from here: the inbox (in a browser), the API's interactive
+    documentation and its OpenAPI document, and the health check. Public: it holds no
+    data."""
+    return {"service": "signoff", "inbox": "/inbox", "docs": "/docs",
+            "openapi": "/openapi.json", "health": "/health"}
+
+
 @router.get("/inbox", response_class=HTMLResponse,
             responses={200: {"description": "the inbox page"}})
 def inbox() -> HTMLResponse:
     """The inbox: paused runs to decide, one run's detail and history, the audit trail and
     decision analytics. Public (the page holds no data); what it shows depends on the API
-    key pasted into it."""
+    key pasted into it. ``HEAD`` answers the same, without the body."""
     return HTMLResponse((PAGE / "index.html").read_text(encoding="utf-8"), headers=HEADERS)
+
+
+# HEAD is GET's twin (headers only), left out of the OpenAPI document like /health's.
+router.add_api_route("/inbox", inbox, methods=["HEAD"], include_in_schema=False,
+                     response_class=HTMLResponse)

@@ -15,7 +15,7 @@ from api.auth import CallerDep
 from api.deps import Container, ContainerDep
 from api.errors import ProblemError, problem_responses
 from api.wire import Body, IsoTime
-from service.access import check_owner, check_run
+from service.access import check_owner, check_run, read_for
 from service.views import event_view, run_view
 
 log = logging.getLogger("signoff.api")
@@ -50,7 +50,8 @@ def get_run(run_id: str, c: ContainerDep, caller: CallerDep,
         return run_view(c.runs.get(caller, run_id))
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
-    run = c.app.get_run_at(run_id, version=at_version, as_of=as_of)
+    run = read_for(caller, c.app, run_id,
+                   lambda: c.app.get_run_at(run_id, version=at_version, as_of=as_of))
     check_run(caller, run)
     return run_view(run)
 
@@ -58,7 +59,7 @@ def get_run(run_id: str, c: ContainerDep, caller: CallerDep,
 @router.get("/runs/{run_id}/events", responses=problem_responses(404))
 def get_run_events(run_id: str, c: ContainerDep, caller: CallerDep) -> list[dict[str, Any]]:
     """The run's history: every event in order, with its type, version, time and payload."""
-    events = c.app.run_events(run_id)
+    events = read_for(caller, c.app, run_id, lambda: c.app.run_events(run_id))
     started = events[0]
     check_owner(caller, run_id, getattr(started, "user_id", None),
                 getattr(started, "agent_id", ""))
@@ -79,8 +80,13 @@ def cancel_run(run_id: str, c: ContainerDep, caller: CallerDep,
 
 @router.get("/health", tags=["Operations"])
 def health(c: ContainerDep) -> dict[str, Any]:
-    """Alive, and the event store answers."""
+    """Alive, and the event store answers. ``HEAD`` answers the same, without the body."""
     return {"status": "ok", "log_head": c.app.head()}
+
+
+# HEAD (what uptime checks and load balancers often send) is GET's twin: the server sends
+# the headers only. Not a route of its own in the OpenAPI document; POLICY reads it as GET.
+router.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
 
 # Readiness checks run here, bounded in time: a store that does not answer must give a

@@ -19,13 +19,14 @@ from api.errors import problem_responses
 from api.streams import MAX_POSITION, last_event_id, watcher
 from api.wire import dumps
 from domain.run import Run
-from service.access import check_run
+from service.access import check_run, read_for
+from service.runs import RunDamaged, RunNotFound
 from service.views import event_view
 
 router = APIRouter(tags=["Streams"])
 
 _SSE = {200: {"description": "server-sent events", "content": {"text/event-stream": {}}}}
-_ENDS = {"RunCompleted", "RunFailed", "RunCancelled"}
+_ENDS = (Run.RunCompleted, Run.RunFailed, Run.RunCancelled)
 WAIT_SECONDS = 15.0
 
 
@@ -41,7 +42,8 @@ async def stream_run(
     type, ``id`` its version, ``data`` as in ``GET /runs/{run_id}/events``. Ends after
     the run's last event (completed, failed, cancelled). Reconnecting with
     ``Last-Event-ID`` resumes after that version."""
-    run: Run = await run_in_threadpool(c.app.get_run, run_id)
+    run: Run = await run_in_threadpool(read_for, caller, c.app, run_id,
+                                       lambda: c.app.get_run(run_id))
     check_run(caller, run)
     version = last_event_id(last_event_id_header, after) or 0
     watch = watcher(request.app, c.app)
@@ -60,7 +62,7 @@ async def stream_run(
                 yield {"id": str(e.originator_version), "event": type(e).__name__,
                        "data": dumps(event_view(e))}
                 version = e.originator_version
-                ended = ended or type(e).__name__ in _ENDS
+                ended = ended or isinstance(e, _ENDS)
             if not ended:
                 await watch.wait(head, WAIT_SECONDS)
 
@@ -91,8 +93,10 @@ async def stream_queue(
 
     def agent_of(run_id: UUID) -> str:
         if run_id not in agents:
-            started = next(iter(c.app.repository.event_store.get(run_id, lte=1)), None)
-            agents[run_id] = getattr(started, "agent_id", "")
+            try:
+                agents[run_id] = c.app.started_by(run_id)[1]
+            except (RunDamaged, RunNotFound):  # whose it is cannot be read: no agent's
+                agents[run_id] = ""
             if len(agents) > 10_000:
                 agents.popitem(last=False)
         return agents[run_id]

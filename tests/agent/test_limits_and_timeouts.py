@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from agent.loop import CUT, AgentLoop, Limits, TooLarge, json_size
+from agent.limits import CUT, Limits, TooLarge, json_size
+from agent.loop import AgentLoop
 from agent.models.base import ModelTurn, ToolCallProposal, ToolSpec
 from agent.models.openai import OpenAIModel
 from agent.tools import Agent, tool

@@ -82,6 +82,7 @@ def _run_route(method: str, suffix: str = "", **kw: Any) -> Request:
 
 
 REQUESTS: dict[tuple[str, str], Request] = {
+    ("GET", "/"): lambda w: ("GET", "/", {}),
     ("GET", "/health"): lambda w: ("GET", "/health", {}),
     ("GET", "/ready"): lambda w: ("GET", "/ready", {}),
     ("GET", "/metrics"): lambda w: ("GET", "/metrics", {}),
@@ -165,7 +166,7 @@ def test_role_against_route(world: World, route: tuple[str, str], role: str) -> 
         assert r.status_code in (200, 201), (r.status_code, r.text)
     else:
         problem = assert_problem(r, 403)
-        assert f"a {role} may not" in problem["detail"]
+        assert f"{'an' if role[0] in 'aeiou' else 'a'} {role} may not" in problem["detail"]
         assert _head(world) == head
 
 

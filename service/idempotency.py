@@ -1,0 +1,49 @@
+"""Idempotency-Key: a key is bound to the actor who first sent it and to what that
+request asked (``request_digest`` of its replies), both recorded on each decision the
+request made (``request_key``, ``request_digest``). ``replayed`` tells a repeat of that
+request from a new request that reuses the key (``KeyReused``, 422)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from domain.run import Run
+from domain.values import Reply
+
+
+class KeyReused(Exception):
+    """An ``Idempotency-Key`` sent again with another request, or by another actor."""
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    key: str
+    digest: str  # of what the request asked (``request_digest``)
+
+
+def request_digest(replies: list[Reply]) -> str:
+    """A digest of what a decision request asks: each reply, by call."""
+    asked = sorted((asdict(r) for r in replies), key=lambda r: r["tool_call_id"])
+    text = json.dumps(asked, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()  # ASCII: json.dumps escapes the rest
+
+
+def replayed(run: Run, key: IdempotencyKey, decided_by: str) -> int | None:
+    """The version of the first decision an earlier request with this key recorded,
+    or None if none did. ``KeyReused`` when that request asked something else, or
+    was made by someone else."""
+    made = [c["decision"] for c in run.calls.values()
+            if (c["decision"] or {}).get("request_key") == key.key]
+    if not made:
+        return None
+    for d in made:
+        if d["decided_by"] != decided_by:
+            raise KeyReused("this Idempotency-Key was used by another actor: a key "
+                            "belongs to the caller who first sent it")
+        # No digest: recorded before keys were bound to their request (taken as the same).
+        if d.get("request_digest") not in (None, key.digest):
+            raise KeyReused("this Idempotency-Key was used for another request: "
+                            "send a new key for a new request")
+    return int(min(d["version"] for d in made))

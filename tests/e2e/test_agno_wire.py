@@ -1,0 +1,116 @@
+"""Agno's wire details over HTTP: when each message was made, what a pause says, how
+``GET /agents`` names the model, ``HEAD`` on the public pages, and ``GET /``.
+
+What Agno 3.1.10 answers (captured from a real AgentOS): a paused run's and its
+``RunPaused`` event's ``content`` is ``"I have tools to execute, but I need
+confirmation."``; ``GET /agents`` names the model ``{"name": <model class>, "model":
+<id>, "provider": ...}``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.e2e.flows import (
+    continue_,
+    decided,
+    events,
+    pending,
+    start,
+    start_stream,
+)
+from tests.support.server import LiveServer
+
+pytestmark = pytest.mark.e2e
+
+MESSAGE = "Delete 50 old records from the users table"
+NEEDS_CONFIRMATION = "I have tools to execute, but I need confirmation."
+
+
+def epoch(history: list[dict[str, Any]], event_type: str) -> list[int]:
+    """The times (whole seconds, as Agno writes them) of a run's events of one type."""
+    return [int(datetime.fromisoformat(e["timestamp"]).timestamp())
+            for e in history if e["type"] == event_type]
+
+
+def test_each_message_is_stamped_with_the_time_of_its_event(server: LiveServer) -> None:
+    with server.client() as c:
+        paused = start(c, "data_manager", MESSAGE)
+        done = continue_(c, paused, [decided(t, confirmed=True) for t in pending(paused)])
+        assert done["status"] == "COMPLETED"
+        history = events(c, done["run_id"])
+    stamps = [(m["role"], m["created_at"]) for m in done["messages"]]
+    [started] = epoch(history, "RunStarted")
+    first, second = epoch(history, "ModelResponded")
+    [executed] = epoch(history, "ToolExecuted")
+    assert stamps == [("system", started), ("user", started), ("assistant", first),
+                      ("tool", executed), ("assistant", second)]
+
+
+def test_a_rejected_calls_message_is_stamped_with_the_rejection(server: LiveServer) -> None:
+    with server.client() as c:
+        paused = start(c, "data_manager", MESSAGE)
+        done = continue_(c, paused, [decided(t, confirmed=False, confirmation_note="no")
+                                     for t in pending(paused)])
+        history = events(c, done["run_id"])
+    [tool_message] = [m for m in done["messages"] if m["role"] == "tool"]
+    assert tool_message["created_at"] == epoch(history, "ToolRejected")[0]
+
+
+def test_a_pause_says_what_it_needs_as_agno_does(server: LiveServer) -> None:
+    with server.client() as c:
+        stream = start_stream(c, "data_manager", MESSAGE)
+        name, data = stream[-1]
+        assert name == "RunPaused"
+        assert data["content"] == NEEDS_CONFIRMATION
+        paused = start(c, "data_manager", MESSAGE)
+        assert paused["content"] == NEEDS_CONFIRMATION
+        again = c.get(f"/agents/data_manager/runs/{paused['run_id']}").json()
+        assert again["content"] == NEEDS_CONFIRMATION
+        external = start(c, "support_desk", 'call check_payment {"order_id": "o-1"}')
+        assert external["content"] == "I have tools to execute, but it needs external execution."
+        done = continue_(c, paused, [decided(t, confirmed=True) for t in pending(paused)])
+        assert done["content"] != NEEDS_CONFIRMATION  # the model's last words
+
+
+def test_agents_name_the_model_class_not_a_wrapper(server: LiveServer) -> None:
+    with server.client() as c:
+        agents = {a["id"]: a for a in c.get("/agents").json()}
+    assert agents["data_manager"]["model"] == {"name": "OfflineModel", "model": "offline",
+                                               "provider": "signoff"}
+    for agent in agents.values():
+        assert "Timed" not in agent["model"]["name"]
+        for t in agent["tools"]["tools"]:
+            assert set(t) <= {"name", "description", "parameters", "requires_confirmation",
+                              "external_execution", "requires_user_input",
+                              "user_input_fields"}
+            assert None not in t.values()  # unset flags are left out, as Agno does
+    desk = {t["name"]: t for t in agents["support_desk"]["tools"]["tools"]}
+    assert desk["check_payment"].get("external_execution") is True
+    assert "requires_confirmation" not in desk["check_payment"]
+    assert desk["issue_refund"]["requires_user_input"] is True
+    assert desk["issue_refund"]["user_input_fields"] == ["email"]
+
+
+@pytest.mark.parametrize("path", ["/health", "/inbox"])
+def test_head_answers_like_get_without_a_body(server: LiveServer, path: str) -> None:
+    with server.client() as c:
+        got = c.get(path)
+        head = c.head(path)
+    assert (got.status_code, head.status_code) == (200, 200)
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+
+
+def test_the_root_points_to_the_inbox_and_the_docs(server: LiveServer) -> None:
+    with server.client() as c:
+        r = c.get("/")
+        assert r.status_code == 200
+        body = r.json()
+        assert (body["inbox"], body["docs"]) == ("/inbox", "/docs")
+        for path in body.values():
+            if path.startswith("/"):
+                assert c.get(path).status_code == 200, path
