@@ -10,10 +10,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from api import auth, errors, limits, metrics, storeguard, sweeper
-from api.auth import authorize
 from api.deps import Container
 from api.routes import agno, audit, inbox, keys, reviews, runs, streams, webhooks
 from projections.deliveries import Dispatcher
@@ -88,7 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Event-sourced run state for human-in-the-loop AI agents. "
         "Agno AgentOS-compatible HITL endpoints, plus signoff's own run history.",
         lifespan=lifespan,
-        dependencies=[Depends(authorize)],  # every route: api/auth.py's POLICY
     )
     errors.install(app)
     auth.document(app)

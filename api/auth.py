@@ -1,11 +1,16 @@
-"""Who may do what: every route's roles in one table, and the checks on one run.
+"""Who may do what: each route declares, as a dependency, the roles that may call it.
+
+A route's signature says it: ``caller: Annotated[Identity, allow(C, R)]``, or
+``dependencies=[allow(ADMIN)]`` on a route that does not need the caller; ``allow()``
+with no role is a public route. ``policy(app)`` reads the table back from the routes
+(docs/security.md holds it, ``python -m api.auth``), and refuses a route that declares
+no authorization, or more than one: tests/e2e/test_roles.py calls it, and sends every
+route as every role.
 
 A request authenticates with ``Authorization: Bearer <API key or JWT>`` (or
-``X-API-Key: <API key>``). ``POLICY`` names, for each route, the roles allowed; a route
-missing from it is refused to everyone (a test checks every route is listed). The
-caller's relation to one run (a client sees only the runs it started, a reviewer only
-those of its agents and tools) is checked by the run's use cases
-(``service/access.py``), before they write anything.
+``X-API-Key: <API key>``). The caller's relation to one run (a client sees only the runs
+it started, a reviewer only those of its agents and tools) is checked by the run's use
+cases (``service/access.py``), before they write anything.
 
 With authentication off (no key issued, no JWT key: local development) every route is
 open and actors come from the request as in Agno.
@@ -13,54 +18,22 @@ open and actors come from the request as in Agno.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Iterator
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from api.deps import Container
-from api.errors import ProblemError
+from api.errors import ProblemError, routes_of
 from domain.keys import Role
 from service import tracing
 from service.auth import OPEN, Identity, Unauthenticated
 
 C, R, A, ADMIN = Role.CLIENT, Role.REVIEWER, Role.AUDITOR, Role.ADMIN
-PUBLIC: frozenset[Role] = frozenset()  # no authentication needed
-ANYONE = frozenset(Role)
-
-POLICY: dict[tuple[str, str], frozenset[Role]] = {
-    ("GET", "/"): PUBLIC,  # where things are: /inbox, /docs
-    ("GET", "/health"): PUBLIC,
-    ("GET", "/ready"): PUBLIC,
-    ("GET", "/metrics"): PUBLIC,
-    ("GET", "/agents"): ANYONE,
-    ("GET", "/agents/{agent_id}"): ANYONE,
-    ("POST", "/agents/{agent_id}/runs"): frozenset({C}),
-    ("POST", "/agents/{agent_id}/runs/{run_id}/continue"): frozenset({C, R}),
-    ("GET", "/agents/{agent_id}/runs/{run_id}"): frozenset({C, R, A}),
-    ("POST", "/agents/{agent_id}/runs/{run_id}/cancel"): frozenset({C, R}),
-    ("GET", "/runs/{run_id}"): frozenset({C, R, A}),
-    ("GET", "/runs/{run_id}/events"): frozenset({C, R, A}),
-    ("POST", "/runs/{run_id}/cancel"): frozenset({C, R}),
-    ("GET", "/runs/{run_id}/verify"): frozenset({A}),
-    ("GET", "/runs/{run_id}/stream"): frozenset({C, R, A}),
-    ("GET", "/queue/stream"): frozenset({R, A}),
-    ("GET", "/queue"): frozenset({R, A}),
-    ("GET", "/audit/decisions"): frozenset({A}),
-    ("GET", "/analytics/decisions"): frozenset({A}),
-    ("GET", "/audit/verify"): frozenset({A}),
-    ("GET", "/audit/anchors"): frozenset({A}),
-    ("GET", "/projections"): frozenset({A, ADMIN}),
-    ("GET", "/keys"): frozenset({ADMIN}),
-    ("POST", "/keys"): frozenset({ADMIN}),
-    ("POST", "/keys/{key_id}/revoke"): frozenset({ADMIN}),
-    ("GET", "/webhooks"): frozenset({ADMIN}),
-    ("POST", "/webhooks"): frozenset({ADMIN}),
-    ("GET", "/webhooks/{webhook_id}"): frozenset({ADMIN}),
-    ("DELETE", "/webhooks/{webhook_id}"): frozenset({ADMIN}),
-    ("GET", "/webhooks/{webhook_id}/deliveries"): frozenset({ADMIN}),
-    ("GET", "/inbox"): PUBLIC,  # the page only: what it shows comes from the routes above
-}
+EVERY_ROLE = tuple(Role)
 
 
 def _token(request: Request) -> str | None:
@@ -73,45 +46,74 @@ def _token(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-async def authorize(request: Request) -> Identity:
-    """The caller, allowed by ``POLICY`` for this route (401 / 403 otherwise).
+class Allow:
+    """A route's authorization: the caller, if it may call the route (401 / 403
+    otherwise). ``roles``: who may; none: the route is public (no credentials needed).
 
     Answered on the event loop when nothing needs the store (whether authentication is
     required, and the caller's key, are known to this process's caches), else in the
     threadpool: a lookup must never hold up the event loop. The container is taken from
-    the app, not as a dependency: every request runs this, and each dependency costs
-    FastAPI's resolution a few dozen µs."""
-    c: Container = request.app.state.container
-    path = _route_path(request)
-    tracing.name_request(request.method, path, request.path_params.get("run_id"))
-    token = _token(request)
-    if c.auth.settled() and (token is None or c.authenticator.settled(token)):
-        return _authorize(request, c, token)
-    return await run_in_threadpool(_authorize, request, c, token)
+    the app, not as a dependency of its own: every request runs this."""
+
+    def __init__(self, *roles: Role) -> None:
+        self.roles = frozenset(roles)
+
+    async def __call__(self, request: Request) -> Identity:
+        c: Container = request.app.state.container
+        tracing.name_request(request.method, _route_path(request),
+                             request.path_params.get("run_id"))
+        token = _token(request)
+        if c.auth.settled() and (token is None or c.authenticator.settled(token)):
+            return self._authorize(request, c, token)
+        return await run_in_threadpool(self._authorize, request, c, token)
+
+    def _authorize(self, request: Request, c: Container, token: str | None) -> Identity:
+        if not self.roles and token is None:
+            return OPEN
+        if token is None:
+            if c.auth_required:
+                raise ProblemError(401, "authentication required: send 'Authorization: "
+                                   "Bearer <API key or JWT>'")
+            caller = OPEN
+        else:
+            try:
+                caller = c.authenticator.identify(token)
+            except Unauthenticated as e:
+                raise ProblemError(401, str(e)) from None
+        if not caller.open and self.roles and caller.role not in self.roles:
+            raise ProblemError(403, f"{_article(caller.role)} {caller.role} may not "
+                               f"{request.method} {_route_path(request)} (allowed: "
+                               f"{', '.join(sorted(self.roles))})")
+        request.state.caller = caller
+        return caller
 
 
-def _authorize(request: Request, c: Container, token: str | None) -> Identity:
-    path = _route_path(request)
-    allowed = POLICY.get((request.method if request.method != "HEAD" else "GET", path))
-    if allowed == PUBLIC and token is None:
-        return OPEN
-    if token is None:
-        if c.auth_required:
-            raise ProblemError(401, "authentication required: send 'Authorization: Bearer "
-                               "<API key or JWT>'")
-        caller = OPEN
-    else:
-        try:
-            caller = c.authenticator.identify(token)
-        except Unauthenticated as e:
-            raise ProblemError(401, str(e)) from None
-    if allowed is None:
-        raise ProblemError(403, "no role may use this route")
-    if not caller.open and allowed and caller.role not in allowed:
-        raise ProblemError(403, f"{_article(caller.role)} {caller.role} may not "
-                           f"{request.method} {path} (allowed: {', '.join(sorted(allowed))})")
-    request.state.caller = caller
-    return caller
+def allow(*roles: Role) -> Any:
+    """The dependency a route declares: ``Depends(Allow(*roles))``."""
+    return Depends(Allow(*roles))
+
+
+def policy(app: FastAPI) -> dict[tuple[str, str], frozenset[Role]]:
+    """Each route's roles (an empty set: public), read from the ``Allow`` it declares.
+    ``ValueError`` for a route that declares none, or more than one."""
+    table: dict[tuple[str, str], frozenset[Role]] = {}
+    for route in routes_of(app.routes):
+        if not isinstance(route, APIRoute):
+            continue  # a mount (the inbox's static files): public files
+        found = [d.call for d in _dependants(route.dependant) if isinstance(d.call, Allow)]
+        if len(found) != 1:
+            raise ValueError(f"{sorted(route.methods)} {route.path} declares "
+                             f"{len(found)} authorizations (api/auth.py: allow)")
+        for method in sorted(route.methods):
+            if route.include_in_schema:
+                table[(method, route.path)] = found[0].roles
+    return table
+
+
+def _dependants(dependant: Dependant) -> Iterator[Dependant]:
+    for d in dependant.dependencies:
+        yield d
+        yield from _dependants(d)
 
 
 def _article(word: str) -> str:
@@ -125,11 +127,9 @@ def _route_path(request: Request) -> str:
     return route.path if route is not None else str(request.scope["path"])
 
 
-CallerDep = Annotated[Identity, Depends(authorize)]
-
-
 def document(app: FastAPI) -> None:
-    """Declare the bearer scheme, and 401 / 403 on every route that needs a caller."""
+    """Declare the bearer scheme, each operation's roles (``x-roles``; none: public), and
+    401 / 403 on every route that needs a caller."""
     from api.errors import problem_responses
 
     build = app.openapi
@@ -138,12 +138,15 @@ def document(app: FastAPI) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         doc = build()
+        table = policy(app)
         doc.setdefault("components", {})["securitySchemes"] = {"bearer": {
             "type": "http", "scheme": "bearer",
             "description": "an API key (`signoff keys create`) or a JWT"}}
         for path, operations in doc.get("paths", {}).items():
             for method, op in operations.items():
-                if POLICY.get((method.upper(), path), ANYONE) == PUBLIC:
+                roles = table[(method.upper(), path)]
+                op["x-roles"] = sorted(roles)  # none: public
+                if not roles:
                     continue
                 # Optional in the document: required only once a key exists (auto mode).
                 op["security"] = [{"bearer": []}, {}]
@@ -155,16 +158,23 @@ def document(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def policy_table() -> str:
-    """``POLICY`` as a Markdown table (docs/security.md holds it; a test keeps it in step)."""
+def policy_table(app: FastAPI | None = None) -> str:
+    """``policy(app)`` as a Markdown table, in path order (docs/security.md holds it; a
+    test keeps it in step). ``app``: signoff's own, by default."""
+    if app is None:
+        from api.app import create_app
+
+        app = create_app()
     roles = list(Role)
     rows = ["| route | " + " | ".join(roles) + " |", "|---|" + "---|" * len(roles)]
-    for (method, path), allowed in POLICY.items():
-        cells = ["public" if allowed == PUBLIC else ("yes" if r in allowed else "")
+    for (method, path), allowed in sorted(policy(app).items(), key=lambda i: (i[0][1], i[0][0])):
+        cells = ["public" if not allowed else ("yes" if r in allowed else "")
                  for r in roles]
         rows.append(f"| `{method} {path}` | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 
-if __name__ == "__main__":
-    print(policy_table(), end="")
+if __name__ == "__main__":  # the routes hold api.auth's Allow, not this __main__'s
+    from api.auth import policy_table as table
+
+    print(table(), end="")

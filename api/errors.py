@@ -215,7 +215,7 @@ async def answer_early(scope: Scope, receive: Receive, send: Send, status: int,
                        detail: str, headers: dict[str, str] | None = None) -> None:
     """Answer a problem from a middleware, before routing; the route it would have gone
     to is still named (in ``scope["route"]``: metrics and logs count it under it)."""
-    route = next((r for r in _routes(scope["app"].router.routes)
+    route = next((r for r in routes_of(scope["app"].router.routes)
                   if r.matches(scope)[0] == Match.FULL), None)
     if route is not None:
         scope["route"] = route
@@ -224,8 +224,8 @@ async def answer_early(scope: Scope, receive: Receive, send: Send, status: int,
     await response(scope, receive, send)
 
 
-def _routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+def routes_of(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
     """The routes themselves, also those of included routers (FastAPI wraps them)."""
     for route in routes:
         inner = getattr(route, "original_router", None)
-        yield from _routes(inner.routes) if inner is not None else (route,)
+        yield from routes_of(inner.routes) if inner is not None else (route,)

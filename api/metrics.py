@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.loop import AgentLoop
 from agent.models.base import ModelClient, ModelTurn, ToolSpec
+from api.auth import allow
 from api.deps import Container, ContainerDep
 from projections import queue, webhooks
 from service import tracing
@@ -164,7 +165,7 @@ def instrument_models(loop: AgentLoop) -> None:
 router = APIRouter(tags=["Operations"])
 
 
-@router.get("/metrics", response_class=Response, responses={
+@router.get("/metrics", response_class=Response, dependencies=[allow()], responses={
     200: {"content": {"text/plain": {"schema": {"type": "string"}}},
           "description": "Prometheus text format"}})
 def metrics(c: ContainerDep) -> Response:

@@ -18,11 +18,12 @@ from api.agno import (
     run_output,
     stream_events,
 )
-from api.auth import CallerDep
+from api.auth import EVERY_ROLE, A, C, R, allow
 from api.deps import ContainerDep
 from api.errors import ProblemError, problem_responses
 from api.wire import Body, JSONBody, dumps, loads
 from domain.run import Run
+from service.auth import Identity
 from service.lifecycle import Decided, Observer
 
 router = APIRouter(tags=["Agno-compatible"])
@@ -118,13 +119,14 @@ def _sse(work: Callable[[Observer], Run], first: list[tuple[str, dict[str, Any]]
     return EventSourceResponse(generate(), sep="\n", ping=15)
 
 
-@router.get("/agents")
+@router.get("/agents", dependencies=[allow(*EVERY_ROLE)])
 def list_agents(c: ContainerDep) -> list[dict[str, Any]]:
     """The agents this service runs."""
     return [agent_info(a, c.loop.default_model) for a in c.loop.agents.values()]
 
 
-@router.get("/agents/{agent_id}", responses=problem_responses(404))
+@router.get("/agents/{agent_id}", responses=problem_responses(404),
+            dependencies=[allow(*EVERY_ROLE)])
 def get_agent(agent_id: str, c: ContainerDep) -> dict[str, Any]:
     """One agent: its model and tools (with their confirmation settings)."""
     return agent_info(c.loop.agent(agent_id), c.loop.default_model)
@@ -134,7 +136,7 @@ def get_agent(agent_id: str, c: ContainerDep) -> dict[str, Any]:
              responses={200: {"content": {"text/event-stream": {}}},
                         **problem_responses(400, 403, 404, 413, 415, 422)})
 async def create_agent_run(agent_id: str, request: Request, c: ContainerDep,
-                           caller: CallerDep) -> Any:
+                           caller: Annotated[Identity, allow(C)]) -> Any:
     """Start a run. ``stream`` defaults to true (server-sent events), as in Agno.
 
     With authentication, the run's user is the caller (a ``user_id`` naming anyone else
@@ -158,7 +160,7 @@ async def continue_agent_run(
     run_id: str,
     request: Request,
     c: ContainerDep,
-    caller: CallerDep,
+    caller: Annotated[Identity, allow(C, R)],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Any:
     """Continue a paused run with the decisions filled into its ``tools``.
@@ -191,7 +193,7 @@ async def continue_agent_run(
 
 @router.get("/agents/{agent_id}/runs/{run_id}", responses=problem_responses(404))
 def get_agent_run(agent_id: str, run_id: str, c: ContainerDep,
-                  caller: CallerDep) -> dict[str, Any]:
+                  caller: Annotated[Identity, allow(C, R, A)]) -> dict[str, Any]:
     """The run as Agno's ``RunOutput``."""
     return run_output(c.runs.get(caller, run_id, agent_id=agent_id))
 
@@ -199,6 +201,6 @@ def get_agent_run(agent_id: str, run_id: str, c: ContainerDep,
 @router.post("/agents/{agent_id}/runs/{run_id}/cancel",
              responses=problem_responses(403, 404, 409))
 def cancel_agent_run(agent_id: str, run_id: str, c: ContainerDep,
-                     caller: CallerDep) -> dict[str, Any]:
+                     caller: Annotated[Identity, allow(C, R)]) -> dict[str, Any]:
     """Cancel a run that has not ended (see ``POST /runs/{run_id}/cancel``)."""
     return run_output(c.runs.cancel(caller, run_id, agent_id=agent_id))

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from api.auth import A, allow
 from api.deps import ContainerDep
 from api.errors import problem_responses
 from projections import anchors
@@ -58,7 +59,7 @@ class Anchor(BaseModel):
 
 
 @router.get("/runs/{run_id}/verify", responses=problem_responses(404),
-            response_model=VerifyReport)
+            response_model=VerifyReport, dependencies=[allow(A)])
 def verify_run(run_id: str, c: ContainerDep) -> VerifyReport:
     """Recompute the run's hash chain from its stored events; name the first broken
     event, or report it intact. (A run removed whole, or its last events, only show in
@@ -66,7 +67,7 @@ def verify_run(run_id: str, c: ContainerDep) -> VerifyReport:
     return VerifyReport.model_validate(audit.verify_run(c.app, run_id).as_dict())
 
 
-@router.get("/audit/verify", response_model=VerifyReport)
+@router.get("/audit/verify", response_model=VerifyReport, dependencies=[allow(A)])
 async def verify_log(c: ContainerDep) -> VerifyReport:
     """Recompute every run's chain and the log chain, and compare it with every anchor.
     Reads the whole log (about 10,000 events a second): on a large store use
@@ -79,7 +80,7 @@ async def verify_log(c: ContainerDep) -> VerifyReport:
     return await run_in_threadpool(run)
 
 
-@router.get("/audit/anchors", response_model=list[Anchor])
+@router.get("/audit/anchors", response_model=list[Anchor], dependencies=[allow(A)])
 def get_anchors(c: ContainerDep) -> list[Anchor]:
     """The log's anchors: a checkpoint every 1,000 events, and the head (the newest).
     Keep one outside signoff (``POSITION:EVENTS:HASH``) to prove later that nothing

@@ -16,10 +16,12 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
+from api.auth import allow
+
 PAGE = Path(__file__).resolve().parents[1] / "inbox"
 
 router = APIRouter(tags=["Inbox"])
-# A mount is not an API route: no OpenAPI entry, no POLICY line (static files are public).
+# A mount is not an API route: no OpenAPI entry, no authorization (public files).
 router.mount("/inbox/assets", StaticFiles(directory=PAGE), name="inbox-assets")
 
 # Only the page's own files may run; it talks to this origin only, and no site may frame it.
@@ -33,7 +35,7 @@ HEADERS = {
 }
 
 
-@router.get("/", tags=["Operations"])
+@router.get("/", tags=["Operations"], dependencies=[allow()])
 def root() -> dict[str, str]:
     """Where to go from here: the inbox (in a browser), the API's interactive
     documentation and its OpenAPI document, and the health check. Public: it holds no
@@ -42,7 +44,7 @@ def root() -> dict[str, str]:
             "openapi": "/openapi.json", "health": "/health"}
 
 
-@router.get("/inbox", response_class=HTMLResponse,
+@router.get("/inbox", response_class=HTMLResponse, dependencies=[allow()],
             responses={200: {"description": "the inbox page"}})
 def inbox() -> HTMLResponse:
     """The inbox: paused runs to decide, one run's detail and history, the audit trail and
@@ -53,4 +55,4 @@ def inbox() -> HTMLResponse:
 
 # HEAD is GET's twin (headers only), left out of the OpenAPI document like /health's.
 router.add_api_route("/inbox", inbox, methods=["HEAD"], include_in_schema=False,
-                     response_class=HTMLResponse)
+                     response_class=HTMLResponse, dependencies=[allow()])

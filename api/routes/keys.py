@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
 
-from api.auth import CallerDep
+from api.auth import ADMIN, allow
 from api.deps import ContainerDep
 from api.errors import ProblemError, problem_responses
 from api.wire import Body
 from domain.errors import KeyRevoked
 from domain.keys import Role
+from service.auth import Identity
 from service.keys import KeyNotFound, create_key, key_view, list_keys, revoke_key
 
 router = APIRouter(tags=["Keys"])
@@ -64,7 +65,7 @@ def _out(key: Any) -> KeyOut:
     return KeyOut.model_validate(key_view(key))
 
 
-@router.get("/keys", response_model=list[KeyOut])
+@router.get("/keys", response_model=list[KeyOut], dependencies=[allow(ADMIN)])
 def get_keys(c: ContainerDep) -> list[KeyOut]:
     """Every key ever issued (never the secrets)."""
     return [_out(k) for k in list_keys(c.app)]
@@ -72,7 +73,8 @@ def get_keys(c: ContainerDep) -> list[KeyOut]:
 
 @router.post("/keys", status_code=201, response_model=IssuedKey,
              responses=problem_responses(400, 422))
-def post_key(body: NewKey, c: ContainerDep, caller: CallerDep) -> IssuedKey:
+def post_key(body: NewKey, c: ContainerDep,
+             caller: Annotated[Identity, allow(ADMIN)]) -> IssuedKey:
     """Issue a key. Its secret is in this answer only."""
     secret, key = create_key(c.app, name=body.name, role=body.role,
                              created_by=caller.name or "anonymous",
@@ -82,7 +84,8 @@ def post_key(body: NewKey, c: ContainerDep, caller: CallerDep) -> IssuedKey:
 
 @router.post("/keys/{key_id}/revoke", response_model=KeyOut,
              responses=problem_responses(404, 409))
-def post_revoke(key_id: str, c: ContainerDep, caller: CallerDep) -> KeyOut:
+def post_revoke(key_id: str, c: ContainerDep,
+                caller: Annotated[Identity, allow(ADMIN)]) -> KeyOut:
     """Revoke a key (by id): every server refuses it within seconds."""
     try:
         return _out(revoke_key(c.app, key_id, revoked_by=caller.name or "anonymous"))

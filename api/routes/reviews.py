@@ -14,12 +14,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api import wire
-from api.auth import CallerDep
+from api.auth import ADMIN, A, R, allow
 from api.deps import ContainerDep
 from api.errors import ProblemError
 from api.wire import IsoTime
 from projections import audit, queue
 from projections.csvfile import decisions_csv
+from service.auth import Identity
 
 router = APIRouter(tags=["Review"])
 
@@ -97,7 +98,7 @@ class DecisionPage(BaseModel):
 @router.get("/queue", response_model=QueuePage)
 def get_queue(
     c: ContainerDep,
-    caller: CallerDep,
+    caller: Annotated[Identity, allow(R, A)],
     agent_id: Text = None,
     user_id: Text = None,
     tool: Text = None,
@@ -149,7 +150,8 @@ def _check_cursor(decode: Any, cursor: str) -> None:
             {"loc": ["query", "cursor"], "msg": str(e), "type": "value_error"}]) from None
 
 
-@router.get("/audit/decisions", response_model=DecisionPage, responses={200: {"content": {
+@router.get("/audit/decisions", response_model=DecisionPage, dependencies=[allow(A)],
+            responses={200: {"content": {
     "text/csv": {}, "application/x-ndjson": {}}}})
 async def get_decisions(
     c: ContainerDep,
@@ -194,7 +196,7 @@ async def get_decisions(
         "Content-Disposition": f'attachment; filename="decisions.{format}"'})
 
 
-@router.get("/analytics/decisions")
+@router.get("/analytics/decisions", dependencies=[allow(A)])
 def get_analytics(
     c: ContainerDep,
     group_by: Literal["tool", "agent", "actor", "day"] = "tool",
@@ -209,7 +211,7 @@ def get_analytics(
     return {"group_by": group_by, "since": since, "until": until, "groups": groups}
 
 
-@router.get("/projections", tags=["Operations"])
+@router.get("/projections", tags=["Operations"], dependencies=[allow(A, ADMIN)])
 def get_projections(c: ContainerDep) -> list[dict[str, Any]]:
     """Each projection's position in the log, the log's head, and the lag between them."""
     return [{"name": s.name, "position": s.position, "head": s.head, "lag": s.lag}

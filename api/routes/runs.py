@@ -6,16 +6,17 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from datetime import UTC
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import Field
 
-from api.auth import CallerDep
+from api.auth import A, C, R, allow
 from api.deps import Container, ContainerDep
 from api.errors import ProblemError, problem_responses
 from api.wire import Body, IsoTime
 from service.access import check_owner, check_run, read_for
+from service.auth import Identity
 from service.views import event_view, run_view
 
 log = logging.getLogger("signoff.api")
@@ -33,7 +34,7 @@ class CancelRequest(Body):
 
 
 @router.get("/runs/{run_id}", responses=problem_responses(404, 422))
-def get_run(run_id: str, c: ContainerDep, caller: CallerDep,
+def get_run(run_id: str, c: ContainerDep, caller: Annotated[Identity, allow(C, R, A)],
             at_version: int | None = Query(None, ge=1, le=MAX_VERSION),
             as_of: IsoTime | None = None) -> dict[str, Any]:
     """The run's state: status, pending calls, decisions, version.
@@ -57,7 +58,8 @@ def get_run(run_id: str, c: ContainerDep, caller: CallerDep,
 
 
 @router.get("/runs/{run_id}/events", responses=problem_responses(404))
-def get_run_events(run_id: str, c: ContainerDep, caller: CallerDep) -> list[dict[str, Any]]:
+def get_run_events(run_id: str, c: ContainerDep,
+                   caller: Annotated[Identity, allow(C, R, A)]) -> list[dict[str, Any]]:
     """The run's history: every event in order, with its type, version, time and payload."""
     events = read_for(caller, c.app, run_id, lambda: c.app.run_events(run_id))
     started = events[0]
@@ -67,7 +69,7 @@ def get_run_events(run_id: str, c: ContainerDep, caller: CallerDep) -> list[dict
 
 
 @router.post("/runs/{run_id}/cancel", responses=problem_responses(400, 403, 404, 409, 422))
-def cancel_run(run_id: str, c: ContainerDep, caller: CallerDep,
+def cancel_run(run_id: str, c: ContainerDep, caller: Annotated[Identity, allow(C, R)],
                body: CancelRequest | None = None) -> dict[str, Any]:
     """Cancel a run that has not ended: its undecided calls are cancelled with it; a
     tool already running finishes, and its outcome is recorded. The caller must be one
@@ -78,15 +80,16 @@ def cancel_run(run_id: str, c: ContainerDep, caller: CallerDep,
     return run_view(c.runs.cancel(caller, run_id, named=body.actor, reason=body.reason))
 
 
-@router.get("/health", tags=["Operations"])
+@router.get("/health", tags=["Operations"], dependencies=[allow()])
 def health(c: ContainerDep) -> dict[str, Any]:
     """Alive, and the event store answers. ``HEAD`` answers the same, without the body."""
     return {"status": "ok", "log_head": c.app.head()}
 
 
 # HEAD (what uptime checks and load balancers often send) is GET's twin: the server sends
-# the headers only. Not a route of its own in the OpenAPI document; POLICY reads it as GET.
-router.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+# the headers only. Not a route of its own in the OpenAPI document.
+router.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False,
+                     dependencies=[allow()])
 
 
 # Readiness checks run here, bounded in time: a store that does not answer must give a
@@ -95,7 +98,8 @@ _READY_CHECKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="signoff-re
 READY_TIMEOUT = 2.0
 
 
-@router.get("/ready", tags=["Operations"], responses=problem_responses(503))
+@router.get("/ready", tags=["Operations"], responses=problem_responses(503),
+            dependencies=[allow()])
 def ready(c: ContainerDep) -> dict[str, Any]:
     """Ready for traffic: the event store answers, and every projection is reachable and at
     most ``SIGNOFF_READY_MAX_LAG`` events behind the log (within 2 s). Otherwise 503, a

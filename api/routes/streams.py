@@ -13,13 +13,14 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse
 
-from api.auth import CallerDep
+from api.auth import A, C, R, allow
 from api.deps import ContainerDep
 from api.errors import problem_responses
 from api.streams import MAX_POSITION, last_event_id, watcher
 from api.wire import dumps
 from domain.run import Run
 from service.access import check_run, read_for
+from service.auth import Identity
 from service.runs import RunDamaged, RunNotFound
 from service.views import event_view
 
@@ -32,7 +33,8 @@ WAIT_SECONDS = 15.0
 
 @router.get("/runs/{run_id}/stream", responses={**_SSE, **problem_responses(404, 422)})
 async def stream_run(
-    run_id: str, request: Request, c: ContainerDep, caller: CallerDep,
+    run_id: str, request: Request, c: ContainerDep,
+    caller: Annotated[Identity, allow(C, R, A)],
     after: Annotated[int | None, Query(ge=0, le=MAX_POSITION, description=(
         "send the events after this version (0: the whole history)"))] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID",
@@ -75,7 +77,7 @@ _QUEUE_TOPICS = {get_topic(Run.RunPaused): "paused", get_topic(Run.RunContinued)
 
 @router.get("/queue/stream", responses={**_SSE, **problem_responses(422)})
 async def stream_queue(
-    request: Request, c: ContainerDep, caller: CallerDep,
+    request: Request, c: ContainerDep, caller: Annotated[Identity, allow(R, A)],
     after: Annotated[int | None, Query(ge=0, le=MAX_POSITION, description=(
         "send the changes after this log position (default: from now on)"))] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID",

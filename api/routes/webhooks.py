@@ -10,12 +10,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, HttpUrl, field_validator
 
-from api.auth import CallerDep
+from api.auth import ADMIN, allow
 from api.deps import Container, ContainerDep
 from api.errors import ProblemError, problem_responses
 from api.wire import Body
 from domain.webhooks import ALL, EVENT_TYPES, UnknownEventType, WebhookDeleted
 from projections import webhooks as view
+from service.auth import Identity
 from service.webhooks import (
     HostNotAllowed,
     WebhookNotFound,
@@ -105,7 +106,7 @@ def _known(c: Container, webhook_id: str) -> Any:
         raise ProblemError(404, str(e)) from None
 
 
-@router.get("/webhooks", response_model=list[WebhookOut])
+@router.get("/webhooks", response_model=list[WebhookOut], dependencies=[allow(ADMIN)])
 def get_webhooks(c: ContainerDep) -> list[dict[str, Any]]:
     """Every subscription ever made, oldest first (never the secrets)."""
     with c.projections.views[view.NAME].read(snapshot=False) as cur:
@@ -114,7 +115,8 @@ def get_webhooks(c: ContainerDep) -> list[dict[str, Any]]:
 
 @router.post("/webhooks", status_code=201, response_model=CreatedWebhook,
              responses=problem_responses(400, 422))
-def post_webhook(body: NewWebhook, c: ContainerDep, caller: CallerDep) -> CreatedWebhook:
+def post_webhook(body: NewWebhook, c: ContainerDep,
+                 caller: Annotated[Identity, allow(ADMIN)]) -> CreatedWebhook:
     """Subscribe a URL to events. Its secret is in this answer only. It is told of every
     wanted event recorded after this one."""
     url = str(body.url)
@@ -139,7 +141,7 @@ def post_webhook(body: NewWebhook, c: ContainerDep, caller: CallerDep) -> Create
 
 
 @router.get("/webhooks/{webhook_id}", response_model=WebhookOut,
-            responses=problem_responses(404))
+            responses=problem_responses(404), dependencies=[allow(ADMIN)])
 def get_webhook(webhook_id: str, c: ContainerDep) -> dict[str, Any]:
     """One subscription."""
     return webhook_view(_known(c, webhook_id))
@@ -147,7 +149,8 @@ def get_webhook(webhook_id: str, c: ContainerDep) -> dict[str, Any]:
 
 @router.delete("/webhooks/{webhook_id}", response_model=WebhookOut,
                responses=problem_responses(404, 409))
-def remove_webhook(webhook_id: str, c: ContainerDep, caller: CallerDep) -> dict[str, Any]:
+def remove_webhook(webhook_id: str, c: ContainerDep,
+                   caller: Annotated[Identity, allow(ADMIN)]) -> dict[str, Any]:
     """Delete a subscription: nothing more is sent to it, pending retries included. Its
     deliveries stay visible."""
     _known(c, webhook_id)
@@ -161,7 +164,7 @@ def remove_webhook(webhook_id: str, c: ContainerDep, caller: CallerDep) -> dict[
 
 
 @router.get("/webhooks/{webhook_id}/deliveries", response_model=list[Delivery],
-            responses=problem_responses(404, 422))
+            responses=problem_responses(404, 422), dependencies=[allow(ADMIN)])
 def get_deliveries(
     webhook_id: str, c: ContainerDep,
     status: Annotated[Literal["pending", "delivered", "failed", "cancelled"] | None,

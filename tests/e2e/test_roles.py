@@ -16,7 +16,8 @@ import httpx
 import jwt
 import pytest
 
-from api.auth import POLICY, PUBLIC
+from api.app import create_app
+from api.auth import ADMIN, allow, policy
 from tests.e2e.flows import assert_problem, decided, form, pending
 from tests.support.server import ROOT, LiveServer, live_server
 
@@ -134,12 +135,24 @@ def _new_key_path(w: World) -> str:
     return f"/keys/{key['id']}/revoke"
 
 
-def test_every_route_has_a_policy_and_a_request() -> None:
-    from api.app import create_app
+POLICY = policy(create_app())  # each route's roles, as it declares them
 
+
+def test_every_route_declares_its_roles_and_has_a_request() -> None:
     spec = create_app().openapi()
     routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     assert routes == set(POLICY) == set(REQUESTS)
+
+
+def test_a_route_that_declares_no_roles_is_refused() -> None:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.get("/declared", dependencies=[allow(ADMIN)])(lambda: None)
+    assert policy(app) == {("GET", "/declared"): frozenset({ADMIN})}
+    app.get("/forgotten")(lambda: None)
+    with pytest.raises(ValueError, match="/forgotten declares 0 authorizations"):
+        policy(app)
 
 
 CASES = [(route, role) for route in sorted(POLICY) for role in ["anonymous", *ROLE_OF]]
@@ -156,7 +169,7 @@ def test_role_against_route(world: World, route: tuple[str, str], role: str) -> 
         if not r.headers.get("content-type", "").startswith("text/event-stream"):
             r.read()  # a stream that is allowed may go on: its headers are enough
     allowed = POLICY[route]
-    if allowed == PUBLIC:
+    if not allowed:  # public
         assert r.status_code == 200, r.text
     elif role == "anonymous":
         assert_problem(r, 401)
