@@ -28,6 +28,7 @@ from typing import Any
 from uuid import uuid4
 
 from agent.limits import CUT, Limits
+from agent.messages import chat_messages
 from agent.models.base import ModelClient, ModelError, ModelTurn, ToolSpec
 from agent.tools import Agent, Tool, requirement_for
 from domain.errors import InvalidDecision
@@ -228,7 +229,7 @@ class AgentLoop:
     def _model_turn(self, run: Run, agent: Agent) -> None:
         model = self.model_for(agent)
         try:
-            turn = self._ask(model, run.model_messages(), [t.spec() for t in agent.tools])
+            turn = self._ask(model, chat_messages(run), [t.spec() for t in agent.tools])
         except ModelError as e:
             run.fail(f"model error: {e}")
             return
@@ -242,30 +243,40 @@ class AgentLoop:
             run.complete(turn.content)
             return
         for call_id, name, args in proposals:
-            tool = agent.get_tool(name)
-            # Decided now, when the call is requested, and recorded with it: a replay
-            # (or a change of the rules since) never decides it again.
-            requirement, policy = requirement_for(tool, agent.id, args, self.policies)
-            if policy is not None:
-                log.info("call %s of %s: confirmation %s by %s", call_id, name,
-                         policy.outcome, policy.rule)
-            timeout = tool.decision_timeout if tool and requirement else None
-            assert timeout is None or isinstance(timeout, timedelta)
-            run.request_tool_call(
-                tool_call_id=call_id,
-                tool_name=name,
-                tool_args=args,
-                requires=Requirement(requirement) if requirement else None,
-                confirmation_message=tool.confirmation_message if tool else None,
-                user_input_schema=tool.user_input_schema() if tool and tool.requires_user_input
-                else None,
-                stop_after_tool_call=tool.stop_after_tool_call if tool else False,
-                editable_args=tool.editable_args if tool else False,
-                policy=policy.record() if policy else None,
-                expires_at=self.clock() + timeout if timeout else None,
-                on_timeout=TimeoutAction(tool.on_timeout) if tool and timeout else None,
-                escalate_to=tool.escalate_to if tool and timeout else None,
-            )
+            self._request(run, agent, call_id, name, args)
+
+    def _request(self, run: Run, agent: Agent, call_id: str, name: str,
+                 args: dict[str, Any]) -> None:
+        """Record the model's request of one call, with what it waits for. Decided now,
+        when the call is requested, and recorded with it: a replay (or a change of the
+        rules since) never decides it again."""
+        tool = agent.get_tool(name)
+        requirement, policy = requirement_for(tool, agent.id, args, self.policies)
+        if policy is not None:
+            log.info("call %s of %s: confirmation %s by %s", call_id, name,
+                     policy.outcome, policy.rule)
+        if tool is None:  # a tool the model made up: it fails when it is run
+            run.request_tool_call(tool_call_id=call_id, tool_name=name, tool_args=args,
+                                  requires=Requirement(requirement) if requirement else None,
+                                  editable_args=False,
+                                  policy=policy.record() if policy else None)
+            return
+        timeout = tool.decision_timeout if requirement else None
+        assert timeout is None or isinstance(timeout, timedelta)
+        run.request_tool_call(
+            tool_call_id=call_id,
+            tool_name=name,
+            tool_args=args,
+            requires=Requirement(requirement) if requirement else None,
+            confirmation_message=tool.confirmation_message,
+            user_input_schema=tool.user_input_schema() if tool.requires_user_input else None,
+            stop_after_tool_call=tool.stop_after_tool_call,
+            editable_args=tool.editable_args,
+            policy=policy.record() if policy else None,
+            expires_at=self.clock() + timeout if timeout else None,
+            on_timeout=TimeoutAction(tool.on_timeout) if timeout else None,
+            escalate_to=tool.escalate_to if timeout else None,
+        )
 
     def _ask(self, model: ModelClient, messages: list[dict[str, Any]],
              tools: list[ToolSpec]) -> ModelTurn:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from hashlib import sha1
 from typing import Any
-from uuid import NAMESPACE_URL
+from uuid import NAMESPACE_URL, uuid5
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, TypeAdapter, ValidationError
 
+from agent.messages import chat_messages
 from agent.tools import Agent
 from api.errors import ProblemError
 from api.wire import MAX_DEPTH, depth, loads
@@ -28,17 +28,10 @@ def _epoch(ts: datetime | None) -> int | None:
     return int(ts.timestamp()) if ts is not None else None
 
 
-_URL_NS = NAMESPACE_URL.bytes
-
-
 def _uuid(*parts: str) -> str:
-    """``str(uuid5(NAMESPACE_URL, "signoff:" + ":".join(parts)))``, without building a
-    ``UUID`` (a response has a few dozen of these)."""
-    b = bytearray(sha1(_URL_NS + ("signoff:" + ":".join(parts)).encode()).digest()[:16])
-    b[6] = (b[6] & 0x0F) | 0x50  # version 5
-    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A stable id for a part of a run (a requirement, a message): the same in every
+    answer, so a client may match it across requests."""
+    return str(uuid5(NAMESPACE_URL, "signoff:" + ":".join(parts)))
 
 
 def tool_execution(call: Json) -> Json:
@@ -111,7 +104,7 @@ def _messages(run: Run) -> list[Json]:
     started = run.created_on
     turns = iter(run.turns)  # one assistant message per turn, in order
     out = []
-    for i, m in enumerate(run.model_messages()):
+    for i, m in enumerate(chat_messages(run)):
         at = started
         if m["role"] == "assistant":
             at = next(turns).get("at") or started  # .get: a snapshot from before turn times

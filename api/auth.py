@@ -3,7 +3,7 @@
 A route's signature says it: ``caller: Annotated[Identity, allow(C, R)]``, or
 ``dependencies=[allow(ADMIN)]`` on a route that does not need the caller; ``allow()``
 with no role is a public route. ``policy(app)`` reads the table back from the routes
-(docs/security.md holds it, ``python -m api.auth``), and refuses a route that declares
+(docs/security.md holds it, ``python -m api.reference roles``), and refuses a route that declares
 no authorization, or more than one: tests/e2e/test_roles.py calls it, and sends every
 route as every role.
 
@@ -156,25 +156,3 @@ def document(app: FastAPI) -> None:
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def policy_table(app: FastAPI | None = None) -> str:
-    """``policy(app)`` as a Markdown table, in path order (docs/security.md holds it; a
-    test keeps it in step). ``app``: signoff's own, by default."""
-    if app is None:
-        from api.app import create_app
-
-        app = create_app()
-    roles = list(Role)
-    rows = ["| route | " + " | ".join(roles) + " |", "|---|" + "---|" * len(roles)]
-    for (method, path), allowed in sorted(policy(app).items(), key=lambda i: (i[0][1], i[0][0])):
-        cells = ["public" if not allowed else ("yes" if r in allowed else "")
-                 for r in roles]
-        rows.append(f"| `{method} {path}` | " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n"
-
-
-if __name__ == "__main__":  # the routes hold api.auth's Allow, not this __main__'s
-    from api.auth import policy_table as table
-
-    print(table(), end="")

@@ -1,10 +1,17 @@
 """The API reference (docs/api-reference.md), made from the service's OpenAPI document:
-``python -m api.reference > docs/api-reference.md``. A test keeps the two in step."""
+``python -m api.reference > docs/api-reference.md``; and the table of roles of
+docs/security.md, read from the routes: ``python -m api.reference roles``. Tests keep
+both in step."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from fastapi import FastAPI
+
+from api.auth import policy
+from domain.keys import Role
 
 
 def reference(spec: dict[str, Any]) -> str:
@@ -35,10 +42,27 @@ def reference(spec: dict[str, Any]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def policy_table(app: FastAPI) -> str:
+    """``policy(app)`` as a Markdown table, in path order (docs/security.md holds it; a
+    test keeps it in step)."""
+    roles = list(Role)
+    rows = ["| route | " + " | ".join(roles) + " |", "|---|" + "---|" * len(roles)]
+    for (method, path), allowed in sorted(policy(app).items(), key=lambda i: (i[0][1], i[0][0])):
+        cells = ["public" if not allowed else ("yes" if r in allowed else "")
+                 for r in roles]
+        rows.append(f"| `{method} {path}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
 if __name__ == "__main__":
     import os
+    import sys
 
     os.environ.setdefault("SIGNOFF_DATABASE_URL", "sqlite:///:memory:")
     from api.app import create_app
 
-    print(reference(json.loads(json.dumps(create_app().openapi()))), end="")
+    app = create_app()
+    if sys.argv[1:] == ["roles"]:
+        print(policy_table(app), end="")
+    else:
+        print(reference(json.loads(json.dumps(app.openapi()))), end="")

@@ -320,13 +320,56 @@ def _anchors() -> list[dict[str, Any]]:
         projections.app.close()
 
 
-def _kept_anchor(text: str) -> dict[str, Any]:
+def _recorded_anchors() -> list[dict[str, Any]]:
+    """The anchors brought up to date, or, when an event stops the projection, those
+    recorded up to it (said on stderr)."""
+    from eventsourcing.persistence import PersistenceError
+
+    from projections import anchors
+
     try:
-        position, events, hash_ = text.split(":")
-        return {"position": int(position), "events": int(events), "hash": hash_}
+        return _anchors()
+    except PersistenceError:
+        raise
+    except Exception as e:
+        projections = _projections([anchors.NAME])
+        try:
+            with projections.views[anchors.NAME].read() as c:
+                found = anchors.read_anchors(c)
+        finally:
+            projections.close()
+            projections.app.close()
+        typer.echo(f"signoff: the anchors cannot be brought up to date: an event cannot be "
+                   f"read ({type(e).__name__}); using those recorded before it", err=True)
+        return found
+
+
+def _kept_anchor(text: str) -> dict[str, Any]:
+    from projections.anchors import parse_anchor
+
+    try:
+        anchor, deprecated = parse_anchor(text)
     except ValueError:
-        typer.echo(f"signoff: --anchor {text!r} is not POSITION:EVENTS:HASH", err=True)
+        typer.echo(f"signoff: --anchor {text!r} is not EVENTS:HASH[:RUNS]", err=True)
         raise typer.Exit(2) from None
+    if deprecated:
+        typer.echo(f"signoff: --anchor {text!r}: POSITION:EVENTS:HASH is deprecated; its "
+                   "position is ignored (positions change on import): give EVENTS:HASH",
+                   err=True)
+    return anchor
+
+
+def _anchored(run: str | None = None) -> Any:
+    """The run's head as the anchors saw it ({version, hash}), or every run's heads."""
+    from projections import anchors
+
+    projections = _projections([anchors.NAME])
+    try:
+        with projections.views[anchors.NAME].read() as c:
+            return anchors.anchored_run(c, run) if run else anchors.anchored_runs(c)
+    finally:
+        projections.close()
+        projections.app.close()
 
 
 @audit_app.command("verify")
@@ -334,8 +377,9 @@ def audit_verify(
     run: Annotated[str | None, typer.Option(metavar="RUN_ID",
                                             help="verify this run only")] = None,
     anchor: Annotated[list[str] | None, typer.Option(
-        metavar="POSITION:EVENTS:HASH",
-        help="an anchor you kept (as `signoff audit anchor` printed it); may be repeated")
+        metavar="EVENTS:HASH[:RUNS]",
+        help="an anchor you kept (as `signoff audit anchor` printed it); may be repeated "
+        "(POSITION:EVENTS:HASH, the old spelling, is still accepted)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     database_url: DatabaseUrl = None,
@@ -355,7 +399,13 @@ def audit_verify(
     store = build_app(_reading(database_url))
     try:
         if run:
-            report = audit.verify_run(store, run)
+            try:
+                anchored = _anchors() and _anchored(run)
+            except PersistenceError:
+                raise
+            except Exception:  # an event the anchors projection cannot read past
+                anchored = _anchored(run)
+            report = audit.verify_run(store, run, anchored or None)
         else:
             try:
                 anchors = [*_anchors(), *kept]
@@ -375,7 +425,8 @@ def audit_verify(
                     projections.close()
                     projections.app.close()
             with _log_progress(store.head(), "verifying") as progress:
-                report = audit.verify_log(store, anchors, progress=progress)
+                report = audit.verify_log(store, anchors, runs=_anchored(),
+                                          progress=progress)
     except RunNotFound as e:
         typer.echo(f"signoff: {e}", err=True)
         raise typer.Exit(1) from None
@@ -405,17 +456,18 @@ def _print_report(r: dict[str, Any], run: str | None) -> None:
             typer.echo(f"  {r['broken_events']} runs have a broken event")
     m = r["anchor_mismatch"]
     if m:
-        typer.echo(f"  anchor at position {m['position']} does not match: {m['problem']} "
+        typer.echo(f"  anchor of {m['expected_events']} events does not match: {m['problem']} "
                    f"(anchored {m['expected_events']} events, hash {m['expected_hash']}; "
                    f"found {m['found_events']}, {m['found_hash']})")
     if not run and r["head"]:
         h = r["head"]
-        typer.echo(f"  log head: {h['position']}:{h['events']}:{h['hash']}")
+        typer.echo(f"  log head: {h['events']}:{h['hash']}:{h['runs']} (at position "
+                   f"{h['position']})")
 
 
 @audit_app.command("anchor")
 def audit_anchor(database_url: DatabaseUrl = None) -> None:
-    """Print the log's current anchor (POSITION:EVENTS:HASH): keep it outside signoff;
+    """Print the log's current anchor (EVENTS:HASH:RUNS): keep it outside signoff;
     `signoff audit verify --anchor ...` later proves nothing before it changed."""
     _reading(database_url)
     found = [a for a in _anchors() if a["kind"] == "head"]
@@ -423,8 +475,11 @@ def audit_anchor(database_url: DatabaseUrl = None) -> None:
         typer.echo("signoff: the log is empty", err=True)
         raise typer.Exit(1)
     a = found[0]
-    typer.echo(f"{a['position']}:{a['events']}:{a['hash']}")
-    typer.echo(f"signoff: anchored at {a['anchored_at']:%Y-%m-%d %H:%M:%S%z}", err=True)
+    from projections.anchors import anchor_text
+
+    typer.echo(anchor_text(a))
+    typer.echo(f"signoff: anchored at {a['anchored_at']:%Y-%m-%d %H:%M:%S%z} (log position "
+               f"{a['position']})", err=True)
 
 
 def _time_option(value: str | None, name: str) -> datetime | None:
@@ -492,14 +547,16 @@ def audit_export(
                     os.remove(output)
                 raise typer.Exit(1) from None
         else:
+            anchors = _recorded_anchors() if start is None and end is None else []
             store = build_app(_settings())
             count = 0
             try:
                 with _log_progress(store.head(), "exporting") as progress:
                     for line in export_events(store, since=start, until=end,
-                                              progress=progress, left_out=leave_out):
+                                              progress=progress, left_out=leave_out,
+                                              anchors=anchors):
                         out.write(line)
-                        count += 1
+                        count += line.startswith('{"position"')
             finally:
                 store.close()
     finally:
@@ -545,17 +602,43 @@ def _export_decisions(out: Any, since: datetime | None, until: datetime | None) 
 def audit_import(
     path: Annotated[str, typer.Argument(metavar="FILE",
                                         help="an export (jsonl); - for stdin")],
+    anchor: Annotated[list[str] | None, typer.Option(
+        metavar="EVENTS:HASH[:RUNS]",
+        help="an anchor you kept: the export must match it; may be repeated")] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Load an export into an empty store, then verify every chain."""
+    """Check an export (every hash, every chain, the log chain against the anchors it
+    carries and those given), then load it into an empty store and verify it there.
+    An export that does not check is refused: nothing is imported."""
+    import shutil
+    import tempfile
+
     from service import audit
-    from service.archive import ImportError_, import_events
+    from service.archive import ImportError_, check_export, import_events
     from service.bootstrap import build_app
 
-    store = build_app(_settings(database_url=database_url))
-    source = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    kept = [_kept_anchor(a) for a in anchor or []]
+    spool = None
+    if path == "-":  # read twice: checked, then imported
+        spool = tempfile.NamedTemporaryFile("w+", encoding="utf-8", suffix=".jsonl")  # noqa: SIM115
+        shutil.copyfileobj(sys.stdin, spool)
+        spool.flush()
+        path = spool.name
     try:
-        size = os.path.getsize(path) if path != "-" else 0
+        with open(path, encoding="utf-8") as f:
+            checked = check_export(f, kept)
+    except ImportError_ as e:
+        typer.echo(f"signoff: refused: {e}", err=True)
+        raise typer.Exit(1) from None
+    if not checked.anchors:
+        typer.echo("signoff: warning: this export carries no anchors (a period, or written "
+                   "by an older signoff): only its chains" + (" and the kept anchors"
+                   if kept else "") + " were checked; a run removed whole would not show",
+                   err=True)
+    store = build_app(_settings(database_url=database_url))
+    source = open(path, encoding="utf-8")  # noqa: SIM115
+    try:
+        size = os.path.getsize(path)
         with typer.progressbar(length=max(size, 1), label="importing",
                                file=sys.stderr) as bar:
 
@@ -565,13 +648,14 @@ def audit_import(
                     yield line
 
             count = import_events(store, lines())
-        report = audit.verify_log(store)
+        report = audit.verify_log(store, [*checked.anchors, *kept])
     except ImportError_ as e:
         typer.echo(f"signoff: {e}", err=True)
         raise typer.Exit(1) from None
     finally:
-        if source is not sys.stdin:
-            source.close()
+        source.close()
+        if spool is not None:
+            spool.close()
         store.close()
     typer.echo(f"signoff: imported {count} events of {report.runs} runs", err=True)
     _print_report(report.as_dict(), None)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -127,3 +128,9 @@ class Chained(Aggregate):
         kwargs["hash"] = digest(record(self.id, self.version + 1, get_topic(event_class),
                                        timestamp, kwargs, self.chain_head))
         super().trigger_event(event_class, timestamp=timestamp, **kwargs)
+
+
+def runs_digest(heads: Iterable[tuple[str, int, str]]) -> str:
+    """The digest of every stream's newest event: (id, version, link) in any order."""
+    lines = sorted(f"{run_id}:{version}:{link}" for run_id, version, link in heads)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()

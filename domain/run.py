@@ -9,7 +9,6 @@ answered as events, so replaying a run never calls either again.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, ClassVar, cast
 from uuid import UUID
@@ -403,23 +402,6 @@ class Run(Chained):
     def calls_in(self, *states: CallState) -> list[Json]:
         return [c for c in self.calls.values() if c["state"] in states]
 
-    def model_messages(self) -> list[Json]:
-        """The conversation as OpenAI chat messages, derived from the events."""
-        messages: list[Json] = []
-        if self.instructions:
-            messages.append({"role": "system", "content": self.instructions})
-        messages.append({"role": "user", "content": self.input})
-        for turn in self.turns:
-            msg: Json = {"role": "assistant", "content": turn["content"]}
-            if turn["tool_calls"]:
-                msg["tool_calls"] = [_openai_tool_call(c) for c in turn["tool_calls"]]
-            messages.append(msg)
-            for call_id in turn["tool_call_ids"]:
-                content = tool_message_content(self.calls[call_id])
-                if content is not None:
-                    messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
-        return messages
-
     # -------------------------------------------------------------- commands
 
     def record_model_response(
@@ -804,11 +786,6 @@ def _decision(event: Aggregate.Event, kind: DecisionKind, **fields: Any) -> Json
             "decided_at": event.timestamp, "version": event.originator_version,
             "request_key": getattr(event, "request_key", None),
             "request_digest": getattr(event, "request_digest", None), **fields}
-
-
-def _openai_tool_call(call: Json) -> Json:
-    return {"id": call["id"], "type": "function",
-            "function": {"name": call["name"], "arguments": json.dumps(call["args"])}}
 
 
 def tool_message_content(call: Json) -> str | None:

@@ -8,14 +8,37 @@ events of a run cut off. The log chain covers those: in log order,
     log_hash(n) = sha256(log_hash(n-1) + hash of the n-th event)   (hex strings)
 
 where an event recorded before the run chains (no ``hash``) counts with the hash of its
-canonical record with ``prev`` = 64 zeros. Tables (plain SQL; see docs/audit.md):
+canonical record with ``prev`` = 64 zeros (``chain.link_of``).
+
+An anchor says *after N events the log hash was H* (and the runs' heads digest was R,
+below). It is keyed on the count of events, never on log positions: positions have gaps
+(a save that loses a race burns one) and an import renumbers them from 1, but the count
+and the hash survive export and import. The position an anchor was taken at is kept for
+information only.
+
+The **runs digest** binds every stream's newest event at that point::
+
+    runs_digest = sha256("\\n".join(sorted(f"{id}:{version}:{link}" for each stream)))
+
+(``id`` the stream's UUID as text, ``link`` its newest event's hash as above; API keys
+are streams of the same log and count too.) It lets a run's own check say it was cut
+short: ``signoff_anchor_runs`` keeps each stream's newest anchored version and hash, and
+a run whose stored head is older than that was truncated.
+
+Tables (plain SQL; see docs/audit.md):
 
 - ``signoff_anchor_head``: one row, the log hash at the projection's position (the
   anchor to print and keep outside signoff: ``signoff audit anchor``).
-- ``signoff_anchors``: a checkpoint every ``EVERY`` events, kept for good.
+- ``signoff_anchor_checkpoints``: a checkpoint every ``EVERY`` events, kept for good,
+  keyed by ``events``.
+- ``signoff_anchor_runs``: each stream's newest version and hash seen by the projection.
 
 ``signoff audit verify`` recomputes the log hash from the stored events and compares it
 with every checkpoint, the head, and any anchor an auditor kept (``--anchor``).
+
+(Before anchors were keyed on the count, checkpoints lived in ``signoff_anchors``,
+keyed on position; that table is no longer read. A store projected before then gets the
+new tables by a rebuild: ``signoff project rebuild anchors``.)
 """
 
 from __future__ import annotations
@@ -26,17 +49,24 @@ from domain import chain
 from projections.store import Cursor, Dialect
 
 NAME = "anchors"
-TABLES_IN_ORDER = ("signoff_anchors", "signoff_anchor_head")
+TABLES_IN_ORDER = ("signoff_anchor_checkpoints", "signoff_anchor_runs",
+                   "signoff_anchor_head")
 EVERY = 1000  # events between two checkpoints
 
 
 def tables(d: Dialect) -> list[str]:
     return [
-        f"""CREATE TABLE IF NOT EXISTS signoff_anchors (
-            position BIGINT PRIMARY KEY,
-            events BIGINT NOT NULL,
+        f"""CREATE TABLE IF NOT EXISTS signoff_anchor_checkpoints (
+            events BIGINT PRIMARY KEY,
+            position BIGINT NOT NULL,
             hash TEXT NOT NULL,
+            runs TEXT NOT NULL,
             anchored_at {d.time_type} NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS signoff_anchor_runs (
+            run_id TEXT PRIMARY KEY,
+            version BIGINT NOT NULL,
+            hash TEXT NOT NULL,
+            position BIGINT NOT NULL)""",
         f"""CREATE TABLE IF NOT EXISTS signoff_anchor_head (
             id INTEGER PRIMARY KEY CHECK (id = 1),
             position BIGINT NOT NULL,
@@ -57,26 +87,79 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
         c.execute("INSERT INTO signoff_anchor_head (id, position, events, hash, anchored_at) "
                   "VALUES (1, 0, 0, %s, %s) ON CONFLICT (id) DO NOTHING",
                   (chain.GENESIS, c.dialect.time(e.timestamp)))
+    link = chain.link_of(e)
     head[0] += 1
-    head[1] = chain.log_link(head[1], chain.link_of(e))
+    head[1] = chain.log_link(head[1], link)
     at = c.dialect.time(e.timestamp)
     c.execute("UPDATE signoff_anchor_head SET position = %s, events = %s, hash = %s, "
               "anchored_at = %s WHERE id = 1", (position, head[0], head[1], at))
+    c.execute("INSERT INTO signoff_anchor_runs (run_id, version, hash, position) "
+              "VALUES (%s, %s, %s, %s) ON CONFLICT (run_id) DO UPDATE SET "
+              "version = excluded.version, hash = excluded.hash, position = excluded.position",
+              (str(e.originator_id), e.originator_version, link, position))
     if head[0] % EVERY == 0:
-        c.execute("INSERT INTO signoff_anchors (position, events, hash, anchored_at) "
-                  "VALUES (%s, %s, %s, %s)", (position, head[0], head[1], at))
+        c.execute("INSERT INTO signoff_anchor_checkpoints (events, position, hash, runs, "
+                  "anchored_at) VALUES (%s, %s, %s, %s, %s)",
+                  (head[0], position, head[1], _runs_now(c), at))
+
+
+def _runs_now(c: Cursor) -> str:
+    rows = c.execute("SELECT run_id, version, hash FROM signoff_anchor_runs").fetchall()
+    return chain.runs_digest((r["run_id"], int(r["version"]), r["hash"]) for r in rows)
 
 
 def read_anchors(c: Cursor) -> list[dict[str, Any]]:
-    """Every checkpoint, then the head (as the last item), oldest first."""
+    """Every checkpoint, then the head (as the last item), oldest first: each
+    {kind, events, hash, runs, position, anchored_at}."""
     d = c.dialect
-    rows = c.execute("SELECT position, events, hash, anchored_at FROM signoff_anchors "
-                     "ORDER BY position").fetchall()
+    rows = c.execute("SELECT position, events, hash, runs, anchored_at "
+                     "FROM signoff_anchor_checkpoints ORDER BY events").fetchall()
     head = c.execute("SELECT position, events, hash, anchored_at FROM signoff_anchor_head "
                      "WHERE id = 1").fetchone()
     out = [{**r, "kind": "checkpoint"} for r in rows]
     if head is not None and head["events"] > 0:
-        out.append({**head, "kind": "head"})
+        out.append({**head, "runs": _runs_now(c), "kind": "head"})
     for r in out:
         r["anchored_at"] = d.from_time(r["anchored_at"])
     return out
+
+
+def anchored_run(c: Cursor, run_id: str) -> dict[str, Any] | None:
+    """The run's newest version and hash the anchors saw ({version, hash, position})."""
+    row = c.execute("SELECT version, hash, position FROM signoff_anchor_runs "
+                    "WHERE run_id = %s", (str(run_id),)).fetchone()
+    return None if row is None else {"version": int(row["version"]), "hash": row["hash"],
+                                     "position": int(row["position"])}
+
+
+def anchored_runs(c: Cursor) -> list[tuple[str, int, str]]:
+    """Every stream's newest anchored (id, version, hash)."""
+    rows = c.execute("SELECT run_id, version, hash FROM signoff_anchor_runs").fetchall()
+    return [(r["run_id"], int(r["version"]), r["hash"]) for r in rows]
+
+
+def anchor_text(a: dict[str, Any]) -> str:
+    """An anchor as printed and kept: ``EVENTS:HASH:RUNS``."""
+    return f"{a['events']}:{a['hash']}:{a['runs']}"
+
+
+def parse_anchor(text: str) -> tuple[dict[str, Any], bool]:
+    """``EVENTS:HASH``, ``EVENTS:HASH:RUNS``, or the deprecated ``POSITION:EVENTS:HASH``
+    (its position ignored). Returns the anchor and whether the spelling is deprecated;
+    ``ValueError`` when it is none of them."""
+    parts = text.strip().split(":")
+
+    def hexhash(s: str) -> str:
+        if len(s) != 64 or any(ch not in "0123456789abcdef" for ch in s):
+            raise ValueError(f"{s!r} is not a SHA-256 hex digest")
+        return s
+
+    if len(parts) == 3 and parts[1].isdigit():  # POSITION:EVENTS:HASH (deprecated)
+        return {"events": int(parts[1]), "hash": hexhash(parts[2]),
+                "position": int(parts[0])}, True
+    if len(parts) in (2, 3) and parts[0].isdigit():
+        anchor: dict[str, Any] = {"events": int(parts[0]), "hash": hexhash(parts[1])}
+        if len(parts) == 3:
+            anchor["runs"] = hexhash(parts[2])
+        return anchor, False
+    raise ValueError(f"{text!r} is not EVENTS:HASH[:RUNS]")

@@ -19,7 +19,7 @@ Following new events:
   round. One thread rather than one per projection: in the API's process four
   followers woken by every commit competed with the request threads for the
   interpreter, and cost each cycle a third more of the server's CPU
-  (docs/performance.md, "Session 4").
+  (docs/performance.md).
 - SQLite has no notifications: in the server process the application prompts the
   projections after each save; otherwise (``signoff project`` beside another process) the
   log is checked once a second.

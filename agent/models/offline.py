@@ -179,26 +179,16 @@ def _heuristic(text: str, tools: list[ToolSpec]) -> list[tuple[str, dict[str, An
     plain = _EMAIL.sub(" ", rest)
     words = _WORD.findall(rest)
     lower = [w.lower() for w in words]
-    best: tuple[int, ToolSpec] | None = None
-    for t in tools:
-        verb, *others = t.name.lower().split("_")
-        if verb and any(_same(verb, w) for w in lower):
-            score = sum(any(_same(o, w) for w in lower) for o in others if o)
-            if best is None or score > best[0]:
-                best = (score, t)
-    if best is None:
+    spec = _best_tool(tools, lower)
+    if spec is None:
         return []
-    spec = best[1]
     numbers = _NUMBER.findall(plain)
     args: dict[str, Any] = {}
     for pname, prop in spec.parameters.get("properties", {}).items():
         kind = prop.get("type") if isinstance(prop, dict) else None
         value: Any = None
         if kind in ("integer", "number") and numbers:
-            raw = numbers.pop(0)
-            value = int(raw.split(".")[0]) if kind == "integer" else float(raw)
-            if isinstance(value, float) and not math.isfinite(value):
-                value = None
+            value = _number(numbers.pop(0), kind)
         elif kind == "string":
             value = _string_arg(pname, words, quoted, emails, set(spec.name.lower().split("_")))
         elif kind == "boolean" and f" {pname.lower().replace('_', ' ')} " in f" {' '.join(lower)} ":
@@ -206,6 +196,23 @@ def _heuristic(text: str, tools: list[ToolSpec]) -> list[tuple[str, dict[str, An
         if value is not None:
             args[pname] = value
     return [(spec.name, args)]
+
+
+def _best_tool(tools: list[ToolSpec], lower: list[str]) -> ToolSpec | None:
+    """The tool whose name's verb is in the message, and most of its other words."""
+    best: tuple[int, ToolSpec] | None = None
+    for t in tools:
+        verb, *others = t.name.lower().split("_")
+        if verb and any(_same(verb, w) for w in lower):
+            score = sum(any(_same(o, w) for w in lower) for o in others if o)
+            if best is None or score > best[0]:
+                best = (score, t)
+    return best[1] if best else None
+
+
+def _number(raw: str, kind: str) -> int | float | None:
+    value: int | float = int(raw.split(".")[0]) if kind == "integer" else float(raw)
+    return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
 def _string_arg(pname: str, words: list[str], quoted: list[str], emails: list[str],

@@ -27,7 +27,9 @@ class BrokenEvent(BaseModel):
 
 
 class AnchorMismatch(BaseModel):
-    position: int
+    position: int | None = Field(
+        None, description="the log position the anchor was taken at (information only: "
+        "anchors are checked after their count of events)")
     expected_events: int
     expected_hash: str
     found_events: int
@@ -47,15 +49,20 @@ class VerifyReport(BaseModel):
     anchor_mismatch: AnchorMismatch | None
     head: dict[str, int | str | None] | None = Field(
         description="where the check ended: the run's version and hash, or the log's "
-        "position, event count and log hash")
+        "position, event count, log hash and runs digest")
+    anchored: dict[str, int | str | None] | None = Field(
+        None, description="a run's check: its newest version and hash as the anchors saw "
+        "them (a run whose stored head is older was truncated)")
 
 
 class Anchor(BaseModel):
     kind: Literal["checkpoint", "head"]
-    position: int
-    events: int
-    hash: str
+    events: int = Field(description="the count of events the anchor was taken after")
+    hash: str = Field(description="the log hash after those events")
+    runs: str = Field(description="the digest of every stream's newest event then")
+    position: int = Field(description="the log position it was taken at (information)")
     anchored_at: datetime
+    text: str = Field(description="as `signoff audit anchor` prints it: EVENTS:HASH:RUNS")
 
 
 @router.get("/runs/{run_id}/verify", responses=problem_responses(404),
@@ -64,7 +71,9 @@ def verify_run(run_id: str, c: ContainerDep) -> VerifyReport:
     """Recompute the run's hash chain from its stored events; name the first broken
     event, or report it intact. (A run removed whole, or its last events, only show in
     the whole log's check: ``GET /audit/verify``.)"""
-    return VerifyReport.model_validate(audit.verify_run(c.app, run_id).as_dict())
+    with c.projections.views[anchors.NAME].read() as cur:
+        anchored = anchors.anchored_run(cur, run_id)
+    return VerifyReport.model_validate(audit.verify_run(c.app, run_id, anchored).as_dict())
 
 
 @router.get("/audit/verify", response_model=VerifyReport, dependencies=[allow(A)])
@@ -75,7 +84,8 @@ async def verify_log(c: ContainerDep) -> VerifyReport:
     def run() -> VerifyReport:
         with c.projections.views[anchors.NAME].read() as cur:
             kept = anchors.read_anchors(cur)
-        return VerifyReport.model_validate(audit.verify_log(c.app, kept).as_dict())
+            runs = anchors.anchored_runs(cur)
+        return VerifyReport.model_validate(audit.verify_log(c.app, kept, runs=runs).as_dict())
 
     return await run_in_threadpool(run)
 
@@ -83,7 +93,8 @@ async def verify_log(c: ContainerDep) -> VerifyReport:
 @router.get("/audit/anchors", response_model=list[Anchor], dependencies=[allow(A)])
 def get_anchors(c: ContainerDep) -> list[Anchor]:
     """The log's anchors: a checkpoint every 1,000 events, and the head (the newest).
-    Keep one outside signoff (``POSITION:EVENTS:HASH``) to prove later that nothing
-    before it was changed: ``signoff audit verify --anchor``."""
+    Keep one outside signoff (``EVENTS:HASH:RUNS``, its ``text``) to prove later that
+    nothing before it was changed: ``signoff audit verify --anchor``."""
     with c.projections.views[anchors.NAME].read() as cur:
-        return [Anchor.model_validate(a) for a in anchors.read_anchors(cur)]
+        return [Anchor.model_validate({**a, "text": anchors.anchor_text(a)})
+                for a in anchors.read_anchors(cur)]

@@ -19,6 +19,7 @@ import pytest
 
 from agent.limits import CUT, Limits, TooLarge, json_size
 from agent.loop import AgentLoop
+from agent.messages import chat_messages
 from agent.models.base import ModelTurn, ToolCallProposal, ToolSpec
 from agent.models.openai import OpenAIModel
 from agent.tools import Agent, tool
@@ -231,7 +232,7 @@ def test_a_result_and_an_error_over_the_limit_are_recorded_cut(app: RunService) 
     assert len(error.encode()) <= LIMIT
     assert error.startswith("RuntimeError: eeee") and "[cut: 1014 bytes" in error
     # The model was told the cut values (what it saw is what a replay sees).
-    tool_message = [m for m in app.get_run(run.id).model_messages() if m["role"] == "tool"]
+    tool_message = [m for m in chat_messages(app.get_run(run.id)) if m["role"] == "tool"]
     assert tool_message[0]["content"].endswith(f"over the limit of {LIMIT}]")
 
 

@@ -43,8 +43,22 @@ class Store:
         with self.projections.views[anchors.NAME].read() as c:
             return anchors.read_anchors(c)
 
+    def anchored_runs(self) -> list[tuple[str, int, str]]:
+        with self.projections.views[anchors.NAME].read() as c:
+            return anchors.anchored_runs(c)
+
+    def anchored(self, run_id: str) -> dict[str, Any] | None:
+        with self.projections.views[anchors.NAME].read() as c:
+            return anchors.anchored_run(c, run_id)
+
     def verify(self, *kept: dict[str, Any]) -> audit.Report:
-        return audit.verify_log(self.app, [*self.stored_anchors(), *kept])
+        """The whole log against the stored anchors (and the runs they saw), and ``kept``."""
+        return audit.verify_log(self.app, [*self.stored_anchors(), *kept],
+                                runs=self.anchored_runs())
+
+    def verify_run(self, run_id: str) -> audit.Report:
+        """One run, against its head as the anchors saw it (as the API and CLI do)."""
+        return audit.verify_run(self.app, run_id, self.anchored(run_id))
 
     # ------------------------------------------------------------ raw SQL
 

@@ -40,8 +40,9 @@ def test_an_untouched_store_verifies_clean(store: Store) -> None:
     assert (report.runs, report.broken, report.unchained) == (12, 0, 0)
     assert report.events == store.app.head() == 102
     assert report.anchors_checked == 1  # the head (a checkpoint every 1,000 events)
-    assert report.head == {"position": 102, "events": 102,
-                           "hash": store.stored_anchors()[-1]["hash"]}
+    head = store.stored_anchors()[-1]
+    assert report.head == {"position": 102, "events": 102, "hash": head["hash"],
+                           "runs": head["runs"]}
     for run_id in store.run_ids:
         assert audit.verify_run(store.app, run_id).intact
 
@@ -85,8 +86,11 @@ def test_a_run_deleted_whole_breaks_the_anchor(store: Store) -> None:
     n = len(store.rows(gone))
     store.delete(gone)
     report = store.verify()
-    assert report.first_broken is None  # every run left is intact on its own ...
-    assert not report.intact  # ... but the log is not what was anchored
+    # Every run left is intact on its own; the run the anchors saw is named (before the
+    # anchors bound each run's head, nothing named it: the old expectation was the bug) ...
+    assert report.broken == 1 and report.first_broken.run_id == gone
+    assert "it was removed" in report.first_broken.problem
+    assert not report.intact  # ... and the log is not what was anchored
     mismatch = report.anchor_mismatch
     assert mismatch["expected_events"] - mismatch["found_events"] == n
     assert "removed" in mismatch["problem"]
@@ -96,8 +100,14 @@ def test_the_last_event_of_a_run_cut_off_breaks_the_anchor(store: Store) -> None
     run_id = store.run_ids[2]
     last = store.rows(run_id)[-1][0]
     store.delete(run_id, last)
-    assert audit.verify_run(store.app, run_id).intact  # what is left of it chains ...
-    assert "removed" in store.verify().anchor_mismatch["problem"]  # ... the log does not
+    # What is left of it chains, but the anchors saw its last version: the run's own
+    # check names it (it said intact before the anchors bound each run's head) ...
+    broken = store.verify_run(run_id).first_broken
+    assert (broken.run_id, broken.version) == (run_id, last)
+    assert broken.problem.startswith("truncated")
+    report = store.verify()  # ... and so do the log and its anchor
+    assert report.first_broken.run_id == run_id
+    assert "removed" in report.anchor_mismatch["problem"]
 
 
 def test_a_run_rewritten_with_its_hashes_recomputed_breaks_the_anchor(store: Store) -> None:
@@ -115,9 +125,12 @@ def test_a_run_rewritten_with_its_hashes_recomputed_breaks_the_anchor(store: Sto
         prev = data["hash"]
         store.set_state(run_id, v, json.dumps(data).encode())
 
-    assert audit.verify_run(store.app, run_id).intact
+    assert audit.verify_run(store.app, run_id).intact  # its chain holds on its own ...
+    # ... but its head is not what the anchors saw: the run is named (it was not before
+    # the anchors bound each run's head), on its own and in the log
+    assert "rewritten" in store.verify_run(run_id).first_broken.problem
     report = store.verify()
-    assert report.first_broken is None
+    assert report.first_broken.run_id == run_id and report.broken == 1
     assert "different ones" in report.anchor_mismatch["problem"]
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from agent.messages import chat_messages
 from domain.errors import (
     InvalidDecision,
     InvalidRunTransition,
@@ -330,7 +331,7 @@ def test_given_a_confirmed_run_confirmation_when_the_run_goes_on_then_it_can_com
 
     assert names(run.collect_events()) == ["RunContinued", "ModelResponded", "RunCompleted"]
     assert run.status == RunStatus.COMPLETED
-    assert run.model_messages()[-1] == {"role": "assistant", "content": "Hello"}
+    assert chat_messages(run)[-1] == {"role": "assistant", "content": "Hello"}
 
 
 def test_given_a_run_awaiting_confirmation_when_it_is_rejected_then_the_pseudo_call_is_rejected(

@@ -10,6 +10,7 @@ from eventsourcing.persistence import IntegrityError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.messages import chat_messages
 from domain.errors import InvalidRunTransition, ToolCallNotPending
 from domain.run import Run
 from domain.values import RUN_CONFIRMATION_TOOL, CallState, Requirement, RunStatus
@@ -94,7 +95,7 @@ def test_given_a_saved_run_when_it_is_read_back_then_its_state_is_the_same(app) 
     assert state(read) == state(run)
     assert read.version == run.version
     assert isinstance(read.status, RunStatus) and read.status == RunStatus.COMPLETED
-    assert read.model_messages() == run.model_messages()
+    assert chat_messages(read) == chat_messages(run)
 
 
 def test_given_a_saved_run_when_it_is_read_at_a_version_then_it_is_the_state_after_n_events(

@@ -1,5 +1,5 @@
 """Starting a run, recording the model's answers, requesting calls, pausing, and the
-conversation the model is shown (``model_messages``)."""
+conversation the model is shown (``agent.messages.chat_messages``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from uuid import uuid4
 
 import pytest
 
+from agent.messages import chat_messages
 from domain.errors import InvalidDecision, InvalidRunTransition
 from domain.run import Run
 from domain.values import CallState, Requirement, RunStatus
@@ -206,7 +207,7 @@ def test_given_a_paused_run_when_it_pauses_again_then_it_is_refused() -> None:
 def test_given_a_started_run_when_messages_are_derived_then_they_are_system_and_user() -> None:
     run = a_started_run(instructions="Be brief.")
 
-    assert run.model_messages() == [
+    assert chat_messages(run) == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Book me a flight"},
     ]
@@ -216,7 +217,7 @@ def test_given_a_run_without_instructions_when_messages_are_derived_then_there_i
 ) -> None:
     run = a_started_run(instructions="")
 
-    assert run.model_messages() == [{"role": "user", "content": "Book me a flight"}]
+    assert chat_messages(run) == [{"role": "user", "content": "Book me a flight"}]
 
 
 def test_given_resolved_calls_when_messages_are_derived_then_tool_messages_follow_in_call_order(
@@ -238,7 +239,7 @@ def test_given_resolved_calls_when_messages_are_derived_then_tool_messages_follo
     run.record_tool_failure("c2", "TimeoutError: airline down")
     run.record_tool_result("c1", "3 flights")
 
-    messages = run.model_messages()
+    messages = chat_messages(run)
 
     assert messages[:2] == [{"role": "system", "content": "Be brief."},
                             {"role": "user", "content": "Book me a flight"}]
@@ -262,7 +263,7 @@ def test_given_unresolved_calls_when_messages_are_derived_then_they_get_no_tool_
     run = a_run_paused_on(a_confirmation_call("c1"), an_external_call("c2"), a_call("c3"))
     run.provide_external_result("c2", decided_by="bot", result="42")
 
-    messages = run.model_messages()
+    messages = chat_messages(run)
 
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool"]
     assert messages[-1] == {"role": "tool", "tool_call_id": "c2", "content": "42"}
@@ -275,7 +276,7 @@ def test_given_two_model_turns_when_messages_are_derived_then_each_turn_follows_
     run.record_tool_result("c1", "booked")
     the_model_asks_for(run, content="Booked.")
 
-    messages = run.model_messages()
+    messages = chat_messages(run)
 
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant"]
     assert messages[-1] == {"role": "assistant", "content": "Booked."}
