@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)  ## run the service on SQLite with the demo agents and the offline model
 	$(BIN)/signoff serve
 
-test: $(STAMP)  ## run the whole test suite (starts its own PostgreSQL)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP)  ## run the whole test suite (starts its own PostgreSQL), a worker per core
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
