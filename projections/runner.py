@@ -160,10 +160,15 @@ class Projections:
             self._positions[name] = position
 
     def rebuild(self, name: str, progress: Progress | None = None) -> int:
-        """Empty the projection and apply the whole log again."""
-        self.views[name].reset(MODULES[name].TABLES_IN_ORDER)
+        """Empty the projection and apply the whole log again. Until it has applied the
+        log as it was when the rebuild began, the projection says it is ``rebuilding``
+        (its answers are partial)."""
+        view = self.views[name]
+        view.reset(MODULES[name].TABLES_IN_ORDER, target=self.app.head())
         self._positions.pop(name, None)
-        return self.catch_up(name, progress)
+        applied = self.catch_up(name, progress)
+        view.rebuilt()
+        return applied
 
     def status(self) -> list[ProjectionStatus]:
         head = self.app.head()

@@ -139,6 +139,12 @@ class Cursor:
         return dict(row) if row is not None else None
 
 
+# A rebuild under way: each projection's row holds the log's head when its rebuild began
+# (``reset``); until its position reaches it, what it serves is partial.
+_REBUILDS = ("CREATE TABLE IF NOT EXISTS signoff_rebuilds (name TEXT PRIMARY KEY, "
+             "target BIGINT NOT NULL)")
+
+
 class ViewMixin:
     """What both view classes share. ``tables`` are the projection's DDL statements."""
 
@@ -217,11 +223,15 @@ class ViewMixin:
     def position(self) -> int:
         return self.max_tracking_id(self.tracking_name) or 0  # type: ignore[attr-defined]
 
-    def reset(self, table_names: Sequence[str]) -> None:
+    def reset(self, table_names: Sequence[str], target: int = 0) -> None:
         """Empty the projection's tables and forget its position (for a rebuild); every
-        counter is back at 0."""
+        counter is back at 0. ``target``: the log's head now; until the projection has
+        applied it again, it is ``rebuilding``."""
         with self.write_transaction() as c:
             self._lock(c)  # not in the middle of a runner's page
+            c.execute("DELETE FROM signoff_rebuilds WHERE name = %s", (self.tracking_name,))
+            c.execute("INSERT INTO signoff_rebuilds (name, target) VALUES (%s, %s)",
+                      (self.tracking_name, target))
             for table in table_names:
                 c.execute(f"DELETE FROM {table}")
             c.execute(f"DELETE FROM {self._tracking_table()} WHERE application_name = %s",
@@ -230,6 +240,20 @@ class ViewMixin:
                 c.execute(f"DELETE FROM {self.counts_table}")
                 c.executemany(f"INSERT INTO {self.counts_table} (name, n) VALUES (%s, 0)",
                               [(name,) for name in self.counts])
+
+    def rebuilding(self) -> bool:
+        """Whether a rebuild has not yet applied the log as it was when the rebuild began:
+        then what the projection serves is partial. (A rebuild that stopped half-way
+        stays so until the projection, following, gets past that point.)"""
+        with self.read() as c:
+            row = c.execute("SELECT target FROM signoff_rebuilds WHERE name = %s",
+                            (self.tracking_name,)).fetchone()
+        return row is not None and self.position() < int(row["target"])
+
+    def rebuilt(self) -> None:
+        """The rebuild is done: forget its target."""
+        with self.write_transaction() as c:
+            c.execute("DELETE FROM signoff_rebuilds WHERE name = %s", (self.tracking_name,))
 
     def ensure_counts(self) -> None:
         """Recount the counters that have no row yet, holding the write lock (the rows
@@ -272,7 +296,7 @@ class SQLiteView(ViewMixin, SQLiteTrackingRecorder):
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(),
-                *(self.dialect.sql(t) for t in self.tables)]
+                *(self.dialect.sql(t) for t in (*self.tables, _REBUILDS))]
 
 
 class PostgresView(ViewMixin, PostgresTrackingRecorder):
@@ -280,7 +304,8 @@ class PostgresView(ViewMixin, PostgresTrackingRecorder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.sql_create_statements.extend(SQL(t) for t in self.tables)  # type: ignore[arg-type]
+        self.sql_create_statements.extend(  # type: ignore[arg-type]  # plain SQL text
+            SQL(t) for t in (*self.tables, _REBUILDS))
 
 
 def open_view(

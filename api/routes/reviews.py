@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -20,6 +20,7 @@ from api.errors import ProblemError
 from api.wire import IsoTime
 from projections import audit, queue
 from projections.csvfile import decisions_csv
+from projections.store import ViewMixin
 from service.auth import Identity
 
 router = APIRouter(tags=["Review"])
@@ -60,10 +61,16 @@ class QueueItem(BaseModel):
     waiting_for: list[WaitingCall]
 
 
+_COMPLETE = ("False while the read model is being rebuilt (`signoff project rebuild`): the "
+             "answer is then partial, `total_exact` is false, and the header "
+             "`Signoff-Complete: false` says so too.")
+
+
 class QueuePage(BaseModel):
     items: list[QueueItem]
     total: int = Field(description=_TOTAL.format(cap=f"{queue.TOTAL_CAP:,}"))
     total_exact: bool = Field(description=_TOTAL_EXACT)
+    complete: bool = Field(True, description=_COMPLETE)
     next_cursor: str | None = Field(description="Pass back as `cursor` for the next page; "
                                     "null on the last page.")
 
@@ -91,6 +98,7 @@ class DecisionPage(BaseModel):
     items: list[DecisionRow]
     total: int = Field(description=_TOTAL.format(cap=f"{audit.TOTAL_CAP:,}"))
     total_exact: bool = Field(description=_TOTAL_EXACT)
+    complete: bool = Field(True, description=_COMPLETE)
     next_cursor: str | None = Field(description="Pass back as `cursor` for the next page; "
                                     "null on the last page.")
 
@@ -98,6 +106,7 @@ class DecisionPage(BaseModel):
 @router.get("/queue", response_model=QueuePage)
 def get_queue(
     c: ContainerDep,
+    response: Response,
     caller: Annotated[Identity, allow(R, A)],
     agent_id: Text = None,
     user_id: Text = None,
@@ -119,9 +128,11 @@ def get_queue(
         _check_cursor(queue.cursor_decode, cursor)
     agent_id = _in_scope(caller.agents, agent_id, "agent_id", "agents")
     tool = _in_scope(caller.tools, tool, "tool", "tools")
-    with c.projections.views[queue.NAME].read(snapshot=False) as cur:  # one statement
-        return queue.list_queue(cur, agent_id=agent_id, user_id=user_id, tool_name=tool,
+    view = c.projections.views[queue.NAME]
+    with view.read(snapshot=False) as cur:  # one statement
+        page = queue.list_queue(cur, agent_id=agent_id, user_id=user_id, tool_name=tool,
                                 kind=kind, after=cursor, limit=limit, group=group)
+    return _completeness(page, view, response)
 
 
 def _in_scope(scope: frozenset[str] | None, value: str | None, param: str,
@@ -155,6 +166,7 @@ def _check_cursor(decode: Any, cursor: str) -> None:
     "text/csv": {}, "application/x-ndjson": {}}}})
 async def get_decisions(
     c: ContainerDep,
+    response: Response,
     run_id: Text = None,
     actor: Text = None,
     tool: Text = None,
@@ -183,8 +195,12 @@ async def get_decisions(
     if format == "json":
         def page() -> dict[str, Any]:
             with view.read(snapshot=False) as cur:  # one statement
-                return audit.list_decisions(cur, after=cursor, limit=limit, **filters)
+                found = audit.list_decisions(cur, after=cursor, limit=limit, **filters)
+            return _completeness(found, view, response)
         return await run_in_threadpool(page)
+    if await run_in_threadpool(view.rebuilding):
+        raise ProblemError(503, "the audit trail is being rebuilt: an export now would be "
+                           "partial; try again once GET /projections shows it caught up")
     rows = audit.iter_decisions(view.read, **filters)
     if format == "jsonl":
         body: Iterator[str] = (wire.dumps(r) + "\n" for r in rows)
@@ -199,6 +215,7 @@ async def get_decisions(
 @router.get("/analytics/decisions", dependencies=[allow(A)])
 def get_analytics(
     c: ContainerDep,
+    response: Response,
     group_by: Literal["tool", "agent", "actor", "day"] = "tool",
     since: IsoTime | None = None,
     until: IsoTime | None = None,
@@ -206,9 +223,23 @@ def get_analytics(
     """Per tool, agent, actor or day: calls requested, decisions of each kind, approval
     rate (confirmed / (confirmed + rejected)), time to decision p50 / p90 / p99 (ms)."""
     since, until = _aware(since), _aware(until)  # echoed as applied: with their zone
-    with c.projections.views[audit.NAME].read() as cur:
+    view = c.projections.views[audit.NAME]
+    with view.read() as cur:
         groups = audit.analytics(cur, group_by, since=since, until=until)
-    return {"group_by": group_by, "since": since, "until": until, "groups": groups}
+    return _completeness({"group_by": group_by, "since": since, "until": until,
+                          "groups": groups}, view, response)
+
+
+def _completeness(answer: dict[str, Any], view: ViewMixin, response: Response,
+                  ) -> dict[str, Any]:
+    """Mark an answer read from ``view``: partial while the view is being rebuilt."""
+    partial = view.rebuilding()
+    answer["complete"] = not partial
+    if partial:
+        if "total_exact" in answer:
+            answer["total_exact"] = False
+        response.headers["Signoff-Complete"] = "false"
+    return answer
 
 
 @router.get("/projections", tags=["Operations"], dependencies=[allow(A, ADMIN)])

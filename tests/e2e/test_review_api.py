@@ -197,7 +197,8 @@ def test_paused_run_is_queued_then_decided_audited_and_counted(server: LiveServe
 
         # Out of the queue...
         assert queue(c, user_id="story-user") == {"items": [], "total": 0,
-                                                   "total_exact": True, "next_cursor": None}
+                                                   "total_exact": True, "next_cursor": None,
+                                                   "complete": True}
         # ...into the audit trail, with the reviewer's identity and reason...
         page = audit(c, run_id=run["run_id"])
         assert (page["total"], page["next_cursor"]) == (1, None)
@@ -294,7 +295,7 @@ def test_cancel_removes_a_run_and_audits_its_undecided_calls(server: LiveServer)
         wait_caught_up(c)
 
         assert queue(c, user_id=user) == {"items": [], "total": 0, "total_exact": True,
-                                          "next_cursor": None}
+                                          "next_cursor": None, "complete": True}
         rows = audit(c, run_id=run["run_id"])["items"]
         assert [(r["tool_call_id"], r["decision"], r["actor"], r["note"]) for r in rows] == [
             (delete["tool_call_id"], "confirmed", "cancel-rev", None),
@@ -359,7 +360,8 @@ def test_runs_that_ended_are_not_in_the_queue(server: LiveServer) -> None:
         assert (ids(page["items"]), page["total"]) == ([waiting["run_id"]], 1)
         # A call that needed no decision leaves nothing in the audit trail.
         assert audit(c, run_id=auto["run_id"]) == {"items": [], "total": 0,
-                                                    "total_exact": True, "next_cursor": None}
+                                                    "total_exact": True, "next_cursor": None,
+                                                   "complete": True}
 
 
 def test_queue_filters(server: LiveServer) -> None:
