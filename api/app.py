@@ -15,16 +15,16 @@ from fastapi import FastAPI
 from api import auth, errors, limits, metrics, storeguard, sweeper
 from api.deps import Container
 from api.routes import agno, audit, inbox, keys, reviews, runs, streams, webhooks
-from projections.deliveries import Dispatcher
-from service import logs, tracing
-from service.auth import AuthPolicy
-from service.bootstrap import (
+from bootstrap import (
     build_app,
     build_authenticator,
     build_lifecycle,
     build_loop,
     build_projections,
 )
+from projections.deliveries import Dispatcher
+from service import logs, tracing
+from service.auth import AuthPolicy
 from service.config import Settings, load_settings, unknown_variables
 from service.metrics import CommittedFacts, watch_commits
 

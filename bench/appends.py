@@ -231,7 +231,7 @@ def saves_one_by_one(app: object) -> Callable[[int], Step]:
 
 
 def appends(stores: Stores, kind: str, args: Namespace) -> int:
-    from service.bootstrap import build_app, build_lifecycle, build_loop
+    from bootstrap import build_app, build_lifecycle, build_loop
     from service.config import Settings, eventsourcing_env
 
     url = stores.fresh(kind, "appends")

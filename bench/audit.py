@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.catchup import fill  # noqa: E402
 from bench.common import machine, store  # noqa: E402
-from service.bootstrap import build_app  # noqa: E402
+from bootstrap import build_app  # noqa: E402
 from service.config import Settings  # noqa: E402
 
 

@@ -122,9 +122,9 @@ def confirm_all(run: Any) -> list[Any]:
 
 def memory_lifecycle() -> Any:
     """The run lifecycle of the demo agents with the offline model (as the server builds
-    it: ``service.bootstrap``), on a store in memory; ``.steps`` is its agent loop
+    it: ``bootstrap``), on a store in memory; ``.steps`` is its agent loop
     (``close`` it)."""
-    from service.bootstrap import build_lifecycle, build_loop
+    from bootstrap import build_lifecycle, build_loop
     from service.config import Settings
     from service.runs import RunService
 

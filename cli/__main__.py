@@ -95,7 +95,7 @@ def serve(
 
     sys.path.insert(0, os.getcwd())  # so --agents can name a module beside you
     settings = _settings(agents=agents, host=host, port=port, database_url=database_url)
-    from service.bootstrap import build_app, build_loop
+    from bootstrap import build_app, build_loop
     from service.storekey import StoreKeyError
 
     try:  # fail fast: a bad agents module, a model that cannot be set up, a store unreachable
@@ -183,7 +183,7 @@ def runs_show(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Print a run's history, event by event, and its state."""
-    from service.bootstrap import build_app
+    from bootstrap import build_app
     from service.runs import RunNotFound
     from service.views import event_view, run_view
 
@@ -231,7 +231,7 @@ def _log_progress(head: int, label: str) -> Iterator[Callable[[int, int], None]]
 
 
 def _projections(names: list[str] | None = None) -> Any:
-    from service.bootstrap import build_projections
+    from bootstrap import build_projections
 
     return build_projections(_settings(), names)
 
@@ -390,9 +390,9 @@ def audit_verify(
     cannot be read is one: verification goes on past it)."""
     from eventsourcing.persistence import PersistenceError
 
+    from bootstrap import build_app
     from projections import anchors as anchoring
     from service import audit
-    from service.bootstrap import build_app
     from service.runs import RunNotFound
 
     kept = [_kept_anchor(a) for a in anchor or []]
@@ -512,8 +512,8 @@ def audit_export(
     named on stderr (position, run, version, why), and the exit status is 3."""
     from eventsourcing.persistence import PersistenceError
 
+    from bootstrap import build_app
     from service.archive import export_events
-    from service.bootstrap import build_app
     from service.runs import RunDamaged
 
     if format not in ("jsonl", "csv"):
@@ -613,9 +613,9 @@ def audit_import(
     import shutil
     import tempfile
 
+    from bootstrap import build_app
     from service import audit
     from service.archive import ImportError_, check_export, import_events
-    from service.bootstrap import build_app
 
     kept = [_kept_anchor(a) for a in anchor or []]
     spool = None
@@ -685,8 +685,8 @@ def keys_create(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Issue an API key and print its secret (shown this once; only its hash is kept)."""
+    from bootstrap import build_app
     from domain.keys import Role
-    from service.bootstrap import build_app
     from service.keys import create_key
 
     try:
@@ -718,7 +718,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(as_json: AsJson = False, database_url: DatabaseUrl = None) -> None:
     """Every key ever issued (never the secrets)."""
-    from service.bootstrap import build_app
+    from bootstrap import build_app
     from service.keys import key_view, list_keys
 
     store = build_app(_reading(database_url))
@@ -743,8 +743,8 @@ def keys_revoke(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Revoke a key: requests with it are refused within seconds, everywhere."""
+    from bootstrap import build_app
     from domain.errors import KeyRevoked
-    from service.bootstrap import build_app
     from service.keys import KeyNotFound, revoke_key
 
     store = build_app(_reading(database_url))
@@ -860,8 +860,8 @@ def webhooks_delete(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Delete a subscription: nothing more is sent to it."""
+    from bootstrap import build_app
     from domain.webhooks import WebhookDeleted
-    from service.bootstrap import build_app
     from service.webhooks import WebhookNotFound, delete_webhook
 
     store = build_app(_reading(database_url))

@@ -14,7 +14,7 @@ exactly what they saw before; and it needs no code of its own to encrypt or deco
 application's mapper does both), nor a table definition of its own (the aggregate
 recorder's). Decrypting it is the whole test: GCM refuses any other key.
 
-``check_store_key(app)`` runs where the application is opened (``service/bootstrap.py``
+``check_store_key(app)`` runs where the application is opened (``bootstrap/__init__.py``
 ``build_app``, which ``signoff serve``, ``signoff project`` and every command that opens
 the store go through), before anything is written, and raises ``StoreKeyError`` naming
 the problem:

@@ -47,8 +47,8 @@ def test_the_cycles_section_runs_both_setups_and_the_floor_runs(
 
 def _cycles(url: str, n: int) -> list[str]:
     """``n`` HITL cycles in process (start, confirm, complete); their run ids."""
+    from bootstrap import build_app, build_loop
     from domain.values import Decision, DecisionKind
-    from service.bootstrap import build_app, build_loop
     from service.config import Settings
     from tests.support.runs import Runs
 

@@ -13,10 +13,10 @@ from uuid import UUID
 
 import psycopg
 
+from bootstrap import build_app, build_projections
 from projections import anchors
 from projections.runner import Projections
 from service import audit
-from service.bootstrap import build_app, build_projections
 from service.config import Settings
 from service.runs import RunService
 from tests.golden.record import populate

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from bootstrap import build_app, build_projections
 from domain.run import Run
 from projections import anchors
 from service import audit
 from service.archive import ImportError_, check_export, export_events, import_events
-from service.bootstrap import build_app, build_projections
 from service.config import Settings
 from tests.audit.store import Store, filled_store
 from tests.golden.record import populate

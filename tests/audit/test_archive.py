@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from eventsourcing.cryptography import AESCipher
 
+from bootstrap import build_app
 from domain import chain
 from service import audit
 from service.archive import ImportError_, export_events, import_events
-from service.bootstrap import build_app
 from service.config import Settings
 from service.views import event_view, run_view
 from tests.audit.store import Store, filled_store

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from eventsourcing.cryptography import AESCipher
 
+from bootstrap import build_app
 from domain.keys import Role
-from service.bootstrap import build_app
 from service.config import Settings, eventsourcing_env
 from service.keys import create_key
 from service.runs import RunService

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bootstrap import build_projections
 from projections import audit, queue
 from projections.runner import Projections
-from service.bootstrap import build_projections
 from service.config import Settings
 from tests.e2e.flows import assert_problem, decided, form, pending
 from tests.support.server import live_server

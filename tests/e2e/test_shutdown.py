@@ -9,8 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+from bootstrap import build_app
 from service import audit
-from service.bootstrap import build_app
 from service.config import Settings
 from tests.e2e.flows import decided, form, pending
 from tests.support.server import live_server

@@ -336,7 +336,7 @@ def test_workers_starting_together_on_one_postgresql_all_come_up(pg_database: Pg
     """Each start creates the tables and eventsourcing's insert function if missing; on
     the catalog, concurrent starts collide ("tuple concurrently updated"): build_app
     tries again, so every worker comes up."""
-    from service.bootstrap import build_app
+    from bootstrap import build_app
 
     settings = Settings(database_url=pg_database.url)
     build_app(settings).close()
