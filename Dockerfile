@@ -9,6 +9,7 @@ COPY agent agent
 COPY api api
 COPY projections projections
 COPY cli cli
+COPY bootstrap bootstrap
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim

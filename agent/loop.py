@@ -31,6 +31,7 @@ from agent.limits import CUT, Limits
 from agent.messages import chat_messages
 from agent.models.base import ModelClient, ModelError, ModelTurn, ToolSpec
 from agent.tools import Agent, Tool, requirement_for
+from domain.calls import ToolCall
 from domain.errors import InvalidDecision
 from domain.run import Run
 from domain.values import (
@@ -152,18 +153,19 @@ class AgentLoop:
         self.limits.check_decision(d)
         self._check_args(run, self.agent(run.agent_id), d)
 
-    def idempotent(self, run: Run, call: dict[str, Any]) -> bool:
+    def idempotent(self, run: Run, call: ToolCall) -> bool:
         agent = self.agents.get(run.agent_id)
         return agent is not None and _idempotent(agent, call)
 
-    def escalation_window(self, run: Run, call: dict[str, Any]) -> timedelta:
+    def escalation_window(self, run: Run, call: ToolCall) -> timedelta:
         """One more ``decision_timeout`` of the call's tool; if the tool is no longer
         served, as long as the first deadline gave."""
         agent = self.agents.get(run.agent_id)
-        tool = agent.get_tool(call["tool_name"]) if agent else None
+        tool = agent.get_tool(call.tool_name) if agent else None
         if tool is not None and isinstance(tool.decision_timeout, timedelta):
             return tool.decision_timeout
-        return max(call["expires_at"] - call["requested_at"], timedelta(seconds=1))
+        first = (call.expires_at or call.requested_at) - call.requested_at
+        return max(first, timedelta(seconds=1))
 
     def drive(self, run: Run, commit: Commit) -> Run:
         """Drive a RUNNING run until it pauses or ends, committing at the durable points
@@ -179,7 +181,7 @@ class AgentLoop:
     def _check_args(run: Run, agent: Agent, d: Decision) -> None:
         """Edited arguments and user input must fit the tool's parameters (422 if not)."""
         call = run.calls.get(d.tool_call_id)
-        tool = agent.get_tool(call["tool_name"]) if call else None
+        tool = agent.get_tool(call.tool_name) if call else None
         if tool is None:
             return
         if d.kind == DecisionKind.CONFIRMED and d.approved_args is not None \
@@ -200,20 +202,21 @@ class AgentLoop:
         turns = 0
         while run.status == RunStatus.RUNNING:
             confirmation = next((c for c in run.calls.values()
-                                 if c["tool_name"] == RUN_CONFIRMATION_TOOL
-                                 and c["state"] == CallState.REJECTED), None)
+                                 if c.tool_name == RUN_CONFIRMATION_TOOL
+                                 and c.state == CallState.REJECTED), None)
             if confirmation is not None:
-                d = confirmation["decision"] or {}
-                run.cancel(cancelled_by=d.get("decided_by") or SYSTEM, reason=d.get("reason"))
+                d = confirmation.decision
+                run.cancel(cancelled_by=d.decided_by if d else SYSTEM,
+                           reason=d.reason if d else None)
                 break
             # Approved calls run in the order they were requested. Idempotent calls a
             # crashed process left running past their deadline run again, in their place
             # (the lifecycle marks the other expired calls in doubt, so none is here).
             now = self.clock()
             to_run = [c for c in run.calls.values()
-                      if c["state"] == CallState.APPROVED
-                      or (c["state"] == CallState.RUNNING and c["deadline"] < now
-                          and _idempotent(agent, c))]
+                      if c.state == CallState.APPROVED
+                      or (c.state == CallState.RUNNING and c.deadline is not None
+                          and c.deadline < now and _idempotent(agent, c))]
             if to_run:
                 if self._run_tools(run, agent, to_run, commit):
                     break
@@ -258,8 +261,7 @@ class AgentLoop:
         if tool is None:  # a tool the model made up: it fails when it is run
             run.request_tool_call(tool_call_id=call_id, tool_name=name, tool_args=args,
                                   requires=Requirement(requirement) if requirement else None,
-                                  editable_args=False,
-                                  policy=policy.record() if policy else None)
+                                  editable_args=False, policy=policy)
             return
         timeout = tool.decision_timeout if requirement else None
         assert timeout is None or isinstance(timeout, timedelta)
@@ -272,7 +274,7 @@ class AgentLoop:
             user_input_schema=tool.user_input_schema() if tool.requires_user_input else None,
             stop_after_tool_call=tool.stop_after_tool_call,
             editable_args=tool.editable_args,
-            policy=policy.record() if policy else None,
+            policy=policy,
             expires_at=self.clock() + timeout if timeout else None,
             on_timeout=TimeoutAction(tool.on_timeout) if timeout else None,
             escalate_to=tool.escalate_to if timeout else None,
@@ -294,7 +296,7 @@ class AgentLoop:
             raise ModelError(f"model {model.name!r} did not answer within {timeout:g} s") \
                 from None
 
-    def _run_tools(self, run: Run, agent: Agent, calls: list[dict[str, Any]],
+    def _run_tools(self, run: Run, agent: Agent, calls: list[ToolCall],
                    commit: Commit) -> bool:
         """Run approved calls one by one. True when the run ended (stop_after_tool_call).
 
@@ -305,33 +307,33 @@ class AgentLoop:
         """
         stop_content: str | None = None
         for call in calls:
-            call_id = call["tool_call_id"]
+            call_id = call.tool_call_id
             deadline = self.clock() + timedelta(seconds=self.tool_timeout)
-            if call["state"] == CallState.RUNNING:  # an idempotent retry after a crash
+            if call.state == CallState.RUNNING:  # an idempotent retry after a crash
                 run.retry_tool(call_id, now=self.clock(), deadline=deadline)
             else:
                 run.start_tool(call_id, deadline=deadline)
             commit(run)  # committed before any side effect
-            outcome = self._execute(agent.get_tool(call["tool_name"]), call)
+            outcome = self._execute(agent.get_tool(call.tool_name), call)
             if isinstance(outcome, BaseException):
                 run.record_tool_failure(
                     call_id, self.limits.cut_text(f"{type(outcome).__name__}: {outcome}"))
             else:
                 outcome = self.limits.cut_text(outcome)
                 run.record_tool_result(call_id, outcome)
-                if call["stop_after_tool_call"]:
+                if call.stop_after_tool_call:
                     stop_content = outcome
         if stop_content is not None and not run.calls_in(CallState.APPROVED, CallState.RUNNING):
             run.complete(stop_content)
             return True
         return False
 
-    def _execute(self, tool: Tool | None, call: dict[str, Any]) -> str | BaseException:
+    def _execute(self, tool: Tool | None, call: ToolCall) -> str | BaseException:
         if tool is None:
-            return LookupError(f"the agent has no tool {call['tool_name']!r}")
+            return LookupError(f"the agent has no tool {call.tool_name!r}")
         if tool.external_execution:
             return RuntimeError("an external tool cannot be run by signoff")
-        args = call["approved_args"] if call["approved_args"] is not None else call["tool_args"]
+        args = call.args
         if CUT in args:
             return ValueError("the arguments the model proposed were cut (over the size "
                               "limit): the tool was not run")
@@ -348,8 +350,8 @@ class AgentLoop:
         return result if isinstance(result, str) else _to_text(result)
 
 
-def _idempotent(agent: Agent, call: dict[str, Any]) -> bool:
-    tool = agent.get_tool(call["tool_name"])
+def _idempotent(agent: Agent, call: ToolCall) -> bool:
+    tool = agent.get_tool(call.tool_name)
     return tool is not None and tool.idempotent
 
 

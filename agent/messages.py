@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from domain.run import Run, tool_message_content
+from domain.calls import tool_message_content
+from domain.run import Run
 
 Json = dict[str, Any]
 

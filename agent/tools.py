@@ -15,7 +15,9 @@ from datetime import timedelta
 from typing import Any, overload
 
 from agent.models.base import ModelClient, ToolSpec
-from service.policies import ALLOWED, REQUIRED, Outcome, Policies, failed_closed
+from domain.calls import PolicyOutcome
+from domain.values import PolicyVerdict
+from service.policies import Policies, failed_closed
 
 _JSON_TYPES: dict[Any, str] = {
     str: "string",
@@ -215,8 +217,9 @@ def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     return wrap(fn) if fn is not None else wrap
 
 
-def requirement_for(tool: Tool | None, agent_id: str, args: dict[str, Any],
-                    policies: Policies | None = None) -> tuple[str | None, Outcome | None]:
+def requirement_for(
+    tool: Tool | None, agent_id: str, args: dict[str, Any], policies: Policies | None = None,
+) -> tuple[str | None, PolicyOutcome | None]:
     """What a call of ``tool`` with ``args`` waits for, and the policy that decided it
     (None when no policy did: the tool's own bool, or a tool that needs a result or
     input, which no policy can waive).
@@ -245,9 +248,9 @@ def requirement_for(tool: Tool | None, agent_id: str, args: dict[str, Any],
         except Exception as e:
             rule = failed_closed(name, e)
         else:
-            rule = Outcome(name, REQUIRED if needed else ALLOWED,
-                           doc or f"requires_confirmation(args) of {tool.name} "
-                                  f"returned {needed}")
+            verdict = PolicyVerdict.REQUIRED if needed else PolicyVerdict.ALLOWED
+            rule = PolicyOutcome(name, verdict, doc or f"requires_confirmation(args) of "
+                                 f"{tool.name} returned {needed}")
     elif rule is not None and "_cut" in args and not rule.required:
         rule = failed_closed(rule.rule, ValueError("the arguments were cut for their size"))
     if rule is None:

@@ -18,8 +18,17 @@ from agent.messages import chat_messages
 from agent.tools import Agent
 from api.errors import ProblemError
 from api.wire import MAX_DEPTH, depth, loads
-from domain.run import Run, tool_message_content
-from domain.values import CallState, DecisionKind, Reply, Requirement, RunStatus
+from domain.calls import ToolCall, tool_message_content
+from domain.run import Run
+from domain.values import (
+    CallState,
+    DecisionKind,
+    RecordedDecision,
+    Reply,
+    Requirement,
+    RunStatus,
+    TimeoutAction,
+)
 
 Json = dict[str, Any]
 
@@ -34,36 +43,34 @@ def _uuid(*parts: str) -> str:
     return str(uuid5(NAMESPACE_URL, "signoff:" + ":".join(parts)))
 
 
-def tool_execution(call: Json) -> Json:
+def tool_execution(call: ToolCall) -> Json:
     """One call as Agno's ``ToolExecution``."""
-    state = call["state"]
-    requires = call["requires"]
+    state = call.state
+    requires = call.requires
     in_doubt = state == CallState.IN_DOUBT
     pending = state == CallState.PENDING
-    decision = call["decision"] or {}
-    kind = decision.get("kind")
-    schema = call["user_input_schema"]
-    if schema is not None and kind == DecisionKind.USER_INPUT:
-        schema = [{**f, "value": decision["values"].get(f["name"])} for f in schema]
+    decision = call.decision
+    kind = decision.kind if decision else None
+    schema = call.user_input_schema
+    if schema is not None and decision is not None and kind == DecisionKind.USER_INPUT:
+        schema = [{**f, "value": (decision.values or {}).get(f["name"])} for f in schema]
     return {
-        "tool_call_id": call["tool_call_id"],
-        "tool_name": call["tool_name"],
-        "tool_args": call["approved_args"] if call["approved_args"] is not None
-        else call["tool_args"],
+        "tool_call_id": call.tool_call_id,
+        "tool_name": call.tool_name,
+        "tool_args": call.args,
         "tool_call_error": {CallState.FAILED: True, CallState.EXECUTED: False}.get(state),
-        "result": call["result"] if call["result"] is not None
-        else (call["error"] if state == CallState.FAILED
+        "result": call.result if call.result is not None
+        else (call.error if state == CallState.FAILED
               else tool_message_content(call) if state == CallState.REJECTED else None),
         "metrics": None,
         "child_run_id": None,
-        "stop_after_tool_call": call["stop_after_tool_call"],
-        "created_at": _epoch(call["requested_at"]),
+        "stop_after_tool_call": call.stop_after_tool_call,
+        "created_at": _epoch(call.requested_at),
         "requires_confirmation": (pending and requires == Requirement.CONFIRMATION) or in_doubt,
-        "confirmed": {DecisionKind.CONFIRMED: True, DecisionKind.REJECTED: False}.get(kind)
-        if kind != DecisionKind.EXPIRED else decision.get("action") == "approve",
+        "confirmed": _confirmed(decision),
         # The reviewer's note or reason. The tool's confirmation message is not put here:
         # a client sending the list back as it came would record it as the note.
-        "confirmation_note": decision.get("note") or decision.get("reason"),
+        "confirmation_note": (decision.note or decision.reason) if decision else None,
         "requires_user_input": (pending and requires == Requirement.USER_INPUT) or None,
         "user_input_schema": schema,
         "user_feedback_schema": None,
@@ -77,24 +84,34 @@ def tool_execution(call: Json) -> Json:
     }
 
 
+def _confirmed(decision: RecordedDecision | None) -> bool | None:
+    """Agno's ``confirmed``: true for a confirmation (or an expiry that approved), false
+    for a rejection (or an expiry that rejected); None for any other decision, or none."""
+    if decision is None:
+        return None
+    if decision.kind == DecisionKind.EXPIRED:
+        return decision.action == TimeoutAction.APPROVE
+    return {DecisionKind.CONFIRMED: True, DecisionKind.REJECTED: False}.get(decision.kind)
+
+
 def _requirements(run: Run) -> list[Json]:
     return [
         {
-            "id": _uuid(run.run_id, c["tool_call_id"]),
-            "created_at": c["requested_at"].isoformat(),
+            "id": _uuid(run.run_id, c.tool_call_id),
+            "created_at": c.requested_at.isoformat(),
             "tool_execution": tool_execution(c),
         }
         for c in run.calls.values()
-        if c["requires"] or c["state"] == CallState.IN_DOUBT
+        if c.requires or c.state == CallState.IN_DOUBT
     ]
 
 
-def _outcome_at(call: Json) -> datetime:
+def _outcome_at(call: ToolCall) -> datetime:
     """When a resolved call's outcome was recorded: its result or failure (``ToolExecuted``,
     ``ToolFailed``), else the decision that settled it (a rejection, an external result,
     an expiry)."""
-    decision = call["decision"] or {}
-    return call.get("outcome_at") or decision.get("decided_at") or call["requested_at"]
+    decided_at = call.decision.decided_at if call.decision else None
+    return call.outcome_at or decided_at or call.requested_at
 
 
 def _messages(run: Run) -> list[Json]:
@@ -113,8 +130,8 @@ def _messages(run: Run) -> list[Json]:
         if m["role"] == "tool":
             call = run.calls[m["tool_call_id"]]
             at = _outcome_at(call)
-            msg.update(tool_name=call["tool_name"], tool_args=call["tool_args"],
-                       tool_call_error=call["state"] == CallState.FAILED)
+            msg.update(tool_name=call.tool_name, tool_args=call.tool_args,
+                       tool_call_error=call.state == CallState.FAILED)
         msg["created_at"] = _epoch(at)
         out.append(msg)
     return out
@@ -255,7 +272,7 @@ def stream_events(run: Run, events: list[Any]) -> list[tuple[str, Json]]:
             case Run.RunPaused():
                 emit("RunContentCompleted", ts)
                 tools = [tool_execution(c) for c in run.calls.values()
-                         if c["tool_call_id"] in e.waiting_for]
+                         if c.tool_call_id in e.waiting_for]
                 emit("RunPaused", ts, content=run.content or paused_content(tools),
                      tools=tools,
                      requirements=[r for r in _requirements(run)

@@ -14,17 +14,17 @@ from fastapi import FastAPI
 
 from api import auth, errors, limits, metrics, storeguard, sweeper
 from api.deps import Container
-from api.routes import agno, audit, inbox, keys, reviews, runs, streams, webhooks
+from api.routes import agno, agno_os, audit, inbox, keys, reviews, runs, streams, webhooks
 from bootstrap import (
     build_app,
+    build_auth_policy,
     build_authenticator,
+    build_dispatcher,
     build_lifecycle,
     build_loop,
     build_projections,
 )
-from projections.deliveries import Dispatcher
 from service import logs, tracing
-from service.auth import AuthPolicy
 from service.config import Settings, load_settings, unknown_variables
 from service.metrics import CommittedFacts, watch_commits
 
@@ -55,10 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.projections == "inline":
             store.after_save.append(projections.prompt)
             projections.start()
-            dispatcher = Dispatcher.for_settings(settings, projections).start()
+            dispatcher = build_dispatcher(settings, projections).start()
         sweeps = sweeper.sweeper(runs, projections, settings.expiry_interval)
         authenticator = build_authenticator(settings, store)
-        policy = AuthPolicy(store, settings.auth, bool(settings.jwt_key))
+        policy = build_auth_policy(settings, store)
         app.state.container = Container(settings=settings, app=store, loop=loop, runs=runs,
                                         projections=projections, authenticator=authenticator,
                                         auth=policy)
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(OpenTelemetryMiddleware)
     app.add_middleware(metrics.RequestObserver)  # outermost: it sees every answer
     app.include_router(agno.router)
+    app.include_router(agno_os.router)
     app.include_router(runs.router)
     app.include_router(reviews.router)
     app.include_router(audit.router)

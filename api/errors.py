@@ -191,7 +191,7 @@ def install(app: FastAPI) -> None:
         status = next(s for cls, s in _STATUS if isinstance(exc, cls))
         extra: dict[str, Any] = {}
         if isinstance(exc, ToolCallNotPending) and exc.decision is not None:
-            extra["decision"] = exc.decision
+            extra["decision"] = exc.decision.as_dict()  # the fields of its kind only
         return problem(request, status, str(exc), **extra)
 
     for cls, _ in _STATUS:

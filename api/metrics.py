@@ -253,7 +253,7 @@ class LiveGauges(Collector):
         oldest = GaugeMetricFamily("signoff_oldest_pending_decision_age_seconds",
                                    "Seconds the longest-waiting tool call has waited for a "
                                    "decision (0 when none waits).")
-        with self.c.projections.views[queue.NAME].read() as cur:
+        with self.c.projections.views[queue.QueueProjection.name].read() as cur:
             rows = cur.execute("SELECT kind, COUNT(*) AS n, MIN(requested_at) AS oldest "
                                "FROM signoff_queue_calls WHERE waiting GROUP BY kind"
                                ).fetchall()
@@ -279,7 +279,7 @@ class LiveGauges(Collector):
 
     def _webhooks(self) -> Iterator[Metric]:
         """From the webhook deliveries (docs/webhooks.md)."""
-        with self.c.projections.views[webhooks.NAME].read() as cur:
+        with self.c.projections.views[webhooks.WebhooksProjection.name].read() as cur:
             stats = webhooks.read_stats(cur)
         yield GaugeMetricFamily("signoff_webhook_deliveries_pending", "Webhook deliveries "
                                 "not yet made (being retried, or not tried yet).",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from projections import queue
+from projections import queue, sweeps
 from projections.runner import Projections
 from service.lifecycle import RunLifecycle
 from service.sweeper import Sweeper
@@ -16,14 +16,14 @@ def sweeper(runs: RunLifecycle, projections: Projections, interval: float) -> Sw
     """A sweeper over the queue's ``signoff_queue_deadlines`` and
     ``signoff_queue_running``; started unless ``interval`` is 0
     (``SIGNOFF_EXPIRY_INTERVAL``)."""
-    view = projections.views[queue.NAME]
+    view = projections.views[queue.QueueProjection.name]
 
     def due(now: datetime, limit: int) -> list[str]:
         with view.read(snapshot=False) as c:  # one statement
-            return queue.due(c, now, limit)
+            return sweeps.due(c, now, limit)
 
     def stale(now: datetime, idle_before: datetime, limit: int) -> list[str]:
         with view.read(snapshot=False) as c:  # one statement
-            return queue.stale(c, now, idle_before, limit)
+            return sweeps.stale(c, now, idle_before, limit)
 
     return Sweeper(runs, due, stale, interval=interval).start()

@@ -153,10 +153,10 @@ def timed_read(p: Projections, path: str, n: int) -> list[float]:
         if url.path == "/health":
             return p.app.head()
         if url.path == "/queue":
-            with p.views[queue.NAME].read(snapshot=False) as cur:
+            with p.views[queue.QueueProjection.name].read(snapshot=False) as cur:
                 return queue.list_queue(cur, agent_id=q.get("agent_id"),
                                         tool_name=q.get("tool"), after=after, limit=limit)
-        with p.views[audit.NAME].read(snapshot=False) as cur:
+        with p.views[audit.AuditProjection.name].read(snapshot=False) as cur:
             return audit.list_decisions(cur, actor=q.get("actor"), after=after, limit=limit)
 
     out = []
@@ -241,7 +241,7 @@ def decision_to_queue(server_url: str, env: dict[str, str], clients: int, probes
     return lags, rate
 
 
-READ_MODEL_TABLES = (*queue.TABLES_IN_ORDER, *audit.TABLES_IN_ORDER)
+READ_MODEL_TABLES = (*queue.QueueProjection.tables_in_order, *audit.AuditProjection.tables_in_order)
 
 
 @contextlib.contextmanager
@@ -355,7 +355,9 @@ def main() -> None:
                 queue_deep = deep_cursor(c, "/queue", 20, 100)
                 audit_deep = deep_cursor(c, "/audit/decisions", 20, 100)
                 reader_app = RunService(env=env)
-                reader = Projections(reader_app, env, names=[queue.NAME, audit.NAME])
+                reader = Projections(reader_app, env,
+                                     names=[queue.QueueProjection.name,
+                                            audit.AuditProjection.name])
                 print(f"{'':<52}{'over HTTP':>16}{'read only':>16}")
                 print(f"{'request':<52}{'p50 ms':>8}{'p99 ms':>8}{'p50 ms':>8}{'p99 ms':>8}")
                 for label, path in [

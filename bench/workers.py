@@ -117,7 +117,7 @@ def confirm_all(run: Any) -> list[Any]:
     """A decision request confirming every call the paused run waits for."""
     from domain.values import Reply
 
-    return [Reply(c["tool_call_id"], confirmed=True) for c in run.pending_calls()]
+    return [Reply(c.tool_call_id, confirmed=True) for c in run.pending_calls()]
 
 
 def memory_lifecycle() -> Any:
@@ -135,7 +135,7 @@ def memory_lifecycle() -> Any:
 
 def check(url: str, result: Result) -> list[str]:
     """What is inconsistent in the store after the load (empty: nothing)."""
-    from projections.runner import MODULES, Projections
+    from projections.runner import Projections
     from service.config import Settings, eventsourcing_env
     from service.runs import RunService
 
@@ -187,8 +187,8 @@ def check(url: str, result: Result) -> list[str]:
     behind = [f"{s.name} at {s.position}" for s in projections.status() if s.position != head]
     if behind:
         problems.append(f"projections not at the head {head}: {', '.join(behind)}")
-    for name in projections.views:
-        tables = list(MODULES[name].TABLES_IN_ORDER)
+    for name, view in projections.views.items():
+        tables = list(view.model.tables_in_order)
         before = dump(url, tables)
         projections.rebuild(name)
         after = dump(url, tables)

@@ -1,4 +1,10 @@
-"""Builds the application, the model and the agent loop from the settings."""
+"""The composition root: everything the API and the CLI run, built from the settings.
+
+The store (``build_app``), the agent loop and its model (``build_loop``), the run
+lifecycle over both (``build_lifecycle``), the read models (``build_projections``), the
+webhook dispatcher that follows them (``build_dispatcher``), and who may call
+(``build_authenticator``, ``build_auth_policy``). Nothing below this package chooses an
+implementation."""
 
 from __future__ import annotations
 
@@ -11,13 +17,14 @@ from eventsourcing.persistence import IntegrityError, InternalError, Programming
 from agent.loop import AgentLoop, load_agents
 from agent.models.base import ModelClient
 from service import policies
-from service.auth import Authenticator
+from service.auth import Authenticator, AuthPolicy
 from service.config import Settings, eventsourcing_env, lean_pool
 from service.lifecycle import RunLifecycle
 from service.runs import RunService
 from service.storekey import check_store_key
 
 if TYPE_CHECKING:
+    from projections.deliveries import Dispatcher
     from projections.runner import Projections
 
 
@@ -41,7 +48,11 @@ def build_app(settings: Settings, *, lean: bool = False) -> RunService:
     PostgreSQL all create the tables and function if missing, and all but one may then
     fail on the catalog ("tuple concurrently updated", a unique violation): try again,
     briefly. ``lean``: its pool opens one connection and grows on demand
-    (``lean_pool``)."""
+    (``lean_pool``). A store out of reach or unusable (``OperationalError``,
+    ``InterfaceError``) is raised again with where it is in its message: PostgreSQL's
+    host, port, database and user, or the SQLite file (never a password)."""
+    from eventsourcing.persistence import InterfaceError, OperationalError
+
     env = eventsourcing_env(settings)
     for attempt in range(5):
         app = None
@@ -55,6 +66,10 @@ def build_app(settings: Settings, *, lean: bool = False) -> RunService:
             if attempt == 4:
                 raise
             time.sleep(0.1 * (attempt + 1))
+        except (OperationalError, InterfaceError) as e:
+            if app is not None:
+                app.close()
+            raise type(e)(f"{e} ({settings.store_address()})") from e
         except BaseException:
             if app is not None:
                 app.close()
@@ -91,3 +106,15 @@ def build_authenticator(settings: Settings, app: RunService) -> Authenticator:
     return Authenticator(app, jwt_key=settings.jwt_key, jwt_algorithms=algorithms,
                          jwt_audience=settings.jwt_audience, jwt_issuer=settings.jwt_issuer,
                          jwt_role_claim=settings.jwt_role_claim)
+
+
+def build_auth_policy(settings: Settings, app: RunService) -> AuthPolicy:
+    """Whether callers must authenticate (``SIGNOFF_AUTH``, a key issued, a JWT key)."""
+    return AuthPolicy(app, settings.auth, bool(settings.jwt_key))
+
+
+def build_dispatcher(settings: Settings, projections: Projections) -> Dispatcher:
+    """The webhook dispatcher, woken by the projections (``start()`` it)."""
+    from projections.deliveries import Dispatcher
+
+    return Dispatcher.for_settings(settings, projections)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from domain.values import RecordedDecision
 
 
 class RunError(Exception):
@@ -20,7 +23,7 @@ class ToolCallNotFound(RunError):
 class ToolCallNotPending(RunError):
     """The call is not waiting for a decision; ``decision`` is the one that stands, if any."""
 
-    def __init__(self, message: str, decision: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, decision: RecordedDecision | None = None) -> None:
         super().__init__(message)
         self.decision = decision
 

@@ -43,64 +43,95 @@ new tables by a rebuild: ``signoff project rebuild anchors``.)
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from domain import chain
-from projections.store import Cursor, Dialect
+from projections.readmodel import Page, ReadModel
+from projections.sql import Cursor, Dialect
 
-NAME = "anchors"
-TABLES_IN_ORDER = ("signoff_anchor_checkpoints", "signoff_anchor_runs",
-                   "signoff_anchor_head")
 EVERY = 1000  # events between two checkpoints
 
 
-def tables(d: Dialect) -> list[str]:
-    return [
-        f"""CREATE TABLE IF NOT EXISTS signoff_anchor_checkpoints (
-            events BIGINT PRIMARY KEY,
-            position BIGINT NOT NULL,
-            hash TEXT NOT NULL,
-            runs TEXT NOT NULL,
-            anchored_at {d.time_type} NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS signoff_anchor_runs (
-            run_id TEXT PRIMARY KEY,
-            version BIGINT NOT NULL,
-            hash TEXT NOT NULL,
-            position BIGINT NOT NULL)""",
-        f"""CREATE TABLE IF NOT EXISTS signoff_anchor_head (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            position BIGINT NOT NULL,
-            events BIGINT NOT NULL,
-            hash TEXT NOT NULL,
-            anchored_at {d.time_type} NOT NULL)""",
-    ]
+@dataclass
+class _AnchorsPage(Page):
+    """The log hash as the page goes, and each stream's newest event in the page (written
+    once per stream when the page ends, or before a checkpoint reads them)."""
+
+    events: int = 0
+    hash: str = chain.GENESIS
+    at: datetime | None = None
+    # stream id: (version, link, position)
+    heads: dict[str, tuple[int, str, int]] = field(default_factory=dict)
 
 
-def apply_event(c: Cursor, e: Any, position: int) -> None:
-    # The head is read once per page (a page is one transaction and one Cursor) and kept
-    # on the cursor; each event then only writes.
-    head = getattr(c, "anchor_head", None)
-    if head is None:
+class AnchorsProjection(ReadModel[_AnchorsPage]):
+    name = "anchors"
+    tables_in_order = ("signoff_anchor_checkpoints", "signoff_anchor_runs",
+                       "signoff_anchor_head")
+
+    @classmethod
+    def create_statements(cls, d: Dialect) -> list[str]:
+        return [
+            f"""CREATE TABLE IF NOT EXISTS signoff_anchor_checkpoints (
+                events BIGINT PRIMARY KEY,
+                position BIGINT NOT NULL,
+                hash TEXT NOT NULL,
+                runs TEXT NOT NULL,
+                anchored_at {d.time_type} NOT NULL)""",
+            """CREATE TABLE IF NOT EXISTS signoff_anchor_runs (
+                run_id TEXT PRIMARY KEY,
+                version BIGINT NOT NULL,
+                hash TEXT NOT NULL,
+                position BIGINT NOT NULL)""",
+            f"""CREATE TABLE IF NOT EXISTS signoff_anchor_head (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                position BIGINT NOT NULL,
+                events BIGINT NOT NULL,
+                hash TEXT NOT NULL,
+                anchored_at {d.time_type} NOT NULL)""",
+        ]
+
+    def begin(self, c: Cursor) -> _AnchorsPage:
         row = c.execute("SELECT events, hash FROM signoff_anchor_head WHERE id = 1").fetchone()
-        head = c.anchor_head = [0, chain.GENESIS] if row is None else [row["events"],
-                                                                        row["hash"]]
-        c.execute("INSERT INTO signoff_anchor_head (id, position, events, hash, anchored_at) "
-                  "VALUES (1, 0, 0, %s, %s) ON CONFLICT (id) DO NOTHING",
-                  (chain.GENESIS, c.dialect.time(e.timestamp)))
-    link = chain.link_of(e)
-    head[0] += 1
-    head[1] = chain.log_link(head[1], link)
-    at = c.dialect.time(e.timestamp)
-    c.execute("UPDATE signoff_anchor_head SET position = %s, events = %s, hash = %s, "
-              "anchored_at = %s WHERE id = 1", (position, head[0], head[1], at))
-    c.execute("INSERT INTO signoff_anchor_runs (run_id, version, hash, position) "
-              "VALUES (%s, %s, %s, %s) ON CONFLICT (run_id) DO UPDATE SET "
-              "version = excluded.version, hash = excluded.hash, position = excluded.position",
-              (str(e.originator_id), e.originator_version, link, position))
-    if head[0] % EVERY == 0:
-        c.execute("INSERT INTO signoff_anchor_checkpoints (events, position, hash, runs, "
-                  "anchored_at) VALUES (%s, %s, %s, %s, %s)",
-                  (head[0], position, head[1], _runs_now(c), at))
+        if row is None:
+            return _AnchorsPage(c)
+        return _AnchorsPage(c, events=int(row["events"]), hash=row["hash"])
+
+    def process_event(self, event: Any, page: _AnchorsPage) -> None:
+        """Every event counts, whatever its class: it moves the log hash and its stream's
+        head."""
+        link = chain.link_of(event)
+        page.events += 1
+        page.hash = chain.log_link(page.hash, link)
+        page.at = event.timestamp
+        page.heads[str(event.originator_id)] = (event.originator_version, link, page.position)
+        if page.events % EVERY == 0:
+            self._write_heads(page)
+            d = page.c.dialect
+            page.c.execute(
+                "INSERT INTO signoff_anchor_checkpoints (events, position, hash, runs, "
+                "anchored_at) VALUES (%s, %s, %s, %s, %s)",
+                (page.events, page.position, page.hash, _runs_now(page.c), d.time(page.at)))
+
+    def end(self, page: _AnchorsPage) -> None:
+        self._write_heads(page)
+        page.c.execute(
+            "INSERT INTO signoff_anchor_head (id, position, events, hash, anchored_at) "
+            "VALUES (1, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+            "position = excluded.position, events = excluded.events, hash = excluded.hash, "
+            "anchored_at = excluded.anchored_at",
+            (page.position, page.events, page.hash, page.c.dialect.time(page.at)))
+
+    @staticmethod
+    def _write_heads(page: _AnchorsPage) -> None:
+        page.c.executemany(
+            "INSERT INTO signoff_anchor_runs (run_id, version, hash, position) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (run_id) DO UPDATE SET "
+            "version = excluded.version, hash = excluded.hash, position = excluded.position",
+            [(run_id, *head) for run_id, head in page.heads.items()])
+        page.heads.clear()
 
 
 def _runs_now(c: Cursor) -> str:

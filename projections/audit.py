@@ -14,13 +14,16 @@ Tables (plain SQL; see docs/projections.md):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from functools import singledispatchmethod
 from typing import Any
 
-from domain.run import DecisionEvent, Run
-from projections.store import (
+from domain.decisions import DecisionEvent
+from domain.run import Run
+from domain.values import TimeoutAction
+from projections.readmodel import Page, ReadModel
+from projections.sql import (
     TOTAL_CAP,  # a filtered total counts up to this many matches
     Cursor,
     Dialect,
@@ -28,121 +31,136 @@ from projections.store import (
     capped_count,
 )
 
-NAME = "audit"
 COUNTS_TABLE = "signoff_audit_counts"
-TABLES_IN_ORDER = ("signoff_decisions", "signoff_audit_calls", "signoff_audit_runs",
-                   COUNTS_TABLE)
-# Each counter, and how to count it from the rows (a missing counter is recounted).
-COUNTS = {"decisions": "SELECT COUNT(*) AS n FROM signoff_decisions"}
-DECISIONS = ("confirmed", "rejected", "external_result", "user_input", "allowed", "expired",
-             "cancelled")
-# Decisions no person took: left out of the times to decision.
-NOT_BY_PEOPLE = ("allowed", "expired", "cancelled")
-GROUPS = {"tool": "tool_name", "agent": "agent_id", "actor": "actor", "day": "decided_day"}
-
 COLUMNS = ("position", "run_id", "tool_call_id", "agent_id", "user_id", "session_id",
            "tool_name", "args_requested", "args_approved", "decision", "actor", "note",
            "details", "requested_at", "decided_at", "time_to_decision_ms")
 
 
-def tables(d: Dialect) -> list[str]:
-    return [
-        """CREATE TABLE IF NOT EXISTS signoff_audit_runs (
-            run_id TEXT PRIMARY KEY,
-            agent_id TEXT NOT NULL,
-            user_id TEXT,
-            session_id TEXT NOT NULL)""",
-        f"""CREATE TABLE IF NOT EXISTS signoff_audit_calls (
-            run_id TEXT NOT NULL,
-            tool_call_id TEXT NOT NULL,
-            agent_id TEXT NOT NULL,
-            tool_name TEXT NOT NULL,
-            tool_args {d.json_type} NOT NULL,
-            kind TEXT NOT NULL,
-            requested_at {d.time_type} NOT NULL,
-            requested_day TEXT NOT NULL,
-            decided BOOLEAN NOT NULL,
-            PRIMARY KEY (run_id, tool_call_id))""",
-        "CREATE INDEX IF NOT EXISTS signoff_audit_calls_requested "
-        "ON signoff_audit_calls (requested_at)",
-        f"""CREATE TABLE IF NOT EXISTS signoff_decisions (
-            position BIGINT NOT NULL,
-            run_id TEXT NOT NULL,
-            tool_call_id TEXT NOT NULL,
-            agent_id TEXT NOT NULL,
-            user_id TEXT,
-            session_id TEXT NOT NULL,
-            tool_name TEXT NOT NULL,
-            args_requested {d.json_type} NOT NULL,
-            args_approved {d.json_type},
-            decision TEXT NOT NULL,
-            actor TEXT NOT NULL,
-            note TEXT,
-            details {d.json_type},
-            requested_at {d.time_type} NOT NULL,
-            decided_at {d.time_type} NOT NULL,
-            decided_day TEXT NOT NULL,
-            time_to_decision_ms DOUBLE PRECISION NOT NULL,
-            PRIMARY KEY (position, tool_call_id))""",
-        "CREATE INDEX IF NOT EXISTS signoff_decisions_run ON signoff_decisions (run_id, position)",
-        "CREATE INDEX IF NOT EXISTS signoff_decisions_actor "
-        "ON signoff_decisions (actor, position)",
-        "CREATE INDEX IF NOT EXISTS signoff_decisions_tool "
-        "ON signoff_decisions (tool_name, position)",
-        "CREATE INDEX IF NOT EXISTS signoff_decisions_decided "
-        "ON signoff_decisions (decided_at)",
-        f"""CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (
-            name TEXT PRIMARY KEY,
-            n BIGINT NOT NULL)""",
-    ]
+class AuditProjection(ReadModel[Page]):
+    name = "audit"
+    tables_in_order = ("signoff_decisions", "signoff_audit_calls", "signoff_audit_runs",
+                       COUNTS_TABLE)
+    counts_table = COUNTS_TABLE
+    counts = {"decisions": "SELECT COUNT(*) AS n FROM signoff_decisions"}
 
+    @classmethod
+    def create_statements(cls, d: Dialect) -> list[str]:
+        return [
+            """CREATE TABLE IF NOT EXISTS signoff_audit_runs (
+                run_id TEXT PRIMARY KEY,
+                agent_id TEXT NOT NULL,
+                user_id TEXT,
+                session_id TEXT NOT NULL)""",
+            f"""CREATE TABLE IF NOT EXISTS signoff_audit_calls (
+                run_id TEXT NOT NULL,
+                tool_call_id TEXT NOT NULL,
+                agent_id TEXT NOT NULL,
+                tool_name TEXT NOT NULL,
+                tool_args {d.json_type} NOT NULL,
+                kind TEXT NOT NULL,
+                requested_at {d.time_type} NOT NULL,
+                requested_day TEXT NOT NULL,
+                decided BOOLEAN NOT NULL,
+                PRIMARY KEY (run_id, tool_call_id))""",
+            "CREATE INDEX IF NOT EXISTS signoff_audit_calls_requested "
+            "ON signoff_audit_calls (requested_at)",
+            f"""CREATE TABLE IF NOT EXISTS signoff_decisions (
+                position BIGINT NOT NULL,
+                run_id TEXT NOT NULL,
+                tool_call_id TEXT NOT NULL,
+                agent_id TEXT NOT NULL,
+                user_id TEXT,
+                session_id TEXT NOT NULL,
+                tool_name TEXT NOT NULL,
+                args_requested {d.json_type} NOT NULL,
+                args_approved {d.json_type},
+                decision TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                note TEXT,
+                details {d.json_type},
+                requested_at {d.time_type} NOT NULL,
+                decided_at {d.time_type} NOT NULL,
+                decided_day TEXT NOT NULL,
+                time_to_decision_ms DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (position, tool_call_id))""",
+            "CREATE INDEX IF NOT EXISTS signoff_decisions_run "
+            "ON signoff_decisions (run_id, position)",
+            "CREATE INDEX IF NOT EXISTS signoff_decisions_actor "
+            "ON signoff_decisions (actor, position)",
+            "CREATE INDEX IF NOT EXISTS signoff_decisions_tool "
+            "ON signoff_decisions (tool_name, position)",
+            "CREATE INDEX IF NOT EXISTS signoff_decisions_decided "
+            "ON signoff_decisions (decided_at)",
+            f"""CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (
+                name TEXT PRIMARY KEY,
+                n BIGINT NOT NULL)""",
+        ]
 
-def apply_event(c: Cursor, e: Any, position: int) -> None:
-    d = c.dialect
-    run_id = str(e.originator_id)
-    if isinstance(e, Run.RunStarted):
-        c.execute("INSERT INTO signoff_audit_runs (run_id, agent_id, user_id, session_id) "
-                  "VALUES (%s, %s, %s, %s)", (run_id, e.agent_id, e.user_id, e.session_id))
-    elif isinstance(e, Run.ToolCallRequested):
+    @singledispatchmethod
+    def process_event(self, event: object, page: Page) -> None:
+        """Events that decide nothing change nothing."""
+
+    @process_event.register
+    def run_started(self, e: Run.RunStarted, page: Page) -> None:
+        page.c.execute("INSERT INTO signoff_audit_runs (run_id, agent_id, user_id, "
+                       "session_id) VALUES (%s, %s, %s, %s)",
+                       (str(e.originator_id), e.agent_id, e.user_id, e.session_id))
+
+    @process_event.register
+    def tool_call_requested(self, e: Run.ToolCallRequested, page: Page) -> None:
         # A call a policy let through is decided as it is requested, by the policy's
         # rule: the trail explains every call that ran without a person.
+        d = page.c.dialect
         policy = e.policy  # None on events from before policies (the class default)
         allowed = policy is not None and policy.get("outcome") == "allowed"
-        c.execute("INSERT INTO signoff_audit_calls (run_id, tool_call_id, agent_id, tool_name, "
-                  "tool_args, kind, requested_at, requested_day, decided) "
-                  "SELECT run_id, %s, agent_id, %s, %s, %s, %s, %s, FALSE "
-                  "FROM signoff_audit_runs WHERE run_id = %s",
-                  (e.tool_call_id, e.tool_name, d.json(e.tool_args),
-                   "policy" if allowed else e.requires or "none",
-                   d.time(e.timestamp), _day(e.timestamp), run_id))
+        page.c.execute(
+            "INSERT INTO signoff_audit_calls (run_id, tool_call_id, agent_id, tool_name, "
+            "tool_args, kind, requested_at, requested_day, decided) "
+            "SELECT run_id, %s, agent_id, %s, %s, %s, %s, %s, FALSE "
+            "FROM signoff_audit_runs WHERE run_id = %s",
+            (e.tool_call_id, e.tool_name, d.json(e.tool_args),
+             "policy" if allowed else e.requires or "none",
+             d.time(e.timestamp), _day(e.timestamp), str(e.originator_id)))
         if allowed:
-            _decide(c, e, position, run_id, [e.tool_call_id], "allowed",
-                    f"policy:{policy['rule']}", policy.get("reason"), None,
-                    {"policy": policy})
-    elif isinstance(e, Run.ToolCallInDoubt):
-        c.execute("UPDATE signoff_audit_calls SET kind = 'in_doubt', decided = FALSE, "
-                  "requested_at = %s, requested_day = %s "
-                  "WHERE run_id = %s AND tool_call_id = %s",
-                  (d.time(e.timestamp), _day(e.timestamp), run_id, e.tool_call_id))
-    elif isinstance(e, Run.ToolExecuted | Run.ToolFailed):
+            assert policy is not None
+            _decide(page, e, [e.tool_call_id], "allowed", f"policy:{policy['rule']}",
+                    policy.get("reason"), None, {"policy": policy})
+
+    @process_event.register
+    def tool_call_in_doubt(self, e: Run.ToolCallInDoubt, page: Page) -> None:
+        d = page.c.dialect
+        page.c.execute("UPDATE signoff_audit_calls SET kind = 'in_doubt', decided = FALSE, "
+                       "requested_at = %s, requested_day = %s "
+                       "WHERE run_id = %s AND tool_call_id = %s",
+                       (d.time(e.timestamp), _day(e.timestamp), str(e.originator_id),
+                        e.tool_call_id))
+
+    @process_event.register
+    def tool_outcome(self, e: Run.ToolExecuted | Run.ToolFailed, page: Page) -> None:
         # A late outcome of a call in doubt settles it: a cancel no longer decides it.
-        c.execute("UPDATE signoff_audit_calls SET decided = TRUE "
-                  "WHERE run_id = %s AND tool_call_id = %s AND kind = 'in_doubt' "
-                  "AND NOT decided",
-                  (run_id, e.tool_call_id))
-    elif isinstance(e, Run.DecisionExpired):
+        page.c.execute("UPDATE signoff_audit_calls SET decided = TRUE "
+                       "WHERE run_id = %s AND tool_call_id = %s AND kind = 'in_doubt' "
+                       "AND NOT decided", (str(e.originator_id), e.tool_call_id))
+
+    @process_event.register
+    def decision_expired(self, e: Run.DecisionExpired, page: Page) -> None:
         # By the system, with the tool's action as the note. An escalated call is still
         # open: a person of the group decides it later (its own row), or a cancel does.
+        escalated = e.action == TimeoutAction.ESCALATE
         details = {"action": e.action, "expired_at": e.expired_at.isoformat(),
                    "escalated_to": e.escalated_to,
                    "expires_at": e.expires_at.isoformat() if e.expires_at else None}
-        _decide(c, e, position, run_id, [e.tool_call_id], "expired", e.decided_by,
-                e.action if e.action != "escalate" else f"escalate to {e.escalated_to}",
-                None, details)
-        if e.action == "escalate":
-            c.execute("UPDATE signoff_audit_calls SET decided = FALSE "
-                      "WHERE run_id = %s AND tool_call_id = %s", (run_id, e.tool_call_id))
-    elif isinstance(e, DecisionEvent):  # a person's (or a client's) decision
+        _decide(page, e, [e.tool_call_id], "expired", e.decided_by,
+                f"escalate to {e.escalated_to}" if escalated else e.action, None, details)
+        if escalated:
+            page.c.execute("UPDATE signoff_audit_calls SET decided = FALSE "
+                           "WHERE run_id = %s AND tool_call_id = %s",
+                           (str(e.originator_id), e.tool_call_id))
+
+    @process_event.register
+    def decided(self, e: DecisionEvent, page: Page) -> None:
+        """A person's (or a client's) decision."""
         details: dict[str, Any] | None = None
         if isinstance(e, Run.ExternalResultProvided):
             details = {"result": e.result}
@@ -150,26 +168,26 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
             details = {"values": e.values}
         # As given: an empty note is a note ("" or None would record "" as no note).
         note = e.note if isinstance(e, Run.ToolConfirmed) else getattr(e, "reason", None)
-        approved = getattr(e, "approved_args", None)
-        _decide(c, e, position, run_id, [e.tool_call_id], str(e.decision_kind), e.decided_by,
-                note, approved, details)
-    elif isinstance(e, Run.RunCancelled):
-        open_calls = c.execute(
+        _decide(page, e, [e.tool_call_id], str(e.decision_kind), e.decided_by, note,
+                getattr(e, "approved_args", None), details)
+
+    @process_event.register
+    def run_cancelled(self, e: Run.RunCancelled, page: Page) -> None:
+        open_calls = page.c.execute(
             "SELECT tool_call_id FROM signoff_audit_calls WHERE run_id = %s AND NOT decided "
-            "AND kind <> 'none' ORDER BY requested_at, tool_call_id", (run_id,)).fetchall()
-        _decide(c, e, position, run_id, [r["tool_call_id"] for r in open_calls], "cancelled",
+            "AND kind <> 'none' ORDER BY requested_at, tool_call_id",
+            (str(e.originator_id),)).fetchall()
+        _decide(page, e, [r["tool_call_id"] for r in open_calls], "cancelled",
                 e.cancelled_by, e.reason, None, None)
 
 
-def _decide(c: Cursor, e: Any, position: int, run_id: str, call_ids: list[str], decision: str,
-            actor: str, note: str | None, approved: Any, details: Any) -> None:
+def _decide(page: Page, e: Any, call_ids: list[str], decision: str, actor: str,
+            note: str | None, approved: Any, details: Any) -> None:
+    c, run_id = page.c, str(e.originator_id)
+    insert = _insert_decision_pg if c.dialect.name == "postgres" else _insert_decision
     for call_id in call_ids:
-        if c.dialect.name == "postgres":
-            _insert_decision_pg(c, e, position, run_id, call_id, decision, actor, note,
-                                approved, details)
-        else:
-            _insert_decision(c, e, position, run_id, call_id, decision, actor, note, approved,
-                             details)
+        insert(c, e, page.position, run_id, call_id, decision, actor, note, approved,
+               details)
         c.execute("UPDATE signoff_audit_calls SET decided = TRUE "
                   "WHERE run_id = %s AND tool_call_id = %s", (run_id, call_id))
 
@@ -237,7 +255,7 @@ def _day(ts: datetime) -> str:
 
 # ------------------------------------------------------------------ reading
 
-def _filters(d: Dialect, run_id: str | None, actor: str | None, tool_name: str | None,
+def decision_filters(d: Dialect, run_id: str | None, actor: str | None, tool_name: str | None,
              decision: str | None, since: datetime | None, until: datetime | None,
              ) -> tuple[list[str], list[Any]]:
     where: list[str] = []
@@ -247,11 +265,11 @@ def _filters(d: Dialect, run_id: str | None, actor: str | None, tool_name: str |
         if value is not None:
             where.append(f"{column} = %s")
             params.append(value)
-    _time_range(d, "decided_at", since, until, where, params)
+    time_range(d, "decided_at", since, until, where, params)
     return where, params
 
 
-def _time_range(d: Dialect, column: str, since: datetime | None, until: datetime | None,
+def time_range(d: Dialect, column: str, since: datetime | None, until: datetime | None,
                 where: list[str], params: list[Any]) -> None:
     """``since`` inclusive, ``until`` exclusive."""
     if since is not None:
@@ -299,7 +317,7 @@ def list_decisions(
     counted up to ``total_cap``: ``total_exact`` is false when there are more than
     ``total`` (then ``total`` is the cap). ``with_total=False``: not counted (None)."""
     d = c.dialect
-    where, params = _filters(d, run_id, actor, tool_name, decision, since, until)
+    where, params = decision_filters(d, run_id, actor, tool_name, decision, since, until)
     matches = "SELECT 1 FROM signoff_decisions" + (
         f" WHERE {' AND '.join(where)}" if where else "")
     total = (Total.none() if not with_total
@@ -358,52 +376,3 @@ def iter_decisions(
         after = result["next_cursor"]
 
 
-def analytics(
-    c: Cursor, group_by: str, *, since: datetime | None = None, until: datetime | None = None,
-) -> list[dict[str, Any]]:
-    """Counts, approval rate and time-to-decision percentiles (nearest rank) per group."""
-    d = c.dialect
-    column = GROUPS[group_by]
-    where, params = _filters(d, None, None, None, None, since, until)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    groups: dict[Any, dict[str, Any]] = {}
-
-    def group(key: Any) -> dict[str, Any]:
-        return groups.setdefault(key, {"group": key, "requested": 0 if column != "actor"
-                                       else None, **{k: 0 for k in DECISIONS},
-                                       "_times": []})
-
-    rows = c.execute(f"SELECT {column} AS g, decision, time_to_decision_ms AS ms "
-                     f"FROM signoff_decisions{clause} ORDER BY g, ms", params)
-    for row in rows.fetchall():
-        g = group(row["g"])
-        g[row["decision"]] += 1
-        if row["decision"] not in NOT_BY_PEOPLE:
-            g["_times"].append(row["ms"])
-    if column != "actor":
-        req_column = {"tool_name": "tool_name", "agent_id": "agent_id",
-                      "decided_day": "requested_day"}[column]
-        req_where = ["kind <> 'none'"]
-        req_params: list[Any] = []
-        _time_range(d, "requested_at", since, until, req_where, req_params)
-        for row in c.execute(
-                f"SELECT {req_column} AS g, COUNT(*) AS n FROM signoff_audit_calls "
-                f"WHERE {' AND '.join(req_where)} GROUP BY {req_column}", req_params).fetchall():
-            group(row["g"])["requested"] = int(row["n"])
-    out = []
-    for key in sorted(groups, key=lambda k: (k is None, k)):
-        g = groups[key]
-        times = g.pop("_times")
-        decided = g["confirmed"] + g["rejected"]
-        g["approval_rate"] = g["confirmed"] / decided if decided else None
-        for p in (50, 90, 99):
-            g[f"time_to_decision_p{p}_ms"] = _nearest_rank(times, p)
-        out.append(g)
-    return out
-
-
-def _nearest_rank(sorted_values: list[float], p: int) -> float | None:
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]

@@ -97,7 +97,7 @@ class Dispatcher:
 
     @classmethod
     def for_settings(cls, settings: Settings, projections: Projections) -> Dispatcher:
-        dispatcher = cls(projections.app, projections.views[webhooks.NAME],
+        dispatcher = cls(projections.app, projections.views[webhooks.WebhooksProjection.name],
                          attempts=settings.webhook_attempts,
                          backoff_base=settings.webhook_backoff,
                          backoff_max=settings.webhook_backoff_max,
@@ -128,7 +128,7 @@ class Dispatcher:
 
     def applied(self, name: str) -> None:
         """A projection applied a page: the webhooks one may have made deliveries due."""
-        if name == webhooks.NAME:
+        if name == webhooks.WebhooksProjection.name:
             self._wake.set()
 
     def _run(self) -> None:

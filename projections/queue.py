@@ -27,11 +27,14 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime
+from functools import singledispatchmethod
 from typing import Any
 
-from domain.run import DecisionEvent, Run
+from domain.decisions import DecisionEvent
+from domain.run import Run
 from domain.values import TimeoutAction
-from projections.store import (
+from projections.readmodel import Page, ReadModel
+from projections.sql import (
     TOTAL_CAP,  # a filtered total counts up to this many matches
     Cursor,
     Dialect,
@@ -40,103 +43,115 @@ from projections.store import (
     capped_count,
 )
 
-NAME = "queue"
 COUNTS_TABLE = "signoff_queue_counts"
-TABLES_IN_ORDER = ("signoff_queue_calls", "signoff_queue_runs", "signoff_queue_deadlines",
-                   "signoff_queue_running", COUNTS_TABLE)
-# Each counter, and how to count it from the rows (a missing counter is recounted).
-COUNTS = {"paused": "SELECT COUNT(*) AS n FROM signoff_queue_runs WHERE paused_since IS NOT NULL"}
-
-
-def tables(d: Dialect) -> list[str]:
-    return [
-        f"""CREATE TABLE IF NOT EXISTS signoff_queue_runs (
-            run_id TEXT PRIMARY KEY,
-            agent_id TEXT NOT NULL,
-            user_id TEXT,
-            session_id TEXT NOT NULL,
-            started_at {d.time_type} NOT NULL,
-            paused_since {d.time_type},
-            position BIGINT NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS signoff_queue_runs_paused "
-        "ON signoff_queue_runs (paused_since, run_id)",
-        "CREATE INDEX IF NOT EXISTS signoff_queue_runs_agent "
-        "ON signoff_queue_runs (agent_id, paused_since, run_id)",
-        "CREATE INDEX IF NOT EXISTS signoff_queue_runs_user "
-        "ON signoff_queue_runs (user_id, paused_since, run_id)",
-        # In run id order, for counting filtered matches (a merge with the calls below).
-        "CREATE INDEX IF NOT EXISTS signoff_queue_runs_paused_run "
-        "ON signoff_queue_runs (run_id) WHERE paused_since IS NOT NULL",
-        "CREATE INDEX IF NOT EXISTS signoff_queue_runs_agent_run "
-        "ON signoff_queue_runs (agent_id, run_id) WHERE paused_since IS NOT NULL",
-        "CREATE INDEX IF NOT EXISTS signoff_queue_runs_user_run "
-        "ON signoff_queue_runs (user_id, run_id) WHERE paused_since IS NOT NULL",
-        f"""CREATE TABLE IF NOT EXISTS signoff_queue_calls (
-            run_id TEXT NOT NULL,
-            tool_call_id TEXT NOT NULL,
-            tool_name TEXT NOT NULL,
-            tool_args {d.json_type} NOT NULL,
-            kind TEXT NOT NULL,
-            confirmation_message TEXT,
-            requested_at {d.time_type} NOT NULL,
-            waiting BOOLEAN NOT NULL,
-            PRIMARY KEY (run_id, tool_call_id))""",
-        # (tool, run): a run's waiting calls of a tool are found by both, in run id
-        # order for one tool. (It was (tool, kind, run): no use for a run and a tool.)
-        "DROP INDEX IF EXISTS signoff_queue_calls_waiting",
-        "CREATE INDEX IF NOT EXISTS signoff_queue_calls_tool "
-        "ON signoff_queue_calls (tool_name, run_id, kind) WHERE waiting",
-        "CREATE INDEX IF NOT EXISTS signoff_queue_calls_kind "
-        "ON signoff_queue_calls (kind, run_id) WHERE waiting",
-        # A table of its own (not columns of signoff_queue_calls): a store projected
-        # before deadlines existed gets it as it opens, and needs no migration.
-        f"""CREATE TABLE IF NOT EXISTS signoff_queue_deadlines (
-            run_id TEXT NOT NULL,
-            tool_call_id TEXT NOT NULL,
-            expires_at {d.time_type},
-            escalated_to TEXT,
-            PRIMARY KEY (run_id, tool_call_id))""",
-        "CREATE INDEX IF NOT EXISTS signoff_queue_deadlines_due "
-        "ON signoff_queue_deadlines (expires_at) WHERE expires_at IS NOT NULL",
-        "CREATE INDEX IF NOT EXISTS signoff_queue_deadlines_group "
-        "ON signoff_queue_deadlines (escalated_to, run_id) WHERE escalated_to IS NOT NULL",
-        # A table of its own too (a store projected before it gets it as it opens).
-        # ``since``: when the current step began; ``deadline``: the running tool's.
-        f"""CREATE TABLE IF NOT EXISTS signoff_queue_running (
-            run_id TEXT PRIMARY KEY,
-            since {d.time_type} NOT NULL,
-            deadline {d.time_type})""",
-        # ``stale``: one range of each, in the order it returns them.
-        "CREATE INDEX IF NOT EXISTS signoff_queue_running_deadline "
-        "ON signoff_queue_running (deadline, run_id) WHERE deadline IS NOT NULL",
-        "CREATE INDEX IF NOT EXISTS signoff_queue_running_idle "
-        "ON signoff_queue_running (since, run_id) WHERE deadline IS NULL",
-        f"""CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (
-            name TEXT PRIMARY KEY,
-            n BIGINT NOT NULL)""",
-    ]
-
-
-_ENDS = (Run.RunCompleted, Run.RunFailed, Run.RunCancelled)
 # A run that pauses or ends is no longer running (a row it no longer has: no change).
 _NOT_RUNNING = "DELETE FROM signoff_queue_running WHERE run_id = %s"
+_RUN = "SELECT paused_since FROM signoff_queue_runs WHERE run_id = %s"
 
 
-def apply_event(c: Cursor, e: Any, position: int) -> None:
-    """What one event changes in the queue's tables."""
-    d = c.dialect
-    run_id = str(e.originator_id)
-    escalated = isinstance(e, Run.DecisionExpired) and e.action == TimeoutAction.ESCALATE
-    if isinstance(e, Run.RunStarted):
-        _together(c, [
+def _paused(delta: int, before: str) -> tuple[str, tuple[int]]:
+    """Move the ``paused`` counter by ``delta`` when the run's row was ``before``."""
+    return (f"UPDATE {COUNTS_TABLE} SET n = n + %s WHERE name = 'paused' AND EXISTS "
+            f"(SELECT 1 FROM {{rows}} WHERE {before})", (delta,))
+
+
+class QueueProjection(ReadModel[Page]):
+    name = "queue"
+    tables_in_order = ("signoff_queue_calls", "signoff_queue_runs", "signoff_queue_deadlines",
+                       "signoff_queue_running", COUNTS_TABLE)
+    counts_table = COUNTS_TABLE
+    counts = {"paused": "SELECT COUNT(*) AS n FROM signoff_queue_runs "
+                        "WHERE paused_since IS NOT NULL"}
+
+    @classmethod
+    def create_statements(cls, d: Dialect) -> list[str]:
+        return [
+            f"""CREATE TABLE IF NOT EXISTS signoff_queue_runs (
+                run_id TEXT PRIMARY KEY,
+                agent_id TEXT NOT NULL,
+                user_id TEXT,
+                session_id TEXT NOT NULL,
+                started_at {d.time_type} NOT NULL,
+                paused_since {d.time_type},
+                position BIGINT NOT NULL)""",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_runs_paused "
+            "ON signoff_queue_runs (paused_since, run_id)",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_runs_agent "
+            "ON signoff_queue_runs (agent_id, paused_since, run_id)",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_runs_user "
+            "ON signoff_queue_runs (user_id, paused_since, run_id)",
+            # In run id order, for counting filtered matches (a merge with the calls below).
+            "CREATE INDEX IF NOT EXISTS signoff_queue_runs_paused_run "
+            "ON signoff_queue_runs (run_id) WHERE paused_since IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_runs_agent_run "
+            "ON signoff_queue_runs (agent_id, run_id) WHERE paused_since IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_runs_user_run "
+            "ON signoff_queue_runs (user_id, run_id) WHERE paused_since IS NOT NULL",
+            f"""CREATE TABLE IF NOT EXISTS signoff_queue_calls (
+                run_id TEXT NOT NULL,
+                tool_call_id TEXT NOT NULL,
+                tool_name TEXT NOT NULL,
+                tool_args {d.json_type} NOT NULL,
+                kind TEXT NOT NULL,
+                confirmation_message TEXT,
+                requested_at {d.time_type} NOT NULL,
+                waiting BOOLEAN NOT NULL,
+                PRIMARY KEY (run_id, tool_call_id))""",
+            # (tool, run): a run's waiting calls of a tool are found by both, in run id
+            # order for one tool. (It was (tool, kind, run): no use for a run and a tool.)
+            "DROP INDEX IF EXISTS signoff_queue_calls_waiting",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_calls_tool "
+            "ON signoff_queue_calls (tool_name, run_id, kind) WHERE waiting",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_calls_kind "
+            "ON signoff_queue_calls (kind, run_id) WHERE waiting",
+            # A table of its own (not columns of signoff_queue_calls): a store projected
+            # before deadlines existed gets it as it opens, and needs no migration.
+            f"""CREATE TABLE IF NOT EXISTS signoff_queue_deadlines (
+                run_id TEXT NOT NULL,
+                tool_call_id TEXT NOT NULL,
+                expires_at {d.time_type},
+                escalated_to TEXT,
+                PRIMARY KEY (run_id, tool_call_id))""",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_deadlines_due "
+            "ON signoff_queue_deadlines (expires_at) WHERE expires_at IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_deadlines_group "
+            "ON signoff_queue_deadlines (escalated_to, run_id) WHERE escalated_to IS NOT NULL",
+            # A table of its own too (a store projected before it gets it as it opens).
+            # ``since``: when the current step began; ``deadline``: the running tool's.
+            f"""CREATE TABLE IF NOT EXISTS signoff_queue_running (
+                run_id TEXT PRIMARY KEY,
+                since {d.time_type} NOT NULL,
+                deadline {d.time_type})""",
+            # ``stale``: one range of each, in the order it returns them.
+            "CREATE INDEX IF NOT EXISTS signoff_queue_running_deadline "
+            "ON signoff_queue_running (deadline, run_id) WHERE deadline IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_running_idle "
+            "ON signoff_queue_running (since, run_id) WHERE deadline IS NULL",
+            f"""CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (
+                name TEXT PRIMARY KEY,
+                n BIGINT NOT NULL)""",
+        ]
+
+    @singledispatchmethod
+    def process_event(self, event: object, page: Page) -> None:
+        """Events the queue does not show change nothing."""
+
+    @process_event.register
+    def run_started(self, e: Run.RunStarted, page: Page) -> None:
+        c, d, run_id = page.c, page.c.dialect, str(e.originator_id)
+        c.together([
             ("INSERT INTO signoff_queue_runs (run_id, agent_id, user_id, session_id, "
              "started_at, paused_since, position) VALUES (%s, %s, %s, %s, %s, NULL, %s)",
-             (run_id, e.agent_id, e.user_id, e.session_id, d.time(e.timestamp), position)),
+             (run_id, e.agent_id, e.user_id, e.session_id, d.time(e.timestamp),
+              page.position)),
             ("INSERT INTO signoff_queue_running (run_id, since, deadline) "
              "VALUES (%s, %s, NULL)", (run_id, d.time(e.timestamp)))])
-    elif isinstance(e, Run.ToolCallRequested):
+
+    @process_event.register
+    def tool_call_requested(self, e: Run.ToolCallRequested, page: Page) -> None:
         # Every call is kept while its run lives: one that needed no decision can still
         # come back to the queue if it ends up in doubt after a crash.
+        c, d, run_id = page.c, page.c.dialect, str(e.originator_id)
         c.execute("INSERT INTO signoff_queue_calls (run_id, tool_call_id, tool_name, tool_args, "
                   "kind, confirmation_message, requested_at, waiting) "
                   "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -147,95 +162,84 @@ def apply_event(c: Cursor, e: Any, position: int) -> None:
             c.execute("INSERT INTO signoff_queue_deadlines (run_id, tool_call_id, expires_at, "
                       "escalated_to) VALUES (%s, %s, %s, NULL)",
                       (run_id, e.tool_call_id, d.time(e.expires_at)))
-    elif isinstance(e, Run.RunPaused):
-        _counting_paused(c, run_id, +1, "paused_since IS NULL", [
+
+    @process_event.register
+    def run_paused(self, e: Run.RunPaused, page: Page) -> None:
+        run_id = str(e.originator_id)
+        page.c.counting(_paused(+1, "paused_since IS NULL"), (_RUN, (run_id,)), [
             ("UPDATE signoff_queue_runs SET paused_since = %s, position = %s "
-             "WHERE run_id = %s", (d.time(e.timestamp), position, run_id)),
+             "WHERE run_id = %s", (page.c.dialect.time(e.timestamp), page.position, run_id)),
             (_NOT_RUNNING, (run_id,))])
-    elif isinstance(e, DecisionEvent) and not escalated:
-        c.execute("UPDATE signoff_queue_calls SET waiting = FALSE "
-                  "WHERE run_id = %s AND tool_call_id = %s", (run_id, e.tool_call_id))
-        c.execute("DELETE FROM signoff_queue_deadlines WHERE run_id = %s AND tool_call_id = %s",
-                  (run_id, e.tool_call_id))
-    elif escalated:  # waits on, for a group, until a new deadline
-        c.execute("UPDATE signoff_queue_deadlines SET expires_at = %s, escalated_to = %s "
-                  "WHERE run_id = %s AND tool_call_id = %s",
-                  (d.time(e.expires_at), e.escalated_to, run_id, e.tool_call_id))
-    elif isinstance(e, Run.ToolCallInDoubt):
+
+    @process_event.register
+    def decided(self, e: DecisionEvent, page: Page) -> None:
+        key = (str(e.originator_id), e.tool_call_id)
+        page.c.execute("UPDATE signoff_queue_calls SET waiting = FALSE "
+                       "WHERE run_id = %s AND tool_call_id = %s", key)
+        page.c.execute("DELETE FROM signoff_queue_deadlines "
+                       "WHERE run_id = %s AND tool_call_id = %s", key)
+
+    @process_event.register
+    def decision_expired(self, e: Run.DecisionExpired, page: Page) -> None:
+        if e.action != TimeoutAction.ESCALATE:
+            self.decided(e, page)
+            return
+        # It waits on, for a group, until a new deadline.
+        page.c.execute("UPDATE signoff_queue_deadlines SET expires_at = %s, escalated_to = %s "
+                       "WHERE run_id = %s AND tool_call_id = %s",
+                       (page.c.dialect.time(e.expires_at), e.escalated_to,
+                        str(e.originator_id), e.tool_call_id))
+
+    @process_event.register
+    def tool_call_in_doubt(self, e: Run.ToolCallInDoubt, page: Page) -> None:
         # Back in the queue: a person decides what to do with a call that may have run.
-        c.execute("UPDATE signoff_queue_calls SET waiting = TRUE, kind = 'in_doubt', "
-                  "requested_at = %s WHERE run_id = %s AND tool_call_id = %s",
-                  (d.time(e.timestamp), run_id, e.tool_call_id))
-    elif isinstance(e, Run.ToolExecutionStarted):
+        page.c.execute("UPDATE signoff_queue_calls SET waiting = TRUE, kind = 'in_doubt', "
+                       "requested_at = %s WHERE run_id = %s AND tool_call_id = %s",
+                       (page.c.dialect.time(e.timestamp), str(e.originator_id),
+                        e.tool_call_id))
+
+    @process_event.register
+    def tool_execution_started(self, e: Run.ToolExecutionStarted, page: Page) -> None:
         # A tool's step begins (a running run's row: a tool starts only while it runs).
-        c.execute("UPDATE signoff_queue_running SET since = %s, deadline = %s "
-                  "WHERE run_id = %s", (d.time(e.timestamp), d.time(e.deadline), run_id))
-    elif isinstance(e, Run.ToolExecuted | Run.ToolFailed):
+        d = page.c.dialect
+        page.c.execute("UPDATE signoff_queue_running SET since = %s, deadline = %s "
+                       "WHERE run_id = %s",
+                       (d.time(e.timestamp), d.time(e.deadline), str(e.originator_id)))
+
+    @process_event.register
+    def tool_outcome(self, e: Run.ToolExecuted | Run.ToolFailed, page: Page) -> None:
         # An outcome settles a call: a late one, of a call in doubt, takes it out of the
         # queue (the run no longer waits for it). A running run's next step begins (a
         # paused or ended run has no row to change).
-        _together(c, [
+        run_id = str(e.originator_id)
+        page.c.together([
             ("UPDATE signoff_queue_calls SET waiting = FALSE "
              "WHERE run_id = %s AND tool_call_id = %s AND waiting", (run_id, e.tool_call_id)),
             ("UPDATE signoff_queue_running SET since = %s, deadline = NULL WHERE run_id = %s",
-             (d.time(e.timestamp), run_id))])
-    elif isinstance(e, Run.RunContinued):
+             (page.c.dialect.time(e.timestamp), run_id))])
+
+    @process_event.register
+    def run_continued(self, e: Run.RunContinued, page: Page) -> None:
         # An upsert, not an insert: the same row whatever the table held for the run
         # (applied again in a replay, the event changes nothing more).
-        _counting_paused(c, run_id, -1, "paused_since IS NOT NULL", [
+        run_id = str(e.originator_id)
+        page.c.counting(_paused(-1, "paused_since IS NOT NULL"), (_RUN, (run_id,)), [
             ("UPDATE signoff_queue_runs SET paused_since = NULL, position = %s "
-             "WHERE run_id = %s", (position, run_id)),
+             "WHERE run_id = %s", (page.position, run_id)),
             ("INSERT INTO signoff_queue_running (run_id, since, deadline) "
              "VALUES (%s, %s, NULL) ON CONFLICT (run_id) "
              "DO UPDATE SET since = excluded.since, deadline = NULL",
-             (run_id, d.time(e.timestamp)))])
-    elif isinstance(e, _ENDS):
-        _counting_paused(c, run_id, -1, "paused_since IS NOT NULL", [
+             (run_id, page.c.dialect.time(e.timestamp)))])
+
+    @process_event.register
+    def run_ended(self, e: Run.RunCompleted | Run.RunFailed | Run.RunCancelled,
+                  page: Page) -> None:
+        run_id = str(e.originator_id)
+        page.c.counting(_paused(-1, "paused_since IS NOT NULL"), (_RUN, (run_id,)), [
             ("DELETE FROM signoff_queue_calls WHERE run_id = %s", (run_id,)),
             ("DELETE FROM signoff_queue_deadlines WHERE run_id = %s", (run_id,)),
             (_NOT_RUNNING, (run_id,)),
             ("DELETE FROM signoff_queue_runs WHERE run_id = %s", (run_id,))])
-
-
-def _together(c: Cursor, changes: list[tuple[str, tuple[Any, ...]]]) -> None:
-    """Make ``changes`` (to different tables), in one statement on PostgreSQL (all but
-    the last as data-modifying CTEs: one fewer statement in the page's pipeline per
-    change), one after the other on SQLite."""
-    if c.dialect.name == "postgres":
-        *before, (last, last_values) = changes
-        ctes = [f"change{i} AS ({statement})" for i, (statement, _) in enumerate(before)]
-        params = [v for _, values in before for v in values]
-        c.execute((f"WITH {', '.join(ctes)} " if ctes else "") + last, [*params, *last_values])
-    else:
-        for statement, values in changes:
-            c.execute(statement, values)
-
-
-def _counting_paused(c: Cursor, run_id: str, delta: int, before: str,
-                     changes: list[tuple[str, tuple[Any, ...]]]) -> None:
-    """Make ``changes`` to the run's rows, and move the ``paused`` counter by ``delta``
-    when the run's row was in the state ``before`` them.
-
-    The state is read by the statements themselves: nothing comes back to Python, so a
-    page's statements still go to PostgreSQL in one pipeline. There, the changes and
-    the counter are one statement (data-modifying CTEs, which all see the row as it was
-    before the statement); on SQLite the counter moves first, then the changes run.
-    """
-    count = (f"UPDATE {COUNTS_TABLE} SET n = n + %s WHERE name = 'paused' AND EXISTS "
-             "(SELECT 1 FROM {rows} WHERE {before})")
-    if c.dialect.name == "postgres":
-        ctes = ["run AS (SELECT paused_since FROM signoff_queue_runs WHERE run_id = %s)"]
-        params: list[Any] = [run_id]
-        for i, (statement, values) in enumerate(changes):
-            ctes.append(f"change{i} AS ({statement})")
-            params += values
-        c.execute(f"WITH {', '.join(ctes)} " + count.format(rows="run", before=before),
-                  [*params, delta])
-    else:
-        c.execute(count.format(rows="signoff_queue_runs",
-                               before=f"run_id = %s AND {before}"), (delta, run_id))
-        for statement, values in changes:
-            c.execute(statement, values)
 
 
 # ------------------------------------------------------------------ reading
@@ -364,48 +368,3 @@ def list_queue(
     total_n, exact = counted
     return {"items": items, "total": total_n, "total_exact": exact,
             "next_cursor": next_cursor}
-
-
-def due(c: Cursor, now: datetime, limit: int = 100) -> list[str]:
-    """Runs with a waiting call whose deadline is at or before ``now``, the earliest
-    deadline first (for the expiry sweeper: ``agent/expiry.py``)."""
-    rows = c.execute(
-        "SELECT run_id, MIN(expires_at) AS first FROM signoff_queue_deadlines "
-        "WHERE expires_at IS NOT NULL AND expires_at <= %s "
-        "GROUP BY run_id ORDER BY first, run_id LIMIT %s",
-        (c.dialect.time(now), limit)).fetchall()
-    return [r["run_id"] for r in rows]
-
-
-def stale(c: Cursor, now: datetime, idle_before: datetime, limit: int = 100) -> list[str]:
-    """Running runs that may have been left by a crashed process: a tool running past
-    its deadline (``deadline`` before ``now``), or, with no tool running, a step that
-    began before ``idle_before`` (a model turn, or the step after a tool's outcome);
-    the oldest first (by the deadline, else the step's start), then by run id; at most
-    ``limit``. The read model may lag, and a run may be healthy after all (a long
-    model turn): the sweeper checks each run it names against the run itself.
-
-    A store whose queue was projected before ``signoff_queue_running`` existed has no
-    row there for the runs that were running then: those are named by their start
-    (``signoff_queue_runs`` rows not paused and not in the table).
-
-    One statement: a range of each partial index (``signoff_queue_running_deadline``,
-    ``signoff_queue_running_idle``) and of the runs not paused, at most ``limit`` rows
-    from each, merged."""
-    d = c.dialect
-    rows = c.execute(
-        "SELECT run_id, t FROM ("
-        "SELECT run_id, deadline AS t FROM signoff_queue_running "
-        "WHERE deadline IS NOT NULL AND deadline < %s ORDER BY deadline, run_id LIMIT %s"
-        ") AS past_deadline UNION ALL SELECT run_id, t FROM ("
-        "SELECT run_id, since AS t FROM signoff_queue_running "
-        "WHERE deadline IS NULL AND since < %s ORDER BY since, run_id LIMIT %s"
-        ") AS idle UNION ALL SELECT run_id, t FROM ("
-        "SELECT r.run_id, r.started_at AS t FROM signoff_queue_runs r "
-        "WHERE r.paused_since IS NULL AND r.started_at < %s AND NOT EXISTS "
-        "(SELECT 1 FROM signoff_queue_running x WHERE x.run_id = r.run_id) "
-        "ORDER BY r.started_at, r.run_id LIMIT %s"
-        ") AS unknown ORDER BY t, run_id LIMIT %s",
-        (d.time(now), limit, d.time(idle_before), limit, d.time(idle_before), limit,
-         limit)).fetchall()
-    return [r["run_id"] for r in rows]

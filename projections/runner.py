@@ -41,24 +41,33 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError
 
-from projections import anchors, audit, queue, webhooks
-from projections.store import Dialect, PositionMoved, ViewMixin, open_view
+from projections.anchors import AnchorsProjection
+from projections.audit import AuditProjection
+from projections.queue import QueueProjection
+from projections.readmodel import ReadModel
+from projections.store import PositionMoved, ViewMixin, open_view
+from projections.webhooks import WebhooksProjection
 
 if TYPE_CHECKING:  # projections depend on the domain only; the log comes in
     from service.runs import RunService
 
 log = logging.getLogger("signoff.projections")
 
-MODULES: dict[str, ModuleType] = {queue.NAME: queue, audit.NAME: audit, anchors.NAME: anchors,
-                                  webhooks.NAME: webhooks}
+# Every read model, in the order they are applied (the queue first).
+READ_MODELS: tuple[type[ReadModel[Any]], ...] = (QueueProjection, AuditProjection,
+                                                 AnchorsProjection, WebhooksProjection)
 
 Progress = Callable[[int, int], None]  # (position reached, head)
+
+
+def projection_names() -> list[str]:
+    """The read models, in the order they are applied."""
+    return [model.name for model in READ_MODELS]
 
 
 @dataclass
@@ -81,13 +90,9 @@ class Projections:
         self.env = env
         self.batch_size = batch_size
         self.views: dict[str, ViewMixin] = {}
-        dialect = Dialect("postgres" if is_postgres(env) else "sqlite")
-        for name in names or list(MODULES):
-            module = MODULES[name]
-            self.views[name] = open_view(name, env, module.tables(dialect),
-                                         module.apply_event,
-                                         counts_table=getattr(module, "COUNTS_TABLE", ""),
-                                         counts=getattr(module, "COUNTS", None))
+        models = {model.name: model for model in READ_MODELS}
+        for name in names or list(models):
+            self.views[name] = open_view(models[name](), env)
         self._prompt = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -164,7 +169,7 @@ class Projections:
         log as it was when the rebuild began, the projection says it is ``rebuilding``
         (its answers are partial)."""
         view = self.views[name]
-        view.reset(MODULES[name].TABLES_IN_ORDER, target=self.app.head())
+        view.reset(target=self.app.head())
         self._positions.pop(name, None)
         applied = self.catch_up(name, progress)
         view.rebuilt()

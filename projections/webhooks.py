@@ -28,15 +28,15 @@ already there (``ON CONFLICT DO NOTHING``) and nothing is sent again.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import singledispatchmethod
 from typing import Any
 
 from domain.webhooks import Webhook, event_type, wants
-from projections.store import Cursor, Dialect, Row
+from projections.readmodel import Page, ReadModel
+from projections.sql import Cursor, Dialect, Row
 
-NAME = "webhooks"
-TABLES_IN_ORDER = ("signoff_webhooks",)  # what a rebuild empties (see above)
 _NAMESPACE = uuid.UUID("0c2a4f55-7d0b-4a43-9a8e-3f1c6b2d9e17")
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "cancelled")
 
@@ -45,101 +45,115 @@ def delivery_id(webhook_id: str, position: int) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{webhook_id}:{position}"))
 
 
-def tables(d: Dialect) -> list[str]:
-    t = d.time_type
-    return [
-        f"""CREATE TABLE IF NOT EXISTS signoff_webhooks (
-            webhook_id TEXT PRIMARY KEY,
-            url TEXT NOT NULL,
-            event_types {d.json_type} NOT NULL,
-            hint TEXT NOT NULL,
-            created_by TEXT NOT NULL,
-            created_at {t} NOT NULL,
-            created_position BIGINT NOT NULL,
-            deleted BOOLEAN NOT NULL,
-            deleted_by TEXT,
-            deleted_at {t})""",
-        """CREATE TABLE IF NOT EXISTS signoff_webhook_secrets (
-            webhook_id TEXT PRIMARY KEY,
-            secret TEXT NOT NULL)""",
-        f"""CREATE TABLE IF NOT EXISTS signoff_webhook_deliveries (
-            delivery_id TEXT PRIMARY KEY,
-            webhook_id TEXT NOT NULL,
-            position BIGINT NOT NULL,
-            event_type TEXT NOT NULL,
-            run_id TEXT NOT NULL,
-            version BIGINT NOT NULL,
-            occurred_at {t} NOT NULL,
-            status TEXT NOT NULL,
-            attempts INTEGER NOT NULL,
-            next_attempt_at {t},
-            claim TEXT,
-            body TEXT)""",
-        "CREATE UNIQUE INDEX IF NOT EXISTS signoff_webhook_deliveries_webhook "
-        "ON signoff_webhook_deliveries (webhook_id, position)",
-        "CREATE INDEX IF NOT EXISTS signoff_webhook_deliveries_due "
-        "ON signoff_webhook_deliveries (next_attempt_at) WHERE status = 'pending'",
-        "CREATE INDEX IF NOT EXISTS signoff_webhook_deliveries_failed "
-        "ON signoff_webhook_deliveries (position) WHERE status = 'failed'",
-        "CREATE INDEX IF NOT EXISTS signoff_webhook_deliveries_claimed "
-        "ON signoff_webhook_deliveries (claim) WHERE claim IS NOT NULL",
-        f"""CREATE TABLE IF NOT EXISTS signoff_webhook_attempts (
-            delivery_id TEXT NOT NULL,
-            attempt INTEGER NOT NULL,
-            started_at {t} NOT NULL,
-            duration_ms DOUBLE PRECISION NOT NULL,
-            status_code INTEGER,
-            error TEXT,
-            PRIMARY KEY (delivery_id, attempt))""",
-    ]
+@dataclass
+class _WebhooksPage(Page):
+    """The live subscriptions, read once per page and changed by the page's own
+    events."""
+
+    subscriptions: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
-def apply_event(c: Cursor, e: Any, position: int) -> None:
-    d = c.dialect
-    if isinstance(e, Webhook.Created):
-        subs = _subscriptions(c)  # read before this one is inserted
-        c.execute("INSERT INTO signoff_webhooks (webhook_id, url, event_types, hint, "
-                  "created_by, created_at, created_position, deleted) "
-                  "VALUES (%s, %s, %s, %s, %s, %s, %s, FALSE) "
-                  "ON CONFLICT (webhook_id) DO NOTHING",
-                  (str(e.originator_id), e.url, d.json(e.event_types), e.hint, e.created_by,
-                   d.time(e.timestamp), position))
-        subs.append((str(e.originator_id), list(e.event_types)))
-    elif isinstance(e, Webhook.Deleted):
-        webhook_id = str(e.originator_id)
-        c.execute("UPDATE signoff_webhooks SET deleted = TRUE, deleted_by = %s, "
-                  "deleted_at = %s WHERE webhook_id = %s",
-                  (e.deleted_by, d.time(e.timestamp), webhook_id))
-        c.execute("UPDATE signoff_webhook_deliveries SET status = 'cancelled', "
-                  "next_attempt_at = NULL WHERE webhook_id = %s AND status = 'pending'",
-                  (webhook_id,))
-        c.webhooks = [s for s in _subscriptions(c) if s[0] != webhook_id]  # type: ignore[attr-defined]
-    else:
-        made = event_type(e)
-        if made is None:
-            return
-        for webhook_id, event_types in _subscriptions(c):
-            if wants(event_types, made):
-                c.execute("INSERT INTO signoff_webhook_deliveries (delivery_id, webhook_id, "
-                          "position, event_type, run_id, version, occurred_at, status, "
-                          "attempts, next_attempt_at) "
-                          "VALUES (%s, %s, %s, %s, %s, %s, %s, 'pending', 0, %s) "
-                          "ON CONFLICT DO NOTHING",
-                          (delivery_id(webhook_id, position), webhook_id, position,
-                           made, str(e.originator_id), e.originator_version,
-                           d.time(e.timestamp), d.time(e.timestamp)))
+class WebhooksProjection(ReadModel[_WebhooksPage]):
+    name = "webhooks"
+    # What a rebuild empties: the subscriptions only. Deliveries and their attempts stay
+    # (a delivery's id is its webhook and position: one already there is not sent again).
+    tables_in_order = ("signoff_webhooks",)
 
+    @classmethod
+    def create_statements(cls, d: Dialect) -> list[str]:
+        t = d.time_type
+        return [
+            f"""CREATE TABLE IF NOT EXISTS signoff_webhooks (
+                webhook_id TEXT PRIMARY KEY,
+                url TEXT NOT NULL,
+                event_types {d.json_type} NOT NULL,
+                hint TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at {t} NOT NULL,
+                created_position BIGINT NOT NULL,
+                deleted BOOLEAN NOT NULL,
+                deleted_by TEXT,
+                deleted_at {t})""",
+            """CREATE TABLE IF NOT EXISTS signoff_webhook_secrets (
+                webhook_id TEXT PRIMARY KEY,
+                secret TEXT NOT NULL)""",
+            f"""CREATE TABLE IF NOT EXISTS signoff_webhook_deliveries (
+                delivery_id TEXT PRIMARY KEY,
+                webhook_id TEXT NOT NULL,
+                position BIGINT NOT NULL,
+                event_type TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                occurred_at {t} NOT NULL,
+                status TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                next_attempt_at {t},
+                claim TEXT,
+                body TEXT)""",
+            "CREATE UNIQUE INDEX IF NOT EXISTS signoff_webhook_deliveries_webhook "
+            "ON signoff_webhook_deliveries (webhook_id, position)",
+            "CREATE INDEX IF NOT EXISTS signoff_webhook_deliveries_due "
+            "ON signoff_webhook_deliveries (next_attempt_at) WHERE status = 'pending'",
+            "CREATE INDEX IF NOT EXISTS signoff_webhook_deliveries_failed "
+            "ON signoff_webhook_deliveries (position) WHERE status = 'failed'",
+            "CREATE INDEX IF NOT EXISTS signoff_webhook_deliveries_claimed "
+            "ON signoff_webhook_deliveries (claim) WHERE claim IS NOT NULL",
+            f"""CREATE TABLE IF NOT EXISTS signoff_webhook_attempts (
+                delivery_id TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                started_at {t} NOT NULL,
+                duration_ms DOUBLE PRECISION NOT NULL,
+                status_code INTEGER,
+                error TEXT,
+                PRIMARY KEY (delivery_id, attempt))""",
+        ]
 
-def _subscriptions(c: Cursor) -> list[tuple[str, list[str]]]:
-    """The live subscriptions, read once per page (a page is one transaction and one
-    Cursor) and kept on the cursor, as the page's own events change them."""
-    subs = getattr(c, "webhooks", None)
-    if subs is None:
+    def begin(self, c: Cursor) -> _WebhooksPage:
         rows = c.execute("SELECT webhook_id, event_types FROM signoff_webhooks "
                          "WHERE NOT deleted").fetchall()
-        subs = c.webhooks = [(r["webhook_id"], c.dialect.from_json(r["event_types"]))  # type: ignore[attr-defined]
-                             for r in rows]
-    return subs  # type: ignore[no-any-return]
+        return _WebhooksPage(c, subscriptions=[
+            (r["webhook_id"], c.dialect.from_json(r["event_types"])) for r in rows])
+
+    @singledispatchmethod
+    def process_event(self, event: Any, page: _WebhooksPage) -> None:
+        """Any other event: a delivery to each subscription that wants its type."""
+        made = event_type(event)
+        if made is None:
+            return
+        d = page.c.dialect
+        for webhook_id, event_types in page.subscriptions:
+            if wants(event_types, made):
+                page.c.execute(
+                    "INSERT INTO signoff_webhook_deliveries (delivery_id, webhook_id, "
+                    "position, event_type, run_id, version, occurred_at, status, "
+                    "attempts, next_attempt_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, 'pending', 0, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (delivery_id(webhook_id, page.position), webhook_id, page.position,
+                     made, str(event.originator_id), event.originator_version,
+                     d.time(event.timestamp), d.time(event.timestamp)))
+
+    @process_event.register
+    def created(self, e: Webhook.Created, page: _WebhooksPage) -> None:
+        d = page.c.dialect
+        page.c.execute("INSERT INTO signoff_webhooks (webhook_id, url, event_types, hint, "
+                       "created_by, created_at, created_position, deleted) "
+                       "VALUES (%s, %s, %s, %s, %s, %s, %s, FALSE) "
+                       "ON CONFLICT (webhook_id) DO NOTHING",
+                       (str(e.originator_id), e.url, d.json(e.event_types), e.hint,
+                        e.created_by, d.time(e.timestamp), page.position))
+        page.subscriptions.append((str(e.originator_id), list(e.event_types)))
+
+    @process_event.register
+    def deleted(self, e: Webhook.Deleted, page: _WebhooksPage) -> None:
+        webhook_id = str(e.originator_id)
+        page.c.execute("UPDATE signoff_webhooks SET deleted = TRUE, deleted_by = %s, "
+                       "deleted_at = %s WHERE webhook_id = %s",
+                       (e.deleted_by, page.c.dialect.time(e.timestamp), webhook_id))
+        page.c.execute("UPDATE signoff_webhook_deliveries SET status = 'cancelled', "
+                       "next_attempt_at = NULL WHERE webhook_id = %s AND status = 'pending'",
+                       (webhook_id,))
+        page.subscriptions[:] = [s for s in page.subscriptions if s[0] != webhook_id]
 
 
 # ------------------------------------------------------------------ reads

@@ -77,11 +77,11 @@ def check_calls(caller: Identity, run: Run, call_ids: Iterable[str]) -> None:
     open)? Its agent, the calls' tools, and the group an escalated call waits for."""
     ids = [i for i in call_ids if i in run.calls]
     check_owner(caller, run.run_id, run.user_id, run.agent_id,
-                [run.calls[i]["tool_name"] for i in ids])
+                [run.calls[i].tool_name for i in ids])
     if caller.open:
         return
     for call_id in ids:
-        group = run.calls[call_id].get("escalated_to")
+        group = run.calls[call_id].escalated_to
         if group is not None and group not in caller.groups:
             raise Forbidden(f"call {call_id!r} was escalated to the reviewers of {group!r}: "
                             "only they decide it")

@@ -34,16 +34,16 @@ def replayed(run: Run, key: IdempotencyKey, decided_by: str) -> int | None:
     """The version of the first decision an earlier request with this key recorded,
     or None if none did. ``KeyReused`` when that request asked something else, or
     was made by someone else."""
-    made = [c["decision"] for c in run.calls.values()
-            if (c["decision"] or {}).get("request_key") == key.key]
+    made = [d for d in (c.decision for c in run.calls.values())
+            if d is not None and d.request_key == key.key]
     if not made:
         return None
     for d in made:
-        if d["decided_by"] != decided_by:
+        if d.decided_by != decided_by:
             raise KeyReused("this Idempotency-Key was used by another actor: a key "
                             "belongs to the caller who first sent it")
         # No digest: recorded before keys were bound to their request (taken as the same).
-        if d.get("request_digest") not in (None, key.digest):
+        if d.request_digest not in (None, key.digest):
             raise KeyReused("this Idempotency-Key was used for another request: "
                             "send a new key for a new request")
-    return int(min(d["version"] for d in made))
+    return min(d.version for d in made)

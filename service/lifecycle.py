@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from eventsourcing.persistence import IntegrityError
 
+from domain.calls import OPEN, ToolCall
 from domain.errors import InvalidRunTransition, RunError, ToolCallNotPending
 from domain.keys import Role
 from domain.run import Run
@@ -42,13 +43,10 @@ from service.runs import RunNotFound, RunService
 
 log = logging.getLogger("signoff.runs")
 
-Json = dict[str, Any]
 # Saves what the run recorded since its last save (``Superseded`` on a conflict).
 Commit = Callable[[Run], None]
 # Told of each save: the run as it now is, and the events just committed.
 Observer = Callable[[Run, list[Any]], None]
-
-_OPEN = (CallState.PENDING, CallState.APPROVED, CallState.RUNNING, CallState.IN_DOUBT)
 
 
 class Steps(Protocol):
@@ -67,10 +65,10 @@ class Steps(Protocol):
         """Refuse a decision whose arguments, input or result do not fit the tool or the
         size limits (``InvalidDecision``, ``TooLarge``)."""
 
-    def idempotent(self, run: Run, call: Json) -> bool:
+    def idempotent(self, run: Run, call: ToolCall) -> bool:
         """Whether the call's tool may run again after a crash."""
 
-    def escalation_window(self, run: Run, call: Json) -> timedelta:
+    def escalation_window(self, run: Run, call: ToolCall) -> timedelta:
         """How long an escalated decision waits for its group."""
 
     def drive(self, run: Run, commit: Commit) -> Run:
@@ -193,7 +191,7 @@ class RunLifecycle:
         cancelled_by = actor(caller, named)
         for _ in range(3):
             run = self._load(caller, run_id, agent_id)
-            check_calls(caller, run, [c["tool_call_id"] for c in run.calls_in(*_OPEN)])
+            check_calls(caller, run, [c.tool_call_id for c in run.calls_in(*OPEN)])
             run.cancel(cancelled_by=cancelled_by, reason=reason)
             try:
                 self._committer(None)(run)
@@ -228,15 +226,15 @@ class RunLifecycle:
             return run
         now = self.clock()
         due = [c for c in run.calls_in(CallState.PENDING)
-               if c.get("expires_at") is not None and c["expires_at"] <= now]
+               if c.expires_at is not None and c.expires_at <= now]
         if not due:
             return run
         for call in due:
             next_deadline = (now + self.steps.escalation_window(run, call)
-                             if call.get("on_timeout") == TimeoutAction.ESCALATE else None)
-            run.expire_decision(call["tool_call_id"], now=now, next_deadline=next_deadline)
-            log.info("decision on call %s of %s expired (%s)", call["tool_call_id"],
-                     call["tool_name"], call.get("on_timeout"))
+                             if call.on_timeout == TimeoutAction.ESCALATE else None)
+            run.expire_decision(call.tool_call_id, now=now, next_deadline=next_deadline)
+            log.info("decision on call %s of %s expired (%s)", call.tool_call_id,
+                     call.tool_name, call.on_timeout)
         if not run.pending_calls():
             run.continue_run()
         try:  # the expiry stands even if the run cannot be driven on (its agent is gone)
@@ -267,15 +265,15 @@ class RunLifecycle:
             return run
         now = self.clock()
         running = run.calls_in(CallState.RUNNING)
-        expired = [c for c in running if c["deadline"] < now]
+        expired = [c for c in running if c.deadline is not None and c.deadline < now]
         idle = run.modified_on + timedelta(seconds=self.tool_timeout) < now
         if not (expired or (idle and not running)):
             return run
         for call in expired:
             if not self.steps.idempotent(run, call):
-                run.mark_in_doubt(call["tool_call_id"])
+                run.mark_in_doubt(call.tool_call_id)
                 log.warning("call %s of run %s is in doubt: its outcome was not recorded "
-                            "by its deadline", call["tool_call_id"], run.id)
+                            "by its deadline", call.tool_call_id, run.id)
         if run.pending_calls():
             run.pause()
         if run.status == RunStatus.RUNNING and not self.steps.serves(run.agent_id):
@@ -338,7 +336,7 @@ class RunLifecycle:
         for a new decision with a new key. ``ToolCallNotPending`` with the decision the
         key made."""
         in_doubt = {d.tool_call_id for d in decisions
-                    if run.calls[d.tool_call_id]["state"] == CallState.IN_DOUBT}
+                    if run.calls[d.tool_call_id].state == CallState.IN_DOUBT}
         if not in_doubt:
             return
         for e in self.store.run_events(run.id):
@@ -349,7 +347,7 @@ class RunLifecycle:
                     f"call {call_id!r} was decided by an earlier request with this "
                     "Idempotency-Key, and is in doubt since (its tool started; its outcome "
                     "was never recorded): decide it again, with a new key",
-                    decision=before.calls[call_id]["decision"])
+                    decision=before.calls[call_id].decision)
 
     def _lost_race(self, fresh: Run, decisions: list[Decision], key: IdempotencyKey | None,
                    decided_by: str) -> Decided:
@@ -360,9 +358,9 @@ class RunLifecycle:
             return Decided(fresh, since)
         for d in decisions:
             call = fresh.calls[d.tool_call_id]
-            if call["state"] not in (CallState.PENDING, CallState.IN_DOUBT):
+            if not call.waiting:
                 raise ToolCallNotPending(f"call {d.tool_call_id!r} was decided by another "
-                                         "request", decision=call["decision"])
+                                         "request", decision=call.decision)
         raise RunBusy("the run changed while deciding; try again")
 
 

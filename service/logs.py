@@ -3,7 +3,10 @@ request id, run id and agent it is about.
 
 - ``configure(settings)`` sets up the root logger (``SIGNOFF_LOG_LEVEL``,
   ``SIGNOFF_LOG_FORMAT``) and routes uvicorn's loggers through it;
-  ``uvicorn_log_config(settings)`` does the same in every process uvicorn starts.
+  ``uvicorn_log_config(settings)`` does the same in every process uvicorn starts. The
+  lines are formatted by ``service/logformat.py`` in the thread that logs, and written
+  by the standard library's ``QueueListener`` thread; ``held()`` keeps a block of them
+  together.
 - ``LogContext`` holds what a request is about; the API puts one in ``CONTEXT`` for each
   request, and every record logged while it is handled gets its fields.
 - ``log_committed`` writes one line per committed event of a run. At info level a line
@@ -14,33 +17,25 @@ request id, run id and agent it is about.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import queue
+import signal
 import sys
 import threading
-import time
-import traceback
-from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
-from pydantic_core import to_json
-
-from domain.run import DecisionEvent, Run
+from domain.decisions import DecisionEvent
+from domain.run import Run
 from service.config import Settings
+from service.logformat import JSONFormatter, TextFormatter
 
 log = logging.getLogger("signoff.runs")
-
-# The attributes every LogRecord has; anything else on a record came in ``extra``.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "taskName", "color_message"}  # uvicorn's, with ANSI colours
-# The context fields, in the order they are written.
-FIELDS = ("request_id", "run_id", "agent")
 
 
 @dataclass
@@ -82,166 +77,84 @@ class ContextFilter(logging.Filter):
         return True
 
 
-def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None}
+# Records queued at most. Past that the listener is behind (a slow or stuck stream): the
+# thread that logs waits for room, as it would wait for the stream without a queue, and
+# memory stays bounded.
+MAX_QUEUED = 10_000
 
 
-class JSONFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "message", request_id?, run_id?, agent?, ...extra,
-    "exception"?}`` on one line."""
+class _Handler(QueueHandler):
+    """signoff's handler on the root logger: the standard queue handler. A record is
+    formatted in the thread that logged it, and its line queued; the listener's thread
+    writes the lines to the stream, in the order they were queued. ``flush()`` (called by
+    ``logging.shutdown`` at exit) returns once every queued line is written; ``close()``
+    (also when ``configure`` replaces the handler) writes them and stops the listener.
 
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        extras = _extras(record)
-        for key in FIELDS:
-            if key in extras:
-                line[key] = extras.pop(key)
-        line.update(extras)
-        if record.exc_info:
-            line["exception"] = "".join(traceback.format_exception(*record.exc_info))
-        # pydantic's encoder: a quarter of json.dumps's time, and a value it cannot
-        # encode becomes its str, as before.
-        return to_json(line, fallback=str, inf_nan_mode="null").decode()
+    Lines a thread logs inside ``held()`` are queued together, as one record, when the
+    block ends: a save's lines are one write."""
 
-
-# Fields a text line's message already says (the event, the request's method, route and
-# status): JSON lines keep them, to be queried.
-_SAID = frozenset({"event", "method", "route", "status"})
-
-
-class TextFormatter(logging.Formatter):
-    """``HH:MM:SS.mmm LEVEL logger: message key=value ...`` for people at a terminal."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
-        extras = {k: v for k, v in _extras(record).items() if k not in _SAID}
-        keys = [k for k in FIELDS if k in extras] + [k for k in extras if k not in FIELDS]
-        pairs = " ".join(f"{k}={_text(extras[k])}" for k in keys)
-        text = f"{when} {record.levelname:<7} {record.name}: {record.getMessage()}"
-        text = f"{text}  {pairs}" if pairs else text
-        if record.exc_info:
-            text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        return text
-
-
-def _text(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if text.isprintable() and " " not in text and text else json.dumps(text)
-
-
-class _Handler(logging.StreamHandler):  # type: ignore[type-arg]  # generic in typeshed only
-    """signoff's own handler on the root logger: a thread formats its records, and one
-    writer thread writes them.
-
-    Every ``write`` to stderr drops the GIL and takes it back; among dozens of busy
-    request threads and the event loop that costs far more than the line's formatting
-    (measured: about half a millisecond of server CPU per HITL cycle). So a record is
-    formatted in the thread that logged it (outside any lock) and put on a queue; the
-    writer wakes, lets a few milliseconds of lines gather, and writes them in one
-    ``write``. Lines keep the order they were put in. ``flush()`` (called by
-    ``logging.shutdown`` at exit, and by ``configure`` when it replaces the handler)
-    writes what is queued before it returns.
-
-    Lines a thread logs inside ``held()`` are put together when the block ends: a save's
-    lines stay one block."""
-
-    LINGER = 0.005  # seconds the writer waits, once woken, for more lines
-    # Pieces queued at most: past that the writer is behind (a slow or stuck stream), and
-    # the thread that logs writes the queue itself (waiting for the stream, as a handler
-    # without a writer would) rather than let the queue grow without bound.
-    MAX_QUEUED = 10_000
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
+    def __init__(self, stream: Any, formatter: logging.Formatter) -> None:
+        # The listener's handler writes each record's message: the line, formatted here.
+        self.writer = logging.StreamHandler(stream)
+        self.records: queue.Queue[logging.LogRecord] = queue.Queue(MAX_QUEUED)
+        super().__init__(self.records)
+        self.setFormatter(formatter)
+        self.addFilter(ContextFilter())
         self.held = threading.local()
-        self._queue: deque[str] = deque()
-        self._wake = threading.Event()
-        self._closed = False
-        self._start()
-        os.register_at_fork(after_in_child=self._start)  # a fork has no writer thread
+        self.listening = False
+        self._listen()
 
-    def _start(self) -> None:
-        if self._closed:
-            return
-        self._queue.clear()  # (in a forked child: the parent writes its own lines)
-        threading.Thread(target=self._write_forever, name="signoff-log-writer",
-                         daemon=True).start()
+    def _listen(self) -> None:
+        self.listener = QueueListener(self.records, self.writer)
+        self.listener.start()
+        self.listening = True
 
-    def handle(self, record: logging.LogRecord) -> bool:
-        if not self.filter(record):
-            return False
-        self.emit(record)
-        return True
+    def after_fork(self) -> None:
+        """In a forked child: a queue of its own (the parent's may have been locked
+        mid-put) and a listener thread, which a fork does not copy."""
+        if self.listening:
+            self.queue = self.records = queue.Queue(MAX_QUEUED)
+            self._listen()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record) + self.terminator
-        except RecursionError:  # as StreamHandler.emit
-            raise
-        except Exception:
-            self.handleError(record)
-            return
+    def enqueue(self, record: logging.LogRecord) -> None:
         lines: list[str] | None = getattr(self.held, "lines", None)
-        if lines is None:
-            self.put(line)
+        if lines is not None:
+            lines.append(record.getMessage())
         else:
-            lines.append(line)
+            self.records.put(record)  # waits while the queue is full
 
-    def put(self, text: str) -> None:
-        """Queue ``text`` (whole lines) for the writer."""
-        self._queue.append(text)
-        if len(self._queue) > self.MAX_QUEUED:
-            self._write_queued()
-        elif not self._wake.is_set():  # the writer clears it before it takes the queue
-            self._wake.set()
-
-    def _write_forever(self) -> None:
-        while not self._closed:
-            self._wake.wait()
-            time.sleep(self.LINGER)
-            self._wake.clear()
-            try:
-                self._write_queued()
-            except Exception:  # never end the writer: the queue would only grow
-                self.handleError(logging.makeLogRecord({"msg": "queued log lines"}))
-
-    def _write_queued(self) -> None:
-        with self.lock:  # type: ignore[union-attr]  # one taker at a time: order is kept
-            texts = []
-            while self._queue:
-                texts.append(self._queue.popleft())
-            if not texts:
-                return
-            try:
-                self.stream.write("".join(texts))
-                self.stream.flush()
-            except Exception:  # as StreamHandler.emit: a broken stream is reported only
-                self.handleError(logging.makeLogRecord({"msg": "queued log lines"}))
+    def enqueue_lines(self, lines: list[str]) -> None:
+        self.records.put(logging.makeLogRecord({"msg": "\n".join(lines)}))
 
     def flush(self) -> None:
-        """Write what is queued, now."""
-        self._write_queued()
+        """Return once the listener has written every line queued so far."""
+        if self.listening:
+            self.records.join()
 
     def close(self) -> None:
-        self._write_queued()
-        self._closed = True
-        self._wake.set()
+        if self.listening:
+            self.flush()  # then the listener's stop marker finds room in the queue
+            self.listener.stop()
+            self.listening = False
+        self.writer.close()
         super().close()
 
 
 _handler: _Handler | None = None
 
 
+def _after_fork() -> None:
+    if _handler is not None:
+        _handler.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 @contextmanager
 def held() -> Iterator[None]:
     """Hold the lines this thread logs until the block ends, then queue them together
-    (in order; the writer writes them a few milliseconds later, in one piece)."""
+    (in order; the listener writes them in one piece)."""
     handler = _handler
     if handler is None or getattr(handler.held, "lines", None) is not None:
         yield  # not configured, or already held by an enclosing block
@@ -253,11 +166,11 @@ def held() -> Iterator[None]:
     finally:
         handler.held.lines = None
         if lines:
-            handler.put("".join(lines))
+            handler.enqueue_lines(lines)
 
 
 def flush() -> None:
-    """Write every line logged so far (the writer thread would within milliseconds)."""
+    """Write every line logged so far (the listener would within moments)."""
     if _handler is not None:
         _handler.flush()
 
@@ -269,19 +182,41 @@ def _new_handler(log_format: str, stream: Any) -> _Handler:
     # skip finding out (the logging HOWTO's "Optimization"; a stack walk per record).
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging.captureWarnings(True)  # a library's warning is a line like any other
     fmt = log_format
     if fmt == "auto":
         fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
     global _handler
-    handler = _handler = _Handler(stream)
-    handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(ContextFilter())
-    return handler
+    _handler = _Handler(stream, JSONFormatter() if fmt == "json" else TextFormatter())
+    return _handler
 
 
 def uvicorn_handler(log_format: str) -> logging.Handler:
-    """The handler ``uvicorn_log_config`` names (logging's dictConfig calls this)."""
-    return _new_handler(log_format, sys.stderr)
+    """The handler ``uvicorn_log_config`` names (logging's dictConfig calls this, in the
+    main thread of each process uvicorn starts, before it serves)."""
+    handler = _new_handler(log_format, sys.stderr)
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _write_lines_then_terminate)
+    return handler
+
+
+# Seconds a process stopped by SIGTERM waits for its queued lines to be written.
+TERMINATE_WAIT = 2.0
+
+
+def _write_lines_then_terminate(signum: int, frame: Any) -> None:
+    """SIGTERM's default action, once the queued lines are written. uvicorn's server,
+    stopped by SIGTERM, shuts down and then raises SIGTERM again under the handler it
+    found at start: by default the process ends at once, without exit handlers, and its
+    last lines ("Application shutdown complete.", "Finished server process") would still
+    be queued. The wait is bounded: the signal may have come while this thread held
+    the queue's lock."""
+    writing = threading.Thread(target=flush, name="signoff-log-flush", daemon=True)
+    writing.start()
+    writing.join(TERMINATE_WAIT)
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
 
 
 def uvicorn_log_config(settings: Settings) -> dict[str, Any]:
@@ -345,7 +280,7 @@ def log_committed(run: Any, event: Any, **facts: Any) -> None:
         fields["tool_call_id"] = call_id
         call = run.calls.get(call_id)
         if call is not None:
-            fields["tool"] = call["tool_name"]
+            fields["tool"] = call.tool_name
     if isinstance(event, Run.RunStarted):
         fields.update(user_id=event.user_id, session_id=event.session_id)
     elif isinstance(event, Run.ModelResponded):

@@ -19,7 +19,8 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from domain.run import DecisionEvent, Run
+from domain.decisions import DecisionEvent
+from domain.run import Run
 from service.logs import CONTEXT, held, log_committed
 from service.runs import RunService
 
@@ -115,5 +116,5 @@ class CommittedFacts:
 
     def _tool(self, run: Any, event: Any) -> str:
         call = run.calls.get(event.tool_call_id)
-        name = call["tool_name"] if call else None
+        name = call.tool_name if call else None
         return str(name) if name in self.tools.get(run.agent_id, ()) else "unknown"

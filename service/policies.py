@@ -29,47 +29,26 @@ import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from domain.calls import PolicyOutcome
+from domain.values import PolicyVerdict
+
 Json = dict[str, Any]
 OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in")
-REQUIRED: Final = "required"
-ALLOWED: Final = "allowed"
 
 
 class PolicyError(ValueError):
     """A rule file that cannot be read or is not a valid set of rules."""
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What a policy decided about one call: ``rule`` names it (``settings:NAME`` for a
-    rule of the settings, ``tool:NAME`` for a tool's own ``requires_confirmation``),
-    ``outcome`` is ``required`` or ``allowed``, ``reason`` says why (the rule's
-    description, or the error that made it fail closed)."""
-
-    rule: str
-    outcome: Literal["required", "allowed"]
-    reason: str | None = None
-    error: bool = False  # the rule failed and the call is held (fail closed)
-
-    @property
-    def required(self) -> bool:
-        return self.outcome == REQUIRED
-
-    def record(self) -> Json:
-        """As recorded on ``ToolCallRequested.policy``."""
-        out: Json = {"rule": self.rule, "outcome": self.outcome, "reason": self.reason}
-        if self.error:
-            out["error"] = True
-        return out
-
-
-def failed_closed(rule: str, err: BaseException) -> Outcome:
-    return Outcome(rule, REQUIRED, f"the rule failed ({type(err).__name__}: {err}); "
-                                   "a person confirms", error=True)
+def failed_closed(rule: str, err: BaseException) -> PolicyOutcome:
+    """The outcome of a rule that failed: a person confirms (fail closed)."""
+    return PolicyOutcome(rule, PolicyVerdict.REQUIRED,
+                         f"the rule failed ({type(err).__name__}: {err}); a person confirms",
+                         error=True)
 
 
 class Condition(BaseModel):
@@ -183,7 +162,7 @@ class Policies:
             raise PolicyError(f"two rules are named {dupes[0]!r}")
         return cls(tuple(parsed.rules))
 
-    def decide(self, agent_id: str, tool_name: str, args: Json) -> Outcome | None:
+    def decide(self, agent_id: str, tool_name: str, args: Json) -> PolicyOutcome | None:
         """The first matching rule's outcome; None when no rule matches."""
         for rule in self.rules:
             if not rule.matches(agent_id, tool_name):
@@ -194,8 +173,9 @@ class Policies:
             except Exception as e:  # fail closed: a person confirms
                 return failed_closed(name, e)
             if holds:
-                return Outcome(name, REQUIRED if rule.decision == "require" else ALLOWED,
-                               rule.reason())
+                verdict = (PolicyVerdict.REQUIRED if rule.decision == "require"
+                           else PolicyVerdict.ALLOWED)
+                return PolicyOutcome(name, verdict, rule.reason())
         return None
 
 

@@ -12,13 +12,16 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import (
+    JSONTranscoder,
     MapperDeserialisationError,
     PersistenceError,
     Recording,
     StoredEvent,
+    Transcoding,
 )
 from eventsourcing.utils import TopicError, resolve_topic, strtobool
 
+from domain.calls import ToolCall
 from domain.run import Run
 from service import tracing
 from service.commits import GroupCommit
@@ -82,6 +85,20 @@ def type_name(topic: str) -> str:
 _SHORT = 100  # events: a run with fewer has no snapshot (one is taken every 100)
 
 
+class ToolCallAsDict(Transcoding):
+    """A run's tool call in a snapshot's state: its mapping form (``ToolCall.as_dict``),
+    whose times the transcoder writes as it writes any other."""
+
+    type = ToolCall
+    name = "tool_call"
+
+    def encode(self, obj: ToolCall) -> dict[str, Any]:
+        return obj.as_dict()
+
+    def decode(self, data: dict[str, Any]) -> ToolCall:
+        return ToolCall.of(data)
+
+
 class RunService(Application[UUID]):
     """Stores runs as event streams. The agent loop drives them; the API reads them."""
 
@@ -98,6 +115,10 @@ class RunService(Application[UUID]):
         self.after_save: list[Callable[[], None]] = []  # e.g. prompt the projections
         # (saved aggregates, recordings) after each commit: e.g. metrics, fact logs
         self.on_commit: list[Callable[[Sequence[Any], Sequence[Any]], None]] = []
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(ToolCallAsDict())
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         ids = ",".join(str(getattr(o, "id", "")) for o in objs)

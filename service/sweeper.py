@@ -10,7 +10,7 @@ Each pass (every ``SIGNOFF_EXPIRY_INTERVAL`` seconds, in every API process):
   into the queue for a person, or an idempotent tool runs again.
 
 Which runs to look at comes in as functions (``due``, ``stale``): the server reads
-the queue read model (``projections.queue.due`` / ``stale``), so a pass costs two
+the queue read model (``projections.sweeps.due`` / ``stale``), so a pass costs two
 indexed queries however many runs there are. The read model may lag: a run it names
 that has moved on meanwhile is left as it is (the lifecycle reloads it and checks the
 clock itself), and one that just became due is found by a later pass.

@@ -19,6 +19,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from domain.run import Run
 from service import logs
 
 tracer = trace.get_tracer("signoff")
@@ -68,7 +69,8 @@ def span(name: str, **attributes: Any) -> Iterator[Any]:
         yield current
 
 
-_OUTCOMES = {"ToolExecuted": "ok", "ToolFailed": "error", "ToolCallInDoubt": "in_doubt"}
+_OUTCOMES: dict[type, str] = {Run.ToolExecuted: "ok", Run.ToolFailed: "error",
+                              Run.ToolCallInDoubt: "in_doubt"}
 
 
 def _ns(when: Any) -> int:
@@ -82,18 +84,17 @@ def record_commit(objs: Any, recordings: Any) -> None:
     runs = {getattr(o, "id", None): o for o in objs}
     for recording in recordings:
         event = recording.domain_event
-        outcome = _OUTCOMES.get(type(event).__name__)
+        outcome = _OUTCOMES.get(type(event))
         run = runs.get(event.originator_id)
         if outcome is None or run is None:
             continue
-        call = run.calls.get(event.tool_call_id, {})
-        started = call.get("started_at")
-        if started is None:
+        call = run.calls.get(event.tool_call_id)
+        if call is None or call.started_at is None:
             continue
-        s = tracer.start_span("signoff.tool", start_time=_ns(started), attributes={
+        s = tracer.start_span("signoff.tool", start_time=_ns(call.started_at), attributes={
             "signoff.run_id": str(event.originator_id), "signoff.agent": run.agent_id,
-            "signoff.tool": call.get("tool_name", ""), "signoff.outcome": outcome,
-            "signoff.attempt": call.get("attempts", 0)})
+            "signoff.tool": call.tool_name, "signoff.outcome": outcome,
+            "signoff.attempt": call.attempts})
         s.end(end_time=_ns(event.timestamp))
 
 

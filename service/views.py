@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.calls import ToolCall
 from domain.run import Run
 
 _HEADER = ("originator_id", "originator_version", "timestamp", "originator_topic", "hash")
@@ -30,8 +31,8 @@ def run_view(run: Run) -> dict[str, Any]:
     }
 
 
-def _call(call: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if k == "state" else v) for k, v in call.items()}
+def _call(call: ToolCall) -> dict[str, Any]:
+    return call.as_dict()
 
 
 def event_view(event: Any) -> dict[str, Any]:

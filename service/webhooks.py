@@ -12,6 +12,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from domain.calls import ToolCall
 from domain.chain import plain
 from domain.run import Run
 from domain.values import TimeoutAction
@@ -89,10 +90,11 @@ def webhook_view(webhook: Webhook) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ payloads
 
-def _call(call: dict[str, Any]) -> dict[str, Any]:
-    return {k: call[k] for k in ("tool_call_id", "tool_name", "tool_args", "requires",
-                                 "confirmation_message", "user_input_schema",
-                                 "editable_args")}
+def _call(call: ToolCall) -> dict[str, Any]:
+    return {"tool_call_id": call.tool_call_id, "tool_name": call.tool_name,
+            "tool_args": call.tool_args, "requires": str(call.requires) if call.requires else None,
+            "confirmation_message": call.confirmation_message,
+            "user_input_schema": call.user_input_schema, "editable_args": call.editable_args}
 
 
 def event_data(event: Any, run: Run) -> dict[str, Any]:
@@ -107,21 +109,19 @@ def event_data(event: Any, run: Run) -> dict[str, Any]:
     if isinstance(event, Run.RunCancelled):
         return {"cancelled_by": event.cancelled_by, "reason": event.reason}
     call = run.calls.get(getattr(event, "tool_call_id", ""))
+    about = {"event": label, "tool_call_id": getattr(event, "tool_call_id", None),
+             "tool_name": call.tool_name if call else None,
+             "tool_args": call.tool_args if call else None}
     if isinstance(event, Run.DecisionExpired) and event.action == TimeoutAction.ESCALATE:
-        return {"event": label, "tool_call_id": event.tool_call_id,
-                "tool_name": call["tool_name"] if call else None,
-                "tool_args": call["tool_args"] if call else None,
-                "expired_at": event.expired_at, "escalated_to": event.escalated_to,
+        return {**about, "expired_at": event.expired_at, "escalated_to": event.escalated_to,
                 "expires_at": event.expires_at}
     # A decision: the call it decided, and the decision as the run recorded it.
-    decision = dict(call["decision"] or {}) if call else {}
-    decision.pop("request_key", None)
-    decision.pop("request_digest", None)
-    decision.pop("version", None)
-    return {"event": label, "tool_call_id": getattr(event, "tool_call_id", None),
-            "tool_name": call["tool_name"] if call else None,
-            "tool_args": call["tool_args"] if call else None,
-            **({"decision": decision.pop("kind", None)} if decision else {}), **decision}
+    if call is None or call.decision is None:
+        return about
+    decision = call.decision.as_dict()
+    for header in ("request_key", "request_digest", "version"):
+        del decision[header]
+    return {**about, "decision": decision.pop("kind"), **decision}
 
 
 def payload(app: RunService, *, delivery_id: str, event_type: str, position: int) -> bytes:

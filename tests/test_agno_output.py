@@ -1,5 +1,6 @@
 """Agno's wire format, in process: message times read off the run's events (with a clock
-that moves only when told), the pause's words, and ``GET /agents``'s view of an agent."""
+that moves only when told), the pause's words, ``GET /agents``'s view of an agent and
+``GET /config``'s of the service."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from agent.models.offline import OfflineModel
 from agent.tools import Agent, tool
 from api.agno import agent_info, paused_content, run_output, stream_events
 from api.metrics import TimedModel
+from api.routes.agno_os import os_config
+from domain.calls import ToolCall
 from domain.run import Run
 from domain.values import Requirement
 
@@ -83,7 +86,8 @@ def test_each_message_carries_the_time_of_the_event_it_comes_from() -> None:
     # start for a turn, the call's request for a tool's outcome.
     for turn in run.turns:
         del turn["at"]
-    del run.calls["n"]["outcome_at"]
+    run.calls["n"] = ToolCall.of({k: v for k, v in run.calls["n"].as_dict().items()
+                                  if k != "outcome_at"})
     stamps = [m["created_at"] for m in run_output(run)["messages"]]
     assert stamps == [at(0), at(0), at(0), at(30), at(40), at(5), at(0)]
 
@@ -146,3 +150,42 @@ def test_agents_name_the_model_class_and_a_function_valued_confirmation_is_true(
     assert "description" not in info and "confirm_before_run" not in info
     default = agent_info(Agent(id="q", name="Q"), default_model=TimedModel(OfflineModel()))
     assert default["model"]["name"] == "OfflineModel"
+
+
+def test_config_describes_the_agents_as_an_agentos_without_a_database() -> None:
+    """``GET /config`` as Agno 3.1.10 answers it for an AgentOS with agents and no
+    database: each storage feature with no database, no queue, no teams; the agents with
+    their models' id and provider, each model listed once in ``available_models``."""
+    timed = TimedModel(OfflineModel())
+    agents = [Agent(id="p", name="Payments", tools=[pay], model=timed),
+              Agent(id="q", name="Q", description="Answers questions")]
+    config = os_config(agents, default_model=TimedModel(OfflineModel()))
+    model = {"id": "offline", "provider": "signoff"}
+    assert config == {
+        "os_id": "signoff",
+        "available_models": [model],
+        "databases": [],
+        "session": {"dbs": []},
+        "metrics": {"dbs": []},
+        "memory": {"dbs": []},
+        "learning": {"dbs": []},
+        "filesystem": {"namespaces": []},
+        "knowledge": {"dbs": [], "knowledge_instances": []},
+        "evals": {"dbs": []},
+        "traces": {"dbs": []},
+        "queue": {"durable": False, "queue_per_session": False},
+        "agents": [
+            {"id": "p", "name": "Payments", "model": model, "sandboxed": False},
+            {"id": "q", "name": "Q", "description": "Answers questions", "model": model,
+             "sandboxed": False},
+        ],
+        "teams": [],
+        "workflows": [],
+        "interfaces": [],
+        "company": None,
+    }
+    # The keys in Agno's order (its captured answer, less the database it had).
+    assert list(config) == [
+        "os_id", "available_models", "databases", "session", "metrics", "memory",
+        "learning", "filesystem", "knowledge", "evals", "traces", "queue", "agents",
+        "teams", "workflows", "interfaces", "company"]

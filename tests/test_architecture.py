@@ -38,3 +38,30 @@ def test_no_function_is_too_complex_to_read() -> None:
             for f in getattr(block, "methods", None) or [block]
             if f.complexity > 20]
     assert over == []
+
+
+
+PACKAGES = ("domain", "service", "agent", "api", "projections", "cli", "bootstrap")
+
+
+def test_no_module_is_over_400_lines() -> None:
+    root = Path(__file__).parent.parent
+    sizes = {path.relative_to(root): len(path.read_text().splitlines())
+             for package in PACKAGES for path in sorted((root / package).rglob("*.py"))}
+    assert {path: n for path, n in sizes.items() if n > 400} == {}
+
+
+def test_no_import_cycle() -> None:
+    """No module imports, directly or through others, a module that imports it (imports
+    made only for type checking aside; a package's ``__init__`` importing its own
+    modules is no cycle of ours)."""
+    import grimp
+
+    graph = grimp.build_graph(*PACKAGES, exclude_type_checking_imports=True)
+    cycles = []
+    for module in sorted(graph.modules):
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            back = graph.find_shortest_chain(importer=imported, imported=module)
+            if back is not None:
+                cycles.append(" -> ".join((module, *back)))
+    assert cycles == []

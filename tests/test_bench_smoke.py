@@ -57,7 +57,7 @@ def _cycles(url: str, n: int) -> list[str]:
     ids = []
     for _ in range(n):
         run = runs.start("data_manager", "Delete 50 old records from the users table")
-        run = runs.decide(run.run_id, [Decision(c["tool_call_id"], DecisionKind.CONFIRMED)
+        run = runs.decide(run.run_id, [Decision(c.tool_call_id, DecisionKind.CONFIRMED)
                                        for c in run.pending_calls()], actor="me")
         run = runs.drive(run)
         assert run.status == "COMPLETED"

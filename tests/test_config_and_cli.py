@@ -1,9 +1,9 @@
-"""Settings, the generated configuration reference, and the ``signoff`` command."""
+"""Settings, the generated configuration reference, and the ``signoff`` command run as a
+process (its help and the store it reads: tests/cli/)."""
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,99 +143,18 @@ def test_signoff_serve_serves_your_own_agents_module_from_the_working_directory(
         proc.wait(10)
 
 
-# ------------------------------------------------------------ the command's help
-
-def _commands() -> list[tuple[list[str], object]]:
-    """Every command and group of ``signoff``, with the words that name it."""
-    from typer.main import get_command
-
-    from cli.__main__ import app
-
-    found: list[tuple[list[str], object]] = []
-
-    def walk(path: list[str], command: object) -> None:
-        found.append((path, command))
-        for name, sub in getattr(command, "commands", {}).items():
-            walk([*path, name], sub)
-
-    walk([], get_command(app))
-    return found
-
-
-COMMANDS = _commands()
-
-
-@pytest.mark.parametrize(("path", "command"), COMMANDS,
-                         ids=[" ".join(p) or "signoff" for p, _ in COMMANDS])
-def test_help_names_each_value_and_explains_each_option(path: list[str],
-                                                        command: object) -> None:
-    from typer.testing import CliRunner
-
-    from cli.__main__ import app
-
-    result = CliRunner().invoke(app, [*path, "--help"])
-    assert result.exit_code == 0, result.output
-    # No Python types as metavars (<bool>, <list[str]>, <int>) next to an option.
-    options = result.output.split("Options:", 1)[-1]
-    assert not re.search(r"<[a-z]+[\[\]a-z|,]*>", options), options
-    for param in command.params:  # type: ignore[attr-defined]
-        if param.param_type_name == "option":
-            assert param.help, f"{' '.join(path)} {param.opts[0]} has no help"
-            assert param.is_flag or param.metavar, f"{param.opts[0]} has no metavar"
-        else:
-            assert param.help and param.metavar, f"{' '.join(path)} {param.name}"
-
-
-STORE_COMMANDS = [p for p, c in COMMANDS
-                  if p and not hasattr(c, "commands") and p != ["keys", "generate"]]
-
-
-def test_every_command_that_opens_the_store_takes_database_url() -> None:
-    assert len(STORE_COMMANDS) >= 15
-    by_path = {tuple(p): c for p, c in COMMANDS}
-    for path in [*STORE_COMMANDS, ["project"]]:
-        opts = {o for param in by_path[tuple(path)].params  # type: ignore[attr-defined]
-                for o in param.opts}
-        assert "--database-url" in opts, path
-
-
-def test_project_rebuild_lists_every_projection() -> None:
-    from typer.testing import CliRunner
-
-    from cli.__main__ import app
-    from projections.runner import MODULES
-
-    text = CliRunner().invoke(app, ["project", "rebuild", "--help"]).output
-    assert ", ".join(MODULES) in " ".join(text.split())
-    assert len(MODULES) == 4
-
-
-@pytest.mark.parametrize("command", [
-    ["runs", "show", "00000000-0000-0000-0000-000000000000"], ["project", "status"],
-    ["audit", "verify"], ["keys", "list"], ["webhooks", "list"],
-])
-def test_a_command_that_reads_refuses_a_store_that_does_not_exist(
-    tmp_path: Path, command: list[str]
-) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "SIGNOFF_DATABASE_URL"}
-    result = subprocess.run([sys.executable, "-m", "cli", *command], cwd=tmp_path, text=True,
-                            capture_output=True, timeout=60,
-                            env={**env, "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 1, result.stderr
-    assert f"no store at {tmp_path / 'signoff.db'}" in result.stderr
-    assert "--database-url" in result.stderr
-    assert list(tmp_path.iterdir()) == []  # nothing created
+# The command's help and the store it reads: tests/cli/.
 
 
 def test_store_errors_name_the_store_but_never_its_password() -> None:
     from eventsourcing.persistence import OperationalError
 
-    from cli.__main__ import _where
+    from cli.common import where
 
     settings = Settings(database_url="postgresql://al:s3cret@db.example:6543/runs")
-    where = _where(OperationalError("couldn't get a connection after 5.00 sec"), settings)
-    assert where == " (PostgreSQL at db.example:6543, database runs, user al)"
-    assert _where(ValueError("x"), settings) == ""
+    found = where(OperationalError("couldn't get a connection after 5.00 sec"), settings)
+    assert found == " (PostgreSQL at db.example:6543, database runs, user al)"
+    assert where(ValueError("x"), settings) == ""
     assert "s3cret" not in Settings(database_url="postgresql://al:s3cret@h/d").store_address()
     local = Settings(database_url="sqlite:///data/s.db")
     assert local.store_address() == f"SQLite file {Path('data/s.db').resolve()}"

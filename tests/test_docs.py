@@ -41,3 +41,21 @@ def test_docs_link_only_inside_the_repository(page: Path) -> None:
         path = (page.parent / target).resolve()
         assert path.is_relative_to(ROOT), f"{page.name} points outside the repository: {target}"
         assert path.exists(), f"{page.name} links to {target}, which does not exist"
+
+
+def test_the_projections_page_names_every_projection() -> None:
+    from projections.runner import projection_names
+
+    text = (DOCS / "projections.md").read_text()
+    table = text[text.index("| projection | tables |"):].split("\n\n")[0]
+    rows = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
+    assert rows == set(projection_names()), f"docs/projections.md's table: {sorted(rows)}"
+
+
+def test_the_api_page_gives_every_field_of_a_new_key() -> None:
+    from api.routes.keys import NewKey
+
+    [row] = [ln for ln in (DOCS / "api.md").read_text().splitlines()
+             if ln.startswith("| `POST /keys` |")]
+    for field in NewKey.model_fields:
+        assert f'"{field}"' in row, f"docs/api.md's POST /keys body lacks {field!r}"

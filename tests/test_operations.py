@@ -160,7 +160,7 @@ def test_a_save_that_fails_counts_nothing(tmp_path: Path) -> None:
         run = Runs(app, loop).start("data_manager", "Delete 50 old records from the users table")
         [call] = run.pending_calls()
         first, second = app.get_run(run.id), app.get_run(run.id)  # both read version 4
-        decision = Decision(call["tool_call_id"], DecisionKind.CONFIRMED)
+        decision = Decision(call.tool_call_id, DecisionKind.CONFIRMED)
         first.confirm_tool(decision.tool_call_id, decided_by="ana")
         second.confirm_tool(decision.tool_call_id, decided_by="bob")
         app.save(first)

@@ -71,7 +71,7 @@ def verify_run(run_id: str, c: ContainerDep) -> VerifyReport:
     """Recompute the run's hash chain from its stored events; name the first broken
     event, or report it intact. (A run removed whole, or its last events, only show in
     the whole log's check: ``GET /audit/verify``.)"""
-    with c.projections.views[anchors.NAME].read() as cur:
+    with c.projections.views[anchors.AnchorsProjection.name].read() as cur:
         anchored = anchors.anchored_run(cur, run_id)
     return VerifyReport.model_validate(audit.verify_run(c.app, run_id, anchored).as_dict())
 
@@ -82,7 +82,7 @@ async def verify_log(c: ContainerDep) -> VerifyReport:
     Reads the whole log (about 10,000 events a second): on a large store use
     ``signoff audit verify``, which shows its progress."""
     def run() -> VerifyReport:
-        with c.projections.views[anchors.NAME].read() as cur:
+        with c.projections.views[anchors.AnchorsProjection.name].read() as cur:
             kept = anchors.read_anchors(cur)
             runs = anchors.anchored_runs(cur)
         return VerifyReport.model_validate(audit.verify_log(c.app, kept, runs=runs).as_dict())
@@ -95,6 +95,6 @@ def get_anchors(c: ContainerDep) -> list[Anchor]:
     """The log's anchors: a checkpoint every 1,000 events, and the head (the newest).
     Keep one outside signoff (``EVENTS:HASH:RUNS``, its ``text``) to prove later that
     nothing before it was changed: ``signoff audit verify --anchor``."""
-    with c.projections.views[anchors.NAME].read() as cur:
+    with c.projections.views[anchors.AnchorsProjection.name].read() as cur:
         return [Anchor.model_validate({**a, "text": anchors.anchor_text(a)})
                 for a in anchors.read_anchors(cur)]

@@ -18,7 +18,7 @@ from api.auth import ADMIN, A, R, allow
 from api.deps import ContainerDep
 from api.errors import ProblemError
 from api.wire import IsoTime
-from projections import audit, queue
+from projections import analytics, audit, queue
 from projections.csvfile import decisions_csv
 from projections.store import ViewMixin
 from service.auth import Identity
@@ -128,7 +128,7 @@ def get_queue(
         _check_cursor(queue.cursor_decode, cursor)
     agent_id = _in_scope(caller.agents, agent_id, "agent_id", "agents")
     tool = _in_scope(caller.tools, tool, "tool", "tools")
-    view = c.projections.views[queue.NAME]
+    view = c.projections.views[queue.QueueProjection.name]
     with view.read(snapshot=False) as cur:  # one statement
         page = queue.list_queue(cur, agent_id=agent_id, user_id=user_id, tool_name=tool,
                                 kind=kind, after=cursor, limit=limit, group=group)
@@ -188,7 +188,7 @@ async def get_decisions(
     """
     if cursor is not None:
         _check_cursor(audit.cursor_decode, cursor)
-    view = c.projections.views[audit.NAME]
+    view = c.projections.views[audit.AuditProjection.name]
     filters: dict[str, Any] = {"run_id": run_id, "actor": actor, "tool_name": tool,
                                "decision": decision, "since": _aware(since),
                                "until": _aware(until)}
@@ -223,9 +223,9 @@ def get_analytics(
     """Per tool, agent, actor or day: calls requested, decisions of each kind, approval
     rate (confirmed / (confirmed + rejected)), time to decision p50 / p90 / p99 (ms)."""
     since, until = _aware(since), _aware(until)  # echoed as applied: with their zone
-    view = c.projections.views[audit.NAME]
+    view = c.projections.views[audit.AuditProjection.name]
     with view.read() as cur:
-        groups = audit.analytics(cur, group_by, since=since, until=until)
+        groups = analytics.analytics(cur, group_by, since=since, until=until)
     return _completeness({"group_by": group_by, "since": since, "until": until,
                           "groups": groups}, view, response)
 

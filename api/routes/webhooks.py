@@ -93,7 +93,7 @@ def _settle(c: Container, position: int, timeout: float = 5.0) -> None:
     """Until the webhooks projection has applied ``position`` (so that a list read next
     shows it), or ``timeout``: with SIGNOFF_PROJECTIONS=off another process applies it."""
     deadline = time.monotonic() + timeout
-    v = c.projections.views[view.NAME]
+    v = c.projections.views[view.WebhooksProjection.name]
     while v.position() < position and time.monotonic() < deadline:
         c.projections.prompt()
         time.sleep(0.005)
@@ -109,7 +109,7 @@ def _known(c: Container, webhook_id: str) -> Any:
 @router.get("/webhooks", response_model=list[WebhookOut], dependencies=[allow(ADMIN)])
 def get_webhooks(c: ContainerDep) -> list[dict[str, Any]]:
     """Every subscription ever made, oldest first (never the secrets)."""
-    with c.projections.views[view.NAME].read(snapshot=False) as cur:
+    with c.projections.views[view.WebhooksProjection.name].read(snapshot=False) as cur:
         return view.read_webhooks(cur)
 
 
@@ -124,7 +124,7 @@ def post_webhook(body: NewWebhook, c: ContainerDep,
         check_host(url, allowed_hosts(c.settings.webhook_hosts))
     except HostNotAllowed as e:
         raise ProblemError(422, str(e)) from None
-    v = c.projections.views[view.NAME]
+    v = c.projections.views[view.WebhooksProjection.name]
 
     def keep(webhook_id: str, secret: str) -> None:
         with v.write_transaction() as cur:
@@ -176,6 +176,6 @@ def get_deliveries(
 ) -> list[dict[str, Any]]:
     """A subscription's deliveries, newest event first, each with every attempt made."""
     _known(c, webhook_id)
-    with c.projections.views[view.NAME].read() as cur:
+    with c.projections.views[view.WebhooksProjection.name].read() as cur:
         return view.read_deliveries(cur, webhook_id, status=status, before=before,
                                     limit=limit)

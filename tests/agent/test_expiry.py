@@ -130,19 +130,19 @@ def test_an_undecided_call_is_rejected_at_its_deadline_and_the_run_goes_on(
     run = world.start(("delete_table", {"name": "users"}))
     [call] = run.pending_calls()
     # The request says when it expires.
-    assert call["expires_at"] == world.clock.now() + timedelta(minutes=10)
+    assert call.expires_at == world.clock.now() + timedelta(minutes=10)
     world.projections.catch_up_all()
     [item] = read_queue(world.projections, limit=10)
-    assert item["waiting_for"][0]["expires_at"] == call["expires_at"]
+    assert item["waiting_for"][0]["expires_at"] == call.expires_at
 
     assert world.sweep(timedelta(minutes=9, seconds=59)) == []  # not yet
     assert world.app.get_run(run.id).status == RunStatus.PAUSED
 
     [after] = world.sweep(timedelta(seconds=1))
     assert after.status == RunStatus.COMPLETED
-    expired = after.calls[call["tool_call_id"]]
-    assert expired["state"] == CallState.REJECTED
-    assert expired["decision"]["kind"] == "expired"
+    expired = after.calls[call.tool_call_id]
+    assert expired.state == CallState.REJECTED
+    assert expired.decision.kind == "expired"
     assert RAN == []  # never run
     # The model was told it expired (the offline model echoes the tool message).
     assert "No decision was made in time" in (after.content or "")
@@ -168,8 +168,8 @@ def test_a_safe_tool_marked_approve_runs_as_after_a_confirmation(world: World) -
     assert after.status == RunStatus.COMPLETED
     assert RAN == ["warm home"]
     [call] = after.calls.values()
-    assert call["state"] == CallState.EXECUTED
-    assert call["decision"]["action"] == "approve"
+    assert call.state == CallState.EXECUTED
+    assert call.decision.action == "approve"
     world.projections.catch_up_all()
     [row] = read_decisions(world.projections, limit=10, run_id=run.run_id)
     assert (row["decision"], row["actor"], row["note"]) == ("expired", "system", "approve")
@@ -180,12 +180,12 @@ def test_an_escalated_call_waits_for_its_group_then_is_rejected(world: World) ->
     [after] = world.sweep(timedelta(hours=1))
     assert after.status == RunStatus.PAUSED
     [call] = after.pending_calls()
-    assert call["escalated_to"] == "leads"
-    assert call["expires_at"] == world.clock.now() + timedelta(hours=1)
+    assert call.escalated_to == "leads"
+    assert call.expires_at == world.clock.now() + timedelta(hours=1)
     world.projections.catch_up_all()
     [item] = read_queue(world.projections, limit=10)
     assert item["waiting_for"][0]["escalated_to"] == "leads"
-    assert item["waiting_for"][0]["expires_at"] == call["expires_at"]
+    assert item["waiting_for"][0]["expires_at"] == call.expires_at
     [row] = read_decisions(world.projections, limit=10)
     assert (row["decision"], row["note"], row["details"]["escalated_to"]) == (
         "expired", "escalate to leads", "leads")
@@ -194,7 +194,7 @@ def test_an_escalated_call_waits_for_its_group_then_is_rejected(world: World) ->
     assert world.app.get_run(run.id).status == RunStatus.PAUSED
     [done] = world.sweep(timedelta(minutes=1))
     assert done.status == RunStatus.COMPLETED
-    assert done.calls[call["tool_call_id"]]["state"] == CallState.REJECTED
+    assert done.calls[call.tool_call_id].state == CallState.REJECTED
     world.projections.catch_up_all()
     assert [r["note"] for r in read_decisions(world.projections, limit=10)] == [
         "escalate to leads", "reject"]
@@ -209,7 +209,7 @@ def test_an_escalated_call_decided_by_the_group_runs(world: World) -> None:
     [call] = world.app.get_run(run.id).pending_calls()
     world.clock.tick(timedelta(minutes=3))
     world.runs.drive(world.runs.decide(run.run_id, [Decision(
-        call["tool_call_id"], DecisionKind.CONFIRMED)], actor="lead-ann"))
+        call.tool_call_id, DecisionKind.CONFIRMED)], actor="lead-ann"))
     assert RAN == ["pay 7"]
     world.projections.catch_up_all()
     rows = read_decisions(world.projections, limit=10)
@@ -224,17 +224,17 @@ def test_only_the_calls_past_their_deadline_expire(world: World) -> None:
                       ("archive", {"name": "b"}))
     [after] = world.sweep(timedelta(minutes=30))
     assert after.status == RunStatus.PAUSED
-    states = {c["tool_name"]: c["state"] for c in after.calls.values()}
+    states = {c.tool_name: c.state for c in after.calls.values()}
     assert states == {"delete_table": CallState.REJECTED, "pay": CallState.PENDING,
                       "archive": CallState.PENDING}
-    assert [c["tool_name"] for c in after.pending_calls()] == ["pay", "archive"]
+    assert [c.tool_name for c in after.pending_calls()] == ["pay", "archive"]
     # A week later: pay has escalated; archive, with no deadline, still waits.
     world.sweep(timedelta(days=7))
     after = world.app.get_run(run.id)
-    assert after.calls_in(CallState.PENDING)[0]["tool_name"] == "pay"
+    assert after.calls_in(CallState.PENDING)[0].tool_name == "pay"
     world.sweep(timedelta(days=7))
     after = world.app.get_run(run.id)
-    assert [c["tool_name"] for c in after.pending_calls()] == ["archive"]
+    assert [c.tool_name for c in after.pending_calls()] == ["archive"]
     assert after.status == RunStatus.PAUSED
 
 
@@ -246,10 +246,10 @@ def test_a_reviewer_deciding_at_the_same_moment_wins_or_loses_whole(
     # The sweeper loaded the run; the reviewer's decision is saved first: the expiry's
     # save fails on the version (IntegrityError), and the reviewer's decision stands.
     stale = world.app.get_run(run.id)
-    world.runs.decide(run.run_id, [Decision(call["tool_call_id"], DecisionKind.CONFIRMED)],
+    world.runs.decide(run.run_id, [Decision(call.tool_call_id, DecisionKind.CONFIRMED)],
                       actor="bob")
     after = world.runs.lifecycle.expire(run.run_id, stale)
-    assert after.calls[call["tool_call_id"]]["decision"]["decided_by"] == "bob"
+    assert after.calls[call.tool_call_id].decision.decided_by == "bob"
     assert "DecisionExpired" not in [type(e).__name__ for e in world.app.run_events(run.id)]
 
     # The other way round: the expiry is saved first; the reviewer gets the expiry.
@@ -263,10 +263,10 @@ def test_a_reviewer_deciding_at_the_same_moment_wins_or_loses_whole(
     monkeypatch.setattr(world.app, "get_run", lambda *args, **kw: next(reads, None)
                         or real_get_run(*args, **kw))
     with pytest.raises(ToolCallNotPending) as caught:
-        world.runs.decide(other.run_id, [Decision(call["tool_call_id"],
+        world.runs.decide(other.run_id, [Decision(call.tool_call_id,
                                                   DecisionKind.CONFIRMED)], actor="bob")
     monkeypatch.undo()
-    assert caught.value.decision["kind"] == "expired"
+    assert caught.value.decision.kind == "expired"
     assert RAN == []
 
 
@@ -274,11 +274,11 @@ def test_a_sweep_skips_what_the_read_model_names_but_was_decided_since(world: Wo
     run = world.start(("delete_table", {"name": "x"}))
     world.projections.catch_up_all()  # the read model has the deadline ...
     [call] = run.pending_calls()
-    world.runs.decide(run.run_id, [Decision(call["tool_call_id"], DecisionKind.REJECTED)],
+    world.runs.decide(run.run_id, [Decision(call.tool_call_id, DecisionKind.REJECTED)],
                       actor="bob")  # ... and is not told of the decision before the sweep
     world.clock.tick(timedelta(hours=1))
     [after] = world.sweeper.sweep()
-    assert after.calls[call["tool_call_id"]]["decision"]["decided_by"] == "bob"
+    assert after.calls[call.tool_call_id].decision.decided_by == "bob"
 
 
 def test_a_run_whose_agent_is_gone_is_logged_and_the_others_expire(

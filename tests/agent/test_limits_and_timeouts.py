@@ -194,20 +194,20 @@ def test_a_proposal_over_the_limit_is_recorded_cut_and_never_run(app: RunService
     assert run.status == RunStatus.COMPLETED
     # A replay sees the same.
     replayed = app.get_run(run.id)
-    assert replayed.calls["call_1"]["tool_args"] == cut
-    assert replayed.calls["call_1"]["state"] == CallState.FAILED
+    assert replayed.calls["call_1"].tool_args == cut
+    assert replayed.calls["call_1"].state == CallState.FAILED
 
 
 def test_a_cut_proposal_needs_arguments_of_the_reviewers_own(app: RunService) -> None:
     runs = runs_with(app, Scripted(proposing("delete_records", {"table_name": "t" * 1000})))
     run = runs.start("ops", "delete it")
     call = run.calls["call_1"]
-    assert CUT in call["tool_args"]
+    assert CUT in call.tool_args
     # Sent back as it came (as an Agno client does): refused, nothing recorded.
     head = app.head()
     with pytest.raises(InvalidDecision, match="were cut"):
         runs.decide(run.id, [Decision("call_1", DecisionKind.CONFIRMED,
-                                      approved_args=call["tool_args"])], actor="alice")
+                                      approved_args=call.tool_args)], actor="alice")
     assert app.head() == head
     # With arguments of the reviewer's own, it runs with those.
     run = runs.decide(run.id, [Decision("call_1", DecisionKind.CONFIRMED,
@@ -224,7 +224,7 @@ def test_a_result_and_an_error_over_the_limit_are_recorded_cut(app: RunService) 
     assert len(result.encode()) <= LIMIT
     assert result.startswith("vvvv") and result.endswith("[cut: 1000 bytes, over the limit of "
                                                          f"{LIMIT}]")
-    assert app.get_run(run.id).calls["call_1"]["result"] == result
+    assert app.get_run(run.id).calls["call_1"].result == result
 
     runs = runs_with(app, Scripted(proposing("crash", {"key": "x"})))
     run = runs.start("ops", "crash it")
@@ -302,7 +302,7 @@ def test_a_tool_that_does_not_finish_in_time_fails_as_an_event(app: RunService) 
     error = payload(app, run.id, "ToolFailed").error
     assert error == "TimeoutError: the tool did not finish within 0.3 s"
     assert run.status == RunStatus.COMPLETED  # the model was told, and answered
-    assert app.get_run(run.id).calls["call_1"]["error"] == error
+    assert app.get_run(run.id).calls["call_1"].error == error
 
 
 def test_a_tool_still_queued_at_its_deadline_is_never_run(app: RunService) -> None:

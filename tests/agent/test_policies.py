@@ -19,9 +19,10 @@ from pydantic import ValidationError
 from agent.loop import AgentLoop
 from agent.models.offline import OfflineModel
 from agent.tools import Agent, requirement_for, tool
+from domain.calls import PolicyOutcome, ToolCall
 from domain.run import Run
-from domain.values import CallState, RunStatus
-from projections import audit
+from domain.values import CallState, PolicyVerdict, RunStatus
+from projections import analytics, audit
 from projections.runner import Projections
 from service import policies
 from service.config import Settings, eventsourcing_env
@@ -122,7 +123,7 @@ def start(runs: Runs, call: str, **args: Any) -> Run:
     return runs.start("ops", f"call {call} {json.dumps(args)}", user_id="u")
 
 
-def only_call(run: Run) -> dict[str, Any]:
+def only_call(run: Run) -> ToolCall:
     [call] = run.calls.values()
     return call
 
@@ -132,27 +133,27 @@ def test_a_function_of_the_arguments_lets_a_small_call_run_and_holds_a_big_one(
     runs, _ = store
     small = start(runs, "delete_rows", table_name="users", count=50)
     assert small.status == RunStatus.COMPLETED
-    assert only_call(small)["state"] == CallState.EXECUTED
-    assert only_call(small)["policy"] == {
-        "rule": "tool:delete_rows", "outcome": "allowed",
-        "reason": "requires_confirmation(args) of delete_rows returned False"}
+    assert only_call(small).state == CallState.EXECUTED
+    assert only_call(small).policy == PolicyOutcome(
+        "tool:delete_rows", PolicyVerdict.ALLOWED,
+        "requires_confirmation(args) of delete_rows returned False")
 
     big = start(runs, "delete_rows", table_name="users", count=500)
     assert big.status == RunStatus.PAUSED
-    assert only_call(big)["policy"]["outcome"] == "required"
+    assert only_call(big).policy.outcome == PolicyVerdict.REQUIRED
     # The decision is on the event, as data: a replay reads it, never decides again.
     requested = next(e for e in runs.store.run_events(big.id)
                      if isinstance(e, Run.ToolCallRequested))
     assert requested.requires == "confirmation"
-    assert requested.policy == only_call(big)["policy"]
+    assert PolicyOutcome.of(requested.policy) == only_call(big).policy
 
 
 def test_a_named_function_gives_its_docstring_as_the_reason(
         store: tuple[Runs, Projections]) -> None:
     runs, _ = store
     run = start(runs, "order", units=3)
-    assert only_call(run)["policy"] == {"rule": "tool:order", "outcome": "allowed",
-                                        "reason": "More than 10 units need a person."}
+    assert only_call(run).policy == PolicyOutcome("tool:order", PolicyVerdict.ALLOWED,
+                                                  "More than 10 units need a person.")
 
 
 def test_a_rule_of_the_settings_comes_before_the_tools_own_decision(
@@ -161,19 +162,19 @@ def test_a_rule_of_the_settings_comes_before_the_tools_own_decision(
     # wire is requires_confirmation=True in code; the settings allow small wires.
     small = start(runs, "wire", amount=900)
     assert small.status == RunStatus.COMPLETED
-    assert only_call(small)["policy"] == {"rule": "settings:small-wires", "outcome": "allowed",
-                                          "reason": "wires up to 1000 run at once"}
+    assert only_call(small).policy == PolicyOutcome(
+        "settings:small-wires", PolicyVerdict.ALLOWED, "wires up to 1000 run at once")
     big = start(runs, "wire", amount=5000)
     assert big.status == RunStatus.PAUSED
-    assert only_call(big)["policy"]["rule"] == "settings:big-wires"
+    assert only_call(big).policy.rule == "settings:big-wires"
     # ping needs nothing in code; a rule holds it for one host, and only that one.
     assert start(runs, "ping", host="prod").status == RunStatus.PAUSED
     other = start(runs, "ping", host="dev")
-    assert other.status == RunStatus.COMPLETED and only_call(other)["policy"] is None
+    assert other.status == RunStatus.COMPLETED and only_call(other).policy is None
     # delete_rows's own function would hold 500; the rule for logs lets it run.
     logs = start(runs, "delete_rows", table_name="logs", count=500)
     assert logs.status == RunStatus.COMPLETED
-    assert only_call(logs)["policy"]["rule"] == "settings:no-logs-limit"
+    assert only_call(logs).policy.rule == "settings:no-logs-limit"
 
 
 def test_a_rule_that_cannot_be_evaluated_fails_closed_and_says_why(
@@ -183,9 +184,10 @@ def test_a_rule_that_cannot_be_evaluated_fails_closed_and_says_why(
     # only for the table it is about: the conditions are checked in order.
     run = start(runs, "delete_rows", table_name="tmp", count=3)
     assert run.status == RunStatus.PAUSED
-    policy = only_call(run)["policy"]
-    assert policy["rule"] == "settings:typo" and policy["outcome"] == "required"
-    assert policy["error"] is True and "no argument 'rows'" in policy["reason"]
+    policy = only_call(run).policy
+    assert policy is not None
+    assert policy.rule == "settings:typo" and policy.outcome == PolicyVerdict.REQUIRED
+    assert policy.error is True and "no argument 'rows'" in (policy.reason or "")
     assert start(runs, "delete_rows", table_name="users", count=3).status \
         == RunStatus.COMPLETED
 
@@ -194,7 +196,7 @@ def test_a_function_that_raises_fails_closed() -> None:
     t = tool(requires_confirmation=lambda args: args["count"] > 1)(ping.fn)
     requires, outcome = requirement_for(t, "ops", {"host": "x"})
     assert requires == "confirmation"
-    assert outcome is not None and outcome.record() == {
+    assert outcome is not None and outcome.as_dict() == {
         "rule": "tool:ping", "outcome": "required", "error": True,
         "reason": "the rule failed (KeyError: 'count'); a person confirms"}
 
@@ -213,8 +215,8 @@ def test_an_external_result_is_waited_for_whatever_the_rules_say(
     runs, _ = store
     run = start(runs, "billing", order_id="o-1")
     assert run.status == RunStatus.PAUSED
-    assert only_call(run)["requires"] == "external_execution"
-    assert only_call(run)["policy"] is None
+    assert only_call(run).requires == "external_execution"
+    assert only_call(run).policy is None
 
 
 def test_the_audit_trail_has_a_row_for_every_call_a_policy_let_through(
@@ -244,8 +246,8 @@ def test_the_audit_trail_has_a_row_for_every_call_a_policy_let_through(
     projections.catch_up_all()
     assert read_decisions(projections, limit=100)[-1]["decision"] == "cancelled"
     assert_matches_fold(projections, runs.store)
-    with projections.views[audit.NAME].read() as c:
-        assert audit.analytics(c, "actor")[-1]["group"] == "policy:tool:delete_rows"
+    with projections.views[audit.AuditProjection.name].read() as c:
+        assert analytics.analytics(c, "actor")[-1]["group"] == "policy:tool:delete_rows"
 
 
 # ------------------------------------------------------------- the rule file

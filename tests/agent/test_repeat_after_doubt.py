@@ -90,7 +90,7 @@ def test_a_retry_after_the_call_fell_in_doubt_does_not_decide_it_again(
     clock.now += timedelta(seconds=5)
     run = runs.settle(run.id)
     assert run.status == RunStatus.PAUSED
-    assert run.calls["call_1"]["state"] == CallState.IN_DOUBT
+    assert run.calls["call_1"].state == CallState.IN_DOUBT
 
     # The client sends its first request again: refused, with the decision its key made.
     head = app.head()
@@ -98,8 +98,8 @@ def test_a_retry_after_the_call_fell_in_doubt_does_not_decide_it_again(
                        ) as refused:
         runs.decide(run.id, confirm(), actor="alice", request_key="key-1")
     assert refused.value.decision is not None
-    assert refused.value.decision["request_key"] == "key-1"
-    assert refused.value.decision["kind"] == "confirmed"
+    assert refused.value.decision.request_key == "key-1"
+    assert refused.value.decision.kind == "confirmed"
     assert app.head() == head
     assert RAN == []
 

@@ -35,20 +35,20 @@ class Store:
 
     def anchor(self) -> list[dict[str, Any]]:
         """Bring the anchors projection up to date; its checkpoints and head."""
-        self.projections.catch_up(anchors.NAME)
-        with self.projections.views[anchors.NAME].read() as c:
+        self.projections.catch_up(anchors.AnchorsProjection.name)
+        with self.projections.views[anchors.AnchorsProjection.name].read() as c:
             return anchors.read_anchors(c)
 
     def stored_anchors(self) -> list[dict[str, Any]]:
-        with self.projections.views[anchors.NAME].read() as c:
+        with self.projections.views[anchors.AnchorsProjection.name].read() as c:
             return anchors.read_anchors(c)
 
     def anchored_runs(self) -> list[tuple[str, int, str]]:
-        with self.projections.views[anchors.NAME].read() as c:
+        with self.projections.views[anchors.AnchorsProjection.name].read() as c:
             return anchors.anchored_runs(c)
 
     def anchored(self, run_id: str) -> dict[str, Any] | None:
-        with self.projections.views[anchors.NAME].read() as c:
+        with self.projections.views[anchors.AnchorsProjection.name].read() as c:
             return anchors.anchored_run(c, run_id)
 
     def verify(self, *kept: dict[str, Any]) -> audit.Report:

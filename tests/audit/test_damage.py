@@ -137,7 +137,7 @@ def test_a_damaged_run_answers_a_problem_over_http(store: Store, tmp_path: Path)
     version and what is wrong), writes nothing, and keeps the connection; another run
     answers 200 on the same connection."""
     paused, gap, sound = store.run_ids[PAUSED], store.run_ids[0], store.run_ids[1]
-    call_id = store.app.get_run(paused).pending_calls()[0]["tool_call_id"]
+    call_id = store.app.get_run(paused).pending_calls()[0].tool_call_id
     DAMAGE["broken JSON"](store, paused, 3)
     DAMAGE["deleted"](store, gap, 3)
     head = store.app.head()
@@ -212,7 +212,7 @@ def test_verify_names_an_unreadable_event_even_with_the_anchors_behind(
     position = [p for p, e in store.app.log() if str(e.originator_id) == run_id][1]
     DAMAGE["unknown topic"](store, run_id, 2)
     # The anchors projection as if it had never run (a new store, a rebuild).
-    store.projections.views[anchors.NAME].reset(anchors.TABLES_IN_ORDER)
+    store.projections.views[anchors.AnchorsProjection.name].reset()
 
     verified = _cli(store, "audit", "verify")
 

@@ -91,8 +91,8 @@ def test_given_an_approved_call_when_it_starts_then_the_first_attempt_is_recorde
     [event] = run.collect_events()
     assert isinstance(event, Run.ToolExecutionStarted)
     assert (event.tool_call_id, event.attempt, event.deadline) == ("c1", 1, DEADLINE)
-    assert run.calls["c1"]["state"] == CallState.RUNNING
-    assert run.calls["c1"]["deadline"] == DEADLINE
+    assert run.calls["c1"].state == CallState.RUNNING
+    assert run.calls["c1"].deadline == DEADLINE
 
 
 def test_given_a_confirmed_call_when_it_starts_then_it_runs() -> None:
@@ -160,7 +160,7 @@ def test_given_a_running_call_when_its_result_is_recorded_then_it_is_executed() 
     [event] = run.collect_events()
     assert isinstance(event, Run.ToolExecuted)
     assert (event.tool_call_id, event.result) == ("c1", "booked")
-    assert (run.calls["c1"]["state"], run.calls["c1"]["result"]) == (CallState.EXECUTED,
+    assert (run.calls["c1"].state, run.calls["c1"].result) == (CallState.EXECUTED,
                                                                       "booked")
 
 
@@ -172,7 +172,7 @@ def test_given_a_running_call_when_its_failure_is_recorded_then_it_failed() -> N
     [event] = run.collect_events()
     assert isinstance(event, Run.ToolFailed)
     assert event.error == "ValueError: bad date"
-    assert (run.calls["c1"]["state"], run.calls["c1"]["error"]) == (CallState.FAILED,
+    assert (run.calls["c1"].state, run.calls["c1"].error) == (CallState.FAILED,
                                                                      "ValueError: bad date")
 
 
@@ -198,7 +198,7 @@ def test_given_an_executed_call_when_a_second_result_is_recorded_then_it_is_refu
         run.record_tool_result("c1", "booked twice")
 
     assert run.collect_events() == []
-    assert run.calls["c1"]["result"] == "booked"
+    assert run.calls["c1"].result == "booked"
 
 
 # ------------------------------------------------------------------ in doubt
@@ -211,9 +211,9 @@ def test_given_a_running_call_when_it_is_marked_in_doubt_then_the_run_waits_for_
     run.pause()
 
     assert names(run.collect_events()) == ["ToolCallInDoubt", "RunPaused"]
-    assert run.calls["c1"]["state"] == CallState.IN_DOUBT
+    assert run.calls["c1"].state == CallState.IN_DOUBT
     assert run.waiting_for == ["c1"]
-    assert [c["tool_call_id"] for c in run.pending_calls()] == ["c1"]
+    assert [c.tool_call_id for c in run.pending_calls()] == ["c1"]
 
 
 @pytest.mark.parametrize("given_run", [
@@ -242,7 +242,7 @@ def test_given_an_in_doubt_call_when_it_is_confirmed_then_it_runs_again_as_attem
     events = run.collect_events()
     assert names(events) == ["ToolConfirmed", "RunContinued", "ToolExecutionStarted"]
     assert events[-1].attempt == 2
-    assert run.calls["c1"]["attempts"] == 2
+    assert run.calls["c1"].attempts == 2
 
 
 def test_given_an_in_doubt_call_when_it_is_rejected_then_it_is_rejected() -> None:
@@ -251,7 +251,7 @@ def test_given_an_in_doubt_call_when_it_is_rejected_then_it_is_rejected() -> Non
     run.reject_tool("c1", decided_by="ann", reason="it did not happen")
 
     assert names(run.collect_events()) == ["ToolRejected"]
-    assert run.calls["c1"]["state"] == CallState.REJECTED
+    assert run.calls["c1"].state == CallState.REJECTED
 
 
 def test_given_an_in_doubt_call_when_its_result_is_provided_then_it_is_answered() -> None:
@@ -260,8 +260,8 @@ def test_given_an_in_doubt_call_when_its_result_is_provided_then_it_is_answered(
     run.provide_external_result("c1", decided_by="ann", result="it was booked")
 
     assert names(run.collect_events()) == ["ExternalResultProvided"]
-    assert run.calls["c1"]["state"] == CallState.ANSWERED
-    assert run.calls["c1"]["result"] == "it was booked"
+    assert run.calls["c1"].state == CallState.ANSWERED
+    assert run.calls["c1"].result == "it was booked"
 
 
 def test_given_an_in_doubt_call_when_user_input_is_provided_then_it_is_refused() -> None:
@@ -271,7 +271,7 @@ def test_given_an_in_doubt_call_when_user_input_is_provided_then_it_is_refused()
         run.provide_user_input("c1", decided_by="ann", values={})
 
     assert run.collect_events() == []
-    assert run.calls["c1"]["state"] == CallState.IN_DOUBT
+    assert run.calls["c1"].state == CallState.IN_DOUBT
 
 
 def test_given_a_decided_in_doubt_call_when_it_is_decided_again_then_it_is_not_pending() -> None:
@@ -282,7 +282,7 @@ def test_given_a_decided_in_doubt_call_when_it_is_decided_again_then_it_is_not_p
     with pytest.raises(ToolCallNotPending) as raised:
         run.confirm_tool("c1", decided_by="bob")
 
-    assert raised.value.decision["decided_by"] == "ann"
+    assert raised.value.decision.decided_by == "ann"
     assert run.collect_events() == []
 
 
@@ -298,7 +298,7 @@ def test_given_an_in_doubt_call_when_a_late_outcome_arrives_then_it_resolves_the
     record(run)
 
     assert len(run.collect_events()) == 1
-    assert run.calls["c1"]["state"] == state
+    assert run.calls["c1"].state == state
     assert run.pending_calls() == []
     run.continue_run()  # nothing left to decide
     assert run.status == RunStatus.RUNNING
@@ -383,7 +383,7 @@ def test_given_a_paused_run_when_it_is_cancelled_then_its_waiting_calls_are_canc
     assert run.status == RunStatus.CANCELLED
     assert (run.cancelled_by, run.cancel_reason, run.waiting_for) == ("ann", "changed my mind",
                                                                       [])
-    assert {i: c["state"] for i, c in run.calls.items()} == {
+    assert {i: c.state for i, c in run.calls.items()} == {
         "c1": CallState.CANCELLED, "c2": CallState.CANCELLED, "c3": CallState.REJECTED}
     assert run.pending_calls() == []
 
@@ -395,7 +395,7 @@ def test_given_a_run_with_a_call_in_doubt_when_it_is_cancelled_then_the_call_is_
     run.cancel(cancelled_by="ann")
 
     assert names(run.collect_events()) == ["RunCancelled"]
-    assert run.calls["c1"]["state"] == CallState.CANCELLED
+    assert run.calls["c1"].state == CallState.CANCELLED
 
 
 def ended(end: Callable[[Run], None]) -> Callable[[], Run]:

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from domain.calls import tool_message_content
 from domain.errors import InvalidDecision, InvalidRunTransition, ToolCallNotPending
-from domain.run import Run, tool_message_content
+from domain.run import Run
 from domain.values import CallState, Requirement, RunStatus, TimeoutAction
 from tests.domain.given import (
     a_call,
@@ -39,14 +40,14 @@ def test_given_a_running_run_when_a_call_with_a_deadline_is_requested_then_it_sa
     [event] = run.collect_events()
     assert (event.expires_at, event.on_timeout, event.escalate_to) == (AT, "escalate", "leads")
     call = run.calls["c1"]
-    assert (call["expires_at"], call["on_timeout"], call["escalate_to"],
-            call["escalated_to"]) == (AT, "escalate", "leads", None)
+    assert (call.expires_at, call.on_timeout, call.escalate_to,
+            call.escalated_to) == (AT, "escalate", "leads", None)
 
 
 def test_given_no_action_when_a_call_with_a_deadline_is_requested_then_it_is_reject() -> None:
     run = a_started_run()
     run.request_tool_call(**expiring(an_external_call("c1")))
-    assert run.calls["c1"]["on_timeout"] == "reject"
+    assert run.calls["c1"].on_timeout == "reject"
 
 
 @pytest.mark.parametrize("call", [
@@ -75,8 +76,8 @@ def test_given_a_paused_call_when_its_deadline_passed_and_it_rejects_then_it_is_
     assert (event.tool_call_id, event.decided_by, event.action, event.expired_at,
             event.escalated_to, event.expires_at) == ("c1", "system", "reject", AT, None, None)
     call = run.calls["c1"]
-    assert call["state"] == CallState.REJECTED
-    assert call["decision"]["kind"] == "expired" and call["decision"]["decided_by"] == "system"
+    assert call.state == CallState.REJECTED
+    assert call.decision.kind == "expired" and call.decision.decided_by == "system"
     # The model is told it expired; the run continues as after a rejection.
     assert "No decision was made in time" in (tool_message_content(call) or "")
     run.continue_run()
@@ -89,8 +90,8 @@ def test_given_a_paused_call_when_it_expires_and_it_approves_then_it_may_run() -
     run.expire_decision("c1", now=AT)  # at the deadline: expired
 
     assert names(run.collect_events()) == ["DecisionExpired"]
-    assert run.calls["c1"]["state"] == CallState.APPROVED
-    assert run.calls["c1"]["decision"]["action"] == "approve"
+    assert run.calls["c1"].state == CallState.APPROVED
+    assert run.calls["c1"].decision.action == "approve"
 
 
 def test_given_a_paused_call_when_it_expires_and_escalates_then_it_waits_for_the_group(
@@ -105,13 +106,13 @@ def test_given_a_paused_call_when_it_expires_and_escalates_then_it_waits_for_the
     assert (event.action, event.escalated_to, event.expires_at) == (
         "escalate", "leads", new_deadline)
     call = run.calls["c1"]
-    assert call["state"] == CallState.PENDING and call["decision"] is None
-    assert (call["escalated_to"], call["expires_at"], call["on_timeout"]) == (
+    assert call.state == CallState.PENDING and call.decision is None
+    assert (call.escalated_to, call.expires_at, call.on_timeout) == (
         "leads", new_deadline, "reject")
     assert run.pending_calls() == [call]
     # A person of the group may still decide it ...
     run.confirm_tool("c1", decided_by="lead-ann")
-    assert run.calls["c1"]["state"] == CallState.APPROVED
+    assert run.calls["c1"].state == CallState.APPROVED
 
 
 def test_given_an_escalated_call_when_its_new_deadline_passes_then_it_is_rejected() -> None:
@@ -126,7 +127,7 @@ def test_given_an_escalated_call_when_its_new_deadline_passes_then_it_is_rejecte
 
     [event] = run.collect_events()
     assert event.action == "reject"
-    assert run.calls["c1"]["state"] == CallState.REJECTED
+    assert run.calls["c1"].state == CallState.REJECTED
 
 
 def test_given_a_call_before_its_deadline_when_it_is_expired_then_nothing_is_recorded(
@@ -145,7 +146,7 @@ def test_given_a_decided_call_when_it_is_expired_then_the_decision_stands() -> N
     with pytest.raises(ToolCallNotPending) as caught:
         run.expire_decision("c1", now=LATER)
 
-    assert caught.value.decision["decided_by"] == "bob"
+    assert caught.value.decision.decided_by == "bob"
     assert run.collect_events() == []
 
 
@@ -157,7 +158,7 @@ def test_given_an_expired_call_when_a_reviewer_decides_then_the_expiry_stands() 
     with pytest.raises(ToolCallNotPending) as caught:
         run.confirm_tool("c1", decided_by="bob")
 
-    assert caught.value.decision["kind"] == "expired"
+    assert caught.value.decision.kind == "expired"
 
 
 def test_given_a_call_without_a_deadline_when_it_is_expired_then_it_is_refused() -> None:

@@ -59,10 +59,10 @@ def test_given_a_paused_run_when_the_call_is_confirmed_then_tool_confirmed_is_re
     assert (event.tool_call_id, event.decided_by, event.note, event.approved_args,
             event.request_key) == ("c1", "ann", "fine", None, "k1")
     call = run.calls["c1"]
-    assert call["state"] == CallState.APPROVED
-    assert call["decision"]["kind"] == DecisionKind.CONFIRMED
-    assert call["decision"]["decided_by"] == "ann"
-    assert call["decision"]["version"] == event.originator_version
+    assert call.state == CallState.APPROVED
+    assert call.decision.kind == DecisionKind.CONFIRMED
+    assert call.decision.decided_by == "ann"
+    assert call.decision.version == event.originator_version
 
 
 def test_given_a_paused_run_when_the_call_is_confirmed_with_edited_args_then_both_are_kept(
@@ -73,8 +73,8 @@ def test_given_a_paused_run_when_the_call_is_confirmed_with_edited_args_then_bot
 
     [event] = run.collect_events()
     assert event.approved_args == {"to": "Bergen"}
-    assert run.calls["c1"]["tool_args"] == {"to": "Oslo"}
-    assert run.calls["c1"]["approved_args"] == {"to": "Bergen"}
+    assert run.calls["c1"].tool_args == {"to": "Oslo"}
+    assert run.calls["c1"].approved_args == {"to": "Bergen"}
 
 
 def test_given_a_paused_run_when_the_call_is_confirmed_with_unchanged_args_then_none_is_recorded(
@@ -85,7 +85,7 @@ def test_given_a_paused_run_when_the_call_is_confirmed_with_unchanged_args_then_
 
     [event] = run.collect_events()
     assert event.approved_args is None
-    assert run.calls["c1"]["approved_args"] is None
+    assert run.calls["c1"].approved_args is None
 
 
 def test_given_a_call_with_fixed_args_when_it_is_confirmed_with_edits_then_it_is_refused(
@@ -96,7 +96,7 @@ def test_given_a_call_with_fixed_args_when_it_is_confirmed_with_edits_then_it_is
         run.confirm_tool("c1", decided_by="ann", approved_args={"to": "Bergen"})
 
     assert run.collect_events() == []
-    assert run.calls["c1"]["state"] == CallState.PENDING
+    assert run.calls["c1"].state == CallState.PENDING
 
 
 def test_given_a_call_with_fixed_args_when_it_is_confirmed_with_the_same_args_then_it_is_approved(
@@ -106,7 +106,7 @@ def test_given_a_call_with_fixed_args_when_it_is_confirmed_with_the_same_args_th
     run.confirm_tool("c1", decided_by="ann", approved_args={"to": "Oslo"})
 
     assert names(run.collect_events()) == ["ToolConfirmed"]
-    assert run.calls["c1"]["state"] == CallState.APPROVED
+    assert run.calls["c1"].state == CallState.APPROVED
 
 
 # ------------------------------------------------------------------- reject
@@ -122,8 +122,8 @@ def test_given_any_waiting_call_when_it_is_rejected_then_tool_rejected_is_record
     [event] = run.collect_events()
     assert isinstance(event, Run.ToolRejected)
     assert (event.tool_call_id, event.reason, event.request_key) == ("c1", "Not today", "k1")
-    assert run.calls["c1"]["state"] == CallState.REJECTED
-    assert run.calls["c1"]["decision"]["reason"] == "Not today"
+    assert run.calls["c1"].state == CallState.REJECTED
+    assert run.calls["c1"].decision.reason == "Not today"
 
 
 # ---------------------------------------------------------- external result
@@ -137,8 +137,8 @@ def test_given_an_external_call_when_its_result_is_provided_then_it_is_answered(
     [event] = run.collect_events()
     assert isinstance(event, Run.ExternalResultProvided)
     assert (event.tool_call_id, event.result) == ("c1", "sent")
-    assert run.calls["c1"]["state"] == CallState.ANSWERED
-    assert run.calls["c1"]["result"] == "sent"
+    assert run.calls["c1"].state == CallState.ANSWERED
+    assert run.calls["c1"].result == "sent"
 
 
 # --------------------------------------------------------------- user input
@@ -154,9 +154,9 @@ def test_given_a_user_input_call_when_input_is_provided_then_it_is_merged_into_a
     assert isinstance(event, Run.UserInputProvided)
     assert event.values == {"seat": "12A", "meal": "veg"}
     call = run.calls["c1"]
-    assert call["state"] == CallState.APPROVED
-    assert call["tool_args"] == {"to": "Oslo"}
-    assert call["approved_args"] == {"to": "Oslo", "seat": "12A", "meal": "veg"}
+    assert call.state == CallState.APPROVED
+    assert call.tool_args == {"to": "Oslo"}
+    assert call.approved_args == {"to": "Oslo", "seat": "12A", "meal": "veg"}
 
 
 @pytest.mark.parametrize("values", [{"seat": "12A"}, {"seat": "12A", "meal": None}],
@@ -199,7 +199,7 @@ def test_given_a_waiting_call_when_another_kind_of_decision_comes_then_it_is_ref
         decide(run, "c1")
 
     assert run.collect_events() == []
-    assert run.calls["c1"]["state"] == CallState.PENDING
+    assert run.calls["c1"].state == CallState.PENDING
 
 
 @pytest.mark.parametrize("decide", [confirm, reject, give_result, give_input])
@@ -225,14 +225,14 @@ def test_given_a_decided_call_when_it_is_decided_again_then_the_standing_decisio
 ) -> None:
     run = a_run_paused_on(a_confirmation_call("c1"), a_confirmation_call("c2"))
     first(run, "c1")
-    standing = run.calls["c1"]["decision"]
+    standing = run.calls["c1"].decision
     run.collect_events()
 
     with pytest.raises(ToolCallNotPending) as raised:
         second(run, "c1")
 
     assert raised.value.decision == standing
-    assert raised.value.decision["kind"] == kind
+    assert raised.value.decision.kind == kind
     assert run.collect_events() == []
 
 
@@ -244,8 +244,8 @@ def test_given_an_answered_call_when_a_result_is_given_again_then_it_is_not_pend
     with pytest.raises(ToolCallNotPending) as raised:
         run.provide_external_result("c1", decided_by="eve", result="other")
 
-    assert raised.value.decision["result"] == "42"
-    assert run.calls["c1"]["result"] == "42"
+    assert raised.value.decision.result == "42"
+    assert run.calls["c1"].result == "42"
     assert run.collect_events() == []
 
 
@@ -316,7 +316,7 @@ def test_given_a_run_awaiting_confirmation_when_it_is_confirmed_then_the_pseudo_
 
     assert names(run.collect_events()) == ["ToolConfirmed"]
     call = run.calls["confirm_run_1"]
-    assert (call["state"], call["result"]) == (CallState.EXECUTED, "confirmed")
+    assert (call.state, call.result) == (CallState.EXECUTED, "confirmed")
     assert run.pending_calls() == []
 
 
@@ -341,4 +341,4 @@ def test_given_a_run_awaiting_confirmation_when_it_is_rejected_then_the_pseudo_c
     run.reject_tool("confirm_run_1", decided_by="ann", reason="not now")
 
     assert names(run.collect_events()) == ["ToolRejected"]
-    assert run.calls["confirm_run_1"]["state"] == CallState.REJECTED
+    assert run.calls["confirm_run_1"].state == CallState.REJECTED

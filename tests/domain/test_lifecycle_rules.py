@@ -51,7 +51,7 @@ def test_given_a_paused_run_when_a_decision_is_made_then_its_event_records_the_r
     assert isinstance(recorded, event)
     assert (recorded.decided_by, recorded.request_key, recorded.request_digest) == (
         "ann", "k1", "d1")
-    assert run.calls["c1"]["decision"]["request_digest"] == "d1"
+    assert run.calls["c1"].decision.request_digest == "d1"
 
 
 def test_given_a_paused_run_when_an_expiry_is_sent_as_a_decision_then_it_is_refused() -> None:
@@ -84,7 +84,7 @@ def test_given_a_run_cancelled_while_its_tool_ran_when_the_outcome_comes_then_it
     run.record_tool_result("c1", "done")
 
     assert names(run.collect_events()) == ["ToolExecuted"]
-    assert run.calls["c1"]["state"] == CallState.EXECUTED
+    assert run.calls["c1"].state == CallState.EXECUTED
     assert run.status == RunStatus.CANCELLED  # and no model turn may follow
     with pytest.raises(InvalidRunTransition):
         run.record_model_response(model="m", provider="p", content="x", tool_calls=[])
@@ -99,7 +99,7 @@ def test_given_a_run_failed_while_its_tool_ran_when_it_fails_too_then_the_failur
     run.record_tool_failure("c1", "boom")
 
     assert names(run.collect_events()) == ["ToolFailed"]
-    assert run.calls["c1"]["state"] == CallState.FAILED
+    assert run.calls["c1"].state == CallState.FAILED
 
 
 def test_given_a_call_in_doubt_when_its_late_outcome_comes_then_it_settles_the_call() -> None:
@@ -107,7 +107,7 @@ def test_given_a_call_in_doubt_when_its_late_outcome_comes_then_it_settles_the_c
 
     run.record_tool_result("c1", "done after all")
 
-    assert run.calls["c1"]["state"] == CallState.EXECUTED
+    assert run.calls["c1"].state == CallState.EXECUTED
 
 
 # ------------------------------------------------------------------- retry
@@ -122,8 +122,8 @@ def test_given_a_running_call_past_its_deadline_when_it_is_retried_then_a_new_at
 
     [started] = run.collect_events()
     assert isinstance(started, Run.ToolExecutionStarted)
-    assert (started.attempt, run.calls["c1"]["attempts"]) == (2, 2)
-    assert run.calls["c1"]["deadline"] == DEADLINE + timedelta(minutes=5)
+    assert (started.attempt, run.calls["c1"].attempts) == (2, 2)
+    assert run.calls["c1"].deadline == DEADLINE + timedelta(minutes=5)
 
 
 def test_given_a_running_call_before_its_deadline_when_it_is_retried_then_it_is_refused(
@@ -193,7 +193,7 @@ def test_given_a_decided_call_when_a_reply_repeats_it_beside_a_new_one_then_it_p
         Decision("c2", DecisionKind.REJECTED)]
     with pytest.raises(ToolCallNotPending, match="already decided") as alone:
         run.decisions_for([Reply("c1", confirmed=True)])
-    assert alone.value.decision["decided_by"] == "ann"
+    assert alone.value.decision.decided_by == "ann"
     with pytest.raises(ToolCallNotPending, match="otherwise"):
         run.decisions_for([Reply("c1", confirmed=False), Reply("c2", confirmed=False)])
 

@@ -142,7 +142,7 @@ def test_given_two_readers_when_both_decide_the_same_call_then_only_the_first_is
     fresh = app.repository.get(run.id)
     with pytest.raises(ToolCallNotPending) as raised:
         fresh.reject_tool("c1", decided_by="bob")
-    assert raised.value.decision["decided_by"] == "ann"
+    assert raised.value.decision.decided_by == "ann"
 
 
 def test_given_a_run_long_enough_to_be_snapshotted_when_it_is_read_then_it_still_works(
@@ -175,9 +175,9 @@ def test_given_a_run_long_enough_to_be_snapshotted_when_it_is_read_then_it_still
     assert isinstance(at_snapshot.status, RunStatus)
     at_snapshot.fail("a run read from its snapshot can still end")
     assert isinstance(read.status, RunStatus)
-    assert all(isinstance(c["state"], CallState) for c in read.calls.values())
+    assert all(isinstance(c.state, CallState) for c in read.calls.values())
     read.cancel(cancelled_by="ann")
-    assert read.calls["last"]["state"] == CallState.CANCELLED
+    assert read.calls["last"].state == CallState.CANCELLED
     with pytest.raises(InvalidRunTransition):
         read.confirm_tool("last", decided_by="ann")
 
@@ -189,16 +189,16 @@ KINDS = [None, Requirement.CONFIRMATION, Requirement.EXTERNAL_EXECUTION, Require
 
 def decide(run: Run, call: dict[str, Any], data: st.DataObject) -> None:
     """One valid decision, drawn from those the call accepts."""
-    call_id = call["tool_call_id"]
-    if call["state"] == CallState.IN_DOUBT:
+    call_id = call.tool_call_id
+    if call.state == CallState.IN_DOUBT:
         options = ["confirm", "reject", "result"]
     else:
         options = {Requirement.CONFIRMATION: ["confirm", "reject"],
                    Requirement.EXTERNAL_EXECUTION: ["result", "reject"],
-                   Requirement.USER_INPUT: ["input", "reject"]}[Requirement(call["requires"])]
+                   Requirement.USER_INPUT: ["input", "reject"]}[Requirement(call.requires)]
     choice = data.draw(st.sampled_from(options), label=f"decision on {call_id}")
     if choice == "confirm":
-        edited = call["editable_args"] and data.draw(st.booleans(), label="edit args")
+        edited = call.editable_args and data.draw(st.booleans(), label="edit args")
         run.confirm_tool(call_id, decided_by="ann",
                          approved_args={"n": -1} if edited else None)
     elif choice == "reject":
@@ -213,7 +213,7 @@ def decide(run: Run, call: dict[str, Any], data: st.DataObject) -> None:
 
 def decide_one_at_a_time(run: Run, data: st.DataObject) -> None:
     run.pause()
-    order = data.draw(st.permutations([c["tool_call_id"] for c in run.pending_calls()]),
+    order = data.draw(st.permutations([c.tool_call_id for c in run.pending_calls()]),
                       label="decision order")
     for i, call_id in enumerate(order):
         decide(run, run.calls[call_id], data)
@@ -254,17 +254,17 @@ def play(app: RunService, data: st.DataObject) -> Run:
     app.save(run)
     while to_run := run.calls_in(CallState.APPROVED):
         for call in to_run:
-            run.start_tool(call["tool_call_id"], deadline=DEADLINE)
+            run.start_tool(call.tool_call_id, deadline=DEADLINE)
         app.save(run)
         for call in to_run:
-            outcomes = ["ok", "error"] + (["doubt"] if call["attempts"] == 1 else [])
-            outcome = data.draw(st.sampled_from(outcomes), label=f"{call['tool_call_id']} ran")
+            outcomes = ["ok", "error"] + (["doubt"] if call.attempts == 1 else [])
+            outcome = data.draw(st.sampled_from(outcomes), label=f"{call.tool_call_id} ran")
             if outcome == "ok":
-                run.record_tool_result(call["tool_call_id"], "done")
+                run.record_tool_result(call.tool_call_id, "done")
             elif outcome == "error":
-                run.record_tool_failure(call["tool_call_id"], "boom")
+                run.record_tool_failure(call.tool_call_id, "boom")
             else:
-                run.mark_in_doubt(call["tool_call_id"])
+                run.mark_in_doubt(call.tool_call_id)
         if run.pending_calls():
             decide_one_at_a_time(run, data)
         app.save(run)
@@ -294,8 +294,8 @@ def test_given_random_valid_commands_when_the_run_is_replayed_then_it_matches_th
         folded = event.mutate(folded)
         for call_id, call in folded.calls.items():
             if call_id in settled:
-                assert call["state"] == settled[call_id], (call_id, type(event).__name__)
-            elif call["state"] in TERMINAL:
-                settled[call_id] = call["state"]
+                assert call.state == settled[call_id], (call_id, type(event).__name__)
+            elif call.state in TERMINAL:
+                settled[call_id] = call.state
     assert folded is not None and state(folded) == state(run)
     assert settled.keys() == run.calls.keys()  # every call ended in a terminal state

@@ -144,10 +144,10 @@ def test_given_a_started_run_when_calls_are_requested_then_only_calls_with_a_req
     events = run.collect_events()
     assert names(events) == ["ToolCallRequested", "ToolCallRequested"]
     assert [e.requires for e in events] == [None, "confirmation"]
-    assert run.calls["c1"]["state"] == CallState.APPROVED
-    assert run.calls["c2"]["state"] == CallState.PENDING
-    assert run.calls["c2"]["confirmation_message"] == "Book it?"
-    assert [c["tool_call_id"] for c in run.pending_calls()] == ["c2"]
+    assert run.calls["c1"].state == CallState.APPROVED
+    assert run.calls["c2"].state == CallState.PENDING
+    assert run.calls["c2"].confirmation_message == "Book it?"
+    assert [c.tool_call_id for c in run.pending_calls()] == ["c2"]
 
 
 def test_given_a_run_with_a_call_when_the_same_id_is_requested_again_then_it_is_refused() -> None:

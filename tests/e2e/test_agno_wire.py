@@ -1,5 +1,6 @@
 """Agno's wire details over HTTP: when each message was made, what a pause says, how
-``GET /agents`` names the model, ``HEAD`` on the public pages, and ``GET /``.
+``GET /agents`` names the model, ``GET /config``, the 404 of the AgentOS features signoff
+does not serve, ``HEAD`` on the public pages, and ``GET /``.
 
 What Agno 3.1.10 answers (captured from a real AgentOS): a paused run's and its
 ``RunPaused`` event's ``content`` is ``"I have tools to execute, but I need
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.flows import (
+    assert_problem,
     continue_,
     decided,
     events,
@@ -114,3 +116,44 @@ def test_the_root_points_to_the_inbox_and_the_docs(server: LiveServer) -> None:
         for path in body.values():
             if path.startswith("/"):
                 assert c.get(path).status_code == 200, path
+
+
+def test_config_lists_the_served_agents_as_agno_does(server: LiveServer) -> None:
+    with server.client() as c:
+        r = c.get("/config")
+        agents = c.get("/agents").json()
+    assert r.status_code == 200, r.text
+    config = r.json()
+    assert config["os_id"] == "signoff"
+    assert [(a["id"], a["name"], a["model"]) for a in config["agents"]] == [
+        (a["id"], a["name"], {"id": a["model"]["model"], "provider": a["model"]["provider"]})
+        for a in agents]
+    assert config["available_models"] == [{"id": "offline", "provider": "signoff"}]
+    assert (config["teams"], config["workflows"], config["interfaces"]) == ([], [], [])
+    assert config["databases"] == [] and config["memory"] == {"dbs": []}
+    assert "company" in config and config["company"] is None  # present, as Agno writes it
+
+
+NOT_SERVED = [  # (method, path, the feature the problem names)
+    ("GET", "/teams", "teams"), ("POST", "/teams/t1/runs", "teams"),
+    ("POST", "/teams/t1/runs/r1/continue", "teams"),
+    ("GET", "/workflows", "workflows"), ("POST", "/workflows/w1/runs", "workflows"),
+    ("GET", "/memories", "memories"), ("DELETE", "/memories/m1", "memories"),
+    ("GET", "/memory_topics", "memories"), ("GET", "/user_memory_stats", "memories"),
+    ("POST", "/optimize-memories", "memories"),
+    ("GET", "/knowledge/content", "knowledge"), ("POST", "/knowledge/search", "knowledge"),
+    ("GET", "/eval-runs", "evals"), ("PATCH", "/eval-runs/e1", "evals"),
+]
+
+
+def test_agnos_other_features_answer_a_404_that_says_signoff_does_not_serve_them(
+        server: LiveServer) -> None:
+    with server.client() as c:
+        for method, path, feature in NOT_SERVED:
+            problem = assert_problem(c.request(method, path), 404)
+            assert problem["detail"].startswith(f"signoff does not serve Agno's {feature} ")
+            assert problem["not_served"] == feature
+            assert problem["instance"] == path
+        assert c.head("/teams").status_code == 404
+        # A path that only starts like one of them is just not found.
+        assert assert_problem(c.get("/teamsters"), 404)["detail"] == "Not Found"

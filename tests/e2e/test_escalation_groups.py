@@ -57,7 +57,7 @@ class World:
         try:
             after = Runs(app, loop).expire(run["run_id"])
             [call] = after.pending_calls()
-            assert call["escalated_to"] == "leads"
+            assert call.escalated_to == "leads"
         finally:
             loop.close()
             app.close()

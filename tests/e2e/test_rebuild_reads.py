@@ -65,8 +65,8 @@ def test_a_rebuild_half_way_answers_partial(held: tuple[httpx.Client, Projection
     assert c.get("/audit/decisions").json()["total"] == 3
 
     # A rebuild begins (its tables emptied, the log's head its target) and stops there.
-    for name, module in ((audit.NAME, audit), (queue.NAME, queue)):
-        projections.views[name].reset(module.TABLES_IN_ORDER, target=projections.app.head())
+    for name in (audit.AuditProjection.name, queue.QueueProjection.name):
+        projections.views[name].reset(target=projections.app.head())
     for name, r in _answers(c).items():
         assert r.status_code == 200, (name, r.text)
         assert r.json()["complete"] is False, name
@@ -85,5 +85,5 @@ def test_a_rebuild_half_way_answers_partial(held: tuple[httpx.Client, Projection
     assert c.get("/audit/decisions", params={"format": "csv"}).status_code == 200
 
     # A whole rebuild ends complete.
-    projections.rebuild(audit.NAME)
+    projections.rebuild(audit.AuditProjection.name)
     assert c.get("/audit/decisions").json()["complete"] is True

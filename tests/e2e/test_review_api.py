@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
-from projections.runner import MODULES
+from projections.runner import projection_names
 from tests.e2e.flows import (
     Json,
     assert_problem,
@@ -797,7 +797,7 @@ def test_projections_report_their_position_and_lag(server: LiveServer) -> None:
     with server.client() as c:
         start(c, "data_manager", SEED, user_id="proj-user")
         status = wait_caught_up(c)
-        assert sorted(p["name"] for p in status) == sorted(MODULES)  # anchors, audit, queue
+        assert sorted(p["name"] for p in status) == sorted(projection_names())
         head = c.get("/health").json()["log_head"]
         for p in status:
             assert set(p) == {"name", "position", "head", "lag"}
@@ -808,4 +808,4 @@ def test_projections_report_their_position_and_lag(server: LiveServer) -> None:
         assert c.post(f"/runs/{item['run_id']}/cancel").status_code == 200
         after = wait_caught_up(c)
         assert all(p["position"] == p["head"] > head for p in after)
-        assert Counter(p["name"] for p in after) == Counter(list(MODULES))
+        assert Counter(p["name"] for p in after) == Counter(projection_names())

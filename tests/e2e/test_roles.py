@@ -88,6 +88,7 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ("GET", "/ready"): lambda w: ("GET", "/ready", {}),
     ("GET", "/metrics"): lambda w: ("GET", "/metrics", {}),
     ("GET", "/agents"): lambda w: ("GET", "/agents", {}),
+    ("GET", "/config"): lambda w: ("GET", "/config", {}),
     ("GET", "/agents/{agent_id}"): lambda w: ("GET", "/agents/data_manager", {}),
     ("POST", "/agents/{agent_id}/runs"): lambda w: (
         "POST", "/agents/data_manager/runs", {"files": form(message=SEED, stream="false")}),

@@ -54,7 +54,7 @@ def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
     try:
         done = store.get_run(run["run_id"])
         assert str(done.status) == "COMPLETED"
-        assert done.calls[tools[0]["tool_call_id"]]["result"] == "Dropped users"
+        assert done.calls[tools[0]["tool_call_id"]].result == "Dropped users"
         assert audit.verify_log(store).intact
     finally:
         store.close()

@@ -95,7 +95,7 @@ def populate(app: RunService, clock: FakeClock | None = None) -> list[str]:
         return app.get_run(run.id)
 
     def pending(run: Run) -> list[str]:
-        return [c["tool_call_id"] for c in run.pending_calls()]
+        return [c.tool_call_id for c in run.pending_calls()]
 
     with fake_time(clock):
         # The seed's flow: confirmed, runs, completes.
@@ -161,7 +161,7 @@ def populate_policies_and_expiry(app: RunService, clock: FakeClock) -> list[str]
 
     def decide(run: Run, kind: DecisionKind, actor: str = "bob") -> Run:
         clock.tick(timedelta(seconds=41))
-        call = run.pending_calls()[0]["tool_call_id"]
+        call = run.pending_calls()[0].tool_call_id
         return runs.drive(runs.decide(run.run_id, [Decision(call, kind)], actor=actor))
 
     def expire(run: Run, after: timedelta) -> Run:
@@ -186,9 +186,9 @@ def populate_policies_and_expiry(app: RunService, clock: FakeClock) -> list[str]
 
 def _state(run: Run) -> dict[str, Any]:
     """The parts of a run's state a replay must reproduce at every version."""
-    return _json({"status": str(run.status), "pending": [c["tool_call_id"]
-                                                         for c in run.pending_calls()],
-                  "calls": {k: str(c["state"]) for k, c in run.calls.items()},
+    return _json({"status": str(run.status),
+                  "pending": [c.tool_call_id for c in run.pending_calls()],
+                  "calls": {k: str(c.state) for k, c in run.calls.items()},
                   "content": run.content})
 
 

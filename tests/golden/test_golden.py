@@ -82,7 +82,7 @@ def test_a_v1_run_continued_today_chains_its_new_events() -> None:
     paused = next(r for r, want in expected.items() if want["final"]["status"] == "PAUSED")
     run = app.get_run(paused)
     old = run.version
-    call = run.pending_calls()[0]["tool_call_id"]
+    call = run.pending_calls()[0].tool_call_id
     run.provide_external_result(call, decided_by="bob", result="paid")
     run.continue_run()
     app.save(run)
@@ -113,8 +113,8 @@ def test_a_v3_escalated_call_is_decided_today_by_its_group() -> None:
                  and want["final"]["agent_id"] == "policed"]
     run = app.get_run(waiting)
     [call] = run.pending_calls()
-    assert call["escalated_to"] == "leads" and call["expires_at"] is not None
-    run.confirm_tool(call["tool_call_id"], decided_by="lead-lee")
+    assert call.escalated_to == "leads" and call.expires_at is not None
+    run.confirm_tool(call.tool_call_id, decided_by="lead-lee")
     run.continue_run()
     app.save(run)
     assert audit.verify_run(app, waiting).intact

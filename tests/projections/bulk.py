@@ -17,8 +17,9 @@ from typing import Any
 
 from agent.loop import AgentLoop
 from agent.models.offline import OfflineModel
+from domain.calls import ToolCall
 from domain.values import Decision, DecisionKind, Requirement, RunStatus
-from projections.runner import MODULES, Projections
+from projections.runner import Projections
 from projections.store import PositionMoved
 from service.runs import RunService
 from tests.projections.scenario import AGENTS
@@ -49,18 +50,18 @@ def _message(rng: random.Random, agent_id: str) -> str:
     return "\n".join(lines)
 
 
-def _decision(rng: random.Random, call: dict[str, Any]) -> Decision:
-    cid = call["tool_call_id"]
+def _decision(rng: random.Random, call: ToolCall) -> Decision:
+    cid = call.tool_call_id
     if rng.random() < 0.25:
         return Decision(cid, DecisionKind.REJECTED, note=rng.choice([None, "no", "not today"]))
-    requires = Requirement(call["requires"])
+    requires = Requirement(call.requires)
     if requires == Requirement.EXTERNAL_EXECUTION:
         return Decision(cid, DecisionKind.EXTERNAL_RESULT, result=rng.choice(["paid", "late"]))
     if requires == Requirement.USER_INPUT:
         return Decision(cid, DecisionKind.USER_INPUT, values={"email": "ann@example.com"})
     edited = None
-    if call["editable_args"] and call["tool_name"] == "delete_records" and rng.random() < 0.3:
-        edited = {**call["tool_args"], "count": rng.randint(1, 9)}
+    if call.editable_args and call.tool_name == "delete_records" and rng.random() < 0.3:
+        edited = {**call.tool_args, "count": rng.randint(1, 9)}
     return Decision(cid, DecisionKind.CONFIRMED, note=rng.choice([None, "ok"]),
                     approved_args=edited)
 
@@ -128,7 +129,7 @@ def dump(p: Projections) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, view in p.views.items():
         with view.read() as c:
-            for table in MODULES[name].TABLES_IN_ORDER:
+            for table in view.model.tables_in_order:
                 rows = c.execute(f"SELECT * FROM {table}").fetchall()
                 out[table] = sorted((_plain(c.dialect, r) for r in rows), key=repr)
         out[f"position:{name}"] = view.position()

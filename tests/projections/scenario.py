@@ -31,9 +31,10 @@ from agent import demo
 from agent.loop import AgentLoop
 from agent.models.offline import OfflineModel
 from agent.tools import Agent, tool
+from domain.calls import ToolCall
 from domain.run import Run
 from domain.values import CallState, Decision, DecisionKind, Requirement, RunStatus
-from projections import audit, queue
+from projections import analytics, audit, queue, sweeps
 from projections.runner import Projections
 from service.policies import Policies
 from service.runs import RunService
@@ -319,20 +320,20 @@ class Driver:
             after = self.loop.decide(run.run_id, decisions, actor=actor, observer=self._seen)
             self.loop.drive(after, observer=self._seen)
 
-    def decision(self, run: Run, call: dict[str, Any]) -> Decision:
-        cid, name = call["tool_call_id"], call["tool_name"]
-        if call["state"] == CallState.IN_DOUBT:
+    def decision(self, run: Run, call: ToolCall) -> Decision:
+        cid, name = call.tool_call_id, call.tool_name
+        if call.state == CallState.IN_DOUBT:
             kinds = [DecisionKind.CONFIRMED, DecisionKind.REJECTED,
                      DecisionKind.EXTERNAL_RESULT]
         else:
             kinds = {Requirement.CONFIRMATION: [DecisionKind.CONFIRMED],
                      Requirement.EXTERNAL_EXECUTION: [DecisionKind.EXTERNAL_RESULT],
                      Requirement.USER_INPUT: [DecisionKind.USER_INPUT],
-                     }[Requirement(call["requires"])] + [DecisionKind.REJECTED]
+                     }[Requirement(call.requires)] + [DecisionKind.REJECTED]
         kind = self.draw(st.sampled_from(kinds), "kind")
         if kind == DecisionKind.CONFIRMED:
             edited = None
-            if call["editable_args"] and name in ARGS and self.draw(st.booleans(), "edit"):
+            if call.editable_args and name in ARGS and self.draw(st.booleans(), "edit"):
                 edited = self.draw(ARGS[name], "edited")
             return Decision(cid, kind, note=self.draw(NOTES, "note"), approved_args=edited)
         if kind == DecisionKind.REJECTED:
@@ -340,7 +341,7 @@ class Driver:
         if kind == DecisionKind.EXTERNAL_RESULT:
             return Decision(cid, kind, result=self.draw(st.sampled_from(["paid", "unpaid",
                                                                          ""]), "result"))
-        fields = [f["name"] for f in call["user_input_schema"] or []]
+        fields = [f["name"] for f in call.user_input_schema or []]
         return Decision(cid, kind, values={f: self.draw(st.sampled_from(
             ["ann@example.com", "bo@example.org"]), f) for f in fields})
 
@@ -381,7 +382,7 @@ def read_queue(p: Projections, *, limit: int, total_cap: int = queue.TOTAL_CAP,
     items: list[dict[str, Any]] = []
     after = None
     totals = set()
-    view = p.views[queue.NAME]
+    view = p.views[queue.QueueProjection.name]
     while True:
         with view.read() as c:
             page = queue.list_queue(c, after=after, limit=limit, total_cap=total_cap,
@@ -399,7 +400,7 @@ def read_queue(p: Projections, *, limit: int, total_cap: int = queue.TOTAL_CAP,
 
 def read_running(p: Projections) -> list[dict[str, Any]]:
     """``signoff_queue_running``'s rows by run id, times as datetimes."""
-    with p.views[queue.NAME].read() as c:
+    with p.views[queue.QueueProjection.name].read() as c:
         d = c.dialect
         return [{"run_id": r["run_id"], "since": d.from_time(r["since"]),
                  "deadline": d.from_time(r["deadline"])} for r in c.execute(
@@ -409,8 +410,8 @@ def read_running(p: Projections) -> list[dict[str, Any]]:
 
 def read_stale(p: Projections, now: datetime, idle_before: datetime,
                limit: int = 100) -> list[str]:
-    with p.views[queue.NAME].read(snapshot=False) as c:
-        return queue.stale(c, now, idle_before, limit)
+    with p.views[queue.QueueProjection.name].read(snapshot=False) as c:
+        return sweeps.stale(c, now, idle_before, limit)
 
 
 def running_times(f: Fold) -> list[datetime]:
@@ -436,7 +437,7 @@ def read_decisions(p: Projections, *, limit: int, total_cap: int = audit.TOTAL_C
     rows: list[dict[str, Any]] = []
     after = None
     totals = set()
-    view = p.views[audit.NAME]
+    view = p.views[audit.AuditProjection.name]
     while True:
         with view.read() as c:
             page = audit.list_decisions(c, after=after, limit=limit, total_cap=total_cap,
@@ -454,8 +455,8 @@ def read_decisions(p: Projections, *, limit: int, total_cap: int = audit.TOTAL_C
 def assert_counts_match_fold(p: Projections, f: Any) -> None:
     """The counters equal the fold's numbers (how many runs are paused, how many
     decisions there are), and what recounting the rows gives."""
-    expected = {queue.NAME: {"paused": len(expected_queue(f))},
-                audit.NAME: {"decisions": len(expected_decisions(f))}}
+    expected = {queue.QueueProjection.name: {"paused": len(expected_queue(f))},
+                audit.AuditProjection.name: {"decisions": len(expected_decisions(f))}}
     for name, counts in expected.items():
         recounted = p.views[name].recount()
         assert {k: v[0] for k, v in recounted.items()} == counts, (name, recounted, counts)
@@ -463,8 +464,8 @@ def assert_counts_match_fold(p: Projections, f: Any) -> None:
 
 
 def read_analytics(p: Projections, group_by: str, **window: Any) -> list[dict[str, Any]]:
-    with p.views[audit.NAME].read() as c:
-        return audit.analytics(c, group_by, **window)
+    with p.views[audit.AuditProjection.name].read() as c:
+        return analytics.analytics(c, group_by, **window)
 
 
 def same(actual: list[dict[str, Any]], expected: list[dict[str, Any]], what: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from projections import audit, queue
-from projections.runner import MODULES, Projections
+from projections.runner import Projections
 from service.runs import RunService
 from tests.projections.bulk import assert_dumps_equal, copy_events, dump, realistic_events
 from tests.projections.scenario import assert_matches_fold, read_decisions, read_queue
@@ -36,9 +36,9 @@ def test_a_store_projected_before_the_counters_gets_them_exact(
     before = dump(p)
     assert before["signoff_queue_counts"] and before["signoff_audit_counts"]
     # As a store projected by a version without counters: no table, or no row.
-    with p.views[queue.NAME].write_transaction() as c:  # type: ignore[attr-defined]
+    with p.views[queue.QueueProjection.name].write_transaction() as c:  # type: ignore[attr-defined]
         c.execute(f"DROP TABLE {queue.COUNTS_TABLE}")
-    with p.views[audit.NAME].write_transaction() as c:  # type: ignore[attr-defined]
+    with p.views[audit.AuditProjection.name].write_transaction() as c:  # type: ignore[attr-defined]
         c.execute(f"DELETE FROM {audit.COUNTS_TABLE}")
     p.close()
     p = Projections(app, env)  # the table created, the counters recounted
@@ -46,10 +46,10 @@ def test_a_store_projected_before_the_counters_gets_them_exact(
         assert_dumps_equal(before, dump(p))
         assert_matches_fold(p, app)
         # A counter that exists is not recounted: it is what the projection made it.
-        with p.views[queue.NAME].write_transaction() as c:  # type: ignore[attr-defined]
+        with p.views[queue.QueueProjection.name].write_transaction() as c:  # type: ignore[attr-defined]
             c.execute(f"UPDATE {queue.COUNTS_TABLE} SET n = n + 5")
-        p.views[queue.NAME].ensure_counts()
-        [(stored, recounted)] = p.views[queue.NAME].recount().values()
+        p.views[queue.QueueProjection.name].ensure_counts()
+        [(stored, recounted)] = p.views[queue.QueueProjection.name].recount().values()
         assert stored == recounted + 5
     finally:
         p.close()
@@ -60,9 +60,9 @@ def test_a_rebuild_starts_the_counters_from_zero(app: RunService, env: dict[str,
     try:
         p.catch_up_all()
         before = dump(p)
-        for name in (queue.NAME, audit.NAME):
+        for name in (queue.QueueProjection.name, audit.AuditProjection.name):
             view = p.views[name]
-            view.reset(MODULES[name].TABLES_IN_ORDER)
+            view.reset()
             assert view.recount() == dict.fromkeys(view.counts, (0, 0))
             p.catch_up(name)
         assert_dumps_equal(before, dump(p))
@@ -80,7 +80,7 @@ def test_filtered_totals_are_counted_up_to_the_cap(app: RunService, env: dict[st
         actor = everything[0]["actor"]
         mine = [r for r in everything if r["actor"] == actor]
         assert len(mine) > 3
-        with p.views[audit.NAME].read() as c:
+        with p.views[audit.AuditProjection.name].read() as c:
             page = audit.list_decisions(c, actor=actor, limit=2, total_cap=3)
             assert (page["total"], page["total_exact"]) == (3, False)
             page = audit.list_decisions(c, actor=actor, limit=2, total_cap=len(mine))
@@ -91,7 +91,7 @@ def test_filtered_totals_are_counted_up_to_the_cap(app: RunService, env: dict[st
         assert len(paused) > 2
         user = paused[0]["user_id"]
         theirs = [i for i in paused if i["user_id"] == user]
-        with p.views[queue.NAME].read() as c:
+        with p.views[queue.QueueProjection.name].read() as c:
             page = queue.list_queue(c, limit=1, total_cap=0)
             assert (page["total"], page["total_exact"]) == (len(paused), True)
             page = queue.list_queue(c, user_id=user, limit=1, total_cap=0)

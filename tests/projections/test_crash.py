@@ -28,7 +28,7 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from projections import audit, queue
-from projections.runner import MODULES, Projections
+from projections.runner import Projections, projection_names
 from projections.store import PositionMoved
 from service.config import Settings, eventsourcing_env
 from service.runs import RunService
@@ -42,6 +42,9 @@ from tests.projections.bulk import (
     rebuilt,
 )
 from tests.projections.scenario import assert_matches_fold
+
+QUEUE = queue.QueueProjection.name
+AUDIT = audit.AuditProjection.name
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = 250
@@ -124,22 +127,22 @@ def test_killed_mid_stream_and_restarted_equals_a_rebuild(store: Store, tmp_path
         # Killed while the queue is part way through the log. (Before half way: the
         # kill must land before the end, checked below. On PostgreSQL the projections
         # catch up side by side, so the audit trail may be part way too.)
-        projector.start().wait_until(lambda: 0 < at(queue.NAME) < head // 2,
+        projector.start().wait_until(lambda: 0 < at(QUEUE) < head // 2,
                                      "queue mid-stream")
         projector.kill()
-        killed_at = at(queue.NAME)
+        killed_at = at(QUEUE)
         assert 0 < killed_at < head, "the kill should land mid-stream"
-        audit_at = at(audit.NAME)
+        audit_at = at(AUDIT)
         assert audit_at < head
 
         # Restarted: goes on from the tracked positions; killed again once the audit
         # trail has moved on, before it is through.
         projector.start().wait_until(
-            lambda: audit_at < at(audit.NAME) < audit_at + (head - audit_at) // 2,
+            lambda: audit_at < at(AUDIT) < audit_at + (head - audit_at) // 2,
             "audit mid-stream")
         projector.kill()
-        assert killed_at <= at(queue.NAME) <= head
-        assert audit_at < at(audit.NAME) < head, "the kill should land mid-stream"
+        assert killed_at <= at(QUEUE) <= head
+        assert audit_at < at(AUDIT) < head, "the kill should land mid-stream"
 
         # Restarted again: catches up, then follows.
         projector.start().wait_until(lambda: all(s.lag == 0 for s in p.status()), "lag 0")
@@ -147,7 +150,7 @@ def test_killed_mid_stream_and_restarted_equals_a_rebuild(store: Store, tmp_path
     finally:
         projector.stop()
     assert projector.proc is not None and projector.proc.returncode == 0  # stops on SIGTERM
-    assert before[f"position:{queue.NAME}"] == before[f"position:{audit.NAME}"] == head
+    assert before[f"position:{QUEUE}"] == before[f"position:{AUDIT}"] == head
     assert_matches_fold(p, store.app)
     after = rebuilt(p)
     assert_dumps_equal(before, after)
@@ -162,9 +165,9 @@ def test_two_runners_catching_up_at_once_apply_each_event_once(store: Store) -> 
     # what the other applied (a page ending past the other's position included). They
     # start on different projections and meet on the other one half way: both take part
     # (a runner that starts second on a projection may well get no page in at all).
-    runners = [Projections(store.app, store.env, batch_size=4, names=[queue.NAME, audit.NAME]),
+    runners = [Projections(store.app, store.env, batch_size=4, names=[QUEUE, AUDIT]),
                Projections(second_app, store.env, batch_size=9,
-                           names=[audit.NAME, queue.NAME])]
+                           names=[AUDIT, QUEUE])]
     applied = [count_writes(r) for r in runners]
     barrier = threading.Barrier(len(runners))
     errors: list[BaseException] = []
@@ -183,13 +186,13 @@ def test_two_runners_catching_up_at_once_apply_each_event_once(store: Store) -> 
         t.join(120)
     assert not errors, errors
     try:
-        for name in (queue.NAME, audit.NAME):
+        for name in (QUEUE, AUDIT):
             counts = collections.Counter(applied[0][name] + applied[1][name])
             assert sorted(counts) == positions, f"{name}: events missed"
             twice = [pos for pos, n in counts.items() if n > 1]
             assert not twice, f"{name}: applied more than once: {twice[:10]}"
         # Both took part (otherwise this showed nothing about concurrency).
-        assert applied[0][queue.NAME] and applied[1][audit.NAME]
+        assert applied[0][QUEUE] and applied[1][AUDIT]
         assert_matches_fold(runners[0], store.app)
         assert_dumps_equal(dump(runners[0]), rebuilt(runners[1]))
     finally:
@@ -205,14 +208,14 @@ def test_a_page_overlapping_an_applied_one_is_refused(store: Store) -> None:
     copy_events(realistic_events(RUNS)[:20], store.app)
     log = list(store.app.log())
     p = Projections(store.app, store.env)
-    view = p.views[queue.NAME]
+    view = p.views[QUEUE]
     try:
         view.write(log[:3], after=0)  # runner A
         before = dump(p)
         with pytest.raises(PositionMoved):
             view.write(log[:7], after=0)  # runner B, with its stale position
         assert dump(p) == before  # nothing of B's page was written
-        assert p.catch_up(queue.NAME) == len(log) - 3  # B goes on from 3
+        assert p.catch_up(QUEUE) == len(log) - 3  # B goes on from 3
         p.catch_up_all()
         assert_dumps_equal(dump(p), rebuilt(p))
     finally:
@@ -267,7 +270,7 @@ def test_a_failed_page_write_does_not_end_following(store: Store) -> None:
     ``signoff project``)."""
     copy_events(realistic_events(RUNS)[:300], store.app)
     p = Projections(store.app, store.env, batch_size=50)
-    view = p.views[audit.NAME]
+    view = p.views[AUDIT]
     original = view.write
     failed: list[int | None] = []
 
@@ -327,6 +330,6 @@ def test_processes_starting_together_on_a_new_store_all_start(store: Store) -> N
     assert not errors, errors
     p = Projections(store.app, store.env)
     try:
-        assert [s.position for s in p.status()] == [0] * len(MODULES)
+        assert [s.position for s in p.status()] == [0] * len(projection_names())
     finally:
         p.close()

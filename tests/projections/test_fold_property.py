@@ -108,7 +108,7 @@ def test_a_late_outcome_of_a_call_in_doubt_settles_it(tmp_path: Path) -> None:
     app.save(run)
     run.record_tool_result("c1", "done, late")
     app.save(run)
-    assert [c["tool_call_id"] for c in app.get_run(run.id).pending_calls()] == ["c2"]
+    assert [c.tool_call_id for c in app.get_run(run.id).pending_calls()] == ["c2"]
     p = Projections(app, env, batch_size=BATCH)
     try:
         p.catch_up_all()

@@ -83,7 +83,7 @@ class Follower:
 
     def assert_applied_exactly(self, positions: list[int]) -> None:
         assert not self.errors, self.errors
-        for name in (queue.NAME, audit.NAME):
+        for name in (queue.QueueProjection.name, audit.AuditProjection.name):
             applied = self.applied[name]
             assert len(applied) == len(set(applied)), f"{name}: an event applied twice"
             assert sorted(applied) == positions, (
@@ -151,7 +151,7 @@ def test_concurrent_writers_with_a_follower_skip_nothing(
             t.join(120)
         assert other.wait(120) == 0, (tmp_path / "writer.log").read_text()[-3000:]
         assert not errors, errors
-        applied_while_writing = len(follower.applied[queue.NAME])
+        applied_while_writing = len(follower.applied[queue.QueueProjection.name])
 
         app = racer.store
         head = app.head()

@@ -1,4 +1,4 @@
-"""The running runs (``signoff_queue_running``) and ``queue.stale``: which runs a sweeper
+"""The running runs (``signoff_queue_running``) and ``sweeps.stale``: which runs a sweeper
 looks at for a crashed process's leftovers. Runs are made with the domain's commands
 at times of a fake clock (the events' timestamps), saved, projected, and read back, on
 SQLite and PostgreSQL; every answer is compared with the fold's too.
@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from domain.run import Run
 from domain.values import CallState, Requirement, RunStatus
-from projections import queue
+from projections import queue, sweeps
 from projections.runner import Projections
-from projections.store import Cursor
+from projections.sql import Cursor
 from service.config import Settings, eventsourcing_env
 from service.runs import RunService
 from tests.projections.bulk import assert_dumps_equal, dump, rebuilt
@@ -107,7 +107,7 @@ class Runs:
                     run.start_tool(call, deadline=at(deadline))
                 elif command == "retry":
                     run.trigger_event(run.ToolExecutionStarted, tool_call_id=call,
-                                      attempt=run.calls[call]["attempts"] + 1,
+                                      attempt=run.calls[call].attempts + 1,
                                       deadline=at(deadline))
                 elif command == "in-doubt":
                     run.mark_in_doubt(call)
@@ -231,8 +231,8 @@ def test_a_continuation_applied_again_leaves_one_row(app: RunService,
     runs.then(run, 5, "confirm", "continue")
     projections.catch_up_all()
     [continued] = [e for _, e in app.log() if type(e).__name__ == "RunContinued"]
-    with projections.views[queue.NAME].write_transaction() as c:
-        queue.apply_event(c, continued, 10_000)
+    with projections.views[queue.QueueProjection.name].write_transaction() as c:
+        queue.QueueProjection().write_page(c, [(10_000, continued)])
     assert read_running(projections) == [{"run_id": run.run_id, "since": at(5),
                                           "deadline": None}]
 
@@ -245,9 +245,9 @@ def test_a_store_projected_before_the_table_gets_it(app: RunService, env: dict[s
     runs = Runs(app)
     earlier = runs.start(0)
     projections.catch_up_all()
-    with projections.views[queue.NAME].write_transaction() as c:
+    with projections.views[queue.QueueProjection.name].write_transaction() as c:
         c.execute("DROP TABLE signoff_queue_running")
-    p = Projections(app, env, names=[queue.NAME])
+    p = Projections(app, env, names=[queue.QueueProjection.name])
     try:
         assert read_running(p) == []
         assert read_stale(p, at(0.5), at(0.5)) == [earlier.run_id]
@@ -266,7 +266,7 @@ def options(run: Run) -> list[tuple[str, str]]:
     """The (command, call) pairs the run's state allows."""
     by_state: dict[str, list[str]] = {}
     for call_id, call in sorted(run.calls.items()):
-        by_state.setdefault(call["state"], []).append(call_id)
+        by_state.setdefault(call.state, []).append(call_id)
     new = f"c{len(run.calls) + 1}"
     # An outcome may come late: after the call went in doubt, or its run ended.
     out = [(c, i) for c in ("done", "failed")
@@ -318,7 +318,7 @@ def drive_randomly(data: Any, app: RunService, p: Projections) -> None:
 
 def check_random_history(data: Any, env: dict[str, str]) -> None:
     app = RunService(env=env)
-    p = Projections(app, env, batch_size=3, names=[queue.NAME])
+    p = Projections(app, env, batch_size=3, names=[queue.QueueProjection.name])
     try:
         drive_randomly(data, app, p)
         f = fold(app.log())
@@ -378,7 +378,7 @@ def test_stale_is_one_statement_on_two_index_ranges(projections: Projections) ->
     partial index, at most
     ``limit`` entries of it, however many runs are running (not a scan of the table).
     The rows are written directly: many running runs, a few of them stale."""
-    view = projections.views[queue.NAME]
+    view = projections.views[queue.QueueProjection.name]
     with view.write_transaction() as c:
         d = c.dialect
         c.executemany("INSERT INTO signoff_queue_running (run_id, since, deadline) "
@@ -388,7 +388,7 @@ def test_stale_is_one_statement_on_two_index_ranges(projections: Projections) ->
         c.execute("ANALYZE signoff_queue_running")
     with view.read() as c:
         recording = _Recording(c)
-        assert queue.stale(recording, at(0.01), at(0.005), 3) == [  # type: ignore[arg-type]
+        assert sweeps.stale(recording, at(0.01), at(0.005), 3) == [  # type: ignore[arg-type]
             "run-00000", "run-00002", "run-00004"]
         [(statement, params)] = recording.statements
         if c.dialect.name == "postgres":

@@ -24,6 +24,8 @@ from service.runs import RunService
 from service.webhooks import create_webhook, delete_webhook
 from tests.support.receiver import Receiver, verify_function
 
+WEBHOOKS = webhooks.WebhooksProjection.name
+
 
 class Clock:
     """Stands still until advanced; starts ``ahead`` seconds after the real time (the
@@ -41,7 +43,7 @@ class Clock:
 
 @pytest.fixture
 def projections(env: dict[str, str]) -> Iterator[Projections]:
-    p = Projections(RunService(env=env), env, names=[webhooks.NAME])
+    p = Projections(RunService(env=env), env, names=[WEBHOOKS])
     yield p
     p.close()
     p.app.close()
@@ -49,7 +51,7 @@ def projections(env: dict[str, str]) -> Iterator[Projections]:
 
 def _subscribe(p: Projections, url: str, event_types: list[str]) -> tuple[str, str]:
     def keep(webhook_id: str, secret: str) -> None:
-        with p.views[webhooks.NAME].write_transaction() as c:
+        with p.views[WEBHOOKS].write_transaction() as c:
             webhooks.keep_secret(c, webhook_id, secret)
 
     secret, webhook, _ = create_webhook(p.app, url=url, event_types=event_types,
@@ -68,7 +70,7 @@ def _a_run_that_completes(app: RunService) -> Run:
 
 
 def _deliveries(p: Projections, webhook_id: str) -> list[dict[str, Any]]:
-    with p.views[webhooks.NAME].read() as c:
+    with p.views[WEBHOOKS].read() as c:
         return webhooks.read_deliveries(c, webhook_id)
 
 
@@ -82,14 +84,14 @@ def test_retries_back_off_on_the_injected_clock_then_give_up(projections: Projec
     p = projections
     with Receiver(failures=99) as receiver:
         clock = Clock()
-        d = Dispatcher(p.app, p.views[webhooks.NAME], attempts=4, backoff_base=10,
+        d = Dispatcher(p.app, p.views[WEBHOOKS], attempts=4, backoff_base=10,
                        backoff_max=25, timeout=5, concurrency=2, clock=clock,
                        jitter=lambda: 1.0)
         try:
             early = _a_run_that_completes(p.app)  # before the subscription: not owed
             webhook_id, secret = _subscribe(p, receiver.url, ["run.completed"])
             run = _a_run_that_completes(p.app)
-            p.catch_up(webhooks.NAME)
+            p.catch_up(WEBHOOKS)
             clock.now = datetime.now(UTC)  # the event's time has come
             [owed] = _deliveries(p, webhook_id)
             assert owed["run_id"] == str(run.id) != str(early.id)
@@ -128,24 +130,24 @@ def test_a_rebuild_owes_nothing_again_and_a_deleted_subscription_is_told_nothing
         projections: Projections) -> None:
     p, clock = projections, Clock(ahead=60)
     with Receiver() as receiver:
-        d = Dispatcher(p.app, p.views[webhooks.NAME], backoff_base=10, timeout=5,
+        d = Dispatcher(p.app, p.views[WEBHOOKS], backoff_base=10, timeout=5,
                        clock=clock, jitter=lambda: 1.0)
         try:
             kept, _ = _subscribe(p, receiver.url, ["*"])
             doomed, _ = _subscribe(p, receiver.url, ["run.completed"])
             _a_run_that_completes(p.app)
-            p.catch_up(webhooks.NAME)
+            p.catch_up(WEBHOOKS)
             _step(d)
             assert len(receiver.requests) == 2
             assert [r["status"] for r in _deliveries(p, kept)] == ["delivered"]
 
-            p.rebuild(webhooks.NAME)  # the subscriptions again, from the log
+            p.rebuild(WEBHOOKS)  # the subscriptions again, from the log
             _step(d)
             assert len(receiver.requests) == 2  # nothing owed twice
 
             delete_webhook(p.app, doomed, deleted_by="test")
             _a_run_that_completes(p.app)
-            p.catch_up(webhooks.NAME)
+            p.catch_up(WEBHOOKS)
             _step(d)
         finally:
             d.close()
@@ -157,15 +159,15 @@ def test_a_rebuild_owes_nothing_again_and_a_deleted_subscription_is_told_nothing
 @pytest.mark.postgres
 def test_dispatchers_sharing_postgresql_send_each_delivery_once(pg_database: Any) -> None:
     env = eventsourcing_env(Settings(database_url=pg_database.url, postgres_pool_size=4))
-    first, second = (Projections(RunService(env=env), env, names=[webhooks.NAME])
+    first, second = (Projections(RunService(env=env), env, names=[WEBHOOKS])
                      for _ in range(2))
     try:
         with Receiver() as receiver:
             webhook_id, _ = _subscribe(first, receiver.url, ["*"])
             for _ in range(30):
                 _a_run_that_completes(first.app)
-            first.catch_up(webhooks.NAME)
-            dispatchers = [Dispatcher(p.app, p.views[webhooks.NAME], concurrency=4).start()
+            first.catch_up(WEBHOOKS)
+            dispatchers = [Dispatcher(p.app, p.views[WEBHOOKS], concurrency=4).start()
                            for p in (first, second)]
             try:
                 deadline = time.monotonic() + 30
@@ -188,7 +190,7 @@ def test_an_expiry_that_escalates_is_decision_escalated_then_one_that_rejects_is
     p, clock = projections, Clock(ahead=60)
     deadline = datetime.now(UTC)
     with Receiver() as receiver:
-        d = Dispatcher(p.app, p.views[webhooks.NAME], clock=clock, jitter=lambda: 1.0)
+        d = Dispatcher(p.app, p.views[WEBHOOKS], clock=clock, jitter=lambda: 1.0)
         try:
             webhook_id, _ = _subscribe(p, receiver.url, ["decision.made",
                                                          "decision.escalated"])
@@ -206,7 +208,7 @@ def test_an_expiry_that_escalates_is_decision_escalated_then_one_that_rejects_is
                                 next_deadline=deadline + timedelta(seconds=2))
             run.expire_decision("c1", now=deadline + timedelta(seconds=3))
             p.app.save(run)
-            p.catch_up(webhooks.NAME)
+            p.catch_up(WEBHOOKS)
             _step(d)
         finally:
             d.close()

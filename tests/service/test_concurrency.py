@@ -124,7 +124,7 @@ def test_second_worker_saving_the_same_version_gets_integrity_error(
         assert types.count("RunContinued") == 1
         assert types[-2:] == ["ToolConfirmed", "RunContinued"]
         fresh = app.get_run(run.id)
-        assert fresh.calls[CALL]["decision"]["decided_by"] == "alice"
+        assert fresh.calls[CALL].decision.decided_by == "alice"
         assert fresh.status == RunStatus.RUNNING
 
     # The loser reloads and checks the rule again: the call is no longer pending.
@@ -132,7 +132,7 @@ def test_second_worker_saving_the_same_version_gets_integrity_error(
     with pytest.raises(ToolCallNotPending) as e:
         again.confirm_tool(CALL, decided_by="bob")
     assert e.value.decision is not None
-    assert e.value.decision["decided_by"] == "alice"
+    assert e.value.decision.decided_by == "alice"
 
 
 def test_two_workers_deciding_at_once_record_one_decision(
@@ -152,15 +152,15 @@ def test_two_workers_deciding_at_once_record_one_decision(
             lost = [r for r in results if not isinstance(r, Run)]
             assert len(won) == 1 and len(lost) == 1, results
             assert isinstance(lost[0], ToolCallNotPending), repr(lost[0])
-            winner = won[0].calls[CALL]["decision"]["decided_by"]
+            winner = won[0].calls[CALL].decision.decided_by
             assert lost[0].decision is not None
-            assert lost[0].decision["decided_by"] == winner
-            assert lost[0].decision["kind"] == "confirmed"
+            assert lost[0].decision.decided_by == winner
+            assert lost[0].decision.kind == "confirmed"
 
             types = event_types(b, run)
             assert types.count("ToolConfirmed") == 1
             assert types[-2:] == ["ToolConfirmed", "RunContinued"]
-            assert b.get_run(run.id).calls[CALL]["state"] == CallState.APPROVED
+            assert b.get_run(run.id).calls[CALL].state == CallState.APPROVED
     finally:
         close(*sides)
 
@@ -191,9 +191,9 @@ def test_two_workers_deciding_and_driving_at_once_run_the_tool_once(
             assert len(won) == 1 and len(lost) == 1, results
             assert isinstance(lost[0], ToolCallNotPending), repr(lost[0])
             assert won[0].status == RunStatus.COMPLETED
-            winner = won[0].calls[CALL]["decision"]["decided_by"]
+            winner = won[0].calls[CALL].decision.decided_by
             assert lost[0].decision is not None
-            assert lost[0].decision["decided_by"] == winner
+            assert lost[0].decision.decided_by == winner
 
             types = event_types(b, run)
             assert [t for t in types if t.startswith("Tool")] == [
@@ -224,7 +224,7 @@ def test_worker_that_loaded_before_the_other_commit_answers_with_the_winner(
         with pytest.raises(ToolCallNotPending) as e:
             runs_b.decide(str(run.id), [Decision(CALL, DecisionKind.CONFIRMED)], actor="bob")
         assert e.value.decision is not None
-        assert (e.value.decision["kind"], e.value.decision["decided_by"]) == ("rejected",
+        assert (e.value.decision.kind, e.value.decision.decided_by) == ("rejected",
                                                                               "alice")
         types = event_types(a, run)
         assert types.count("ToolRejected") == 1
@@ -249,7 +249,7 @@ def test_loser_whose_winner_already_ended_the_run_gets_the_standing_decision(
         with pytest.raises(ToolCallNotPending) as e:
             runs_b.decide(str(run.id), [Decision(CALL, DecisionKind.CONFIRMED)], actor="bob")
         assert e.value.decision is not None
-        assert (e.value.decision["decided_by"], e.value.decision["request_key"]) == (
+        assert (e.value.decision.decided_by, e.value.decision.request_key) == (
             "alice", "k-a")
         assert event_types(b, run).count("ToolConfirmed") == 1
     finally:

@@ -1,17 +1,23 @@
-"""A save's log lines are written together, and by one writer thread: ``logs.held()``
-holds what this thread logs until the block ends and then queues it as one piece; the
-writer writes what has queued in one ``write``, in order, within milliseconds (and at
-once on ``logs.flush()``, at exit, or when the handler is replaced). Other threads'
-lines are not held; an error inside the block loses no line."""
+"""A save's log lines are written together, by the standard library's queue listener:
+``logs.held()`` holds what this thread logs until the block ends and then queues it as
+one record; the listener writes each record in one ``write``, in order (at once on
+``logs.flush()``, at exit, or when the handler is replaced). Other threads' lines are not
+held; an error inside the block loses no line. A process uvicorn's logging config set up
+writes its queued lines before SIGTERM ends it, and a library's warning is a line too."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import signal
+import subprocess
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -95,7 +101,7 @@ def test_other_threads_are_not_held(stream: Writes) -> None:
     assert messages(stream.getvalue()) == ["from another thread", "held"]
 
 
-def test_the_writer_writes_without_being_asked(stream: Writes) -> None:
+def test_the_listener_writes_without_being_asked(stream: Writes) -> None:
     logging.getLogger("signoff.test").info("on its own")
     deadline = time.monotonic() + 5
     while not stream.getvalue() and time.monotonic() < deadline:
@@ -148,22 +154,60 @@ class Stuck(Writes):
         return super().write(s)
 
 
-def test_a_stuck_stream_holds_up_the_logging_thread_not_memory() -> None:
+def test_a_stuck_stream_holds_up_the_logging_thread_not_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logs, "MAX_QUEUED", 20)
     out = Stuck()
     logs.configure(Settings(log_format="json", log_level="info"), out)
     handler = logs._handler
     assert handler is not None
-    handler.MAX_QUEUED = 20
     log = logging.getLogger("signoff.test")
     t = threading.Thread(target=lambda: [log.info("line %d", i) for i in range(100)])
     t.start()
     t.join(0.5)
-    assert t.is_alive()  # waiting for the stream, as it would without a writer
-    assert len(handler._queue) <= handler.MAX_QUEUED + 1
+    assert t.is_alive()  # waiting for room in the queue, as it would for the stream
+    assert handler.queue.qsize() <= 20
     out.release.set()
     t.join(5)
     assert not t.is_alive()
     logs.flush()
     assert messages(out.getvalue()) == [f"line {i}" for i in range(100)]
     logging.getLogger().removeHandler(handler)
+    handler.close()
+
+
+def test_a_process_stopped_by_sigterm_writes_its_queued_lines_first() -> None:
+    # As uvicorn's server ends: SIGTERM raised again under the handler found at start.
+    code = """if True:
+        import logging, logging.config, signal
+        from service import logs
+        from service.config import Settings
+        logging.config.dictConfig(logs.uvicorn_log_config(Settings(log_format="json")))
+        log = logging.getLogger("uvicorn.error")
+        for i in range(2000):
+            log.info("line %d", i)
+        signal.raise_signal(signal.SIGTERM)
+    """
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == -signal.SIGTERM, out.stderr
+    assert messages(out.stderr) == [f"line {i}" for i in range(2000)]
+
+
+def test_a_warning_is_a_line_of_the_log() -> None:
+    logging.captureWarnings(False)  # as in a new process (pytest records warnings itself)
+    out = io.StringIO()
+    logs.configure(Settings(log_format="json", log_level="info"), out)
+    warnings.warn("a library's warning", UserWarning, stacklevel=1)
+    logs.flush()
+    [line] = [json.loads(text) for text in out.getvalue().splitlines()]
+    assert (line["logger"], line["level"]) == ("py.warnings", "warning")
+    assert "a library's warning" in line["message"]
+    logging.captureWarnings(False)
+    root = logging.getLogger()
+    handler = logs._handler
+    assert handler is not None
+    root.removeHandler(handler)
     handler.close()

@@ -89,7 +89,7 @@ def test_a_cancel_while_the_tool_runs_keeps_the_tools_outcome(store: RunService)
     assert EFFECTS == ["ann"]
     assert names(store, run.id)[-3:] == ["ToolExecutionStarted", "RunCancelled", "ToolExecuted"]
     assert after.status == RunStatus.CANCELLED
-    assert after.calls["call_1"]["state"] == CallState.EXECUTED
+    assert after.calls["call_1"].state == CallState.EXECUTED
     assert model.turns == 2  # the second turn's answer was not recorded: the run had ended
     assert "ModelResponded" not in names(store, run.id)[-3:]
     loop.close()
@@ -111,7 +111,7 @@ def test_a_stale_run_of_an_agent_no_longer_served_is_read_as_it_is(store: RunSer
 
     # Its call's deadline passed: in doubt, whatever serves the agent.
     assert seen.status == RunStatus.PAUSED
-    assert seen.calls["call_1"]["state"] == CallState.IN_DOUBT
+    assert seen.calls["call_1"].state == CallState.IN_DOUBT
 
 
 def test_an_idle_run_of_an_agent_no_longer_served_is_left_running(store: RunService) -> None:
