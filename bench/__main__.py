@@ -19,6 +19,8 @@ in count and time.
   threads in one process vs several.
 - floor (only when named): uvicorn and FastAPI alone with the Agno routes' shape (no
   store, no domain): what the framework costs a cycle on this machine.
+- cost (only when named): the default setup's CPU per cycle beside the floor's, in one
+  run, at each client count; bytes, WAL, commits and rows per cycle.
 
 Every table is printed with the machine (cores, CPU, load average), the versions and the
 settings it ran with.
@@ -39,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import machine  # noqa: E402
 
 SECTIONS = ("cycles", "appends", "growth", "storage", "memory", "workers")
-EXTRA = ("loadgen", "floor")
+EXTRA = ("loadgen", "floor", "cost")
 
 
 def _ints(text: str) -> list[int]:
@@ -60,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated, of {', '.join(SECTIONS + EXTRA)} (default: "
-                   "all but loadgen and floor)")
+                   "all but loadgen, floor and cost)")
     p.add_argument("--stores", default="sqlite,postgres",
                    help="sqlite, postgres or both (workers runs on postgres only)")
     p.add_argument("--clients", type=_ints, default=[1, 8, 32],
@@ -109,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import appends, cycles, floor, growth, workers
+    from bench import appends, cost, cycles, floor, growth, workers
     from bench.common import Stores
 
     args = parser().parse_args(argv)
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
     runners = {"cycles": cycles.cycles, "loadgen": cycles.loadgen, "appends": appends.appends,
                "growth": growth.growth, "storage": cycles.storage, "memory": cycles.memory,
-               "workers": workers.workers, "floor": floor.floor}
+               "workers": workers.workers, "floor": floor.floor,
+               "cost": cost.cost}
     print(f"python -m bench {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; machine: {machine()}")
     failed = 0

@@ -13,13 +13,14 @@ Following new events:
   eventsourcing's insert takes a table lock, so commit order equals position order and
   reading ``position > last`` never skips an event committed late.
 - One thread follows for every projection (on PostgreSQL beside one that listens).
-  Woken, it applies at most one page to each in turn (the queue first), and goes round
-  again at once while any had a full page: the queue is never held back by more than
-  one page of another projection, and a projection far behind catches up a page per
-  round. One thread rather than one per projection: in the API's process four
-  followers woken by every commit competed with the request threads for the
-  interpreter, and cost each cycle a third more of the server's CPU
-  (docs/performance.md).
+  Woken, while every projection is at the same position (as they are while following),
+  it applies the next page to all of them in ONE transaction (``write_together``): a
+  commit wakes one write, not one per read model. Otherwise (one is new, rebuilding or
+  behind) it applies at most one page to each in turn (the queue first), and goes round
+  again at once while any had a full page: the queue is never held back by more than one
+  page of another projection, and a projection far behind catches up a page per round.
+  One thread rather than one per projection: followers woken by every commit compete
+  with the request threads for the interpreter (docs/performance.md).
 - SQLite has no notifications: in the server process the application prompts the
   projections after each save; otherwise (``signoff project`` beside another process) the
   log is checked once a second.
@@ -50,7 +51,7 @@ from projections.anchors import AnchorsProjection
 from projections.audit import AuditProjection
 from projections.queue import QueueProjection
 from projections.readmodel import ReadModel
-from projections.store import PositionMoved, ViewMixin, open_view
+from projections.store import PositionMoved, ViewMixin, open_view, same_database, write_together
 from projections.webhooks import WebhooksProjection
 
 if TYPE_CHECKING:  # projections depend on the domain only; the log comes in
@@ -98,6 +99,7 @@ class Projections:
         self._thread: threading.Thread | None = None
         self._tail = _Tail(app, keep=max(2_000, 4 * batch_size))
         self._positions: dict[str, int] = {}  # where each follower last wrote
+        self._together = same_database(env)  # one transaction can write every view
         self.on_applied: list[Callable[[str], None]] = []  # (name) after each page written
 
     # ------------------------------------------------------------- catch-up
@@ -235,6 +237,14 @@ class Projections:
         tried again a second later from the tracked positions; any other error ends
         following."""
         more = failed = False
+        try:
+            together = self._follow_together()
+        except (OperationalError, InterfaceError, psycopg.OperationalError) as err:
+            log.warning("projections could not read or write the store (%s); retrying", err)
+            stop.wait(1.0)
+            return False
+        if together is not None:
+            return together
         for name in self.views:
             try:
                 more |= self.follow_up(name, stop.is_set, pages=1) >= self.batch_size
@@ -246,6 +256,32 @@ class Projections:
             stop.wait(1.0)
             return False
         return more
+
+    def _follow_together(self) -> bool | None:
+        """When every projection is at the same remembered position (as they are while
+        following), the next page for all of them in one transaction
+        (``write_together``): one commit per page, not one per projection. Returns
+        whether the page was full, or None when they are not together (one is new,
+        rebuilding, or behind): then each goes on by itself."""
+        positions = {self._positions.get(name) for name in self.views}
+        if len(self.views) < 2 or len(positions) != 1 or not self._together:
+            return None
+        (position,) = positions
+        if position is None:
+            return None
+        batch = self._tail.page(position + 1, self.batch_size)
+        if not batch:
+            return False
+        try:
+            write_together(list(self.views.values()), batch, after=position)
+        except PositionMoved:  # another runner or a rebuild moved one: read them again
+            self._positions.clear()
+            return None
+        for name in self.views:
+            self._positions[name] = batch[-1][0]
+            for listener in self.on_applied:
+                listener(name)
+        return len(batch) >= self.batch_size
 
     def _follow_polling(self, stop: threading.Event) -> None:
         while not stop.is_set():

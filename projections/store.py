@@ -61,27 +61,9 @@ class ViewMixin:
     cursor_class: type[Cursor] = Cursor
 
     def write(self, events: Sequence[tuple[int, Any]], *, after: int | None = None) -> None:
-        """Apply (position, event) pairs and track the last position, in one transaction.
-
-        ``after`` is the position the page was read after: unless it is still the
-        recorded one, ``PositionMoved`` is raised and nothing is written. The check is
-        made holding the projection's write lock (until commit), so concurrent runners
-        never apply an event twice, even when their pages overlap without being equal
-        (eventsourcing's tracking upsert alone only refuses a page that does not end past
-        the recorded position: a longer page would re-apply the overlap).
-        """
-        if not events:
-            return
-        with self.datastore.transaction(commit=True) as raw:  # type: ignore[attr-defined]
-            cursor = self.cursor_class(raw, self.dialect)
-            self._lock(cursor)
-            if after is not None:
-                recorded = self._max_tracking_id(self.tracking_name, raw) or 0  # type: ignore[attr-defined]
-                if recorded != after:
-                    raise PositionMoved(f"{self.tracking_name} is at {recorded}, not {after}")
-            with self._pipeline(raw):  # the position and the rows in one round trip
-                self._insert_tracking(raw, Tracking(self.tracking_name, events[-1][0]))  # type: ignore[attr-defined]
-                self.model.write_page(cursor, events)
+        """Apply (position, event) pairs and track the last position, in one transaction
+        (``write_together`` with this view alone)."""
+        write_together([self], events, after=after)
 
     def _lock(self, c: Cursor) -> None:
         """Hold the projection's write lock until the transaction ends.
@@ -192,6 +174,51 @@ class ViewMixin:
 
     def _tracking_table(self) -> str:
         return getattr(self, "tracking_table_name", "tracking")
+
+
+def write_together(views: Sequence[ViewMixin], events: Sequence[tuple[int, Any]], *,
+                   after: int | None = None) -> None:
+    """Apply (position, event) pairs to each view's read model and track the last position
+    of each, in ONE transaction on the first view's connection (the views are of one
+    database: ``same_database``): one commit for every read model a page changes.
+
+    ``after`` is the position the page was read after: unless it is still every view's
+    recorded one, ``PositionMoved`` is raised and nothing is written. The check is made
+    holding each view's write lock (until commit; taken in the order of their names, so
+    that two runners never wait for each other's), so concurrent runners never apply an
+    event twice, even
+    when their pages overlap without being equal (eventsourcing's tracking upsert alone
+    only refuses a page that does not end past the recorded position: a longer page
+    would re-apply the overlap).
+    """
+    if not events:
+        return
+    first = views[0]
+    with first.datastore.transaction(commit=True) as raw:  # type: ignore[attr-defined]
+        cursors = [view.cursor_class(raw, view.dialect) for view in views]
+        for view, cursor in sorted(zip(views, cursors, strict=True),
+                                   key=lambda pair: pair[0].tracking_name):
+            view._lock(cursor)
+        for view in views:
+            if after is None:
+                break
+            recorded = view._max_tracking_id(view.tracking_name, raw) or 0  # type: ignore[attr-defined]
+            if recorded != after:
+                raise PositionMoved(f"{view.tracking_name} is at {recorded}, not {after}")
+        with first._pipeline(raw):  # the positions and the rows in one round trip
+            for view, cursor in zip(views, cursors, strict=True):
+                view._insert_tracking(raw, Tracking(view.tracking_name, events[-1][0]))  # type: ignore[attr-defined]
+                view.model.write_page(cursor, events)
+
+
+def same_database(env: Mapping[str, str]) -> bool:
+    """Whether every view opened on ``env`` is a connection to one database (PostgreSQL,
+    or a SQLite file), so that one transaction can write them all. An in-memory SQLite
+    database is one per connection."""
+    if env["PERSISTENCE_MODULE"].endswith("postgres"):
+        return True
+    name = env.get("SQLITE_DBNAME", "")
+    return bool(name) and ":memory:" not in name and "mode=memory" not in name
 
 
 class SQLiteView(ViewMixin, SQLiteTrackingRecorder):

@@ -167,12 +167,13 @@ def assert_dumps_equal(before: dict[str, Any], after: dict[str, Any]) -> None:
 
 
 def count_writes(p: Projections) -> dict[str, list[int]]:
-    """Record the positions each view of ``p`` applies, as its transactions commit
-    (``applied[name]``), and the pages refused because another runner got there first
-    (``applied[name + ":moved"]``, the positions they were read after)."""
+    """Record the positions each view of ``p`` applies, in the transactions that passed
+    their position check (``applied[name]``: each view's read model writing a page, alone
+    or together with the others), and the pages a view refused because another runner got
+    there first (``applied[name + ":moved"]``, the positions they were read after)."""
     applied: dict[str, list[int]] = {}
     for name, view in p.views.items():
-        original = view.write
+        original, write_page = view.write, view.model.write_page
         applied[name], applied[f"{name}:moved"] = [], []
 
         def write(events: Sequence[tuple[int, Any]], *, after: int | None = None,
@@ -182,9 +183,14 @@ def count_writes(p: Projections) -> dict[str, list[int]]:
             except PositionMoved:
                 applied[f"{_name}:moved"].append(after or 0)
                 raise
+
+        def page(c: Any, events: Sequence[tuple[int, Any]], _original: Any = write_page,
+                 _name: str = name) -> None:
+            _original(c, events)
             applied[_name].extend(position for position, _ in events)
 
         view.write = write  # type: ignore[method-assign]
+        view.model.write_page = page  # type: ignore[method-assign]
     return applied
 
 
