@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         "rebuilt (each page and its tracked position commit together).",
     )
 
+    compress: bool = Field(
+        True,
+        description="Compress stored events and snapshots (zlib). A store reads both "
+        "compressed and uncompressed events, so this can be turned on or off at any time; "
+        "an encrypted store is always compressed.",
+    )
     cipher_key: str = Field(
         "",
         description="Encrypt stored events (AES-256-GCM, compressed first) with this key: "
@@ -270,14 +276,16 @@ def load_settings() -> Settings:
 
 
 def eventsourcing_env(settings: Settings) -> dict[str, str]:
-    """Map ``SIGNOFF_DATABASE_URL`` (and ``SIGNOFF_CIPHER_KEY``) onto eventsourcing's own
-    persistence settings."""
+    """Map ``SIGNOFF_DATABASE_URL`` (and ``SIGNOFF_COMPRESS``, ``SIGNOFF_CIPHER_KEY``) onto
+    eventsourcing's own persistence settings."""
     env = _store_env(settings)
     env["GROUP_COMMIT"] = "y" if settings.group_commit else "n"
+    # Either reads both compressed and uncompressed events; they differ in what they write.
+    compress = settings.compress or bool(settings.cipher_key)
+    env["COMPRESSOR_TOPIC"] = f"service.compression:{'Zlib' if compress else 'Plain'}"
     if settings.cipher_key:
         env.update(CIPHER_TOPIC="eventsourcing.cryptography:AESCipher",
-                   CIPHER_KEY=settings.cipher_key,
-                   COMPRESSOR_TOPIC="eventsourcing.compressor:ZlibCompressor")
+                   CIPHER_KEY=settings.cipher_key)
     return env
 
 

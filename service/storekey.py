@@ -36,11 +36,14 @@ the problem:
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import EventStore, Mapper, RecordConflictError
+
+from service.compression import Zlib
 
 KEY_CHECK_ID = uuid5(UUID("6f1c1a52-0d5e-4e3c-9d8e-5b1f2c0a7e41"), "signoff key check")
 TABLE = "keycheck"  # purpose: signoff_keycheck (PostgreSQL), stored_keycheck (SQLite)
@@ -119,8 +122,9 @@ def _check_events(app: Any, keyed: bool) -> None:
     reads = [_reads(app.mapper, n) for n in ends]
     if all(reads):
         return
-    plain = [_reads(Mapper(transcoder=app.mapper.transcoder), n) for n in ends] if keyed \
-        else reads
+    # Plaintext: readable with no key, compressed or not.
+    unkeyed = Mapper(transcoder=app.mapper.transcoder, compressor=Zlib())
+    plain = [_reads(unkeyed, n) for n in ends] if keyed else reads
     if not any(reads) and not keyed:
         raise StoreKeyError(_NO_KEY + _END)
     if keyed and all(plain):
@@ -142,9 +146,10 @@ def _check_events(app: Any, keyed: bool) -> None:
 def _reads(mapper: Mapper[Any], notification: Any) -> bool:
     """Whether the event's stored state is in the form ``mapper`` writes: decrypted by its
     cipher (AES-GCM authenticates: only with the key it was written with), or, with no
-    cipher, plaintext (UTF-8 text, which ciphertext is not). What the decrypted text then
-    says is not a key's business: a damaged event in a store written with this key opens
-    the store, and its run answers that it is damaged when it is read."""
+    cipher, plaintext (UTF-8 text once decompressed, which ciphertext is not). What the
+    decrypted text then says is not a key's business: a damaged event in a store written
+    with this key opens the store, and its run answers that it is damaged when it is
+    read."""
     state = notification.state
     if mapper.cipher is not None:
         try:
@@ -153,7 +158,9 @@ def _reads(mapper: Mapper[Any], notification: Any) -> bool:
             return False
         return True
     try:
+        if mapper.compressor is not None:  # compressed, or stored before compression
+            state = mapper.compressor.decompress(state)
         state.decode("utf-8")
-    except UnicodeDecodeError:
+    except (zlib.error, UnicodeDecodeError):
         return False
     return True

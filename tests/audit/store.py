@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from bootstrap import build_app, build_projections
 from projections import anchors
 from projections.runner import Projections
 from service import audit
+from service.compression import Zlib
 from service.config import Settings
 from service.runs import RunService
 from tests.golden.record import populate
@@ -86,13 +88,14 @@ class Store:
         return UUID(run_id) if self.postgres else UUID(run_id).hex
 
     def rows(self, run_id: str) -> list[tuple[int, str, bytes]]:
-        """(version, topic, state bytes) of a run, as stored."""
+        """(version, topic, state bytes) of a run, as stored (decompressed, as anyone with
+        access to the database can; a state written back uncompressed reads too)."""
         with self.sql() as conn:
             rows = conn.execute(self.q(
                 f"SELECT originator_version, topic, state FROM {self.table} "
                 "WHERE originator_id = %s ORDER BY originator_version"),
                 (self._id(run_id),)).fetchall()
-        return [(v, t, bytes(s)) for v, t, s in rows]
+        return [(v, t, _plain(bytes(s))) for v, t, s in rows]
 
     def set_state(self, run_id: str, version: int, state: bytes,
                   topic: str | None = None) -> None:
@@ -133,3 +136,11 @@ def filled_store(database_url: str, cipher_key: str = "") -> Store:
     store = Store(settings, app, build_projections(settings), run_ids)
     store.anchor()
     return store
+
+
+def _plain(state: bytes) -> bytes:
+    """A stored state decompressed; an encrypted one as it is."""
+    try:
+        return Zlib().decompress(state)
+    except zlib.error:
+        return state
