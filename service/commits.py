@@ -8,6 +8,10 @@ the oldest queued save becomes the leader and writes every save queued by then i
 transaction, then hands over to the next. Under load the transactions grow with the
 queue; a lone save writes at once, as before.
 
+The application's event store (``GroupCommitStore``, made by eventsourcing's
+``Application.construct_event_store``) puts each save's events through the group; the
+group writes through the recorder's ``insert_events``.
+
 A save is all or nothing as before, and its aggregates' events stay together, in order.
 If the shared transaction fails (a conflict: another request saved one of the same
 aggregates first), each save of the group is written again on its own, so only the one
@@ -20,7 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from eventsourcing.persistence import Notification, Recording, StoredEvent
+from eventsourcing.persistence import EventStore, Mapper, Notification, Recording, StoredEvent
 
 Insert = Callable[[Sequence[StoredEvent]], Sequence[int] | None]
 
@@ -116,3 +120,21 @@ def _recordings(save: _Save) -> list[Recording[Any]]:
                                       originator_version=s.originator_version,
                                       topic=s.topic, state=s.state))
             for d, s, n in zip(save.events, save.stored, save.ids, strict=True)]
+
+
+class GroupCommitStore(EventStore[Any]):
+    """eventsourcing's event store, its saves written through a ``GroupCommit``. A save
+    that tracks a position or carries options of its own is written as eventsourcing
+    writes it."""
+
+    def __init__(self, mapper: Mapper[Any], recorder: Any) -> None:
+        super().__init__(mapper, recorder)
+        self.group = GroupCommit(recorder.insert_events)
+
+    def put(self, domain_events: Sequence[Any], **kwargs: Any) -> list[Recording[Any]]:
+        if kwargs.get("tracking") is not None or any(
+                k != "tracking" for k in kwargs) or not domain_events:
+            return super().put(domain_events, **kwargs)
+        # Mapped (encoded, compressed, encrypted) here, in the saving thread.
+        return self.group.put(domain_events,
+                              [self.mapper.to_stored_event(e) for e in domain_events])

@@ -9,13 +9,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.domain import Aggregate, DomainEventProtocol
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import (
+    EventStore,
     JSONTranscoder,
     MapperDeserialisationError,
     PersistenceError,
-    Recording,
     StoredEvent,
     Transcoding,
 )
@@ -24,7 +24,7 @@ from eventsourcing.utils import TopicError, resolve_topic, strtobool
 from domain.calls import ToolCall
 from domain.run import Run
 from service import tracing
-from service.commits import GroupCommit
+from service.commits import GroupCommit, GroupCommitStore
 
 log = logging.getLogger("signoff.store")
 
@@ -107,10 +107,6 @@ class RunService(Application[UUID]):
 
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
-        # Concurrent saves share transactions (service/commits.py); SIGNOFF_GROUP_COMMIT.
-        self.group_commit: GroupCommit | None = (
-            GroupCommit(self.recorder.insert_events)
-            if strtobool(self.env.get("GROUP_COMMIT") or "y") else None)
         _check_pooled_connections_cheaply(self)
         self.after_save: list[Callable[[], None]] = []  # e.g. prompt the projections
         # (saved aggregates, recordings) after each commit: e.g. metrics, fact logs
@@ -120,13 +116,21 @@ class RunService(Application[UUID]):
         super().register_transcodings(transcoder)
         transcoder.register(ToolCallAsDict())
 
+    def construct_event_store(self) -> EventStore[UUID]:
+        """Concurrent saves share transactions (``service/commits.py``), unless
+        ``SIGNOFF_GROUP_COMMIT`` is off."""
+        if strtobool(self.env.get("GROUP_COMMIT") or "y"):
+            return GroupCommitStore(self.mapper, self.recorder)
+        return super().construct_event_store()
+
+    @property
+    def group_commit(self) -> GroupCommit | None:
+        return self.events.group if isinstance(self.events, GroupCommitStore) else None
+
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         ids = ",".join(str(getattr(o, "id", "")) for o in objs)
         with tracing.span("signoff.save", run_id=ids or None, aggregates=len(objs)):
-            if all(isinstance(o, Aggregate) for o in objs):
-                recordings = self._save_aggregates(objs, kwargs)
-            else:
-                recordings = super().save(*objs, **kwargs)
+            recordings = super().save(*objs, **kwargs)
         for listener in self.after_save:
             listener()
         for on_commit in self.on_commit:
@@ -135,34 +139,6 @@ class RunService(Application[UUID]):
             except Exception:  # committed is committed: never fail the caller after it
                 log.exception("a commit listener failed")
         return recordings
-
-    def _save_aggregates(self, objs: Sequence[Aggregate], kwargs: dict[str, Any],
-                         ) -> list[Recording[UUID]]:
-        """``Application.save`` for aggregates, their events collected without its
-        ``isinstance`` checks against runtime-checkable protocols (each of which walks
-        the protocol's members: a few µs, several times a save)."""
-        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
-        for obj in objs:
-            processing_event.events.extend(obj.collect_events())
-            processing_event.aggregates[obj.id] = obj
-        processing_event.saved_kwargs.update(kwargs)
-        recordings = self._record(processing_event)
-        self._take_snapshots(processing_event)
-        self._notify(recordings)
-        self.notify(processing_event.events)  # as Application.save (deprecated hook)
-        return recordings
-
-    def _record(self, processing_event: Any) -> list[Recording[UUID]]:
-        """Write a save's events: through the group commit, unless it tracks a position
-        or carries options of its own (then as eventsourcing does)."""
-        group = self.group_commit
-        if group is None or processing_event.tracking or processing_event.saved_kwargs:
-            return super()._record(processing_event)
-        events = processing_event.events
-        if not events:
-            return []
-        # Mapped (encoded, compressed, encrypted) here, in the caller's thread.
-        return group.put(events, [self.mapper.to_stored_event(e) for e in events])
 
     def get_run(self, run_id: str | UUID, version: int | None = None) -> Run:
         """The run (after its first ``version`` events). A run shorter than the snapshot
@@ -188,7 +164,7 @@ class RunService(Application[UUID]):
 
     def _get_long(self, rid: UUID, run_id: str | UUID, version: int | None) -> Any:
         try:
-            return self.repository.get(rid, version=version, projector_func=_fold)
+            return self.repository.get(rid, version=version)
         except AggregateNotFoundError:  # pragma: no cover - it has events
             raise RunNotFound(f"no run {run_id!r}") from None
         except PersistenceError:  # the store out of reach: not the run's fault
@@ -293,8 +269,9 @@ class RunService(Application[UUID]):
 
 
 def _replay(rid: UUID, run: Any, events: Iterable[Any]) -> Any:
-    """``_fold``, naming the event that does not replay (``RunDamaged``): it decoded, but
-    its state is not what its type expects (a field removed or of another type)."""
+    """Each event's ``mutate`` in turn, naming the event that does not replay
+    (``RunDamaged``): it decoded, but its state is not what its type expects (a field
+    removed or of another type)."""
     for event in events:
         try:
             run = event.mutate(run)
@@ -316,15 +293,6 @@ def _is_run(topic: str) -> bool:
     except TopicError:
         return True
     return isinstance(cls, type) and issubclass(cls, Run.Event)
-
-
-def _fold(run: Any, events: Iterable[Any]) -> Any:
-    """eventsourcing's ``project_aggregate`` without its per-event ``isinstance`` check
-    against a runtime-checkable protocol (every stored event here is one of the domain's
-    own, each with ``mutate``)."""
-    for event in events:
-        run = event.mutate(run)
-    return run
 
 
 def _check_pooled_connections_cheaply(app: Application[Any]) -> None:

@@ -123,7 +123,7 @@ def _check_events(app: Any, keyed: bool) -> None:
     if all(reads):
         return
     # Plaintext: readable with no key, compressed or not.
-    unkeyed = Mapper(transcoder=app.mapper.transcoder, compressor=Zlib())
+    unkeyed: Mapper[Any] = Mapper(transcoder=app.mapper.transcoder, compressor=Zlib())
     plain = [_reads(unkeyed, n) for n in ends] if keyed else reads
     if not any(reads) and not keyed:
         raise StoreKeyError(_NO_KEY + _END)
