@@ -98,7 +98,7 @@ class QueueProjection(ReadModel[Page]):
                 waiting BOOLEAN NOT NULL,
                 PRIMARY KEY (run_id, tool_call_id))""",
             # (tool, run): a run's waiting calls of a tool are found by both, in run id
-            # order for one tool. (It was (tool, kind, run): no use for a run and a tool.)
+            # order for one tool.
             "DROP INDEX IF EXISTS signoff_queue_calls_waiting",
             "CREATE INDEX IF NOT EXISTS signoff_queue_calls_tool "
             "ON signoff_queue_calls (tool_name, run_id, kind) WHERE waiting",
