@@ -13,12 +13,17 @@ committed before its side effect can happen. If the process dies while a tool ru
 call stays ``running`` until its deadline passes; then the lifecycle (on the next touch
 of the run, or the sweeper) marks it in doubt and pauses for a person, or, for an
 idempotent tool, has the loop run it again.
+
+A run followed live (the lifecycle's ``Live``: a streamed response) is also committed
+just before each model turn, so its start and its tools' outcomes are sent before the
+model answers, and the model's text goes to the follower as it comes (``TEXT_SINK``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextvars
+import functools
 import importlib
 import json
 import logging
@@ -29,7 +34,7 @@ from uuid import uuid4
 
 from agent.limits import CUT, Limits
 from agent.messages import chat_messages
-from agent.models.base import ModelClient, ModelError, ModelTurn, ToolSpec
+from agent.models.base import TEXT_SINK, ModelClient, ModelError, ModelTurn, ToolSpec
 from agent.tools import Agent, Tool, requirement_for
 from domain.calls import ToolCall
 from domain.errors import InvalidDecision
@@ -45,6 +50,7 @@ from domain.values import (
     TimeoutAction,
 )
 from service.lifecycle import Commit
+from service.live import Live
 from service.policies import Policies
 
 log = logging.getLogger("signoff.loop")
@@ -167,11 +173,12 @@ class AgentLoop:
         first = (call.expires_at or call.requested_at) - call.requested_at
         return max(first, timedelta(seconds=1))
 
-    def drive(self, run: Run, commit: Commit) -> Run:
+    def drive(self, run: Run, commit: Commit, live: Live | None = None) -> Run:
         """Drive a RUNNING run until it pauses or ends, committing at the durable points
-        (before each tool's function is called, and at the end)."""
+        (before each tool's function is called, and at the end; for ``live``, before
+        each model turn too)."""
         if run.status == RunStatus.RUNNING:
-            self._drive(run, self.agent(run.agent_id), commit)
+            self._drive(run, self.agent(run.agent_id), commit, live)
         commit(run)
         return run
 
@@ -198,7 +205,7 @@ class AgentLoop:
         if problems:
             raise InvalidDecision("; ".join(problems))
 
-    def _drive(self, run: Run, agent: Agent, commit: Commit) -> None:
+    def _drive(self, run: Run, agent: Agent, commit: Commit, live: Live | None) -> None:
         turns = 0
         while run.status == RunStatus.RUNNING:
             confirmation = next((c for c in run.calls.values()
@@ -225,14 +232,21 @@ class AgentLoop:
                 run.fail(f"stopped after {turns} model turns in one request")
                 break
             turns += 1
-            self._model_turn(run, agent)
+            if live is not None:
+                commit(run)  # what came before the turn is sent now, not with its answer
+            self._model_turn(run, agent, live)
             if run.pending_calls():
                 run.pause()
 
-    def _model_turn(self, run: Run, agent: Agent) -> None:
+    def _model_turn(self, run: Run, agent: Agent, live: Live | None) -> None:
         model = self.model_for(agent)
+        text = None
+        if live is not None:
+            live.model_started(run, model.name, model.provider)
+            text = functools.partial(live.model_text, run)
         try:
-            turn = self._ask(model, chat_messages(run), [t.spec() for t in agent.tools])
+            turn = self._ask(model, chat_messages(run), [t.spec() for t in agent.tools],
+                             text)
         except ModelError as e:
             run.fail(f"model error: {e}")
             return
@@ -281,20 +295,28 @@ class AgentLoop:
         )
 
     def _ask(self, model: ModelClient, messages: list[dict[str, Any]],
-             tools: list[ToolSpec]) -> ModelTurn:
+             tools: list[ToolSpec], text: Callable[[str], None] | None = None) -> ModelTurn:
         """The model's turn, or ``ModelError`` when it takes longer than its timeout (the
-        call is left to end on its own; its answer is not used)."""
+        call is left to end on its own; its answer is not used). ``text``: where its
+        text goes as it comes, until the turn is over (``TEXT_SINK``)."""
         timeout = self.model_timeout or getattr(model, "timeout", None)
-        if not timeout:
-            return model.respond(messages, tools)
-        future = self._models.submit(contextvars.copy_context().run, model.respond,
-                                     messages, tools)
+        sink = _Sink(text) if text is not None else None
+        token = TEXT_SINK.set(sink)
         try:
-            return future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise ModelError(f"model {model.name!r} did not answer within {timeout:g} s") \
-                from None
+            if not timeout:
+                return model.respond(messages, tools)
+            future = self._models.submit(contextvars.copy_context().run, model.respond,
+                                         messages, tools)
+            try:
+                return future.result(timeout=timeout)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise ModelError(f"model {model.name!r} did not answer within "
+                                 f"{timeout:g} s") from None
+        finally:
+            TEXT_SINK.reset(token)
+            if sink is not None:
+                sink.close()  # a call left to end on its own says nothing more
 
     def _run_tools(self, run: Run, agent: Agent, calls: list[ToolCall],
                    commit: Commit) -> bool:
@@ -348,6 +370,20 @@ class AgentLoop:
         except Exception as e:  # the tool's own failure is recorded, not raised
             return e
         return result if isinstance(result, str) else _to_text(result)
+
+
+class _Sink:
+    """Passes a model's text on until closed (the turn over, or given up on)."""
+
+    def __init__(self, to: Callable[[str], None]) -> None:
+        self._to: Callable[[str], None] | None = to
+
+    def __call__(self, delta: str) -> None:
+        if (to := self._to) is not None:
+            to(delta)
+
+    def close(self) -> None:
+        self._to = None
 
 
 def _idempotent(agent: Agent, call: ToolCall) -> bool:

@@ -239,14 +239,21 @@ def agent_info(agent: Agent, default_model: Any) -> Json:
 
 # ------------------------------------------------------------ stream events
 
+def stream_event(run: Run, name: str, ts: datetime, **data: Any) -> tuple[str, Json]:
+    """One Agno stream event of ``run``: (name, data)."""
+    return name, {"created_at": _epoch(ts), "event": name, "agent_id": run.agent_id,
+                  "agent_name": run.agent_name, "run_id": run.run_id,
+                  "session_id": run.session_id, "nested_depth": 0, **data}
+
+
 def stream_events(run: Run, events: list[Any]) -> list[tuple[str, Json]]:
-    """Agno stream events (name, data) for domain events just committed on ``run``."""
-    base = {"agent_id": run.agent_id, "agent_name": run.agent_name, "run_id": run.run_id,
-            "session_id": run.session_id, "nested_depth": 0}
+    """Agno stream events (name, data) for domain events committed on ``run`` (the run
+    as it is after them). A model turn (``ModelResponded``) gives ``ModelRequestStarted``
+    first and its text (``RunContent``) second (``api/agno_stream.py`` counts on it)."""
     out: list[tuple[str, Json]] = []
 
     def emit(name: str, ts: datetime, **data: Any) -> None:
-        out.append((name, {"created_at": _epoch(ts), "event": name, **base, **data}))
+        out.append(stream_event(run, name, ts, **data))
 
     for e in events:
         ts = e.timestamp

@@ -14,7 +14,20 @@ from fastapi import FastAPI
 
 from api import auth, errors, limits, metrics, storeguard, sweeper
 from api.deps import Container
-from api.routes import agno, agno_os, audit, inbox, keys, reviews, runs, streams, webhooks
+from api.routes import (
+    agno,
+    agno_os,
+    analytics,
+    approvals,
+    audit,
+    inbox,
+    keys,
+    reviews,
+    runs,
+    sessions,
+    streams,
+    webhooks,
+)
 from bootstrap import (
     build_app,
     build_auth_policy,
@@ -100,8 +113,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(metrics.RequestObserver)  # outermost: it sees every answer
     app.include_router(agno.router)
     app.include_router(agno_os.router)
+    app.include_router(approvals.router)
+    app.include_router(sessions.router)
     app.include_router(runs.router)
     app.include_router(reviews.router)
+    app.include_router(analytics.router)
     app.include_router(audit.router)
     app.include_router(keys.router)
     app.include_router(streams.router)

@@ -94,11 +94,16 @@ def build_lifecycle(settings: Settings, store: RunService, loop: AgentLoop) -> R
 def build_projections(settings: Settings, names: list[str] | None = None) -> Projections:
     """The projections (``names``, or all), reading the log through an application of
     their own: its connections are never taken by request threads, so the read models
-    keep up under load. Their pools are lean: a connection each at start."""
+    keep up under load. Their pools are lean: a connection each at start. The anchors are
+    signed with SIGNOFF_ANCHOR_SIGNING_KEY, when it is set."""
+    from projections.anchors import use_signing_key
     from projections.runner import Projections
 
-    return Projections(build_app(settings, lean=True), lean_pool(eventsourcing_env(settings)),
-                       names=names, batch_size=settings.projection_batch_size)
+    projections = Projections(build_app(settings, lean=True),
+                              lean_pool(eventsourcing_env(settings)), names=names,
+                              batch_size=settings.projection_batch_size)
+    use_signing_key(projections.views, settings.anchor_signer())
+    return projections
 
 
 def build_authenticator(settings: Settings, app: RunService) -> Authenticator:

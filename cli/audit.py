@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import IO, Annotated, Any
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.persistence import PersistenceError
 
 from bootstrap import build_app
@@ -24,73 +25,35 @@ from cli.common import (
     load_settings,
     log_progress,
     projections,
-    read_projection,
     time_option,
 )
+from cli.verify import (
+    DECISIONS,
+    Anchor,
+    anchors_now,
+    given_keys,
+    kept_anchor,
+    print_report,
+    public_keys,
+    recorded_anchors,
+    verify_one_run,
+    verify_whole_log,
+)
+from domain import chain
 from projections import anchors as anchoring
 from projections import audit as decision_trail
 from projections.csvfile import decisions_csv
 from service.archive import ImportError_, check_export, export_events, import_events
-from service.audit import Report, verify_log, verify_run
+from service.audit import Report, verify_log
 from service.config import Settings
-from service.runs import RunDamaged, RunNotFound, RunService
+from service.runs import RunDamaged, RunNotFound
 
 audit = group("Prove the record intact; export and import it.")
 
-ANCHORS = anchoring.AnchorsProjection.name
-DECISIONS = decision_trail.AuditProjection.name
-Anchor = dict[str, Any]
-
-
-def _anchors() -> list[Anchor]:
-    """The anchors projection's checkpoints and head, brought up to date first."""
-    with read_projection(ANCHORS) as c:
-        return anchoring.read_anchors(c)
-
-
-def _recorded() -> tuple[list[Anchor], int]:
-    """The anchors recorded so far (not brought up to date), and the position they reach."""
-    opened = projections([ANCHORS])
-    try:
-        view = opened.views[ANCHORS]
-        with view.read() as c:
-            found = anchoring.read_anchors(c)
-        return found, view.position()
-    finally:
-        opened.close()
-        opened.app.close()
-
-
-def _recorded_anchors() -> list[Anchor]:
-    """The anchors brought up to date, or, when an event stops the projection, those
-    recorded up to it (said on stderr)."""
-    try:
-        return _anchors()
-    except PersistenceError:
-        raise
-    except Exception as e:
-        found, _ = _recorded()
-        typer.echo(f"signoff: the anchors cannot be brought up to date: an event cannot be "
-                   f"read ({type(e).__name__}); using those recorded before it", err=True)
-        return found
-
-
-def _kept_anchor(text: str) -> Anchor:
-    try:
-        anchor, deprecated = anchoring.parse_anchor(text)
-    except ValueError:
-        raise fail(f"--anchor {text!r} is not EVENTS:HASH[:RUNS]", 2) from None
-    if deprecated:
-        typer.echo(f"signoff: --anchor {text!r}: POSITION:EVENTS:HASH is deprecated; its "
-                   "position is ignored (positions change on import): give EVENTS:HASH",
-                   err=True)
-    return anchor
-
-
-def _anchored(run: str | None = None) -> Any:
-    """The run's head as the anchors saw it ({version, hash}), or every run's heads."""
-    with read_projection(ANCHORS, catch_up=False) as c:
-        return anchoring.anchored_run(c, run) if run else anchoring.anchored_runs(c)
+PublicKeys = Annotated[list[str] | None, typer.Option(
+    "--public-key", metavar="KEY",
+    help="an Ed25519 public key the anchors' signatures must verify with (PEM or base64 "
+    "of its 32 raw bytes; `signoff audit public-key` prints it); may be repeated")]
 
 
 @audit.command("verify", cls=Command)
@@ -102,17 +65,27 @@ def verify(
         help="an anchor you kept (as `signoff audit anchor` printed it); may be repeated "
         "(POSITION:EVENTS:HASH is accepted too, its position ignored)")
     ] = None,
+    public_key: PublicKeys = None,
+    log_only: Annotated[bool, typer.Option(
+        "--log-only", help="check the log and its anchors only, not the decision rows")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Recompute every hash: each run's chain, and the whole log against its anchors.
+    """Recompute every hash: each run's chain, the whole log against its anchors (and
+    their signatures, with a public key: SIGNOFF_ANCHOR_PUBLIC_KEY or --public-key), and
+    every decision row against the event it came from.
 
-    Exits 0 when all is intact, 1 naming the first broken event or anchor (an event that
-    cannot be read is one: verification goes on past it)."""
-    kept = [_kept_anchor(a) for a in anchor or []]
-    store = build_app(existing_store(database_url))
+    Exits 0 when all is intact, 1 naming the first broken event or anchor, each anchor
+    whose signature fails and each decision row that differs (an event that cannot be
+    read is a broken one: verification goes on past it)."""
+    kept = [kept_anchor(a) for a in anchor or []]
+    settings = existing_store(database_url)
+    keys = public_keys(public_key, settings)
+    store = build_app(settings)
     try:
-        report = _verify_run(store, run) if run else _verify_log(store, kept)
+        report = (verify_one_run(store, run) if run else
+                  verify_whole_log(store, kept, keys, log_only=log_only))
     except RunNotFound as e:
         raise fail(str(e)) from None
     finally:
@@ -121,57 +94,22 @@ def verify(
     if as_json:
         typer.echo(json.dumps(result, default=str, indent=2))
     else:
-        _print_report(result, run)
+        print_report(result, run)
     raise typer.Exit(0 if report.intact else 1)
 
 
-def _verify_run(store: RunService, run: str) -> Report:
-    try:
-        anchored = _anchors() and _anchored(run)
-    except PersistenceError:
-        raise
-    except Exception:  # an event the anchors projection cannot read past
-        anchored = _anchored(run)
-    return verify_run(store, run, anchored or None)
-
-
-def _verify_log(store: RunService, kept: list[Anchor]) -> Report:
-    try:
-        found = _anchors()
-    except PersistenceError:
-        raise
-    except Exception as e:  # an event the anchors projection cannot read past
-        found, position = _recorded()
-        typer.echo(f"signoff: the anchors cannot be brought up to date past position "
-                   f"{position}: an event after it cannot be read ({type(e).__name__}); "
-                   "verifying against the anchors recorded up to there", err=True)
-    with log_progress(store.head(), "verifying") as progress:
-        return verify_log(store, [*found, *kept], runs=_anchored(), progress=progress)
-
-
-def _print_report(r: dict[str, Any], run: str | None) -> None:
-    what = f"run {run}" if run else f"{r['runs']} runs"
-    typer.echo(f"{'INTACT' if r['intact'] else 'BROKEN'}: {r['events']} events of {what}"
-               + (f", {r['anchors_checked']} anchors" if not run else ""))
-    if r["unchained_events"]:
-        typer.echo(f"  {r['unchained_events']} events were recorded before the hash chain "
-                   "(covered by the log anchors only)")
-    b = r["first_broken"]
-    if b:
-        where = f"position {b['position']}, " if b.get("position") else ""
-        typer.echo(f"  first broken event: {where}run {b['run_id']} version {b['version']} "
-                   f"({b['type']}): {b['problem']}")
-        if r["broken_events"] > 1:
-            typer.echo(f"  {r['broken_events']} runs have a broken event")
-    m = r["anchor_mismatch"]
-    if m:
-        typer.echo(f"  anchor of {m['expected_events']} events does not match: {m['problem']} "
-                   f"(anchored {m['expected_events']} events, hash {m['expected_hash']}; "
-                   f"found {m['found_events']}, {m['found_hash']})")
-    if not run and r["head"]:
-        h = r["head"]
-        typer.echo(f"  log head: {h['events']}:{h['hash']}:{h['runs']} (at position "
-                   f"{h['position']})")
+@audit.command("public-key", cls=Command)
+def print_public_key(
+    pem: Annotated[bool, typer.Option("--pem", help="print it as PEM")] = False,
+) -> None:
+    """Print the public key of SIGNOFF_ANCHOR_SIGNING_KEY (base64 of its 32 raw bytes),
+    to give to whoever checks the anchors' signatures (`signoff audit verify
+    --public-key`, `signoff audit import --public-key`)."""
+    signer = load_settings().anchor_signer()
+    if signer is None:
+        raise fail("SIGNOFF_ANCHOR_SIGNING_KEY is not set: the anchors are not signed")
+    key = signer.public_key()
+    typer.echo(chain.public_pem(key).strip() if pem else chain.public_text(key))
 
 
 @audit.command("anchor", cls=Command)
@@ -179,7 +117,7 @@ def print_anchor(database_url: DatabaseUrl = None) -> None:
     """Print the log's current anchor (EVENTS:HASH:RUNS): keep it outside signoff;
     `signoff audit verify --anchor ...` later proves nothing before it changed."""
     existing_store(database_url)
-    found = [a for a in _anchors() if a["kind"] == "head"]
+    found = [a for a in anchors_now() if a["kind"] == "head"]
     if not found:
         raise fail("the log is empty")
     a = found[0]
@@ -235,7 +173,7 @@ def _export_events(settings: Settings, out: IO[str], since: datetime | None, unt
                    left: list[RunDamaged]) -> tuple[int, int]:
     """Every event (with the anchors, for a whole log); those that cannot be read are left
     out, the first 1,000 of them kept in ``left``. Returns (written, left out)."""
-    anchors = _recorded_anchors() if since is None and until is None else []
+    anchors = recorded_anchors() if since is None and until is None else []
     left_out = 0
 
     def leave_out(damaged: RunDamaged) -> None:
@@ -304,12 +242,15 @@ def import_(
     anchor: Annotated[list[str] | None, typer.Option(
         metavar="EVENTS:HASH[:RUNS]",
         help="an anchor you kept: the export must match it; may be repeated")] = None,
+    public_key: PublicKeys = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Check an export (every hash, every chain, the log chain against the anchors it
-    carries and those given), then load it into an empty store and verify it there.
-    An export that does not check is refused: nothing is imported."""
-    kept = [_kept_anchor(a) for a in anchor or []]
+    carries and those given; with --public-key, every anchor it carries must be signed
+    with that key), then load it into an empty store and verify it there. An export that
+    does not check is refused: nothing is imported."""
+    kept = [kept_anchor(a) for a in anchor or []]
+    keys = given_keys(public_key)
     spool = None
     if path == "-":  # read twice: checked, then imported
         spool = tempfile.NamedTemporaryFile("w+", encoding="utf-8", suffix=".jsonl")  # noqa: SIM115
@@ -317,23 +258,27 @@ def import_(
         spool.flush()
         path = spool.name
     try:
-        report, count = _import(path, kept, database_url)
+        report, count = _import(path, kept, keys, database_url)
     finally:
         if spool is not None:
             spool.close()
     typer.echo(f"signoff: imported {count} events of {report.runs} runs", err=True)
-    _print_report(report.as_dict(), None)
+    print_report(report.as_dict(), None)
     raise typer.Exit(0 if report.intact else 1)
 
 
-def _import(path: str, kept: list[Anchor], database_url: str | None) -> tuple[Report, int]:
+def _import(path: str, kept: list[Anchor], keys: list[Ed25519PublicKey],
+            database_url: str | None) -> tuple[Report, int]:
     """Check the export at ``path``, import it, and verify the store. Returns the report
     and the events imported."""
     try:
         with open(path, encoding="utf-8") as f:
-            checked = check_export(f, kept)
+            checked = check_export(f, kept, public_keys=keys)
     except ImportError_ as e:
         raise fail(f"refused: {e}") from None
+    if checked.signed and not keys:
+        typer.echo(f"signoff: {checked.signed} of the export's anchors are signed: give "
+                   "--public-key to check their signatures", err=True)
     if not checked.anchors:
         typer.echo("signoff: warning: this export carries no anchors (a period, or written "
                    "by an older signoff): only its chains" + (" and the kept anchors"

@@ -1,4 +1,5 @@
-"""The hash chain of a run's events: what is hashed, and how.
+"""The hash chain of a run's events: what is hashed, and how; and the Ed25519 signatures
+of the log's anchors (below).
 
 Every event of a run carries ``hash``: the SHA-256 of the event's canonical record,
 which holds the hash of the run's previous event (``prev``). Changing any stored event,
@@ -27,13 +28,17 @@ round-trip ``repr``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
@@ -134,3 +139,99 @@ def runs_digest(heads: Iterable[tuple[str, int, str]]) -> str:
     """The digest of every stream's newest event: (id, version, link) in any order."""
     lines = sorted(f"{run_id}:{version}:{link}" for run_id, version, link in heads)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ signed anchors
+#
+# An anchor may carry an Ed25519 signature (RFC 8032) of its *signed text*, in UTF-8:
+# ``EVENTS:HASH:RUNS`` for a checkpoint, ``EVENTS:HASH`` for the head (its runs digest is
+# worked out when it is read, not at every page; the log hash binds the same events).
+# The signature is written base64 (88 characters). Keys are given as PEM (PKCS #8 for
+# the private key, SubjectPublicKeyInfo for the public one: what ``openssl genpkey
+# -algorithm ed25519`` and ``openssl pkey -pubout`` write) or as base64 of their 32 raw
+# bytes.
+
+
+def signed_text(anchor: Mapping[str, Any]) -> str:
+    """What an anchor's signature is over (``anchor``: {kind, events, hash, runs})."""
+    if anchor.get("kind") == "checkpoint":
+        return f"{int(anchor['events'])}:{anchor['hash']}:{anchor['runs']}"
+    return f"{int(anchor['events'])}:{anchor['hash']}"
+
+
+def signing_key(text: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from PEM or base64 of its 32 raw bytes; ``ValueError``
+    otherwise."""
+    text = text.strip()
+    if text.startswith("-----BEGIN"):
+        key = serialization.load_pem_private_key(text.encode(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"is a {type(key).__name__.removeprefix('_')}, not an Ed25519 "
+                             "private key")
+        return key
+    return Ed25519PrivateKey.from_private_bytes(_raw32(text))
+
+
+def public_key(text: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM or base64 of its 32 raw bytes; ``ValueError``
+    otherwise."""
+    text = text.strip()
+    if text.startswith("-----BEGIN"):
+        key = serialization.load_pem_public_key(text.encode())
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("is not an Ed25519 public key")
+        return key
+    return Ed25519PublicKey.from_public_bytes(_raw32(text))
+
+
+def _raw32(text: str) -> bytes:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise ValueError("is neither PEM nor base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"base64 of {len(raw)} bytes, not the 32 of an Ed25519 key")
+    return raw
+
+
+def public_text(key: Ed25519PublicKey) -> str:
+    """A public key as base64 of its 32 raw bytes (how it is printed and compared)."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def public_pem(key: Ed25519PublicKey) -> str:
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def sign(key: Ed25519PrivateKey, anchor: Mapping[str, Any]) -> str:
+    """The anchor's signature, base64."""
+    return base64.b64encode(key.sign(signed_text(anchor).encode())).decode()
+
+
+def signature_problem(keys: Sequence[Ed25519PublicKey],
+                      anchor: Mapping[str, Any]) -> str | None:
+    """Why the anchor's ``signature`` does not hold with any of ``keys``; None when it
+    does. (``signed_by``, the public key the anchors projection says it signed with, is
+    only named in the message: it is not trusted.)"""
+    signature = anchor.get("signature")
+    if not signature:
+        return "unsigned: anchors are to be signed (a public key is configured)"
+    try:
+        raw = base64.b64decode(str(signature), validate=True)
+    except ValueError:
+        return "its signature is not base64: it was altered"
+    message = signed_text(anchor).encode()
+    for key in keys:
+        try:
+            key.verify(raw, message)
+        except InvalidSignature:
+            continue
+        return None
+    by = anchor.get("signed_by")
+    if by and by not in {public_text(k) for k in keys}:
+        return (f"its signature does not verify: it names another signing key ({by}), "
+                "which is not one of the public keys given")
+    return ("its signature does not verify with the public key: the anchor or its "
+            "signature was altered")

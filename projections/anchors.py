@@ -32,9 +32,16 @@ Tables (plain SQL; see docs/audit.md):
 - ``signoff_anchor_checkpoints``: a checkpoint every ``EVERY`` events, kept for good,
   keyed by ``events``.
 - ``signoff_anchor_runs``: each stream's newest version and hash seen by the projection.
+- ``signoff_anchor_signatures``: with a signing key (``SIGNOFF_ANCHOR_SIGNING_KEY``), the
+  Ed25519 signature of each checkpoint and of the head (``chain.signed_text``), keyed
+  like them: (``kind``, ``events``), and the public key that signed (information). A
+  table of its own, so that a store projected before signatures existed gets it as it
+  opens. A checkpoint is signed as it is written; the head once per page, as the page
+  ends.
 
 ``signoff audit verify`` recomputes the log hash from the stored events and compares it
-with every checkpoint, the head, and any anchor an auditor kept (``--anchor``).
+with every checkpoint, the head, and any anchor an auditor kept (``--anchor``); given a
+public key, it checks every stored anchor's signature too.
 
 (Before anchors were keyed on the count, checkpoints lived in ``signoff_anchors``,
 keyed on position; that table is no longer read. A store projected before then gets the
@@ -43,9 +50,12 @@ new tables by a rebuild: ``signoff project rebuild anchors``.)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from domain import chain
 from projections.readmodel import Page, ReadModel
@@ -69,7 +79,10 @@ class _AnchorsPage(Page):
 class AnchorsProjection(ReadModel[_AnchorsPage]):
     name = "anchors"
     tables_in_order = ("signoff_anchor_checkpoints", "signoff_anchor_runs",
-                       "signoff_anchor_head")
+                       "signoff_anchor_head", "signoff_anchor_signatures")
+
+    def __init__(self, signer: Ed25519PrivateKey | None = None) -> None:
+        self.signer = signer  # None: anchors are written unsigned
 
     @classmethod
     def create_statements(cls, d: Dialect) -> list[str]:
@@ -91,6 +104,12 @@ class AnchorsProjection(ReadModel[_AnchorsPage]):
                 events BIGINT NOT NULL,
                 hash TEXT NOT NULL,
                 anchored_at {d.time_type} NOT NULL)""",
+            """CREATE TABLE IF NOT EXISTS signoff_anchor_signatures (
+                kind TEXT NOT NULL,
+                events BIGINT NOT NULL,
+                signature TEXT NOT NULL,
+                signed_by TEXT NOT NULL,
+                PRIMARY KEY (kind, events))""",
         ]
 
     def begin(self, c: Cursor) -> _AnchorsPage:
@@ -110,10 +129,13 @@ class AnchorsProjection(ReadModel[_AnchorsPage]):
         if page.events % EVERY == 0:
             self._write_heads(page)
             d = page.c.dialect
+            runs = _runs_now(page.c)
             page.c.execute(
                 "INSERT INTO signoff_anchor_checkpoints (events, position, hash, runs, "
                 "anchored_at) VALUES (%s, %s, %s, %s, %s)",
-                (page.events, page.position, page.hash, _runs_now(page.c), d.time(page.at)))
+                (page.events, page.position, page.hash, runs, d.time(page.at)))
+            self._sign(page, {"kind": "checkpoint", "events": page.events,
+                              "hash": page.hash, "runs": runs})
 
     def end(self, page: _AnchorsPage) -> None:
         self._write_heads(page)
@@ -123,6 +145,20 @@ class AnchorsProjection(ReadModel[_AnchorsPage]):
             "position = excluded.position, events = excluded.events, hash = excluded.hash, "
             "anchored_at = excluded.anchored_at",
             (page.position, page.events, page.hash, page.c.dialect.time(page.at)))
+        if self.signer is not None:  # the head's signature replaces the one before
+            page.c.execute("DELETE FROM signoff_anchor_signatures WHERE kind = 'head'")
+            self._sign(page, {"kind": "head", "events": page.events, "hash": page.hash})
+
+    def _sign(self, page: _AnchorsPage, anchor: dict[str, Any]) -> None:
+        """Record the anchor's signature (nothing without a signing key)."""
+        if self.signer is None:
+            return
+        page.c.execute(
+            "INSERT INTO signoff_anchor_signatures (kind, events, signature, signed_by) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (kind, events) DO UPDATE SET "
+            "signature = excluded.signature, signed_by = excluded.signed_by",
+            (anchor["kind"], anchor["events"], chain.sign(self.signer, anchor),
+             chain.public_text(self.signer.public_key())))
 
     @staticmethod
     def _write_heads(page: _AnchorsPage) -> None:
@@ -141,18 +177,31 @@ def _runs_now(c: Cursor) -> str:
 
 def read_anchors(c: Cursor) -> list[dict[str, Any]]:
     """Every checkpoint, then the head (as the last item), oldest first: each
-    {kind, events, hash, runs, position, anchored_at}."""
+    {kind, events, hash, runs, position, anchored_at, signature, signed_by} (the last two
+    None when it is not signed)."""
     d = c.dialect
-    rows = c.execute("SELECT position, events, hash, runs, anchored_at "
-                     "FROM signoff_anchor_checkpoints ORDER BY events").fetchall()
-    head = c.execute("SELECT position, events, hash, anchored_at FROM signoff_anchor_head "
-                     "WHERE id = 1").fetchone()
+    rows = c.execute(
+        "SELECT k.position, k.events, k.hash, k.runs, k.anchored_at, s.signature, "
+        "s.signed_by FROM signoff_anchor_checkpoints k LEFT JOIN signoff_anchor_signatures s "
+        "ON s.kind = 'checkpoint' AND s.events = k.events ORDER BY k.events").fetchall()
+    head = c.execute(
+        "SELECT h.position, h.events, h.hash, h.anchored_at, s.signature, s.signed_by "
+        "FROM signoff_anchor_head h LEFT JOIN signoff_anchor_signatures s "
+        "ON s.kind = 'head' AND s.events = h.events WHERE h.id = 1").fetchone()
     out = [{**r, "kind": "checkpoint"} for r in rows]
     if head is not None and head["events"] > 0:
         out.append({**head, "runs": _runs_now(c), "kind": "head"})
     for r in out:
         r["anchored_at"] = d.from_time(r["anchored_at"])
     return out
+
+
+def use_signing_key(views: Mapping[str, Any], key: Ed25519PrivateKey | None) -> None:
+    """Sign the anchors with ``key`` from now on, when ``views`` (a ``Projections``'
+    views) keep them."""
+    view = views.get(AnchorsProjection.name)
+    if view is not None and isinstance(view.model, AnchorsProjection):
+        view.model.signer = key
 
 
 def anchored_run(c: Cursor, run_id: str) -> dict[str, Any] | None:

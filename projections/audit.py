@@ -8,6 +8,11 @@ Tables (plain SQL; see docs/projections.md):
   (a policy let it run without a person), or ``none``).
 - ``signoff_decisions``: one row per decision: who decided what, when, why, on which
   arguments, how long after it was asked, and the decision event's position in the log.
+- ``signoff_decision_events``: for each decision row (keyed like it), the version and
+  hash (``chain.link_of``) of the event it came from, so that ``signoff audit verify``
+  can prove the row against the log (``projections/auditproof.py``). A table of its
+  own: a store projected before it existed gets it as it opens, and its rows by a
+  rebuild (``signoff project rebuild audit``).
 - ``signoff_audit_counts``: exact counters, moved in the same transaction as the rows:
   ``decisions`` is how many rows ``signoff_decisions`` has (the unfiltered ``total``).
 """
@@ -19,6 +24,7 @@ from datetime import datetime, timedelta
 from functools import singledispatchmethod
 from typing import Any
 
+from domain import chain
 from domain.decisions import DecisionEvent
 from domain.run import Run
 from domain.values import TimeoutAction
@@ -39,8 +45,8 @@ COLUMNS = ("position", "run_id", "tool_call_id", "agent_id", "user_id", "session
 
 class AuditProjection(ReadModel[Page]):
     name = "audit"
-    tables_in_order = ("signoff_decisions", "signoff_audit_calls", "signoff_audit_runs",
-                       COUNTS_TABLE)
+    tables_in_order = ("signoff_decision_events", "signoff_decisions", "signoff_audit_calls",
+                       "signoff_audit_runs", COUNTS_TABLE)
     counts_table = COUNTS_TABLE
     counts = {"decisions": "SELECT COUNT(*) AS n FROM signoff_decisions"}
 
@@ -92,6 +98,12 @@ class AuditProjection(ReadModel[Page]):
             "ON signoff_decisions (tool_name, position)",
             "CREATE INDEX IF NOT EXISTS signoff_decisions_decided "
             "ON signoff_decisions (decided_at)",
+            """CREATE TABLE IF NOT EXISTS signoff_decision_events (
+                position BIGINT NOT NULL,
+                tool_call_id TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                hash TEXT NOT NULL,
+                PRIMARY KEY (position, tool_call_id))""",
             f"""CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (
                 name TEXT PRIMARY KEY,
                 n BIGINT NOT NULL)""",
@@ -218,6 +230,9 @@ def _insert_decision(c: Cursor, e: Any, position: int, run_id: str, call_id: str
          call["tool_name"], d.json(requested), d.json(approved), decision, actor, note,
          d.json(details), d.time(requested_at), d.time(e.timestamp), _day(e.timestamp),
          (e.timestamp - requested_at) / timedelta(milliseconds=1)))
+    c.execute("INSERT INTO signoff_decision_events (position, tool_call_id, version, hash) "
+              "VALUES (%s, %s, %s, %s)", (position, call_id, e.originator_version,
+                                          chain.link_of(e)))
     c.execute(f"UPDATE {COUNTS_TABLE} SET n = n + 1 WHERE name = 'decisions'")
 
 
@@ -227,7 +242,7 @@ def _insert_decision_pg(c: Cursor, e: Any, position: int, run_id: str, call_id: 
     """The same row in one statement that reads nothing back: a page's statements then
     go to PostgreSQL in one pipeline, with no round trip per decision. The interval is
     exact (microseconds), so its milliseconds equal Python's ``delta / 1 ms``. The same
-    statement counts the row it inserted."""
+    statement records the event the row came from and counts the row."""
     d = c.dialect
     merged = decision == "user_input"  # the tool runs with the requested args + the input
     c.execute(
@@ -241,12 +256,14 @@ def _insert_decision_pg(c: Cursor, e: Any, position: int, run_id: str, call_id: 
         + "%s, %s, %s, %s::jsonb, k.requested_at, %s, %s, "
         "(EXTRACT(EPOCH FROM (%s::timestamptz - k.requested_at)) * 1000)::float8 "
         "FROM signoff_audit_calls k JOIN signoff_audit_runs r ON r.run_id = k.run_id "
-        "WHERE k.run_id = %s AND k.tool_call_id = %s RETURNING 1) "
+        "WHERE k.run_id = %s AND k.tool_call_id = %s RETURNING position, tool_call_id), "
+        "sourced AS (INSERT INTO signoff_decision_events (position, tool_call_id, version, "
+        "hash) SELECT position, tool_call_id, %s, %s FROM inserted) "
         f"UPDATE {COUNTS_TABLE} SET n = n + (SELECT COUNT(*) FROM inserted) "
         "WHERE name = 'decisions'",
         (position, d.json(details["values"] if merged else approved), decision, actor, note,
          d.json(details), d.time(e.timestamp), _day(e.timestamp), d.time(e.timestamp),
-         run_id, call_id))
+         run_id, call_id, e.originator_version, chain.link_of(e)))
 
 
 def _day(ts: datetime) -> str:

@@ -51,6 +51,7 @@ from projections.anchors import AnchorsProjection
 from projections.audit import AuditProjection
 from projections.queue import QueueProjection
 from projections.readmodel import ReadModel
+from projections.sessions import SessionsProjection
 from projections.store import PositionMoved, ViewMixin, open_view, same_database, write_together
 from projections.webhooks import WebhooksProjection
 
@@ -60,8 +61,8 @@ if TYPE_CHECKING:  # projections depend on the domain only; the log comes in
 log = logging.getLogger("signoff.projections")
 
 # Every read model, in the order they are applied (the queue first).
-READ_MODELS: tuple[type[ReadModel[Any]], ...] = (QueueProjection, AuditProjection,
-                                                 AnchorsProjection, WebhooksProjection)
+READ_MODELS: tuple[type[ReadModel[Any]], ...] = (
+    QueueProjection, AuditProjection, AnchorsProjection, WebhooksProjection, SessionsProjection)
 
 Progress = Callable[[int, int], None]  # (position reached, head)
 

@@ -15,24 +15,26 @@ is not known (so too after a version missing from the store).
 A whole export (no ``since``/``until``, format 2) begins and ends with a line that
 holds no event (it has no ``run_id``): a header with the anchors in force when it was
 written (the anchors projection's checkpoints and head, ``{kind, events, hash, runs,
-position, anchored_at}``), and a trailer with the export's own anchor (its count, log
-hash and runs digest)::
+position, anchored_at, signature}``: ``signature`` is null when the anchor is not signed),
+and a trailer with the export's own anchor (its count, log hash and runs digest; never
+signed: whoever exports may not hold the signing key)::
 
     {"export": {"format": 2}, "anchors": [{"kind": "head", "events": 102, …}]}
     … one line per event …
     {"export": {"format": 2, "events": 102}, "anchors": [{"kind": "export", …}]}
 
-``check_export`` recomputes every line's hash, every run's chain and the log chain, and
-compares them with every anchor of the export and any the auditor kept, each after its
-count of lines: an export with lines removed, altered, or a run stripped of its hashes
-is refused before anything is imported. An export without them (a period, or written
-before format 2) is checked against the kept anchors only.
+``check_export`` (``service/exportcheck.py``) recomputes every line's hash, every run's
+chain and the log chain, and compares them with every anchor of the export and any the
+auditor kept, each after its count of lines (and, given public keys, checks the header
+anchors' signatures): an export with lines removed or altered, or a run stripped of its
+hashes, is refused before anything is imported. One without anchors (a period, or
+older) meets the kept ones only.
 
 Both directions stream in constant memory (but for each stream's newest version and
-hash, kept for the runs digest). An import rebuilds each stored event from
-its line exactly (the same fields with the same types, timestamps and hashes), so every
-run's state and hash chain, and the log chain, come out identical; positions are
-renumbered from 1 in the new store, and the anchors projection then recomputes them.
+hash, kept for the runs digest). An import rebuilds each stored event from its line
+exactly (the same fields, types, timestamps and hashes), so every run's state and chain,
+and the log chain, come out identical; positions are renumbered from 1, and the anchors
+projection then recomputes them.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ from __future__ import annotations
 import json
 import typing
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -49,7 +50,10 @@ from uuid import UUID
 from eventsourcing.utils import resolve_topic
 
 from domain import chain
+from service.exportcheck import ImportError_, LogChain, check_export
 from service.runs import RunDamaged, RunService, type_name, unreadable
+
+__all__ = ["ImportError_", "check_export", "export_events", "import_events"]
 
 Progress = Callable[[int, int], None]
 LeftOut = Callable[[RunDamaged], None]
@@ -73,10 +77,10 @@ def export_events(app: RunService, *, since: datetime | None = None,
     ``projections.anchors.read_anchors``) up to the count exported, and the export's
     own."""
     whole = since is None and until is None
-    log = _LogChain()
+    log = LogChain()
     if whole:
         kept = [{k: a.get(k) for k in ("kind", "events", "hash", "runs", "position",
-                                       "anchored_at")}
+                                       "anchored_at", "signature")}
                 for a in anchors if int(a["events"]) > 0]
         yield json.dumps({"export": {"format": FORMAT}, "anchors": kept},
                          default=chain.plain) + "\n"
@@ -91,30 +95,6 @@ def export_events(app: RunService, *, since: datetime | None = None,
 
 
 FORMAT = 2  # 1: event lines only; 2: and the trailer
-
-
-class _LogChain:
-    """The log hash and runs digest over exported lines (as a third party computes it)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.hash = chain.GENESIS
-        self.heads: dict[str, tuple[int, str]] = {}
-
-    def add(self, rec: dict[str, Any]) -> str:
-        link = rec["hash"] or chain.digest({**_record(rec), "prev": chain.GENESIS})
-        self.count += 1
-        self.hash = chain.log_link(self.hash, link)
-        self.heads[rec["run_id"]] = (int(rec["version"]), link)
-        return str(link)
-
-    def runs(self) -> str:
-
-        return chain.runs_digest((r, v, h) for r, (v, h) in self.heads.items())
-
-
-def _record(rec: dict[str, Any]) -> dict[str, Any]:
-    return {k: rec[k] for k in ("run_id", "version", "type", "timestamp", "data", "prev")}
 
 
 def _export_lines(app: RunService, since: datetime | None, until: datetime | None,
@@ -199,10 +179,6 @@ class _Prevs:
             del self.hashes[next(iter(self.hashes))]
 
 
-class ImportError_(Exception):
-    """The export cannot be imported (the store is not empty, or a line is invalid)."""
-
-
 def import_events(app: RunService, lines: Iterable[str], *, batch: int = 500,
                   progress: Callable[[int], None] | None = None) -> int:
     """Load an export into an empty store. Returns the number of events imported. The
@@ -233,139 +209,6 @@ def import_events(app: RunService, lines: Iterable[str], *, batch: int = 500,
         if progress:
             progress(count)
     return count
-
-
-@dataclass
-class ExportCheck:
-    events: int = 0
-    log_hash: str = chain.GENESIS
-    runs: int = 0
-    anchors: list[dict[str, Any]] = field(default_factory=list)  # the trailer's
-    anchors_checked: int = 0
-    trailer: bool = False
-
-
-def check_export(lines: Iterable[str], kept: Iterable[dict[str, Any]] = ()) -> ExportCheck:
-    """Check an export before importing it: every line's hash, every run's chain, the
-    log chain against the trailer's anchors and ``kept`` ({events, hash}, optionally
-    runs). Raises ``ImportError_`` naming the first problem."""
-    checker = _ExportChecker(kept)
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            checker.line(number, line)
-    return checker.finish()
-
-
-def _refused(message: str) -> ImportError_:
-    return ImportError_(message + ": nothing was imported")
-
-
-class _ExportChecker:
-    """``check_export``, one line at a time."""
-
-    def __init__(self, kept: Iterable[dict[str, Any]]) -> None:
-        self.result = ExportCheck()
-        self.log = _LogChain()
-        self.last: dict[str, tuple[int, str | None]] = {}  # run -> (version, hash)
-        self.pending: list[dict[str, Any]] = sorted(kept, key=lambda a: int(a["events"]))
-        self.header = False
-        self.trailer: dict[str, Any] | None = None
-
-    def line(self, number: int, line: str) -> None:
-        if self.trailer is not None:
-            raise _refused(f"line {number}: a line after the export's trailer")
-        try:
-            rec = json.loads(line)
-        except ValueError as err:
-            raise _refused(f"line {number}: not JSON ({err})") from err
-        if "anchors" in rec and "run_id" not in rec:
-            self._anchors(number, rec)
-        else:
-            self._event(number, rec)
-
-    def finish(self) -> ExportCheck:
-        if self.header and self.trailer is None:
-            raise _refused("the export has no trailer: its last lines were removed")
-        self.result.trailer = self.trailer is not None
-        self._check(2**62, "the export's or the kept")
-        self.result.events, self.result.log_hash = self.log.count, self.log.hash
-        return self.result
-
-    def _anchors(self, number: int, rec: dict[str, Any]) -> None:
-        try:
-            anchors = [{"events": int(a["events"]), "hash": str(a["hash"]),
-                        "runs": a.get("runs"), "position": a.get("position")}
-                       for a in rec["anchors"]]
-        except (KeyError, TypeError, ValueError) as err:
-            raise _refused(f"line {number}: the export's anchors are not valid "
-                           f"({err})") from err
-        if any(a["events"] < self.log.count for a in anchors):
-            raise _refused(f"line {number}: an anchor of fewer events than the lines "
-                           "before it")
-        self.result.anchors += anchors
-        self.pending = sorted([*self.pending, *anchors], key=lambda a: int(a["events"]))
-        if number == 1:
-            self.header = True
-        else:
-            self.trailer = rec
-        self._check(self.log.count, "the export's")
-
-    def _event(self, number: int, rec: dict[str, Any]) -> None:
-        try:
-            run_id, version, hash_ = rec["run_id"], int(rec["version"]), rec["hash"]
-            computed = chain.digest(_record(rec))
-        except (KeyError, TypeError, ValueError) as err:
-            raise _refused(f"line {number}: not an exported event ({err})") from err
-        where = f"line {number} (run {run_id} version {version})"
-        before = self.last.get(run_id)
-        if before is not None and version != before[0] + 1:
-            raise _refused(f"{where}: version {before[0] + 1} of the run is missing "
-                           "before it")
-        if self.header and before is None and version != 1:
-            raise _refused(f"{where}: the run's first line, in a whole export, is not its "
-                           "version 1 (its first events were removed)")
-        _check_link(where, rec, before, computed)
-        if version == 1 and rec["type"].endswith(":Run.RunStarted"):
-            self.result.runs += 1
-        self.last[run_id] = (version, hash_)
-        self.log.add(rec)
-        self._check(self.log.count, "the export's or the kept")
-
-    def _check(self, upto: int, why: str) -> None:
-        while self.pending and int(self.pending[0]["events"]) <= upto:
-            a = self.pending.pop(0)
-            self.result.anchors_checked += 1
-            problem = _anchor_mismatch(a, self.log)
-            if problem:
-                raise _refused(f"{why} anchor of {a['events']} events does not match: "
-                               f"{problem}")
-
-
-def _check_link(where: str, rec: dict[str, Any], before: tuple[int, str | None] | None,
-                computed: str) -> None:
-    """The line's own hash, and its link to the run's event before it."""
-    if rec["hash"] is None:
-        if before is not None and before[1] is not None:
-            raise _refused(f"{where}: has no hash, but an earlier event of the run does "
-                           "(its hashes were removed)")
-    else:
-        expected_prev = before[1] if before else (chain.GENESIS if int(rec["version"]) == 1
-                                                  else rec["prev"])
-        if rec["prev"] != expected_prev or computed != rec["hash"]:
-            raise _refused(f"{where}: does not match its hash (the line was altered, or "
-                           "one of its run before it altered or removed)")
-
-
-def _anchor_mismatch(anchor: dict[str, Any], log: _LogChain) -> str | None:
-    """Why the log does not match the anchor at its count; None when it does."""
-    if int(anchor["events"]) != log.count:
-        return f"the export holds {log.count} events (events were removed)"
-    if anchor["hash"] != log.hash:
-        return ("the export's log hash at that count is not the anchored one (events were "
-                "altered, removed, inserted or reordered, or a run's hashes removed)")
-    if anchor.get("runs") and anchor["runs"] != log.runs():
-        return "its runs digest differs"
-    return None
 
 
 def _event(rec: dict[str, Any]) -> Any:

@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain import chain
 
 PREFIX = "SIGNOFF_"
 
@@ -89,6 +92,58 @@ class Settings(BaseSettings):
             if size not in (16, 24, 32):
                 raise ValueError(f"must decode to 16, 24 or 32 bytes, not {size}")
         return v
+
+    anchor_signing_key: str = Field(
+        "",
+        description="Sign every anchor (each checkpoint and the head) with this Ed25519 "
+        "private key: PEM (`openssl genpkey -algorithm ed25519`) or base64 of its 32 raw "
+        "bytes. Give it to the process that keeps the anchors projection (`signoff serve` "
+        "with inline projections, or `signoff project`) and to no one else: who has write "
+        "access to the database without it cannot make an anchor that verifies. Empty: "
+        "anchors are not signed.",
+        repr=False,
+    )
+    anchor_public_key: str = Field(
+        "",
+        description="Ed25519 public keys (PEM or base64 of 32 raw bytes; comma-separated) "
+        "that `signoff audit verify` and GET /audit/verify check every stored anchor's "
+        "signature with, beside the signing key's own: an anchor unsigned, or whose "
+        "signature holds with none of them, is reported. Set it where the signing key is "
+        "not (`signoff audit public-key` prints it), and list a former key here while "
+        "anchors signed with it are kept. Both empty: signatures are not checked.",
+    )
+
+    @field_validator("anchor_signing_key")
+    @classmethod
+    def _anchor_signing_key(cls, v: str) -> str:
+        if v.strip():
+            chain.signing_key(v)  # ValueError: names what is wrong, never the key
+        return v
+
+    @field_validator("anchor_public_key")
+    @classmethod
+    def _anchor_public_key(cls, v: str) -> str:
+        for part in v.split(","):
+            if part.strip():
+                chain.public_key(part)
+        return v
+
+    def anchor_signer(self) -> Ed25519PrivateKey | None:
+        """The key anchors are signed with, if any."""
+        return chain.signing_key(self.anchor_signing_key) if self.anchor_signing_key.strip() \
+            else None
+
+    def anchor_public_keys(self) -> list[Ed25519PublicKey]:
+        """The public keys anchors' signatures are checked with: the signing key's first,
+        if set, then SIGNOFF_ANCHOR_PUBLIC_KEY's (none: signatures are not checked)."""
+        signer = self.anchor_signer()
+        keys = [signer.public_key()] if signer is not None else []
+        seen = {chain.public_text(k) for k in keys}
+        for part in self.anchor_public_key.split(","):
+            if part.strip() and chain.public_text(key := chain.public_key(part)) not in seen:
+                keys.append(key)
+                seen.add(chain.public_text(key))
+        return keys
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info",

@@ -1,7 +1,11 @@
 """Idempotency-Key: a key is bound to the actor who first sent it and to what that
 request asked (``request_digest`` of its replies), both recorded on each decision the
 request made (``request_key``, ``request_digest``). ``replayed`` tells a repeat of that
-request from a new request that reuses the key (``KeyReused``, 422)."""
+request from a new request that reuses the key (``KeyReused``, 422).
+
+A request that decides nothing, on a run that decisions made elsewhere continued, is
+answered as those left the run too (``continued_since``): Agno's client continues with
+``tools=[]`` after an approval was resolved (``POST /approvals/{id}/resolve``)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from domain.run import Run
-from domain.values import Reply
+from domain.values import Reply, RunStatus
 
 
 class KeyReused(Exception):
@@ -47,3 +51,13 @@ def replayed(run: Run, key: IdempotencyKey, decided_by: str) -> int | None:
             raise KeyReused("this Idempotency-Key was used for another request: "
                             "send a new key for a new request")
     return min(d.version for d in made)
+
+
+def continued_since(run: Run) -> int | None:
+    """For a run that waits for no decision and was decided on: the version of the last
+    decision, from which its events are what that decision caused (the run went on).
+    None for a run that waits, or that no one decided on."""
+    if run.status == RunStatus.PAUSED or run.pending_calls():
+        return None
+    return max((c.decision.version for c in run.calls.values() if c.decision is not None),
+               default=None)

@@ -9,10 +9,10 @@ the sweeper's) start at the load.
 
 Driving is the agent loop's (``agent/loop.py``, behind the ``Steps`` port): model turns
 and tools. It saves through ``commit`` at the run's durable points: before any tool's
-function is called, and when the run pauses or ends. A save that finds the run changed
-by another request (a cancel, an expiry, another worker) keeps the tool outcomes it
-carried: they are recorded on the run as the other request left it (``_rebase``), and
-driving stops there.
+function is called, when the run pauses or ends, and, for a run followed live (``Live``),
+before each model turn. A save that finds the run changed by another request (a cancel,
+an expiry, another worker) keeps the tool outcomes it carried: they are recorded on the
+run as the other request left it (``_rebase``), and driving stops there.
 
 Idempotency: a decision made with an ``Idempotency-Key`` records the key and a digest of
 what the request asked (``service/idempotency.py``). The same key again, from the same
@@ -38,7 +38,8 @@ from domain.run import Run
 from domain.values import CallState, Decision, Reply, RunStatus, TimeoutAction
 from service.access import acting_as, actor, check_calls, check_run, read_for
 from service.auth import Identity
-from service.idempotency import IdempotencyKey, replayed, request_digest
+from service.idempotency import IdempotencyKey, continued_since, replayed, request_digest
+from service.live import Live
 from service.runs import RunNotFound, RunService
 
 log = logging.getLogger("signoff.runs")
@@ -71,9 +72,10 @@ class Steps(Protocol):
     def escalation_window(self, run: Run, call: ToolCall) -> timedelta:
         """How long an escalated decision waits for its group."""
 
-    def drive(self, run: Run, commit: Commit) -> Run:
+    def drive(self, run: Run, commit: Commit, live: Live | None = None) -> Run:
         """Drive a RUNNING run until it pauses or ends, committing at its durable
-        points, and commit what is left (for a run not RUNNING: only that)."""
+        points (and, for ``live``, before each model turn), and commit what is left
+        (for a run not RUNNING: only that)."""
 
 
 class RunBusy(Exception):
@@ -92,8 +94,9 @@ class Superseded(Exception):
 @dataclass(frozen=True)
 class Decided:
     """The run after a decision request. ``replayed_from``: the request repeats one
-    already recorded (same key, same request, same actor); nothing new was recorded,
-    and the events from this version on are what that request caused."""
+    already recorded (same key, same request, same actor), or decides nothing on a run
+    decided on elsewhere (``continued_since``); nothing new was recorded, and the events
+    from this version on are what that request (that decision) caused."""
 
     run: Run
     replayed_from: int | None = None
@@ -155,6 +158,8 @@ class RunLifecycle:
         decisions = run.decisions_for(replies)
         check_calls(caller, run, [d.tool_call_id for d in decisions])
         if not decisions:
+            if not replies and (since := continued_since(run)) is not None:
+                return Decided(run, since)  # decided elsewhere: as that left it
             _refuse_empty(run)
         if request is not None:
             self._refuse_a_repeat_on_doubt(run, decisions, request)
@@ -200,13 +205,14 @@ class RunLifecycle:
             return run
         raise RunBusy("the run kept changing while cancelling; try again")
 
-    def drive(self, run: Run, observer: Observer | None = None) -> Run:
+    def drive(self, run: Run, observer: Observer | None = None,
+              live: Live | None = None) -> Run:
         """Drive a run on until it pauses or ends, saving at its durable points (for a
-        run that waits or has ended: save what it recorded). If another request saves
-        the run meanwhile, driving stops, and the run as that request left it is
-        returned, with this request's tool outcomes recorded on it."""
+        run that waits or has ended: save what it recorded), ``live`` following it. If
+        another request saves the run meanwhile, driving stops, and the run as that
+        request left it is returned, with this request's tool outcomes recorded on it."""
         try:
-            return self.steps.drive(run, self._committer(observer))
+            return self.steps.drive(run, self._committer(observer), live)
         except Superseded as e:
             log.warning("run %s changed while being driven; its newer state stands", run.id)
             return e.run

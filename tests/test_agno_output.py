@@ -152,9 +152,10 @@ def test_agents_name_the_model_class_and_a_function_valued_confirmation_is_true(
     assert default["model"]["name"] == "OfflineModel"
 
 
-def test_config_describes_the_agents_as_an_agentos_without_a_database() -> None:
-    """``GET /config`` as Agno 3.1.10 answers it for an AgentOS with agents and no
-    database: each storage feature with no database, no queue, no teams; the agents with
+def test_config_describes_the_agents_as_an_agentos_with_a_sessions_database() -> None:
+    """``GET /config`` as Agno 3.1.10 answers it for an AgentOS with agents and an OS
+    database: the sessions in it (signoff's sessions read model), each other storage
+    feature with no database, no queue, no teams; the agents with their database and
     their models' id and provider, each model listed once in ``available_models``."""
     timed = TimedModel(OfflineModel())
     agents = [Agent(id="p", name="Payments", tools=[pay], model=timed),
@@ -164,8 +165,10 @@ def test_config_describes_the_agents_as_an_agentos_without_a_database() -> None:
     assert config == {
         "os_id": "signoff",
         "available_models": [model],
-        "databases": [],
-        "session": {"dbs": []},
+        "os_database": "signoff",
+        "databases": ["signoff"],
+        "session": {"dbs": [{"db_id": "signoff", "domain_config": {"display_name": "signoff"},
+                             "tables": ["signoff_sessions"]}]},
         "metrics": {"dbs": []},
         "memory": {"dbs": []},
         "learning": {"dbs": []},
@@ -175,17 +178,18 @@ def test_config_describes_the_agents_as_an_agentos_without_a_database() -> None:
         "traces": {"dbs": []},
         "queue": {"durable": False, "queue_per_session": False},
         "agents": [
-            {"id": "p", "name": "Payments", "model": model, "sandboxed": False},
-            {"id": "q", "name": "Q", "description": "Answers questions", "model": model,
+            {"id": "p", "name": "Payments", "db_id": "signoff", "model": model,
              "sandboxed": False},
+            {"id": "q", "name": "Q", "description": "Answers questions", "db_id": "signoff",
+             "model": model, "sandboxed": False},
         ],
         "teams": [],
         "workflows": [],
         "interfaces": [],
         "company": None,
     }
-    # The keys in Agno's order (its captured answer, less the database it had).
+    # The keys in Agno's order (its captured answer).
     assert list(config) == [
-        "os_id", "available_models", "databases", "session", "metrics", "memory",
-        "learning", "filesystem", "knowledge", "evals", "traces", "queue", "agents",
-        "teams", "workflows", "interfaces", "company"]
+        "os_id", "available_models", "os_database", "databases", "session", "metrics",
+        "memory", "learning", "filesystem", "knowledge", "evals", "traces", "queue",
+        "agents", "teams", "workflows", "interfaces", "company"]

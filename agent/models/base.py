@@ -7,6 +7,8 @@ Adapters: :mod:`agent.models.offline` (deterministic, the default with no API ke
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,9 +75,20 @@ class ModelClient(Protocol):
     ``messages`` are OpenAI chat messages (dicts with ``role``, ``content`` and, for
     assistant turns, ``tool_calls``; tool results have ``role: "tool"`` and
     ``tool_call_id``). ``tools`` lists the tools the model may call.
+
+    While someone follows the run live, ``TEXT_SINK`` holds where the answer's text goes
+    as it comes: an adapter that can stream gives it each piece of text as it arrives
+    (the ``ModelTurn`` still carries the whole text); one that cannot leaves it unused.
     """
 
     name: str  # the model id, e.g. "gpt-4o-mini" or "offline"
     provider: str  # e.g. "openai" or "signoff"
 
     def respond(self, messages: list[dict[str, Any]], tools: list[ToolSpec]) -> ModelTurn: ...
+
+
+# Where a model's text goes piece by piece while a run is followed live: set by the agent
+# loop around one model call (``agent/loop.py``), read by an adapter that streams
+# (``agent/models/openai.py``). None: nobody follows; answer in one piece.
+TEXT_SINK: ContextVar[Callable[[str], None] | None] = ContextVar("signoff_text_sink",
+                                                                default=None)

@@ -6,11 +6,15 @@ The only module in the project that imports ``openai``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import openai
 
-from agent.models.base import ModelError, ModelTurn, ToolCallProposal, ToolSpec
+from agent.models.base import TEXT_SINK, ModelError, ModelTurn, ToolCallProposal, ToolSpec
 
 
 class OpenAIModel:
@@ -41,6 +45,10 @@ class OpenAIModel:
             raise ModelError(f"cannot set up the OpenAI client: {e}") from e
 
     def respond(self, messages: list[dict[str, Any]], tools: list[ToolSpec]) -> ModelTurn:
+        """The model's turn. While the run is followed live (``TEXT_SINK`` set), asked
+        with ``stream=True``: its text goes to the sink piece by piece as it comes, its
+        tool calls are put together as their pieces come, and the turn is the same as
+        the one asked for whole would be (usage included: ``include_usage``)."""
         kwargs: dict[str, Any] = {"model": self.name, "messages": messages}
         if tools:
             kwargs["tools"] = [
@@ -54,8 +62,22 @@ class OpenAIModel:
                 }
                 for t in tools
             ]
-        try:
+        sink = TEXT_SINK.get()
+        with self._errors():
+            if sink is not None:
+                return self._streamed(kwargs, sink)
             completion = self._client.chat.completions.create(**kwargs)
+        try:
+            return self._turn(completion)
+        except (AttributeError, IndexError, TypeError) as e:
+            raise ModelError(f"model {self.name!r} gave a malformed answer: {e}") from e
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The SDK's errors (and the transport's, met while a stream is read) as
+        ``ModelError``."""
+        try:
+            yield
         except openai.APITimeoutError as e:
             raise ModelError(f"model {self.name!r} timed out") from e
         except openai.APIConnectionError as e:
@@ -66,10 +88,40 @@ class OpenAIModel:
             ) from e
         except openai.OpenAIError as e:
             raise ModelError(f"model {self.name!r} failed: {e}") from e
+        except httpx.TimeoutException as e:
+            raise ModelError(f"model {self.name!r} timed out") from e
+        except httpx.HTTPError as e:
+            raise ModelError(f"model {self.name!r} broke off its answer: {e}") from e
+
+    def _streamed(self, kwargs: dict[str, Any], sink: Callable[[str], None]) -> ModelTurn:
+        text: list[str] | None = None  # None: no chunk carried content (as ``null``)
+        calls: dict[int, dict[str, Any]] = {}  # by the index the chunks give
+        usage = None
+        with self._client.chat.completions.create(
+                **kwargs, stream=True, stream_options={"include_usage": True}) as stream:
+            for chunk in stream:
+                usage = chunk.usage or usage
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    delta = choice.delta
+                    if delta.content is not None:
+                        text = text if text is not None else []
+                        text.append(delta.content)
+                        if delta.content:
+                            sink(delta.content)
+                    for piece in delta.tool_calls or []:
+                        _add_piece(calls.setdefault(piece.index, {}), piece)
         try:
-            return self._turn(completion)
-        except (AttributeError, IndexError, TypeError) as e:
+            proposals = [self._proposal(_call(calls[i])) for i in sorted(calls)]
+        except (AttributeError, KeyError, TypeError) as e:
             raise ModelError(f"model {self.name!r} gave a malformed answer: {e}") from e
+        return ModelTurn(
+            content="".join(text) if text is not None else None,
+            tool_calls=proposals,
+            input_tokens=(usage.prompt_tokens or 0) if usage else 0,
+            output_tokens=(usage.completion_tokens or 0) if usage else 0,
+        )
 
     def _turn(self, completion: Any) -> ModelTurn:
         if not completion.choices:
@@ -100,3 +152,21 @@ class OpenAIModel:
                 f"{raw!r}"
             )
         return ToolCallProposal(id=call.id, name=name, args=args)
+
+
+def _add_piece(call: dict[str, Any], piece: Any) -> None:
+    """Add one streamed piece of a tool call: its id, type and name come once (a server
+    that repeats them sends the same), its arguments in pieces to be joined."""
+    call["id"] = piece.id or call.get("id")
+    call["type"] = piece.type or call.get("type") or "function"
+    function = piece.function
+    if function is not None:
+        call["name"] = function.name or call.get("name")
+        call["arguments"] = call.get("arguments", "") + (function.arguments or "")
+
+
+def _call(parts: dict[str, Any]) -> Any:
+    """A tool call put together from its pieces, shaped as the SDK's whole answer gives
+    one (``id``, ``type``, ``function.name``, ``function.arguments``)."""
+    return SimpleNamespace(id=parts["id"], type=parts["type"], function=SimpleNamespace(
+        name=parts["name"], arguments=parts.get("arguments", "")))

@@ -4,8 +4,12 @@ unchanged (docs/migrating-from-agno.md)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -16,17 +20,19 @@ from api.agno import (
     agent_info,
     parse_tools,
     run_output,
-    stream_events,
 )
+from api.agno_stream import LAST, Cursor, Message, Position, follow, resume_point
 from api.auth import EVERY_ROLE, A, C, R, allow
-from api.deps import ContainerDep
+from api.deps import Container, ContainerDep
 from api.errors import ProblemError, problem_responses
-from api.wire import Body, JSONBody, dumps, loads
+from api.streams import LiveTurns, live_turns, watcher
+from api.wire import Body, JSONBody, loads
 from domain.run import Run
 from service.auth import Identity
 from service.lifecycle import Decided, Observer
 
 router = APIRouter(tags=["Agno-compatible"])
+log = logging.getLogger("signoff.streams")
 
 _FORM = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -90,33 +96,58 @@ async def _read(request: Request, model: type[BaseModel]) -> Any:
         raise ProblemError(422, "the request is not valid", errors=errors) from None
 
 
-def _sse(work: Callable[[Observer], Run], first: list[tuple[str, dict[str, Any]]] | None = None,
-         ) -> EventSourceResponse:
-    """Stream a run's events as Agno stream events while ``work`` drives it in a thread.
+def _stream(request: Request, c: Container, run_id: str, after: Position,
+            drive: Callable[[LiveTurns], Run] | None = None) -> EventSourceResponse:
+    """The run as Agno stream events after ``after`` (api/agno_stream.py), each sent as
+    soon as it is committed; with ``drive``, while it drives the run in a thread (which
+    goes on if the client goes away), telling ``LiveTurns`` of what it does."""
+    turns = live_turns(request.app)
+    watch = watcher(request.app, c.app)
+    model = _model(c, request.path_params["agent_id"])
+    store = c.app.repository.event_store
+    future: asyncio.Future[Run] | None = None
+    if drive is not None:
+        future = asyncio.get_running_loop().run_in_executor(
+            None, contextvars.copy_context().run, drive, turns)
 
-    Only committed events are streamed: each batch is sent after its save.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
-    for item in first or []:
-        queue.put_nowait(item)
+        def over(f: asyncio.Future[Run]) -> None:
+            turns.ended(run_id)
+            if not f.cancelled() and (err := f.exception()) is not None:
+                log.error("driving run %s failed", run_id, exc_info=err)
 
-    def observer(run: Run, events: list[Any]) -> None:
-        for item in stream_events(run, events):
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+        future.add_done_callback(over)
 
-    async def generate() -> AsyncIterator[dict[str, str]]:
-        future = loop.run_in_executor(None, work, observer)
-        future.add_done_callback(lambda _: queue.put_nowait(None))
-        while (item := await queue.get()) is not None:
-            name, data = item
-            yield {"event": name, "data": dumps(data)}
-        if future.exception() is not None:
-            err = future.exception()
-            yield {"event": "RunError", "data": dumps(
-                {"event": "RunError", "content": f"{type(err).__name__}: {err}"})}
+    def load() -> Run | None:
+        upto = after.version if after.part == LAST else after.version - 1  # V: part sent
+        return c.app.get_run(run_id, version=upto) if upto > 0 else None
 
-    return EventSourceResponse(generate(), sep="\n", ping=15)
+    def read(version: int) -> list[Any]:
+        return list(store.get(UUID(run_id), gt=version))
+
+    async def messages() -> AsyncIterator[Message]:
+        with turns.follow(run_id) as follower:
+            cursor = Cursor(run_id, await run_in_threadpool(load), after, model)
+            async for m in follow(cursor, read, watch, follower, future):
+                yield m
+
+    return EventSourceResponse(messages(), sep="\n", ping=15)
+
+
+def _drive(c: Container, run: Run, turns: LiveTurns) -> Run:
+    """Drive the run on, telling ``turns`` of each commit and of each model turn."""
+    return c.runs.drive(run, lambda *_: turns.committed(run.run_id), turns.live(run.run_id))
+
+
+def _model(c: Container, agent_id: str) -> dict[str, str] | None:
+    """The agent's model, as ``RunStarted`` names it (none for an agent not served)."""
+    if not c.loop.serves(agent_id):
+        return None
+    model = c.loop.model_for(c.loop.agent(agent_id))
+    return {"model": model.name, "model_provider": model.provider}
+
+
+_LAST_EVENT_ID = Header(alias="Last-Event-ID", max_length=100, description=(
+    "resume a stream this route sent after this id (api.md, \"Streams\")"))
 
 
 @router.get("/agents", dependencies=[allow(*EVERY_ROLE)])
@@ -135,19 +166,26 @@ def get_agent(agent_id: str, c: ContainerDep) -> dict[str, Any]:
 @router.post("/agents/{agent_id}/runs", openapi_extra=_body_doc(StartRunForm),
              responses={200: {"content": {"text/event-stream": {}}},
                         **problem_responses(400, 403, 404, 413, 415, 422)})
-async def create_agent_run(agent_id: str, request: Request, c: ContainerDep,
-                           caller: Annotated[Identity, allow(C)]) -> Any:
+async def create_agent_run(
+    agent_id: str, request: Request, c: ContainerDep, caller: Annotated[Identity, allow(C)],
+    last_event_id: Annotated[str | None, _LAST_EVENT_ID] = None,
+) -> Any:
     """Start a run. ``stream`` defaults to true (server-sent events), as in Agno.
 
     With authentication, the run's user is the caller (a ``user_id`` naming anyone else
-    is refused)."""
+    is refused). A streamed request with ``Last-Event-ID`` starts nothing: it resumes
+    the stream of the run that id names."""
     form: StartRunForm = await _read(request, StartRunForm)
     if form.background:
         raise ProblemError(422, "background runs are not supported; use stream=false")
+    if form.stream and (resume := resume_point(last_event_id)) is not None:
+        run_id, after = resume
+        await run_in_threadpool(c.runs.get, caller, run_id, agent_id=agent_id)  # may see it
+        return _stream(request, c, run_id, after)
     run = c.runs.open_run(caller, agent_id, form.message, user_id=form.user_id,
                           session_id=form.session_id)  # refused before a stream's 200
     if form.stream:
-        return _sse(lambda observer: c.runs.drive(run, observer))
+        return _stream(request, c, run.run_id, Position(0), functools.partial(_drive, c, run))
     return JSONBody(run_output(await run_in_threadpool(c.runs.drive, run)))
 
 
@@ -162,6 +200,7 @@ async def continue_agent_run(
     c: ContainerDep,
     caller: Annotated[Identity, allow(C, R)],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    last_event_id: Annotated[str | None, _LAST_EVENT_ID] = None,
 ) -> Any:
     """Continue a paused run with the decisions filled into its ``tools``.
 
@@ -169,9 +208,16 @@ async def continue_agent_run(
     A decision on a call that is no longer pending gets 409 with the decision that
     stands. A request sent again with its ``Idempotency-Key`` gets the run as the first
     one left it; the same key with another request, or from another caller, gets 422.
+    A streamed request with ``Last-Event-ID`` decides nothing: it resumes the stream.
     """
     form: ContinueRunForm = await _read(request, ContinueRunForm)
     replies = parse_tools(form.tools)
+    if form.stream and (resume := resume_point(last_event_id)) is not None:
+        resumed, after = resume
+        run = await run_in_threadpool(c.runs.get, caller, run_id, agent_id=agent_id)
+        if resumed != run.run_id:
+            raise ProblemError(422, "Last-Event-ID names another run's stream")
+        return _stream(request, c, run.run_id, after)
 
     def decide(observer: Observer | None, drive: bool) -> Decided:
         return c.runs.decide(caller, run_id, replies, agent_id=agent_id, named=form.user_id,
@@ -180,15 +226,14 @@ async def continue_agent_run(
     if not form.stream:
         decided = await run_in_threadpool(decide, None, True)
         return JSONBody(run_output(decided.run))
-    first: list[tuple[str, dict[str, Any]]] = []
+    saved: list[int] = []  # the version of the first event the decisions committed
     decided = await run_in_threadpool(
-        decide, lambda run, events: first.extend(stream_events(run, events)), False)
+        decide, lambda _, events: saved.append(events[0].originator_version), False)
     run = decided.run
     if decided.replayed_from is not None:  # stream again what the first request caused
-        events = await run_in_threadpool(c.app.run_events, run.id)
-        again = [e for e in events if e.originator_version >= decided.replayed_from]
-        return _sse(lambda _: run, first=stream_events(run, again))
-    return _sse(lambda observer: c.runs.drive(run, observer), first=first)
+        return _stream(request, c, run.run_id, Position(decided.replayed_from - 1))
+    after = Position(saved[0] - 1 if saved else run.version)
+    return _stream(request, c, run.run_id, after, functools.partial(_drive, c, run))
 
 
 @router.get("/agents/{agent_id}/runs/{run_id}", responses=problem_responses(404))

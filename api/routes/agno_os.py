@@ -1,7 +1,11 @@
 """Agno AgentOS's OS-level routes: ``GET /config`` in Agno's ``ConfigResponse`` shape
 (what ``AgentOSClient.get_config()`` parses), and a clear 404 problem on the routes of
 the AgentOS features signoff does not serve (teams, workflows, memories, knowledge,
-evals), rather than the generic "Not Found" of a path nobody knows."""
+evals), rather than the generic "Not Found" of a path nobody knows.
+
+``/config`` names one database (``DB_ID``), for sessions only: the sessions API
+(api/routes/sessions.py) answers from it, and Agno's clients pass its id back as
+``db_id``."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from agent.tools import Agent
 from api.auth import EVERY_ROLE, allow
 from api.deps import ContainerDep
 from api.errors import ProblemError
+from api.sessions import DB_ID, SESSIONS_TABLE
 
 router = APIRouter(tags=["Agno-compatible"])
 
@@ -34,21 +39,24 @@ def _agent_summary(agent: Agent, default_model: Any) -> Json:
     summary: Json = {"id": agent.id, "name": agent.name}
     if agent.description:
         summary["description"] = agent.description
-    summary.update(model=_model(agent, default_model), sandboxed=False)
+    summary.update(db_id=DB_ID, model=_model(agent, default_model), sandboxed=False)
     return summary
 
 
 def os_config(agents: Iterable[Agent], default_model: Any) -> Json:
-    """The service as Agno's ``ConfigResponse``, as an AgentOS with agents and no
-    database of Agno's answers it: each of Agno's storage features lists no database,
-    no background-run queue, no teams, workflows or interfaces."""
+    """The service as Agno's ``ConfigResponse``, as an AgentOS with agents and an OS
+    database answers it: the sessions in that database (signoff's sessions read model),
+    each of Agno's other storage features with no database, no background-run queue, no
+    teams, workflows or interfaces."""
     agents = list(agents)
     models = {(m["id"], m["provider"]): m for m in (_model(a, default_model) for a in agents)}
     return {
         "os_id": OS_ID,
         "available_models": list(models.values()),
-        "databases": [],
-        "session": {"dbs": []},
+        "os_database": DB_ID,
+        "databases": [DB_ID],
+        "session": {"dbs": [{"db_id": DB_ID, "domain_config": {"display_name": DB_ID},
+                             "tables": [SESSIONS_TABLE]}]},
         "metrics": {"dbs": []},
         "memory": {"dbs": []},
         "learning": {"dbs": []},

@@ -1,18 +1,22 @@
-"""Tamper evidence over HTTP: verify a run or the whole log, and read the anchors."""
+"""Tamper evidence over HTTP: verify a run or the whole log (and the decision rows
+against it), read the anchors, and the public key their signatures verify with."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from api.auth import A, allow
 from api.deps import ContainerDep
 from api.errors import problem_responses
+from domain import chain
 from projections import anchors
+from projections.audit import AuditProjection
+from projections.auditproof import DecisionRowsCheck
 from service import audit
 
 router = APIRouter(tags=["Audit"])
@@ -37,6 +41,33 @@ class AnchorMismatch(BaseModel):
     problem: str
 
 
+class BadSignature(BaseModel):
+    kind: Literal["checkpoint", "head"]
+    events: int
+    position: int | None
+    problem: str
+
+
+class DifferentRow(BaseModel):
+    position: int | None = Field(description="the row's log position (null: the counter)")
+    run_id: str | None
+    tool_call_id: str | None
+    version: int | None = Field(description="the version of the event the row came from")
+    problem: str = Field(description="each column that is not what the event says, or why "
+                         "the row or its event is missing")
+
+
+class ReadModelsReport(BaseModel):
+    table: str
+    rows: int = Field(description="rows compared with the log")
+    upto: int = Field(description="the log position the rows were checked up to")
+    differ: int = Field(description="rows (and counters) that are not what the log says")
+    unbound: int = Field(description="rows that name no event version and hash (projected "
+                         "before they were recorded: `signoff project rebuild audit`)")
+    named: list[DifferentRow] = Field(description="the first 100 that differ")
+    stopped: str | None = Field(description="why the rows past ``upto`` were not checked")
+
+
 class VerifyReport(BaseModel):
     intact: bool = Field(description="every hash recomputed matches, and every anchor")
     events: int
@@ -53,6 +84,12 @@ class VerifyReport(BaseModel):
     anchored: dict[str, int | str | None] | None = Field(
         None, description="a run's check: its newest version and hash as the anchors saw "
         "them (a run whose stored head is older was truncated)")
+    signatures_checked: int = Field(
+        0, description="stored anchors whose signature was checked (a public key is set)")
+    bad_signatures: list[BadSignature] = Field(
+        default_factory=list, description="anchors unsigned, or whose signature fails")
+    read_models: ReadModelsReport | None = Field(
+        None, description="the decision rows against the log (null: not checked)")
 
 
 class Anchor(BaseModel):
@@ -63,6 +100,18 @@ class Anchor(BaseModel):
     position: int = Field(description="the log position it was taken at (information)")
     anchored_at: datetime
     text: str = Field(description="as `signoff audit anchor` prints it: EVENTS:HASH:RUNS")
+    signature: str | None = Field(
+        None, description="Ed25519 signature (base64) of EVENTS:HASH:RUNS for a "
+        "checkpoint, EVENTS:HASH for the head; null: not signed (GET /audit/public-key)")
+
+
+class PublicKey(BaseModel):
+    algorithm: Literal["Ed25519"] = "Ed25519"
+    public_keys: list[str] = Field(
+        description="every key the anchors' signatures are verified with (base64 of the 32 "
+        "raw bytes); the first is this service's signing key's when it signs")
+    pem: list[str] = Field(description="the same keys as PEM")
+    signing: bool = Field(description="whether this process signs the anchors it writes")
 
 
 @router.get("/runs/{run_id}/verify", responses=problem_responses(404),
@@ -77,15 +126,34 @@ def verify_run(run_id: str, c: ContainerDep) -> VerifyReport:
 
 
 @router.get("/audit/verify", response_model=VerifyReport, dependencies=[allow(A)])
-async def verify_log(c: ContainerDep) -> VerifyReport:
-    """Recompute every run's chain and the log chain, and compare it with every anchor.
+async def verify_log(
+    c: ContainerDep,
+    log_only: bool = Query(False, description="the log and its anchors only, not the "
+                           "decision rows"),
+) -> VerifyReport:
+    """Recompute every run's chain and the log chain, and compare it with every anchor
+    (and its signature, when SIGNOFF_ANCHOR_PUBLIC_KEY or a signing key is set); then
+    compare every decision row with the event it came from, naming each that differs.
     Reads the whole log (about 10,000 events a second): on a large store use
     ``signoff audit verify``, which shows its progress."""
     def run() -> VerifyReport:
         with c.projections.views[anchors.AnchorsProjection.name].read() as cur:
             kept = anchors.read_anchors(cur)
             runs = anchors.anchored_runs(cur)
-        return VerifyReport.model_validate(audit.verify_log(c.app, kept, runs=runs).as_dict())
+        rows = None
+        if not log_only:
+            view = c.projections.views[AuditProjection.name]
+            rows = DecisionRowsCheck(view.read, view.position(), view.position)
+        try:
+            report = audit.verify_log(c.app, kept, runs=runs,
+                                      public_keys=c.settings.anchor_public_keys(),
+                                      observe=rows.add if rows else None)
+            if rows is not None:
+                report.read_models = rows.finish()
+        finally:
+            if rows is not None:
+                rows.close()
+        return VerifyReport.model_validate(report.as_dict())
 
     return await run_in_threadpool(run)
 
@@ -98,3 +166,14 @@ def get_anchors(c: ContainerDep) -> list[Anchor]:
     with c.projections.views[anchors.AnchorsProjection.name].read() as cur:
         return [Anchor.model_validate({**a, "text": anchors.anchor_text(a)})
                 for a in anchors.read_anchors(cur)]
+
+
+@router.get("/audit/public-key", response_model=PublicKey, dependencies=[allow(A)])
+def get_public_key(c: ContainerDep) -> PublicKey:
+    """The Ed25519 public keys the anchors' signatures verify with: give one to whoever
+    checks an export (``signoff audit import --public-key``). Empty when anchors are
+    neither signed nor checked here."""
+    keys = c.settings.anchor_public_keys()
+    return PublicKey(public_keys=[chain.public_text(k) for k in keys],
+                     pem=[chain.public_pem(k) for k in keys],
+                     signing=c.settings.anchor_signer() is not None)

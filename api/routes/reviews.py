@@ -1,6 +1,6 @@
-"""Read models for reviewers, auditors and analysts: the paused-run queue, the decision
-audit trail (with streamed CSV / JSON Lines export), decision analytics, and where each
-projection is in the log."""
+"""Read models for reviewers and auditors: the paused-run queue, the decision audit trail
+(with streamed CSV / JSON Lines export), and where each projection is in the log (the
+analytics are in ``analytics.py``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from api.auth import ADMIN, A, R, allow
 from api.deps import ContainerDep
 from api.errors import ProblemError
 from api.wire import IsoTime
-from projections import analytics, audit, queue
+from projections import audit, queue
 from projections.csvfile import decisions_csv
 from projections.store import ViewMixin
 from service.auth import Identity
@@ -210,24 +210,6 @@ async def get_decisions(
         media = "text/csv"
     return StreamingResponse(body, media_type=media, headers={
         "Content-Disposition": f'attachment; filename="decisions.{format}"'})
-
-
-@router.get("/analytics/decisions", dependencies=[allow(A)])
-def get_analytics(
-    c: ContainerDep,
-    response: Response,
-    group_by: Literal["tool", "agent", "actor", "day"] = "tool",
-    since: IsoTime | None = None,
-    until: IsoTime | None = None,
-) -> dict[str, Any]:
-    """Per tool, agent, actor or day: calls requested, decisions of each kind, approval
-    rate (confirmed / (confirmed + rejected)), time to decision p50 / p90 / p99 (ms)."""
-    since, until = _aware(since), _aware(until)  # echoed as applied: with their zone
-    view = c.projections.views[audit.AuditProjection.name]
-    with view.read() as cur:
-        groups = analytics.analytics(cur, group_by, since=since, until=until)
-    return _completeness({"group_by": group_by, "since": since, "until": until,
-                          "groups": groups}, view, response)
 
 
 def _completeness(answer: dict[str, Any], view: ViewMixin, response: Response,

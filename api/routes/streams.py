@@ -87,9 +87,8 @@ async def stream_queue(
     (``event: left``: continued, cancelled or failed). ``data``: ``run_id``,
     ``agent_id``, ``type``, ``position``, ``timestamp``; ``id``: the log position, for
     ``Last-Event-ID``. A reviewer limited to some agents hears of those only."""
-    position = last_event_id(last_event_id_header, after)
-    if position is None:
-        position = await run_in_threadpool(c.app.head)
+    resume = last_event_id(last_event_id_header, after)
+    position = resume if resume is not None else await run_in_threadpool(c.app.head)
     watch = watcher(request.app, c.app)
     agents: OrderedDict[UUID, str] = OrderedDict()
 

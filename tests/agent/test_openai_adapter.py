@@ -7,9 +7,15 @@ import socket
 
 import pytest
 
-from agent.models.base import ModelError, ModelTurn, ToolCallProposal, ToolSpec
+from agent.models.base import TEXT_SINK, ModelError, ModelTurn, ToolCallProposal, ToolSpec
 from agent.models.openai import OpenAIModel
-from tests.support.fake_openai import FakeOpenAI, error_reply, text_reply, tool_call_reply
+from tests.support.fake_openai import (
+    FakeOpenAI,
+    error_reply,
+    slowly,
+    text_reply,
+    tool_call_reply,
+)
 
 MESSAGES = [
     {"role": "system", "content": "You are helpful."},
@@ -146,3 +152,68 @@ def test_missing_credentials_raise_model_error(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(ModelError, match="OpenAI client"):
         OpenAIModel(base_url="http://127.0.0.1:9/v1")
+
+
+# ------------------------------------------------------------- streamed answers
+
+def streamed(model: OpenAIModel, tools: list[ToolSpec]) -> tuple[ModelTurn, list[str]]:
+    """The model's turn asked while someone follows the run: its text, piece by piece."""
+    pieces: list[str] = []
+    token = TEXT_SINK.set(pieces.append)
+    try:
+        return model.respond(MESSAGES, tools), pieces
+    finally:
+        TEXT_SINK.reset(token)
+
+
+def test_followed_live_the_text_comes_in_pieces_and_the_turn_is_the_same(
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.script(text_reply("Refunded order 42 in full.", usage=(21, 4)),
+                       text_reply("Refunded order 42 in full.", usage=(21, 4)))
+    whole = model_for(fake_openai).respond(MESSAGES, [])
+    turn, pieces = streamed(model_for(fake_openai), [])
+    assert pieces == ["Refunded ", "order ", "42 ", "in ", "full."]
+    assert turn == whole == ModelTurn(content="Refunded order 42 in full.", tool_calls=[],
+                                      input_tokens=21, output_tokens=4)
+    sent = fake_openai.requests[1]
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert "stream" not in fake_openai.requests[0]
+
+
+def test_followed_live_tool_calls_are_put_together_from_their_pieces(
+    fake_openai: FakeOpenAI,
+) -> None:
+    calls: list[tuple[str, str, dict[str, object] | str]] = [
+        ("call_1", "refund", {"order_id": 42}), ("call_2", "refund", {"order_id": 7})]
+    fake_openai.script(tool_call_reply(calls, content="Refunding both."),
+                       tool_call_reply(calls, content="Refunding both."))
+    whole = model_for(fake_openai).respond(MESSAGES, [REFUND])
+    turn, pieces = streamed(model_for(fake_openai), [REFUND])
+    assert turn == whole
+    assert turn.tool_calls == [ToolCallProposal("call_1", "refund", {"order_id": 42}),
+                               ToolCallProposal("call_2", "refund", {"order_id": 7})]
+    assert "".join(pieces) == "Refunding both."
+
+
+def test_followed_live_a_turn_without_text_has_none(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(tool_call_reply([("call_1", "refund", {"order_id": 42})]))
+    turn, pieces = streamed(model_for(fake_openai), [REFUND])
+    assert (turn.content, pieces) == (None, [])
+
+
+def test_followed_live_errors_and_bad_arguments_raise_model_error(
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.script(error_reply(500, "overloaded"),
+                       tool_call_reply([("call_1", "refund", '{"order_id": 4')]))
+    with pytest.raises(ModelError, match=r"HTTP 500.*overloaded"):
+        streamed(model_for(fake_openai, max_retries=0), [])
+    with pytest.raises(ModelError, match="invalid JSON arguments"):
+        streamed(model_for(fake_openai), [REFUND])
+
+
+def test_followed_live_a_stream_that_stalls_times_out(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(slowly(text_reply("one two three"), delay=0, gap=1))
+    with pytest.raises(ModelError, match="timed out"):
+        streamed(model_for(fake_openai, timeout=0.2, max_retries=0), [])

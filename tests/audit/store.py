@@ -16,6 +16,8 @@ import psycopg
 
 from bootstrap import build_app, build_projections
 from projections import anchors
+from projections.audit import AuditProjection
+from projections.auditproof import DecisionRowsCheck
 from projections.runner import Projections
 from service import audit
 from service.compression import Zlib
@@ -53,10 +55,22 @@ class Store:
         with self.projections.views[anchors.AnchorsProjection.name].read() as c:
             return anchors.anchored_run(c, run_id)
 
-    def verify(self, *kept: dict[str, Any]) -> audit.Report:
-        """The whole log against the stored anchors (and the runs they saw), and ``kept``."""
-        return audit.verify_log(self.app, [*self.stored_anchors(), *kept],
-                                runs=self.anchored_runs())
+    def verify(self, *kept: dict[str, Any], rows: bool = False) -> audit.Report:
+        """The whole log against the stored anchors (and the runs they saw, and their
+        signatures with the settings' public keys), and ``kept``; with ``rows``, the
+        decision rows too (as ``signoff audit verify`` does by default)."""
+        check = None
+        if rows:
+            self.projections.catch_up(AuditProjection.name)
+            view = self.projections.views[AuditProjection.name]
+            check = DecisionRowsCheck(view.read, view.position(), view.position)
+        report = audit.verify_log(self.app, [*self.stored_anchors(), *kept],
+                                  runs=self.anchored_runs(),
+                                  public_keys=self.settings.anchor_public_keys(),
+                                  observe=check.add if check else None)
+        if check is not None:
+            report.read_models = check.finish()
+        return report
 
     def verify_run(self, run_id: str) -> audit.Report:
         """One run, against its head as the anchors saw it (as the API and CLI do)."""
@@ -129,8 +143,10 @@ class Store:
         self.app.close()
 
 
-def filled_store(database_url: str, cipher_key: str = "") -> Store:
-    settings = Settings(database_url=database_url, cipher_key=cipher_key)
+def filled_store(database_url: str, cipher_key: str = "", **more: Any) -> Store:
+    """The golden scenario's 12 runs, the anchors brought up to date (``more``: other
+    settings, such as ``anchor_signing_key``)."""
+    settings = Settings(database_url=database_url, cipher_key=cipher_key, **more)
     app = build_app(settings)
     run_ids = populate(app)
     store = Store(settings, app, build_projections(settings), run_ids)

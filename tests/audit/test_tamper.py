@@ -73,12 +73,55 @@ def test_a_deleted_event_is_named(store: Store) -> None:
     assert report.anchor_mismatch["found_events"] == 101
 
 
-def test_two_swapped_events_are_named(store: Store) -> None:
+def test_two_swapped_events_are_named_reordered_alike_by_both_checks(store: Store) -> None:
     run_id = store.run_ids[1]
     store.swap(run_id, 3, 4)
     broken = audit.verify_run(store.app, run_id).first_broken
     assert broken.version == 3
-    assert "does not match its hash" in broken.problem
+    assert broken.problem == ("reordered: this event is version 4 of the run, stored as "
+                              "version 3: the run's events were swapped or moved")
+    in_log = store.verify().first_broken  # the whole log's check: the same words
+    assert (in_log.run_id, in_log.version, in_log.problem, in_log.type) == (
+        run_id, 3, broken.problem, broken.type)
+    assert in_log.position == _position(store, run_id, 3)
+
+
+def _move(store: Store, run_id: str, a: int, b: int) -> None:
+    """Exchange the version numbers of two of the run's rows (each keeps its position)."""
+    with store.sql() as conn:
+        for old, new in ((a, -a), (b, a), (-a, b)):
+            conn.execute(store.q(f"UPDATE {store.table} SET originator_version = %s "
+                                 "WHERE originator_id = %s AND originator_version = %s"),
+                         (new, store._id(run_id), old))
+
+
+DAMAGE: dict[str, Any] = {
+    "altered": lambda s, r: s.edit(r, 3, lambda st: st.update(hash=st["hash"][::-1])),
+    "deleted": lambda s, r: s.delete(r, 3),
+    "swapped": lambda s, r: s.swap(r, 2, 4),
+    "moved": lambda s, r: _move(s, r, 3, 5),
+    "truncated": lambda s, r: s.delete(r, s.rows(r)[-1][0]),
+    "unreadable": lambda s, r: s.set_state(r, 3, b"\x00not json"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_one_damage_reads_the_same_in_the_run_check_and_the_log_check(
+        store: Store, damage: str) -> None:
+    run_id = store.run_ids[2]
+    DAMAGE[damage](store, run_id)
+    own = store.verify_run(run_id).first_broken
+    in_log = store.verify().first_broken
+    assert own is not None and in_log is not None
+    assert (in_log.run_id, in_log.version, in_log.problem, in_log.type) == (
+        run_id, own.version, own.problem, own.type)
+    if damage in ("swapped", "moved"):
+        assert own.problem.startswith("reordered: this event is version ")
+
+
+def _position(store: Store, run_id: str, version: int) -> int:
+    return next(p for p, e in store.app.log()
+                if str(e.originator_id) == run_id and e.originator_version == version)
 
 
 def test_a_run_deleted_whole_breaks_the_anchor(store: Store) -> None:
@@ -179,3 +222,22 @@ def test_the_log_chain_is_what_the_docs_say(store: Store) -> None:
     for _, event in store.app.log():
         log_hash = hashlib.sha256((log_hash + event.hash).encode()).hexdigest()
     assert log_hash == store.stored_anchors()[-1]["hash"]
+
+
+def test_events_reordered_in_the_log_are_named_reordered(store: Store) -> None:
+    """Two events of a run exchange their log positions (each keeps its version and
+    state): the run reads whole in version order, the log does not."""
+    run_id = store.run_ids[3]
+    p3, p4 = _position(store, run_id, 3), _position(store, run_id, 4)
+    column = "notification_id" if store.postgres else "rowid"
+    with store.sql() as conn:
+        for old, new in ((p3, -1), (p4, p3), (-1, p4)):
+            conn.execute(store.q(f"UPDATE {store.table} SET {column} = %s "
+                                 f"WHERE {column} = %s"), (new, old))
+    assert store.verify_run(run_id).intact
+    report = store.verify()
+    broken = report.first_broken
+    assert (broken.run_id, broken.version, broken.position) == (run_id, 4, p3)
+    assert broken.problem == ("reordered: version 4 of the run comes before its version 3 "
+                              "in the log: the log's order was altered")
+    assert "reordered" in report.anchor_mismatch["problem"]

@@ -32,9 +32,11 @@ def _commands() -> list[tuple[list[str], Any]]:
 
 COMMANDS = _commands()
 BY_PATH = {tuple(path): command for path, command in COMMANDS}
-# The commands that open the store: all but the groups and `keys generate`.
+# The commands that open the store: all but the groups, `keys generate` and `audit
+# public-key` (which read the settings only).
 STORE_COMMANDS = [path for path, command in COMMANDS
-                  if path and not hasattr(command, "commands") and path != ["keys", "generate"]]
+                  if path and not hasattr(command, "commands")
+                  and path not in (["keys", "generate"], ["audit", "public-key"])]
 
 
 def _help(*path: str) -> str:

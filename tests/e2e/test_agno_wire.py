@@ -130,7 +130,12 @@ def test_config_lists_the_served_agents_as_agno_does(server: LiveServer) -> None
         for a in agents]
     assert config["available_models"] == [{"id": "offline", "provider": "signoff"}]
     assert (config["teams"], config["workflows"], config["interfaces"]) == ([], [], [])
-    assert config["databases"] == [] and config["memory"] == {"dbs": []}
+    # One database, of sessions: what the sessions API answers from.
+    assert (config["os_database"], config["databases"]) == ("signoff", ["signoff"])
+    assert config["session"] == {"dbs": [{"db_id": "signoff", "domain_config": {
+        "display_name": "signoff"}, "tables": ["signoff_sessions"]}]}
+    assert {a["db_id"] for a in config["agents"]} == {"signoff"}
+    assert config["memory"] == {"dbs": []}
     assert "company" in config and config["company"] is None  # present, as Agno writes it
 
 

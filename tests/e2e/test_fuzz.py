@@ -74,6 +74,7 @@ from service.config import Settings, eventsourcing_env
 from service.runs import RunService
 from tests.e2e.flows import (
     PROBLEM,
+    SESSION,
     assert_problem,
     continue_,
     decided,
@@ -109,6 +110,7 @@ OPERATIONS = [
     ("GET", "/queue"),
     ("GET", "/audit/decisions"),
     ("GET", "/analytics/decisions"),
+    ("GET", "/analytics/queue"),
     ("GET", "/projections"),
 ]
 # The operations with a query parameter or a body (the document test checks this list).
@@ -117,6 +119,7 @@ EDGE_OPERATIONS = [
     ("GET", "/queue"),
     ("GET", "/audit/decisions"),
     ("GET", "/analytics/decisions"),
+    ("GET", "/analytics/queue"),
     ("POST", "/agents/{agent_id}/runs"),
     ("POST", "/agents/{agent_id}/runs/{run_id}/continue"),
     ("POST", "/runs/{run_id}/cancel"),
@@ -421,12 +424,18 @@ def _operations(target: Target) -> list[Any]:
     return [result.ok() for result in target.schema.get_all_operations()]
 
 
+NO_APPROVAL = "00000000-0000-5000-8000-000000000000"
+
+
 def _known_params(op: Any, agent_id: str, run_id: str, webhook_id: str = "") -> dict[str, str]:
     """The path parameters of ``op`` naming this agent and run (and webhook); a key's id
-    names the run (the same store holds keys, runs and webhooks: a run is no key, 404)."""
+    names the run (the same store holds keys, runs and webhooks: a run is no key, 404);
+    the session is the seeds' own; an approval id names none (404)."""
     names = {p.name for p in op.path_parameters}
     return {k: v for k, v in (("agent_id", agent_id), ("run_id", run_id),
-                              ("webhook_id", webhook_id), ("key_id", run_id)) if k in names}
+                              ("webhook_id", webhook_id), ("key_id", run_id),
+                              ("session_id", SESSION), ("approval_id", NO_APPROVAL))
+            if k in names}
 
 
 def _fuzz(target: Target, op: Any, client: httpx.Client, examples: int = MAX_EXAMPLES,

@@ -2,7 +2,8 @@
 
 ``GET /queue`` (paused runs and the calls they wait for), ``GET /audit/decisions`` (the
 decision audit trail, paged or exported as CSV / JSON Lines), ``GET /analytics/decisions``
-and ``GET /projections``, on a real ``signoff serve`` over SQLite and PostgreSQL.
+(as a story counts; the analytics' own tests are in test_analytics.py) and
+``GET /projections``, on a real ``signoff serve`` over SQLite and PostgreSQL.
 
 Projections are eventually consistent: after each write a test polls ``/projections``
 until every lag is 0 (``wait_caught_up``) before it reads a read model.
@@ -20,7 +21,6 @@ import base64
 import csv
 import io
 import json
-import math
 import time
 import uuid
 from collections import Counter
@@ -644,116 +644,6 @@ def test_exports_have_the_rows_of_the_json_pages(server: LiveServer) -> None:
             assert r.headers.get("transfer-encoding") == "chunked", r.headers
             assert "content-length" not in r.headers
         assert_problem(c.get("/audit/decisions", params={"format": "xml"}), 422)
-
-
-# -------------------------------------------------------------- analytics
-
-def _nearest_rank(values: list[float], p: int) -> float | None:
-    values = sorted(values)
-    return values[max(1, math.ceil(p * len(values) / 100)) - 1] if values else None
-
-
-def test_analytics(server: LiveServer) -> None:
-    with server.client() as c:
-        wait_caught_up(c)
-        began = now()
-        user = "an-user"
-        # delete_records: confirmed (an-a), confirmed with edits (an-b), rejected (an-a),
-        # one still waiting, one cancelled (an-c); send_notification: rejected (an-b);
-        # check_payment: external result (an-a); issue_refund: user input (an-b).
-        for actor, decision in (("an-a", {"confirmed": True}), ("an-b", {
-                "confirmed": True, "tool_args": {"table_name": "users", "count": 1}}),
-                                ("an-a", {"confirmed": False})):
-            run = start(c, "data_manager", SEED, user_id=user)
-            continue_(c, run, [decided(run["tools"][0], **decision)], user_id=actor)
-        waiting = start(c, "data_manager", SEED, user_id=user)
-        cancelled = start(c, "data_manager", SEED, user_id=user)
-        c.post(f"/runs/{cancelled['run_id']}/cancel", json={"actor": "an-c"})
-        run = start(c, "data_manager", NOTIFY, user_id=user)
-        continue_(c, run, [decided(run["tools"][0], confirmed=False)], user_id="an-b")
-        run = start(c, "support_desk", EXTERNAL, user_id=user)
-        continue_(c, run, [decided(run["tools"][0], result="paid")], user_id="an-a")
-        run = start(c, "support_desk", INPUT, user_id=user)
-        schema = [{**f, "value": "x@example.com"} for f in run["tools"][0]["user_input_schema"]]
-        continue_(c, run, [decided(run["tools"][0], user_input_schema=schema)],
-                  user_id="an-b")
-        wait_caught_up(c)
-        window = {"since": began.isoformat()}
-        rows = audit(c, limit=1000, **window)["items"]
-        assert len(rows) == 7
-
-        def counts(group: Json) -> tuple[Any, ...]:
-            return tuple(group[k] for k in ("requested", "confirmed", "rejected",
-                                            "external_result", "user_input", "expired",
-                                            "cancelled", "approval_rate"))
-
-        def times(group: Json, key: str) -> None:
-            """Percentiles (nearest rank) of the group's decisions, cancels left out."""
-            ms = [r["time_to_decision_ms"] for r in rows
-                  if r[key] == group["group"] and r["decision"] != "cancelled"]
-            got = [group[f"time_to_decision_p{p}_ms"] for p in (50, 90, 99)]
-            if not ms:
-                assert got == [None, None, None]
-                return
-            assert got == pytest.approx([_nearest_rank(ms, p) for p in (50, 90, 99)])
-            assert got[0] <= got[1] <= got[2]
-            assert min(ms) <= got[0] and got[2] <= max(ms)
-
-        by_tool = analytics(c, "tool", **window)
-        assert list(by_tool) == sorted(by_tool)
-        assert {k: counts(g) for k, g in by_tool.items()} == {
-            "delete_records": (5, 2, 1, 0, 0, 0, 1, pytest.approx(2 / 3)),
-            "send_notification": (1, 0, 1, 0, 0, 0, 0, 0.0),
-            "check_payment": (1, 0, 0, 1, 0, 0, 0, None),
-            "issue_refund": (1, 0, 0, 0, 1, 0, 0, None)}
-        for g in by_tool.values():
-            times(g, "tool_name")
-
-        by_agent = analytics(c, "agent", **window)
-        assert {k: counts(g) for k, g in by_agent.items()} == {
-            "data_manager": (6, 2, 2, 0, 0, 0, 1, 0.5),
-            "support_desk": (2, 0, 0, 1, 1, 0, 0, None)}
-        for g in by_agent.values():
-            times(g, "agent_id")
-
-        by_actor = analytics(c, "actor", **window)
-        assert {k: counts(g) for k, g in by_actor.items()} == {
-            "an-a": (None, 1, 1, 1, 0, 0, 0, 0.5),
-            "an-b": (None, 1, 1, 0, 1, 0, 0, 0.5),
-            "an-c": (None, 0, 0, 0, 0, 0, 1, None)}
-        for g in by_actor.values():
-            times(g, "actor")
-
-        by_day = analytics(c, "day", **window)  # one day, unless the test spans midnight
-        assert {ts(r["decided_at"]).astimezone(UTC).date().isoformat() for r in rows} <= set(
-            by_day) <= {began.date().isoformat(), now().date().isoformat()}
-        total = {k: sum(g[k] for g in by_day.values()) for k in (
-            "requested", "confirmed", "rejected", "external_result", "user_input",
-            "expired", "cancelled")}
-        assert total == {"requested": 8, "confirmed": 2, "rejected": 2, "external_result": 1,
-                         "user_input": 1, "expired": 0, "cancelled": 1}
-        for g in by_day.values():
-            ms = [r["time_to_decision_ms"] for r in rows if r["decision"] != "cancelled"
-                  and ts(r["decided_at"]).astimezone(UTC).date().isoformat() == g["group"]]
-            assert g["time_to_decision_p99_ms"] == pytest.approx(_nearest_rank(ms, 99))
-
-        # A time range counts the decisions made in it (since inclusive, until exclusive).
-        cut = rows[3]  # the cancel: decisions before it are the three delete_records ones
-        early = analytics(c, "actor", since=began.isoformat(), until=cut["decided_at"])
-        assert {k: (g["confirmed"], g["rejected"]) for k, g in early.items()} == {
-            "an-a": (1, 1), "an-b": (1, 0)}
-        late = analytics(c, "tool", since=cut["decided_at"])
-        assert {k: counts(g)[1:7] for k, g in late.items()} == {
-            "delete_records": (0, 0, 0, 0, 0, 1),
-            "send_notification": (0, 1, 0, 0, 0, 0),
-            "check_payment": (0, 0, 1, 0, 0, 0),
-            "issue_refund": (0, 0, 0, 1, 0, 0)}
-        assert analytics(c, "tool", since=now().isoformat()) == {}
-        body = get_json(c, "/analytics/decisions", group_by="tool", since=began.isoformat())
-        assert ts(body["since"]) == began and body["until"] is None
-        assert_problem(c.get("/analytics/decisions", params={"group_by": "week"}), 422)
-
-        c.post(f"/runs/{waiting['run_id']}/cancel")
 
 
 # ------------------------------------------------------------------ totals

@@ -24,12 +24,19 @@ projections' tables answer with what this fold says they should answer, for the 
   still undecided; a call a policy let run without a person gives an ``allowed`` row
   when it is requested (actor ``policy:RULE``, the rule's reason as the note, the policy
   in ``details``, no time to decision).
-- ``expected_analytics``: per tool, agent, actor or day, the calls that needed a decision
-  (not per actor), the decisions of each kind, the approval rate (confirmed over confirmed
-  plus rejected) and the nearest-rank p50/p90/p99 of the time to decision (decisions no
+- ``expected_analytics``: per tool, agent, actor or day (or several of them), the calls
+  that needed a decision (not per actor, and only on the clock of requests), the
+  decisions of each kind, the acceptance of each kind of call (confirmed, given its
+  result, given its input, over that plus rejected; the approval rate is the
+  confirmations') and the nearest-rank p50/p90/p99 of the time to decision (decisions no
   person took left out: cancels, policies' allowances, expiries). A call a policy let
-  through counts as requested (a policy decided it). A call's day is the day it was
-  asked (or went in doubt); a decision's day is the day it was made.
+  through counts as requested (a policy decided it). A call that went in doubt after a
+  crash is in no acceptance: what it was decided on is no longer one need. One clock
+  places everything in the window and in a day (in a time zone): when the call was asked
+  (or went in doubt), or when the decision was made.
+- ``expected_queue_age``: per tool, agent, kind or escalation group (or several), the
+  calls the queue shows waiting, the oldest one's request time, and the ages at a time
+  of the oldest, and nearest-rank p50 and p90.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 DECISION_KINDS = ("confirmed", "rejected", "external_result", "user_input", "allowed",
@@ -252,43 +259,88 @@ def nearest_rank(values: list[float], p: int) -> float | None:
     return ordered[max(1, math.ceil(len(ordered) * p / 100)) - 1]
 
 
-def expected_analytics(f: Fold, group_by: str, *, since: datetime | None = None,
+# What a call waits for, and the decision that accepts it.
+ACCEPTING = {"confirmation": "confirmed", "external_execution": "external_result",
+             "user_input": "user_input"}
+
+
+def expected_analytics(f: Fold, group_by: str, *, by: str = "requested", tz: tzinfo = UTC,
+                       since: datetime | None = None,
                        until: datetime | None = None) -> list[dict[str, Any]]:
+    keys = group_by.split(",")
+
     def inside(t: datetime) -> bool:
         return (since is None or t >= since) and (until is None or t < until)
 
-    decision_key = {"tool": lambda r: r["tool_name"], "agent": lambda r: r["agent_id"],
-                    "actor": lambda r: r["actor"],
-                    "day": lambda r: r["decided_at"].date().isoformat()}[group_by]
-    groups: dict[str, dict[str, Any]] = {}
+    def day(t: datetime) -> str:
+        return t.astimezone(tz).date().isoformat()
 
-    def group(key: str) -> dict[str, Any]:
+    def decision_key(row: dict[str, Any]) -> tuple[str, ...]:
+        values = {"tool": row["tool_name"], "agent": row["agent_id"], "actor": row["actor"],
+                  "day": day(row[f"{by}_at"])}
+        return tuple(values[k] for k in keys)
+
+    with_requested = by == "requested" and "actor" not in keys
+    groups: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def group(key: tuple[str, ...]) -> dict[str, Any]:
         if key not in groups:
-            groups[key] = {"group": key, "requested": None if group_by == "actor" else 0,
-                           **dict.fromkeys(DECISION_KINDS, 0), "times": []}
+            groups[key] = {"group": key[0] if len(keys) == 1 else list(key),
+                           "requested": 0 if with_requested else None,
+                           **dict.fromkeys(DECISION_KINDS, 0), "times": [],
+                           "kinds": {kind: {"accepted": 0, "rejected": 0}
+                                     for kind in ACCEPTING}}
         return groups[key]
 
     for row in f.decisions:
-        if inside(row["decided_at"]):
-            g = group(decision_key(row))
-            g[row["decision"]] += 1
-            if row["decision"] not in BY_NO_PERSON:
-                g["times"].append(row["time_to_decision_ms"])
-    if group_by != "actor":
+        if not inside(row[f"{by}_at"]):
+            continue
+        g = group(decision_key(row))
+        g[row["decision"]] += 1
+        if row["decision"] not in BY_NO_PERSON:
+            g["times"].append(row["time_to_decision_ms"])
+        need = f.runs[row["run_id"]].calls[row["tool_call_id"]].kind  # "in_doubt": in none
+        if need in ACCEPTING and row["decision"] == ACCEPTING[need]:
+            g["kinds"][need]["accepted"] += 1
+        elif need in ACCEPTING and row["decision"] == "rejected":
+            g["kinds"][need]["rejected"] += 1
+    if with_requested:
         for run in f.runs.values():
             for call in run.calls.values():
                 if call.kind == "none" or not inside(call.asked_at):
                     continue
-                key = {"tool": call.tool_name, "agent": run.agent_id,
-                       "day": call.asked_at.date().isoformat()}[group_by]
-                group(key)["requested"] += 1
+                values = {"tool": call.tool_name, "agent": run.agent_id,
+                          "day": day(call.asked_at)}
+                group(tuple(values[k] for k in keys))["requested"] += 1
     out = []
     for key in sorted(groups):
         g = groups[key]
         times = g.pop("times")
-        approved_or_not = g["confirmed"] + g["rejected"]
-        g["approval_rate"] = g["confirmed"] / approved_or_not if approved_or_not else None
+        g["acceptance"] = {kind: {**n, "rate": n["accepted"] / (n["accepted"] + n["rejected"])
+                                  if n["accepted"] + n["rejected"] else None}
+                           for kind, n in g.pop("kinds").items()}
+        g["approval_rate"] = g["acceptance"]["confirmation"]["rate"]
         for p in (50, 90, 99):
             g[f"time_to_decision_p{p}_ms"] = nearest_rank(times, p)
         out.append(g)
+    return out
+
+
+def expected_queue_age(f: Fold, group_by: str, at: datetime) -> list[dict[str, Any]]:
+    """Per group, the calls the queue shows waiting: how many, the oldest's request
+    time, and the ages at ``at`` (ms) of the oldest, the p50 and the p90; a key that is
+    missing (a call escalated to no group) sorts last."""
+    keys = group_by.split(",")
+    asked: dict[tuple[Any, ...], list[datetime]] = {}
+    for item in expected_queue(f):
+        for call in item["waiting_for"]:
+            values = {"tool": call["tool_name"], "agent": item["agent_id"],
+                      "kind": call["kind"], "group": call["escalated_to"]}
+            asked.setdefault(tuple(values[k] for k in keys), []).append(call["requested_at"])
+    out = []
+    for key in sorted(asked, key=lambda k: [(v is None, v or "") for v in k]):
+        ages = [(at - t) / timedelta(milliseconds=1) for t in asked[key]]
+        out.append({"group": key[0] if len(keys) == 1 else list(key), "waiting": len(ages),
+                    "oldest_requested_at": min(asked[key]), "age_oldest_ms": max(ages),
+                    "age_p50_ms": nearest_rank(ages, 50), "age_p90_ms": nearest_rank(ages, 90)})
     return out

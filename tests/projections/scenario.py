@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
+from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
 
@@ -43,6 +44,7 @@ from tests.projections.fold import (
     expected_analytics,
     expected_decisions,
     expected_queue,
+    expected_queue_age,
     expected_running,
     expected_stale,
     fold,
@@ -468,6 +470,31 @@ def read_analytics(p: Projections, group_by: str, **window: Any) -> list[dict[st
         return analytics.analytics(c, group_by, **window)
 
 
+def read_queue_age(p: Projections, group_by: str, at: datetime) -> list[dict[str, Any]]:
+    with p.views[queue.QueueProjection.name].read() as c:
+        return analytics.queue_age(c, group_by, at=at)
+
+
+# Every grouping of the analytics, each clock, and time zones whose days are not UTC's.
+ANALYTICS_GROUPS = ("tool", "agent", "actor", "day", "actor,tool", "tool,day")
+QUEUE_GROUPS = ("tool", "agent", "kind", "group", "tool,group")
+ZONES = (UTC, ZoneInfo("Pacific/Kiritimati"), ZoneInfo("America/St_Johns"))
+
+
+def assert_analytics_match_fold(p: Projections, f: Fold, *, by: str, tz: Any,
+                                **window: Any) -> None:
+    for group_by in ANALYTICS_GROUPS:
+        same(read_analytics(p, group_by, by=by, tz=tz, **window),
+             expected_analytics(f, group_by, by=by, tz=tz, **window),
+             f"analytics by {group_by} ({by}, {tz}) in {window}")
+
+
+def assert_queue_age_matches_fold(p: Projections, f: Fold, at: datetime) -> None:
+    for group_by in QUEUE_GROUPS:
+        same(read_queue_age(p, group_by, at), expected_queue_age(f, group_by, at),
+             f"queue age by {group_by} at {at}")
+
+
 def same(actual: list[dict[str, Any]], expected: list[dict[str, Any]], what: str) -> None:
     """``actual == expected``, or an AssertionError naming the first rows that differ."""
     if actual == expected:
@@ -532,11 +559,11 @@ def assert_read_models_match_fold(p: Projections, app: RunService, data: Any) ->
         window["until"] = draw(st.sampled_from([t for t in times if t >= window["since"]]
                                                + [window["since"] + timedelta(days=2)]),
                                "until")
-    for group_by in ("tool", "agent", "actor", "day"):
-        same(read_analytics(p, group_by), expected_analytics(f, group_by),
-             f"analytics by {group_by}")
-        same(read_analytics(p, group_by, **window), expected_analytics(f, group_by, **window),
-             f"analytics by {group_by} in {window}")
+    for by in analytics.CLOCKS:
+        tz = draw(st.sampled_from(ZONES), f"time zone ({by})")
+        assert_analytics_match_fold(p, f, by=by, tz=tz)
+        assert_analytics_match_fold(p, f, by=by, tz=tz, **window)
+    assert_queue_age_matches_fold(p, f, draw(st.sampled_from(times or [now]), "queue at"))
 
 
 def assert_matches_fold(p: Projections, app: RunService) -> None:
@@ -551,6 +578,6 @@ def assert_matches_fold(p: Projections, app: RunService) -> None:
             for limit in (1, 100):
                 assert_running_matches_fold(p, f, now, idle_before, limit)
     same(read_decisions(p, limit=1000), expected_decisions(f), "decisions")
-    for group_by in ("tool", "agent", "actor", "day"):
-        same(read_analytics(p, group_by), expected_analytics(f, group_by),
-             f"analytics by {group_by}")
+    for by in analytics.CLOCKS:
+        assert_analytics_match_fold(p, f, by=by, tz=ZONES[1])
+    assert_queue_age_matches_fold(p, f, times[-1])

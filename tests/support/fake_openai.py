@@ -10,18 +10,26 @@ and records every request body it received::
         assert fake_openai.requests[0]["model"] == "gpt-4o-mini"
 
 When the script runs out it answers HTTP 400 (which the SDK does not retry).
+
+A request with ``stream: true`` gets the same answer as chat-completion chunks
+(server-sent events): the text a word at a time, each tool call's arguments in two
+pieces, and the usage last when ``stream_options.include_usage`` asks for it. A reply's
+``delay`` comes before the first chunk, its ``gap`` before each further one
+(``slowly``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
+import re
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,17 +37,24 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 
 @dataclass(frozen=True)
 class Reply:
-    """One canned HTTP answer: a status, a JSON body, extra headers, a delay in seconds."""
+    """One canned HTTP answer: a status, a JSON body, extra headers, a delay in seconds
+    (and, streamed, ``gap``: seconds between its chunks)."""
 
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    gap: float = 0.0
+
+
+def slowly(reply: Reply, delay: float, gap: float = 0.0) -> Reply:
+    """``reply`` answered after ``delay`` seconds, and streamed ``gap`` seconds apart."""
+    return dataclasses.replace(reply, delay=delay, gap=gap)
 
 
 def _usage(usage: tuple[int, int] | None) -> dict[str, Any]:
@@ -121,10 +136,9 @@ class FakeOpenAI:
         app = FastAPI()
 
         @app.post("/v1/chat/completions")
-        async def chat_completions(request: Request) -> JSONResponse:
+        async def chat_completions(request: Request) -> Response:
             body = await request.json()
             reply = self._next(body, {k.lower(): v for k, v in request.headers.items()})
-            await asyncio.sleep(reply.delay)
             content = dict(reply.body)
             if reply.status == 200:
                 content.update(
@@ -132,6 +146,11 @@ class FakeOpenAI:
                     created=int(time.time()),
                     model=body.get("model", "fake"),
                 )
+                if body.get("stream"):
+                    usage = (body.get("stream_options") or {}).get("include_usage", False)
+                    return StreamingResponse(_streamed(reply, content, usage),
+                                             media_type="text/event-stream")
+            await asyncio.sleep(reply.delay)
             return JSONResponse(content, status_code=reply.status, headers=reply.headers)
 
         @app.get("/v1/models")
@@ -145,6 +164,42 @@ class FakeOpenAI:
             }
 
         return app
+
+
+def _chunks(completion: dict[str, Any], usage: bool) -> Iterator[dict[str, Any]]:
+    """A completion as the chunks a streaming server sends."""
+    head = {k: completion[k] for k in ("id", "created", "model")}
+    choice = completion["choices"][0]
+    message = choice["message"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**head, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+    text = message.get("content")
+    yield chunk({"role": "assistant", "content": "" if text is not None else None})
+    for word in re.findall(r"\S+\s*|\s+", text or ""):
+        yield chunk({"content": word})
+    for i, call in enumerate(message.get("tool_calls") or []):
+        fn, args = call["function"], call["function"]["arguments"]
+        yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                     "function": {"name": fn["name"], "arguments": ""}}]})
+        for piece in (args[:len(args) // 2], args[len(args) // 2:]):
+            yield chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+    yield chunk({}, choice["finish_reason"])
+    if usage:
+        yield {**head, "object": "chat.completion.chunk", "choices": [],
+               "usage": completion.get("usage")}
+
+
+async def _streamed(reply: Reply, completion: dict[str, Any], usage: bool,
+                    ) -> AsyncIterator[bytes]:
+    await asyncio.sleep(reply.delay)
+    for i, c in enumerate(_chunks(completion, usage)):
+        if i and reply.gap:
+            await asyncio.sleep(reply.gap)
+        yield f"data: {json.dumps(c)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
 
 
 @contextmanager
