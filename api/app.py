@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeps = sweeper.sweeper(runs, projections, settings.expiry_interval)
         authenticator = build_authenticator(settings, store)
         policy = build_auth_policy(settings, store)
-        app.state.container = Container(settings=settings, app=store, loop=loop, runs=runs,
+        app.state.container = Container(settings=settings, store=store, agent_loop=loop, runs=runs,
                                         projections=projections, authenticator=authenticator,
                                         auth=policy)
         if not policy.required:
@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if dispatcher is not None:
                 dispatcher.close()
             projections.close()
-            projections.app.close()
+            projections.store.close()
             store.close()
 
     app = FastAPI(

@@ -18,8 +18,8 @@ from service.runs import RunService
 @dataclass
 class Container:
     settings: Settings
-    app: RunService
-    loop: AgentLoop
+    store: RunService
+    agent_loop: AgentLoop
     runs: RunLifecycle
     projections: Projections
     authenticator: Authenticator

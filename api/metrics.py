@@ -213,7 +213,7 @@ class LiveGauges(Collector):
 
     def _read(self) -> Iterator[Metric]:
         statuses = self.c.projections.status()
-        head = statuses[0].head if statuses else self.c.app.head()
+        head = statuses[0].head if statuses else self.c.store.head()
         yield GaugeMetricFamily("signoff_event_log_head",
                                 "Position of the newest event in the log.", value=head)
         position = GaugeMetricFamily("signoff_projection_position",
@@ -233,7 +233,7 @@ class LiveGauges(Collector):
 
     def _pool(self) -> Iterator[Metric]:
         """This process's PostgreSQL pool (psycopg_pool's statistics); none on SQLite."""
-        pool = getattr(getattr(self.c.app.recorder, "datastore", None), "pool", None)
+        pool = getattr(getattr(self.c.store.recorder, "datastore", None), "pool", None)
         stats = getattr(pool, "get_stats", None)
         if stats is None:
             return

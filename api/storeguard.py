@@ -176,7 +176,7 @@ class StoreGuardMiddleware:
                         send: Send) -> None:
         async def watching(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
-                guard.watch(scope["app"].state.container.app.head)
+                guard.watch(scope["app"].state.container.store.head)
             await send(message)
 
         async def closing() -> Message:

@@ -151,7 +151,7 @@ def timed_read(p: Projections, path: str, n: int) -> list[float]:
 
     def read() -> Any:
         if url.path == "/health":
-            return p.app.head()
+            return p.store.head()
         if url.path == "/queue":
             with p.views[queue.QueueProjection.name].read(snapshot=False) as cur:
                 return queue.list_queue(cur, agent_id=q.get("agent_id"),

@@ -63,13 +63,13 @@ def _now() -> datetime:
 
 
 class Dispatcher:
-    def __init__(self, app: RunService, view: ViewMixin, *, attempts: int = 8,
+    def __init__(self, store: RunService, view: ViewMixin, *, attempts: int = 8,
                  backoff_base: float = 10.0, backoff_max: float = 3600.0,
                  timeout: float = 10.0, concurrency: int = 8, hosts: str = "",
                  poll: float = 1.0, clock: Clock = _now,
                  jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.0),
                  http: httpx.Client | None = None) -> None:
-        self.app = app
+        self.store = store
         self.view = view
         self.attempts = attempts
         self.backoff_base = backoff_base
@@ -97,7 +97,7 @@ class Dispatcher:
 
     @classmethod
     def for_settings(cls, settings: Settings, projections: Projections) -> Dispatcher:
-        dispatcher = cls(projections.app, projections.views[webhooks.WebhooksProjection.name],
+        dispatcher = cls(projections.store, projections.views[webhooks.WebhooksProjection.name],
                          attempts=settings.webhook_attempts,
                          backoff_base=settings.webhook_backoff,
                          backoff_max=settings.webhook_backoff_max,
@@ -207,7 +207,7 @@ class Dispatcher:
                 webhooks.release(c, due, token=token, at=self.clock() + timedelta(seconds=1))
             return
         body = due.body.encode() if due.body is not None else payload(
-            self.app, delivery_id=due.delivery_id, event_type=due.event_type,
+            self.store, delivery_id=due.delivery_id, event_type=due.event_type,
             position=due.position)
         started = self.clock()
         t0 = time.monotonic()

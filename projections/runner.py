@@ -86,9 +86,9 @@ class ProjectionStatus:
 class Projections:
     """The projections of one store: their views, catching up, following, rebuilding."""
 
-    def __init__(self, app: RunService, env: dict[str, str], *, batch_size: int = 500,
+    def __init__(self, store: RunService, env: dict[str, str], *, batch_size: int = 500,
                  names: list[str] | None = None) -> None:
-        self.app = app
+        self.store = store
         self.env = env
         self.batch_size = batch_size
         self.views: dict[str, ViewMixin] = {}
@@ -98,7 +98,7 @@ class Projections:
         self._prompt = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._tail = _Tail(app, keep=max(2_000, 4 * batch_size))
+        self._tail = _Tail(store, keep=max(2_000, 4 * batch_size))
         self._positions: dict[str, int] = {}  # where each follower last wrote
         self._together = same_database(env)  # one transaction can write every view
         self.on_applied: list[Callable[[str], None]] = []  # (name) after each page written
@@ -108,9 +108,9 @@ class Projections:
     def catch_up(self, name: str, progress: Progress | None = None) -> int:
         """Apply every event past the projection's position. Returns how many."""
         view = self.views[name]
-        recorder, mapper = self.app.recorder, self.app.mapper
+        recorder, mapper = self.store.recorder, self.store.mapper
         applied = 0
-        head = self.app.head() if progress else 0
+        head = self.store.head() if progress else 0
         position = view.position()
         while True:
             page = recorder.select_notifications(position + 1, self.batch_size)
@@ -172,14 +172,14 @@ class Projections:
         log as it was when the rebuild began, the projection says it is ``rebuilding``
         (its answers are partial)."""
         view = self.views[name]
-        view.reset(target=self.app.head())
+        view.reset(target=self.store.head())
         self._positions.pop(name, None)
         applied = self.catch_up(name, progress)
         view.rebuilt()
         return applied
 
     def status(self) -> list[ProjectionStatus]:
-        head = self.app.head()
+        head = self.store.head()
         return [ProjectionStatus(name, view.position(), head)
                 for name, view in self.views.items()]
 
@@ -312,7 +312,7 @@ class Projections:
     def _listen(self, stop: threading.Event, done: threading.Event,
                 wake: threading.Event) -> None:
         e = self.env
-        channel = f"{self.app.name.lower()}_events"
+        channel = f"{self.store.name.lower()}_events"
         while not (stop.is_set() or done.is_set()):
             try:
                 with psycopg.connect(
@@ -349,8 +349,8 @@ class _Tail:
     rebuild) is read from the log without keeping it.
     """
 
-    def __init__(self, app: RunService, keep: int) -> None:
-        self.app = app
+    def __init__(self, store: RunService, keep: int) -> None:
+        self.store = store
         self.keep = keep
         self._lock = threading.Lock()
         self._events: list[tuple[int, Any]] = []
@@ -390,9 +390,9 @@ class _Tail:
             return cached + fresh
 
     def _read(self, start: int, limit: int) -> list[tuple[int, Any]]:
-        mapper = self.app.mapper
+        mapper = self.store.mapper
         return [(n.id, mapper.to_domain_event(n))
-                for n in self.app.recorder.select_notifications(start, limit)]
+                for n in self.store.recorder.select_notifications(start, limit)]
 
 
 def is_postgres(env: dict[str, str]) -> bool:

@@ -76,7 +76,7 @@ def _project(url: str) -> None:
     projections = Projections(RunService(env=env), env)
     projections.catch_up_all()
     projections.close()
-    projections.app.close()
+    projections.store.close()
 
 
 @pytest.mark.postgres

@@ -102,9 +102,9 @@ def _stream(request: Request, c: Container, run_id: str, after: Position,
     soon as it is committed; with ``drive``, while it drives the run in a thread (which
     goes on if the client goes away), telling ``LiveTurns`` of what it does."""
     turns = live_turns(request.app)
-    watch = watcher(request.app, c.app)
+    watch = watcher(request.app, c.store)
     model = _model(c, request.path_params["agent_id"])
-    store = c.app.repository.event_store
+    store = c.store.repository.event_store
     future: asyncio.Future[Run] | None = None
     if drive is not None:
         future = asyncio.get_running_loop().run_in_executor(
@@ -119,7 +119,7 @@ def _stream(request: Request, c: Container, run_id: str, after: Position,
 
     def load() -> Run | None:
         upto = after.version if after.part == LAST else after.version - 1  # V: part sent
-        return c.app.get_run(run_id, version=upto) if upto > 0 else None
+        return c.store.get_run(run_id, version=upto) if upto > 0 else None
 
     def read(version: int) -> list[Any]:
         return list(store.get(UUID(run_id), gt=version))
@@ -140,9 +140,9 @@ def _drive(c: Container, run: Run, turns: LiveTurns) -> Run:
 
 def _model(c: Container, agent_id: str) -> dict[str, str] | None:
     """The agent's model, as ``RunStarted`` names it (none for an agent not served)."""
-    if not c.loop.serves(agent_id):
+    if not c.agent_loop.serves(agent_id):
         return None
-    model = c.loop.model_for(c.loop.agent(agent_id))
+    model = c.agent_loop.model_for(c.agent_loop.agent(agent_id))
     return {"model": model.name, "model_provider": model.provider}
 
 
@@ -153,14 +153,14 @@ _LAST_EVENT_ID = Header(alias="Last-Event-ID", max_length=100, description=(
 @router.get("/agents", dependencies=[allow(*EVERY_ROLE)])
 def list_agents(c: ContainerDep) -> list[dict[str, Any]]:
     """The agents this service runs."""
-    return [agent_info(a, c.loop.default_model) for a in c.loop.agents.values()]
+    return [agent_info(a, c.agent_loop.default_model) for a in c.agent_loop.agents.values()]
 
 
 @router.get("/agents/{agent_id}", responses=problem_responses(404),
             dependencies=[allow(*EVERY_ROLE)])
 def get_agent(agent_id: str, c: ContainerDep) -> dict[str, Any]:
     """One agent: its model and tools (with their confirmation settings)."""
-    return agent_info(c.loop.agent(agent_id), c.loop.default_model)
+    return agent_info(c.agent_loop.agent(agent_id), c.agent_loop.default_model)
 
 
 @router.post("/agents/{agent_id}/runs", openapi_extra=_body_doc(StartRunForm),

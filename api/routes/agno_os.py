@@ -77,7 +77,7 @@ def os_config(agents: Iterable[Agent], default_model: Any) -> Json:
 def get_config(c: ContainerDep) -> Json:
     """The service as Agno's ``GET /config`` describes an AgentOS: its id, the agents it
     serves (each with its model's id and provider), and the models they use."""
-    return os_config(c.loop.agents.values(), c.loop.default_model)
+    return os_config(c.agent_loop.agents.values(), c.agent_loop.default_model)
 
 
 # Agno's route prefixes for the features signoff does not serve: prefix -> feature.

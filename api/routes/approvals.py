@@ -181,7 +181,7 @@ def resolve_approval(approval_id: str, body: ApprovalResolve, c: ContainerDep,
         decided = c.runs.decide(caller, run.run_id, [reply], drive=True,
                                 named=body.resolved_by if caller.open else None)
     except (ToolCallNotPending, InvalidRunTransition):
-        run = c.app.get_run(run.run_id)  # decided meanwhile, or the run ended
+        run = c.store.get_run(run.run_id)  # decided meanwhile, or the run ended
         call = run.calls[call.tool_call_id]
         if call.waiting:
             raise
@@ -239,7 +239,7 @@ def _with_run_status(c: Container, items: list[Approval]) -> list[Approval]:
         states = approvals.run_states(cur, wanted)
     for run_id in wanted - set(states):
         try:
-            states[run_id] = str(c.app.get_run(run_id).status)
+            states[run_id] = str(c.store.get_run(run_id).status)
         except (RunNotFound, RunDamaged):
             continue
     return [a if a.run_status is not None else replace(a, run_status=states.get(a.run_id))
@@ -252,7 +252,7 @@ def _caught_up(c: Container, response: Response | None, *names: str) -> None:
     Agno. One that stays behind (its projector away, or being rebuilt) answers what it
     has, with the header ``Signoff-Complete: false``."""
     views = [c.projections.views[name] for name in names]
-    target = c.app.head()
+    target = c.store.head()
     deadline = time.monotonic() + CATCH_UP_SECONDS
     while (behind := any(v.position() < target for v in views)) \
             and time.monotonic() < deadline:
@@ -299,7 +299,7 @@ def _one(c: Container, caller: Identity, approval_id: str) -> Approval:
 def _from_run(c: Container, run: Run, call: ToolCall) -> Approval:
     ended_at = None
     if call.decision is None and run.status.is_final:  # ended with its run, undecided
-        ended_at = next((e.timestamp for e in reversed(c.app.run_events(run.run_id))
+        ended_at = next((e.timestamp for e in reversed(c.store.run_events(run.run_id))
                          if isinstance(e, Run.RunCancelled | Run.RunFailed)), None)
     found = approvals.from_call(run, call, ended_at)
     if found is None:  # pragma: no cover - checked by _approval_call
@@ -317,5 +317,5 @@ def _already(c: Container, run: Run, call: ToolCall) -> ProblemError:
 
 
 def _agno(c: Container, a: Approval) -> dict[str, Any]:
-    agent = c.loop.agents.get(a.agent_id)
+    agent = c.agent_loop.agents.get(a.agent_id)
     return approval_body(a, agent.name if agent is not None else a.agent_id)

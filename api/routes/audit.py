@@ -122,7 +122,7 @@ def verify_run(run_id: str, c: ContainerDep) -> VerifyReport:
     the whole log's check: ``GET /audit/verify``.)"""
     with c.projections.views[anchors.AnchorsProjection.name].read() as cur:
         anchored = anchors.anchored_run(cur, run_id)
-    return VerifyReport.model_validate(audit.verify_run(c.app, run_id, anchored).as_dict())
+    return VerifyReport.model_validate(audit.verify_run(c.store, run_id, anchored).as_dict())
 
 
 @router.get("/audit/verify", response_model=VerifyReport, dependencies=[allow(A)])
@@ -145,7 +145,7 @@ async def verify_log(
             view = c.projections.views[AuditProjection.name]
             rows = DecisionRowsCheck(view.read, view.position(), view.position)
         try:
-            report = audit.verify_log(c.app, kept, runs=runs,
+            report = audit.verify_log(c.store, kept, runs=runs,
                                       public_keys=c.settings.anchor_public_keys(),
                                       observe=rows.add if rows else None)
             if rows is not None:

@@ -68,7 +68,7 @@ def _out(key: Any) -> KeyOut:
 @router.get("/keys", response_model=list[KeyOut], dependencies=[allow(ADMIN)])
 def get_keys(c: ContainerDep) -> list[KeyOut]:
     """Every key ever issued (never the secrets)."""
-    return [_out(k) for k in list_keys(c.app)]
+    return [_out(k) for k in list_keys(c.store)]
 
 
 @router.post("/keys", status_code=201, response_model=IssuedKey,
@@ -76,7 +76,7 @@ def get_keys(c: ContainerDep) -> list[KeyOut]:
 def post_key(body: NewKey, c: ContainerDep,
              caller: Annotated[Identity, allow(ADMIN)]) -> IssuedKey:
     """Issue a key. Its secret is in this answer only."""
-    secret, key = create_key(c.app, name=body.name, role=body.role,
+    secret, key = create_key(c.store, name=body.name, role=body.role,
                              created_by=caller.name or "anonymous",
                              agents=body.agents, tools=body.tools, groups=body.groups)
     return IssuedKey(secret=secret, key=_out(key))
@@ -88,7 +88,7 @@ def post_revoke(key_id: str, c: ContainerDep,
                 caller: Annotated[Identity, allow(ADMIN)]) -> KeyOut:
     """Revoke a key (by id): every server refuses it within seconds."""
     try:
-        return _out(revoke_key(c.app, key_id, revoked_by=caller.name or "anonymous"))
+        return _out(revoke_key(c.store, key_id, revoked_by=caller.name or "anonymous"))
     except KeyNotFound as e:
         raise ProblemError(404, str(e)) from None
     except KeyRevoked as e:

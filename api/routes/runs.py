@@ -51,8 +51,8 @@ def get_run(run_id: str, c: ContainerDep, caller: Annotated[Identity, allow(C, R
         return run_view(c.runs.get(caller, run_id))
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
-    run = read_for(caller, c.app, run_id,
-                   lambda: c.app.get_run_at(run_id, version=at_version, as_of=as_of))
+    run = read_for(caller, c.store, run_id,
+                   lambda: c.store.get_run_at(run_id, version=at_version, as_of=as_of))
     check_run(caller, run)
     return run_view(run)
 
@@ -61,7 +61,7 @@ def get_run(run_id: str, c: ContainerDep, caller: Annotated[Identity, allow(C, R
 def get_run_events(run_id: str, c: ContainerDep,
                    caller: Annotated[Identity, allow(C, R, A)]) -> list[dict[str, Any]]:
     """The run's history: every event in order, with its type, version, time and payload."""
-    events = read_for(caller, c.app, run_id, lambda: c.app.run_events(run_id))
+    events = read_for(caller, c.store, run_id, lambda: c.store.run_events(run_id))
     started = events[0]
     check_owner(caller, run_id, getattr(started, "user_id", None),
                 getattr(started, "agent_id", ""))
@@ -83,7 +83,7 @@ def cancel_run(run_id: str, c: ContainerDep, caller: Annotated[Identity, allow(C
 @router.get("/health", tags=["Operations"], dependencies=[allow()])
 def health(c: ContainerDep) -> dict[str, Any]:
     """Alive, and the event store answers. ``HEAD`` answers the same, without the body."""
-    return {"status": "ok", "log_head": c.app.head()}
+    return {"status": "ok", "log_head": c.store.head()}
 
 
 # HEAD (what uptime checks and load balancers often send) is GET's twin: the server sends
@@ -115,7 +115,7 @@ def ready(c: ContainerDep) -> dict[str, Any]:
 
 def _readiness(c: Container) -> dict[str, Any]:
     try:
-        head = c.app.head()
+        head = c.store.head()
     except Exception as e:
         log.warning("not ready: the event store does not answer (%s)", e)
         raise ProblemError(503, f"the event store does not answer ({type(e).__name__})") \

@@ -58,7 +58,7 @@ def _view(c: Container, response: Response | None = None, position: int | None =
     """The sessions view, once it has applied the log as it is now, or a write's
     ``position`` (a write whose event is not applied in time is 503)."""
     view = c.projections.views[model.SessionsProjection.name]
-    target = c.app.head() if position is None else position
+    target = c.store.head() if position is None else position
     deadline = time.monotonic() + CATCH_UP_SECONDS
     while (behind := view.position() < target) and time.monotonic() < deadline:
         c.projections.prompt()
@@ -95,15 +95,15 @@ def _run_ids(view: ViewMixin, caller: Identity, session_id: str, **filters: Any,
 def _runs(c: Container, view: ViewMixin, caller: Identity, session_id: str,
           **filters: Any) -> list[Run]:
     """Those runs, read from the log."""
-    return [c.app.get_run(i) for i in _run_ids(view, caller, session_id, **filters)]
+    return [c.store.get_run(i) for i in _run_ids(view, caller, session_id, **filters)]
 
 
 def _detail(c: Container, view: ViewMixin, caller: Identity, row: Json, *,
             nulls: bool) -> Json:
     runs = _runs(c, view, caller, row["session_id"])
     agent = None
-    if runs and row["agent_id"] in c.loop.agents:
-        agent = wire.agent_data(c.loop.agents[row["agent_id"]], c.loop.default_model)
+    if runs and row["agent_id"] in c.agent_loop.agents:
+        agent = wire.agent_data(c.agent_loop.agents[row["agent_id"]], c.agent_loop.default_model)
     return wire.session_detail(row, runs, agent, nulls=nulls)
 
 
@@ -188,7 +188,7 @@ def create_session(
     if session_type != "agent" or body.team_id is not None or body.workflow_id is not None:
         raise ProblemError(422, "signoff serves agent sessions only (no teams, no workflows)")
     if body.agent_id is not None:
-        c.loop.agent(body.agent_id)  # 404 for an agent signoff does not serve
+        c.agent_loop.agent(body.agent_id)  # 404 for an agent signoff does not serve
     user_id = acting_as(caller, body.user_id)
     session_id = body.session_id or str(uuid4())
     with _view(c).read() as cur:
@@ -199,7 +199,7 @@ def create_session(
                                f"PATCH /sessions/{session_id} to update it.")
         raise ProblemError(409, "Could not create a session with the supplied session_id. "
                            "Omit session_id to have one generated, or choose a different one.")
-    position = record(c.app, session_id, lambda s: s.define(
+    position = record(c.store, session_id, lambda s: s.define(
         user_id=user_id, agent_id=body.agent_id, session_name=body.session_name,
         session_state=body.session_state, metadata=body.metadata, by=actor(caller, user_id)))
     row = _session(_view(c, position=position), caller, session_id, _NOT_APPLIED)
@@ -226,7 +226,7 @@ def _change(c: Container, caller: Identity, session_id: str, user_id: str | None
     view = _view(c)
     _session(view, caller, session_id, missing, user_id=user_id, session_type=session_type)
     if any(v is not None for v in fields.values()):
-        position = record(c.app, session_id, lambda s: s.update(
+        position = record(c.store, session_id, lambda s: s.update(
             by=actor(caller, user_id), **fields))
         view = _view(c, position=position)
     row = _session(view, caller, session_id, missing)
@@ -267,7 +267,7 @@ def _delete(c: Container, caller: Identity, session_ids: list[str],
     by = actor(caller, user_id)
     for row in rows:
         if row is not None and wire.sees(filters, row):
-            record(c.app, row["session_id"], lambda s: s.delete(by=by))
+            record(c.store, row["session_id"], lambda s: s.delete(by=by))
 
 
 @router.delete("/sessions/{session_id}", status_code=204, dependencies=DB,
@@ -364,7 +364,7 @@ def get_session_run(session_id: str, run_id: str, c: ContainerDep, response: Res
         raise ProblemError(404, f"Session with ID {session_id} has no runs")
     if run_id not in run_ids:
         raise ProblemError(404, f"Run with ID {run_id} not found in session {session_id}")
-    return wire.run_schema(c.app.get_run(run_id), nulls=True)
+    return wire.run_schema(c.store.get_run(run_id), nulls=True)
 
 
 @router.get("/agents/{agent_id}/runs", tags=["Agno-compatible"],
@@ -375,7 +375,7 @@ def list_agent_runs(agent_id: str, c: ContainerDep, response: Response,
                     status: Annotated[str | None, Query(max_length=20)] = None) -> list[Json]:
     """The agent's runs in a session, as Agno's ``RunSchema`` with its null fields;
     ``status`` compared exactly, as Agno does (``PAUSED``, not ``paused``)."""
-    c.loop.agent(agent_id)  # 404 for an agent signoff does not serve
+    c.agent_loop.agent(agent_id)  # 404 for an agent signoff does not serve
     view = _view(c, response)
     row = _session(view, caller, session_id, "Session not found")
     if row["agent_id"] != agent_id:

@@ -44,12 +44,12 @@ async def stream_run(
     type, ``id`` its version, ``data`` as in ``GET /runs/{run_id}/events``. Ends after
     the run's last event (completed, failed, cancelled). Reconnecting with
     ``Last-Event-ID`` resumes after that version."""
-    run: Run = await run_in_threadpool(read_for, caller, c.app, run_id,
-                                       lambda: c.app.get_run(run_id))
+    run: Run = await run_in_threadpool(read_for, caller, c.store, run_id,
+                                       lambda: c.store.get_run(run_id))
     check_run(caller, run)
     version = last_event_id(last_event_id_header, after) or 0
-    watch = watcher(request.app, c.app)
-    store = c.app.repository.event_store
+    watch = watcher(request.app, c.store)
+    store = c.store.repository.event_store
 
     def read(after_version: int) -> list[Any]:
         return list(store.get(run.id, gt=after_version))
@@ -88,14 +88,14 @@ async def stream_queue(
     ``agent_id``, ``type``, ``position``, ``timestamp``; ``id``: the log position, for
     ``Last-Event-ID``. A reviewer limited to some agents hears of those only."""
     resume = last_event_id(last_event_id_header, after)
-    position = resume if resume is not None else await run_in_threadpool(c.app.head)
-    watch = watcher(request.app, c.app)
+    position = resume if resume is not None else await run_in_threadpool(c.store.head)
+    watch = watcher(request.app, c.store)
     agents: OrderedDict[UUID, str] = OrderedDict()
 
     def agent_of(run_id: UUID) -> str:
         if run_id not in agents:
             try:
-                agents[run_id] = c.app.started_by(run_id)[1]
+                agents[run_id] = c.store.started_by(run_id)[1]
             except (RunDamaged, RunNotFound):  # whose it is cannot be read: no agent's
                 agents[run_id] = ""
             if len(agents) > 10_000:
@@ -104,9 +104,9 @@ async def stream_queue(
 
     def page(start: int) -> list[tuple[int, str, dict[str, Any]]]:
         out = []
-        for n in c.app.recorder.select_notifications(start + 1, 500,
+        for n in c.store.recorder.select_notifications(start + 1, 500,
                                                      topics=list(_QUEUE_TOPICS)):
-            e = c.app.mapper.to_domain_event(n)
+            e = c.store.mapper.to_domain_event(n)
             agent = agent_of(e.originator_id)
             if caller.agents is not None and agent not in caller.agents:
                 out.append((n.id, "", {}))

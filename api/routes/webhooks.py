@@ -101,7 +101,7 @@ def _settle(c: Container, position: int, timeout: float = 5.0) -> None:
 
 def _known(c: Container, webhook_id: str) -> Any:
     try:
-        return find_webhook(c.app, webhook_id)
+        return find_webhook(c.store, webhook_id)
     except WebhookNotFound as e:
         raise ProblemError(404, str(e)) from None
 
@@ -132,7 +132,7 @@ def post_webhook(body: NewWebhook, c: ContainerDep,
 
     try:
         secret, webhook, position = create_webhook(
-            c.app, url=url, event_types=list(body.event_types), secret=body.secret,
+            c.store, url=url, event_types=list(body.event_types), secret=body.secret,
             created_by=caller.name or "anonymous", keep_secret=keep)
     except UnknownEventType as e:  # pragma: no cover - the body's Literal already refuses
         raise ProblemError(422, str(e)) from None
@@ -155,7 +155,7 @@ def remove_webhook(webhook_id: str, c: ContainerDep,
     deliveries stay visible."""
     _known(c, webhook_id)
     try:
-        webhook, position = delete_webhook(c.app, webhook_id,
+        webhook, position = delete_webhook(c.store, webhook_id,
                                            deleted_by=caller.name or "anonymous")
     except WebhookDeleted as e:
         raise ProblemError(409, str(e)) from None

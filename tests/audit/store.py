@@ -139,7 +139,7 @@ class Store:
 
     def close(self) -> None:
         self.projections.close()
-        self.projections.app.close()
+        self.projections.store.close()
         self.app.close()
 
 

@@ -34,7 +34,7 @@ def held(store_url: str, tmp_path: Path) -> Iterator[tuple[httpx.Client, Project
             yield c, projections
         finally:
             projections.close()
-            projections.app.close()
+            projections.store.close()
 
 
 def _decide_some(c: httpx.Client, n: int) -> None:
@@ -66,7 +66,7 @@ def test_a_rebuild_half_way_answers_partial(held: tuple[httpx.Client, Projection
 
     # A rebuild begins (its tables emptied, the log's head its target) and stops there.
     for name in (audit.AuditProjection.name, queue.QueueProjection.name):
-        projections.views[name].reset(target=projections.app.head())
+        projections.views[name].reset(target=projections.store.head())
     for name, r in _answers(c).items():
         assert r.status_code == 200, (name, r.text)
         assert r.json()["complete"] is False, name

@@ -259,7 +259,7 @@ def test_following_survives_a_postgres_crash(pg_bin: Path) -> None:
             stop.set()
             follower.join(10)
             p.close()
-            p.app.close()
+            p.store.close()
             app.close()
 
 

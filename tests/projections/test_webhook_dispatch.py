@@ -46,7 +46,7 @@ def projections(env: dict[str, str]) -> Iterator[Projections]:
     p = Projections(RunService(env=env), env, names=[WEBHOOKS])
     yield p
     p.close()
-    p.app.close()
+    p.store.close()
 
 
 def _subscribe(p: Projections, url: str, event_types: list[str]) -> tuple[str, str]:
@@ -54,7 +54,7 @@ def _subscribe(p: Projections, url: str, event_types: list[str]) -> tuple[str, s
         with p.views[WEBHOOKS].write_transaction() as c:
             webhooks.keep_secret(c, webhook_id, secret)
 
-    secret, webhook, _ = create_webhook(p.app, url=url, event_types=event_types,
+    secret, webhook, _ = create_webhook(p.store, url=url, event_types=event_types,
                                         created_by="test", keep_secret=keep)
     return str(webhook.id), secret
 
@@ -84,13 +84,13 @@ def test_retries_back_off_on_the_injected_clock_then_give_up(projections: Projec
     p = projections
     with Receiver(failures=99) as receiver:
         clock = Clock()
-        d = Dispatcher(p.app, p.views[WEBHOOKS], attempts=4, backoff_base=10,
+        d = Dispatcher(p.store, p.views[WEBHOOKS], attempts=4, backoff_base=10,
                        backoff_max=25, timeout=5, concurrency=2, clock=clock,
                        jitter=lambda: 1.0)
         try:
-            early = _a_run_that_completes(p.app)  # before the subscription: not owed
+            early = _a_run_that_completes(p.store)  # before the subscription: not owed
             webhook_id, secret = _subscribe(p, receiver.url, ["run.completed"])
-            run = _a_run_that_completes(p.app)
+            run = _a_run_that_completes(p.store)
             p.catch_up(WEBHOOKS)
             clock.now = datetime.now(UTC)  # the event's time has come
             [owed] = _deliveries(p, webhook_id)
@@ -130,12 +130,12 @@ def test_a_rebuild_owes_nothing_again_and_a_deleted_subscription_is_told_nothing
         projections: Projections) -> None:
     p, clock = projections, Clock(ahead=60)
     with Receiver() as receiver:
-        d = Dispatcher(p.app, p.views[WEBHOOKS], backoff_base=10, timeout=5,
+        d = Dispatcher(p.store, p.views[WEBHOOKS], backoff_base=10, timeout=5,
                        clock=clock, jitter=lambda: 1.0)
         try:
             kept, _ = _subscribe(p, receiver.url, ["*"])
             doomed, _ = _subscribe(p, receiver.url, ["run.completed"])
-            _a_run_that_completes(p.app)
+            _a_run_that_completes(p.store)
             p.catch_up(WEBHOOKS)
             _step(d)
             assert len(receiver.requests) == 2
@@ -145,8 +145,8 @@ def test_a_rebuild_owes_nothing_again_and_a_deleted_subscription_is_told_nothing
             _step(d)
             assert len(receiver.requests) == 2  # nothing owed twice
 
-            delete_webhook(p.app, doomed, deleted_by="test")
-            _a_run_that_completes(p.app)
+            delete_webhook(p.store, doomed, deleted_by="test")
+            _a_run_that_completes(p.store)
             p.catch_up(WEBHOOKS)
             _step(d)
         finally:
@@ -165,9 +165,9 @@ def test_dispatchers_sharing_postgresql_send_each_delivery_once(pg_database: Any
         with Receiver() as receiver:
             webhook_id, _ = _subscribe(first, receiver.url, ["*"])
             for _ in range(30):
-                _a_run_that_completes(first.app)
+                _a_run_that_completes(first.store)
             first.catch_up(WEBHOOKS)
-            dispatchers = [Dispatcher(p.app, p.views[WEBHOOKS], concurrency=4).start()
+            dispatchers = [Dispatcher(p.store, p.views[WEBHOOKS], concurrency=4).start()
                            for p in (first, second)]
             try:
                 deadline = time.monotonic() + 30
@@ -180,7 +180,7 @@ def test_dispatchers_sharing_postgresql_send_each_delivery_once(pg_database: Any
     finally:
         for p in (first, second):
             p.close()
-            p.app.close()
+            p.store.close()
     ids = [r["delivery"] for r in receiver.requests]
     assert len(ids) == len(set(ids)) == 30
 
@@ -190,7 +190,7 @@ def test_an_expiry_that_escalates_is_decision_escalated_then_one_that_rejects_is
     p, clock = projections, Clock(ahead=60)
     deadline = datetime.now(UTC)
     with Receiver() as receiver:
-        d = Dispatcher(p.app, p.views[WEBHOOKS], clock=clock, jitter=lambda: 1.0)
+        d = Dispatcher(p.store, p.views[WEBHOOKS], clock=clock, jitter=lambda: 1.0)
         try:
             webhook_id, _ = _subscribe(p, receiver.url, ["decision.made",
                                                          "decision.escalated"])
@@ -207,7 +207,7 @@ def test_an_expiry_that_escalates_is_decision_escalated_then_one_that_rejects_is
             run.expire_decision("c1", now=deadline + timedelta(seconds=1),
                                 next_deadline=deadline + timedelta(seconds=2))
             run.expire_decision("c1", now=deadline + timedelta(seconds=3))
-            p.app.save(run)
+            p.store.save(run)
             p.catch_up(WEBHOOKS)
             _step(d)
         finally:
