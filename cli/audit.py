@@ -232,7 +232,7 @@ def _write_decisions(out: IO[str], since: datetime | None, until: datetime | Non
         return count
     finally:
         opened.close()
-        opened.app.close()
+        opened.store.close()
 
 
 @audit.command("import", cls=Command)

@@ -100,7 +100,7 @@ def read_projection(name: str, *, catch_up: bool = True) -> Iterator[Any]:
             yield c
     finally:
         opened.close()
-        opened.app.close()
+        opened.store.close()
 
 
 def where(error: BaseException, settings: Settings) -> str:

@@ -79,7 +79,7 @@ def rebuild(
         raise fail(f"no projection {name!r} (there are: {NAMES})", 2)
     existing_store(database_url)
     opened = projections([name])
-    head = opened.app.head()
+    head = opened.store.head()
     try:
         with log_progress(head, f"rebuilding {name}") as progress:
             count = opened.rebuild(name, progress)

@@ -43,7 +43,7 @@ def recorded() -> tuple[list[Anchor], int]:
         return found, view.position()
     finally:
         opened.close()
-        opened.app.close()
+        opened.store.close()
 
 
 def recorded_anchors() -> list[Anchor]:
@@ -148,7 +148,7 @@ def _decision_rows() -> Iterator[DecisionRowsCheck]:
             check.close()
     finally:
         opened.close()
-        opened.app.close()
+        opened.store.close()
 
 
 def print_report(r: dict[str, Any], run: str | None) -> None:

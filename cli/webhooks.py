@@ -69,14 +69,14 @@ def create(
             subscriptions.keep_secret(c, webhook_id, value)
 
     try:
-        made, webhook, _ = create_webhook(opened.app, url=url, event_types=event or ["*"],
+        made, webhook, _ = create_webhook(opened.store, url=url, event_types=event or ["*"],
                                           secret=secret, created_by=cli_actor(),
                                           keep_secret=keep)
     except UnknownEventType as e:
         raise fail(str(e), 2) from None
     finally:
         opened.close()
-        opened.app.close()
+        opened.store.close()
     typer.echo(made)
     typer.echo(f"signoff: webhook {webhook.id} to {webhook.url} "
                f"({', '.join(webhook.event_types)}) created; keep the secret above", err=True)
