@@ -111,7 +111,7 @@ def test_at_debug_level_values_appear_on_debug_lines_only(tmp_path: Path) -> Non
     assert leaking
     assert {line["level"] for line in leaking} == {"debug"}
     assert all(line["run_id"] == run_id for line in leaking)
-    requested = next(line for line in leaking if line["event"] == "ToolCallRequested")
+    requested = next(line for line in leaking if line.get("event") == "ToolCallRequested")
     assert requested["payload"]["tool_args"] == {"table_name": SECRET_TABLE,
                                                  "count": SECRET_COUNT}
 
