@@ -29,6 +29,7 @@ from domain.values import (
     RunStatus,
     TimeoutAction,
 )
+from projections.approvals import approval_id, is_approval
 
 Json = dict[str, Any]
 
@@ -43,8 +44,11 @@ def _uuid(*parts: str) -> str:
     return str(uuid5(NAMESPACE_URL, "signoff:" + ":".join(parts)))
 
 
-def tool_execution(call: ToolCall) -> Json:
-    """One call as Agno's ``ToolExecution``."""
+def tool_execution(call: ToolCall, run_id: str | None = None) -> Json:
+    """One call as Agno's ``ToolExecution``. A call that needs (or needed) a person's
+    confirmation is an approval (``approval_type`` ``"required"``); with ``run_id``, its
+    ``approval_id`` is the id ``/approvals`` serves it under (without: null, as in the
+    approval's own ``requirements``)."""
     state = call.state
     requires = call.requires
     in_doubt = state == CallState.IN_DOUBT
@@ -78,10 +82,18 @@ def tool_execution(call: ToolCall) -> Json:
         "external_execution_required": (pending and requires == Requirement.EXTERNAL_EXECUTION)
         or None,
         "external_execution_silent": None,
-        "approval_type": None,
-        "approval_id": None,
+        **_approval(call, run_id),
         "parent_tool_call_id": None,
     }
+
+
+def _approval(call: ToolCall, run_id: str | None) -> Json:
+    """Agno's ``approval_type`` and ``approval_id`` of a call (both null for a call that
+    is no approval; the id null without ``run_id``)."""
+    if not is_approval(call):
+        return {"approval_type": None, "approval_id": None}
+    return {"approval_type": "required",
+            "approval_id": approval_id(run_id, call.tool_call_id) if run_id else None}
 
 
 def _confirmed(decision: RecordedDecision | None) -> bool | None:
@@ -99,7 +111,7 @@ def _requirements(run: Run) -> list[Json]:
         {
             "id": _uuid(run.run_id, c.tool_call_id),
             "created_at": c.requested_at.isoformat(),
-            "tool_execution": tool_execution(c),
+            "tool_execution": tool_execution(c, run.run_id),
         }
         for c in run.calls.values()
         if c.requires or c.state == CallState.IN_DOUBT
@@ -171,7 +183,7 @@ def _metrics(run: Run) -> Json:
 def run_output(run: Run) -> Json:
     """The run as Agno's ``RunOutput.to_dict()``. A paused run's content is its model's
     text, or, as in Agno, what the run waits for."""
-    tools = [tool_execution(c) for c in run.calls.values()]
+    tools = [tool_execution(c, run.run_id) for c in run.calls.values()]
     content = run.error or run.content
     if not content and run.status == RunStatus.PAUSED:
         content = paused_content(tools)
@@ -269,16 +281,19 @@ def stream_events(run: Run, events: list[Any]) -> list[tuple[str, Json]]:
                      output_tokens=e.output_tokens,
                      total_tokens=e.input_tokens + e.output_tokens)
             case Run.ToolExecutionStarted():
-                emit("ToolCallStarted", ts, tool=tool_execution(run.calls[e.tool_call_id]))
+                emit("ToolCallStarted", ts,
+                     tool=tool_execution(run.calls[e.tool_call_id], run.run_id))
             case Run.ToolExecuted():
                 call = run.calls[e.tool_call_id]
-                emit("ToolCallCompleted", ts, tool=tool_execution(call), content=e.result)
+                emit("ToolCallCompleted", ts, tool=tool_execution(call, run.run_id),
+                     content=e.result)
             case Run.ToolFailed():
-                emit("ToolCallError", ts, tool=tool_execution(run.calls[e.tool_call_id]),
+                emit("ToolCallError", ts,
+                     tool=tool_execution(run.calls[e.tool_call_id], run.run_id),
                      error=e.error)
             case Run.RunPaused():
                 emit("RunContentCompleted", ts)
-                tools = [tool_execution(c) for c in run.calls.values()
+                tools = [tool_execution(c, run.run_id) for c in run.calls.values()
                          if c.tool_call_id in e.waiting_for]
                 emit("RunPaused", ts, content=run.content or paused_content(tools),
                      tools=tools,

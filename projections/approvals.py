@@ -241,12 +241,18 @@ def run_states(c: Cursor, run_ids: Iterable[str]) -> dict[str, str]:
     return {r["run_id"]: "RUNNING" if r["paused_since"] is None else "PAUSED" for r in rows}
 
 
+def is_approval(call: ToolCall) -> bool:
+    """Is the call an approval: does it need (or did it need) a person's confirmation,
+    and is it not in doubt? The run's ``tools[].approval_id`` is set for these."""
+    return call.requires == Requirement.CONFIRMATION and call.state != CallState.IN_DOUBT
+
+
 def from_call(run: Run, call: ToolCall, ended_at: datetime | None = None,
               ) -> Approval | None:
     """The approval of ``call`` as the run holds it now (None when the call is no
     approval: it needed no confirmation, or it is in doubt). ``ended_at``: when the run
     ended, for a call that ended with it undecided (cancelled)."""
-    if call.requires != Requirement.CONFIRMATION or call.state == CallState.IN_DOUBT:
+    if not is_approval(call):
         return None
     decision = call.decision
     status, by, at, note, expires_at = "pending", None, None, None, call.expires_at

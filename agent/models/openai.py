@@ -1,11 +1,18 @@
 """The OpenAI adapter: any OpenAI-compatible chat-completions endpoint, via the official SDK.
 
 The only module in the project that imports ``openai``.
+
+A streamed turn asks for its token counts with ``stream_options.include_usage``. Some
+OpenAI-compatible servers refuse that field (HTTP 400, or 422); the adapter then asks
+once more without it and, once a request without it is accepted, never sends it again
+(per adapter: per process and model). Streaming goes on; the token counts of streamed
+turns are then those the server sends unasked (none: 0).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -15,6 +22,10 @@ import httpx
 import openai
 
 from agent.models.base import TEXT_SINK, ModelError, ModelTurn, ToolCallProposal, ToolSpec
+
+log = logging.getLogger("signoff.model")
+# What a server that does not know ``stream_options`` may answer it with.
+_REFUSED = (openai.BadRequestError, openai.UnprocessableEntityError)
 
 
 class OpenAIModel:
@@ -37,6 +48,8 @@ class OpenAIModel:
     ) -> None:
         self.name = model
         self.timeout = timeout
+        # False once the server refused ``stream_options`` and took a stream without it.
+        self.stream_usage = True
         try:
             self._client = openai.OpenAI(
                 api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
@@ -97,8 +110,7 @@ class OpenAIModel:
         text: list[str] | None = None  # None: no chunk carried content (as ``null``)
         calls: dict[int, dict[str, Any]] = {}  # by the index the chunks give
         usage = None
-        with self._client.chat.completions.create(
-                **kwargs, stream=True, stream_options={"include_usage": True}) as stream:
+        with self._stream(kwargs) as stream:
             for chunk in stream:
                 usage = chunk.usage or usage
                 for choice in chunk.choices:
@@ -122,6 +134,24 @@ class OpenAIModel:
             input_tokens=(usage.prompt_tokens or 0) if usage else 0,
             output_tokens=(usage.completion_tokens or 0) if usage else 0,
         )
+
+    def _stream(self, kwargs: dict[str, Any]) -> Any:
+        """The SDK's stream of chunks, asked with ``stream_options.include_usage`` unless
+        this server refused it. Refused (400 or 422), asked once more without it: if that
+        is accepted, it is never sent again; if not, that answer's error is raised."""
+        if not self.stream_usage:
+            return self._client.chat.completions.create(**kwargs, stream=True)
+        try:
+            return self._client.chat.completions.create(
+                **kwargs, stream=True, stream_options={"include_usage": True})
+        except _REFUSED as e:
+            refused = e
+        stream = self._client.chat.completions.create(**kwargs, stream=True)
+        self.stream_usage = False
+        log.warning("model %r: the server refused stream_options (%s); streaming without "
+                    "it from now on (token counts: what the server sends unasked)",
+                    self.name, refused.message)
+        return stream
 
     def _turn(self, completion: Any) -> ModelTurn:
         if not completion.choices:

@@ -1,7 +1,8 @@
 """Agno AgentOS's OS-level routes: ``GET /config`` in Agno's ``ConfigResponse`` shape
 (what ``AgentOSClient.get_config()`` parses), and a clear 404 problem on the routes of
 the AgentOS features signoff does not serve (teams, workflows, memories, knowledge,
-evals), rather than the generic "Not Found" of a path nobody knows.
+evals, traces, Agno's metrics refresh, database migrations), rather than the generic
+"Not Found" of a path nobody knows.
 
 ``/config`` names one database (``DB_ID``), for sessions only: the sessions API
 (api/routes/sessions.py) answers from it, and Agno's clients pass its id back as
@@ -90,6 +91,10 @@ NOT_SERVED = {
     "/optimize-memories": "memories",
     "/knowledge": "knowledge",
     "/eval-runs": "evals",
+    "/traces": "traces",
+    "/trace_session_stats": "traces",
+    "/metrics/refresh": "metrics",  # Agno's; GET /metrics is signoff's Prometheus text
+    "/databases": "databases",
 }
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 

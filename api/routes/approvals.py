@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import ConfigDict, Field
 
 from api.approvals import (
@@ -35,13 +35,13 @@ from api.approvals import (
 )
 from api.auth import A, C, R, allow
 from api.deps import Container, ContainerDep
-from api.errors import ProblemError, problem_responses
+from api.errors import ProblemError, problem, problem_responses
 from api.wire import Body
 from domain.calls import ToolCall
 from domain.errors import InvalidRunTransition, ToolCallNotPending
 from domain.keys import Role
 from domain.run import Run
-from domain.values import CallState, Reply, Requirement
+from domain.values import Reply
 from projections import approvals
 from projections.approvals import AUDIT_CALLS, QUEUE_CALLS, Approval, Filters
 from projections.audit import AuditProjection
@@ -159,8 +159,15 @@ def get_approval(approval_id: str, c: ContainerDep,
 
 @router.post("/approvals/{approval_id}/resolve", response_model=ApprovalOut,
              responses=problem_responses(400, 403, 404, 409, 422))
-def resolve_approval(approval_id: str, body: ApprovalResolve, c: ContainerDep,
-                     caller: Annotated[Identity, allow(R)]) -> dict[str, Any]:
+def resolve_approval(
+    approval_id: str,
+    body: ApprovalResolve,
+    c: ContainerDep,
+    caller: Annotated[Identity, allow(R)],
+    idempotency_key: Annotated[str | None, Header(max_length=200, description=(
+        "sent again with the same request by the same caller: the approval as it now "
+        "is, instead of 409; with another request or by another caller: 422"))] = None,
+) -> dict[str, Any]:
     """Approve (confirm) or reject the call: a decision recorded like any other, then
     the run goes on when it waits for nothing else (answered once it pauses again or
     ends: ``run_status``).
@@ -171,14 +178,18 @@ def resolve_approval(approval_id: str, body: ApprovalResolve, c: ContainerDep,
     actor is the caller, whatever ``resolved_by`` says; without, ``resolved_by`` (or
     ``anonymous``). ``resolution_data.note`` is recorded as the confirmation's note or
     the rejection's reason.
+
+    ``Idempotency-Key``, as on ``continue``: bound to the caller and to what the request
+    asks (its status and note). The same request again with its key gets the approval
+    as it now is (200, nothing recorded); another request with that key, 422.
     """
     run, call = _approval_call(c, caller, approval_id)
-    if not call.waiting:
+    if not call.waiting and idempotency_key is None:
         raise _already(c, run, call)
     note = body.resolution_data.note if body.resolution_data else None
     reply = Reply(call.tool_call_id, confirmed=body.status == "approved", note=note)
     try:
-        decided = c.runs.decide(caller, run.run_id, [reply], drive=True,
+        decided = c.runs.decide(caller, run.run_id, [reply], drive=True, key=idempotency_key,
                                 named=body.resolved_by if caller.open else None)
     except (ToolCallNotPending, InvalidRunTransition):
         run = c.store.get_run(run.run_id)  # decided meanwhile, or the run ended
@@ -187,6 +198,24 @@ def resolve_approval(approval_id: str, body: ApprovalResolve, c: ContainerDep,
             raise
         raise _already(c, run, call) from None
     return _agno(c, _from_run(c, decided.run, decided.run.calls[call.tool_call_id]))
+
+
+# Agno's DELETE /approvals/{approval_id}: refused, and said why. Public (the answer
+# holds no data, and names no approval) and out of the OpenAPI document: signoff has no
+# such operation.
+NEVER_DELETED = ("signoff never deletes an approval: it is the record of a decision (or "
+                 "of a call that waits for one), part of its run's hash-chained history. "
+                 "Resolve it (POST /approvals/{approval_id}/resolve) or cancel its run "
+                 "(POST /runs/{run_id}/cancel)")
+
+
+@router.delete("/approvals/{approval_id}", include_in_schema=False, response_model=None,
+               dependencies=[allow()])
+def delete_approval(approval_id: str, request: Request) -> Response:
+    """405 with ``Allow: GET``, as a problem: an approval is never deleted."""
+    answer = problem(request, 405, NEVER_DELETED)
+    answer.headers["Allow"] = "GET"
+    return answer
 
 
 # ------------------------------------------------------------------ reading
@@ -284,8 +313,7 @@ def _approval_call(c: Container, caller: Identity, approval_id: str) -> tuple[Ru
     except RunNotFound:
         raise ProblemError(404, NOT_FOUND) from None
     call = run.calls.get(call_id)
-    if call is None or call.requires != Requirement.CONFIRMATION \
-            or call.state == CallState.IN_DOUBT:
+    if call is None or not approvals.is_approval(call):
         raise ProblemError(404, NOT_FOUND)
     check_owner(caller, run.run_id, run.user_id, run.agent_id, [call.tool_name])
     return run, call

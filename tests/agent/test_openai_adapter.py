@@ -217,3 +217,51 @@ def test_followed_live_a_stream_that_stalls_times_out(fake_openai: FakeOpenAI) -
     fake_openai.script(slowly(text_reply("one two three"), delay=0, gap=1))
     with pytest.raises(ModelError, match="timed out"):
         streamed(model_for(fake_openai, timeout=0.2, max_retries=0), [])
+
+
+def test_followed_live_a_server_that_refuses_stream_options_streams_without_them(
+    fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server that answers ``stream_options`` with 400 is asked once more without it,
+    and from then on never with it (the adapter remembers); the text still comes in
+    pieces, and the tokens are those the server sends unasked (none here)."""
+    fake_openai.refuses_stream_options = True
+    fake_openai.script(text_reply("Refunded order 42.", usage=(21, 4)),
+                       text_reply("Refunded again.", usage=(21, 4)))
+    model = model_for(fake_openai)
+    turn, pieces = streamed(model, [])
+    assert pieces == ["Refunded ", "order ", "42."]
+    assert turn == ModelTurn(content="Refunded order 42.", tool_calls=[], input_tokens=0,
+                             output_tokens=0)
+    turn, pieces = streamed(model, [])
+    assert (turn.content, "".join(pieces)) == ("Refunded again.", "Refunded again.")
+    # Refused once, asked again without; the second turn asked without at once.
+    assert [("stream_options" in r, r.get("stream")) for r in fake_openai.requests] == [
+        (True, True), (False, True), (False, True)]
+    assert model.stream_usage is False
+    assert [r.message for r in caplog.records if "stream_options" in r.message] == [
+        "model 'gpt-4o-mini': the server refused stream_options (Error code: 400 - "
+        "Unrecognized request argument supplied: stream_options); streaming without it "
+        "from now on (token counts: what the server sends unasked)"]
+    # A fresh adapter asks with them again (remembered per adapter).
+    fake_openai.refuses_stream_options = False
+    fake_openai.script(text_reply("Once more.", usage=(3, 2)))
+    turn, _ = streamed(model_for(fake_openai), [])
+    assert (turn.input_tokens, turn.output_tokens) == (3, 2)
+    assert fake_openai.requests[-1]["stream_options"] == {"include_usage": True}
+
+
+def test_followed_live_a_400_that_is_not_about_stream_options_is_raised(
+    fake_openai: FakeOpenAI,
+) -> None:
+    """Asked again without ``stream_options`` and refused again: the second answer's
+    error is the turn's, and the adapter still asks with them next time."""
+    fake_openai.script(error_reply(400, "too many tokens"), error_reply(400, "too many tokens"),
+                       text_reply("Fine.", usage=(5, 1)))
+    model = model_for(fake_openai)
+    with pytest.raises(ModelError, match=r"HTTP 400.*too many tokens"):
+        streamed(model, [])
+    assert model.stream_usage is True
+    turn, _ = streamed(model, [])
+    assert (turn.content, turn.input_tokens) == ("Fine.", 5)
+    assert ["stream_options" in r for r in fake_openai.requests] == [True, False, True]

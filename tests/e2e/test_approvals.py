@@ -160,8 +160,11 @@ def test_agnos_approval_story(world: World) -> None:
         assert item["created_at"] == item["updated_at"] == tool["created_at"]
         [requirement] = item["requirements"]
         [paused_requirement] = run["requirements"]
+        # The run names the approval (sample 22); the approval's own copy does not.
+        assert (tool["approval_type"], tool["approval_id"]) == ("required", approval)
+        assert paused_requirement["tool_execution"]["approval_id"] == approval
         assert requirement == {**paused_requirement, "tool_execution": {
-            **paused_requirement["tool_execution"], "approval_type": "required"}}
+            **paused_requirement["tool_execution"], "approval_id": None}}
 
         # Counted (24), read (25) and polled (26): the client sees its own.
         assert ann.get("/approvals/count").json() == {
@@ -419,3 +422,70 @@ def test_without_authentication_resolved_by_names_the_actor(tmp_path: Path) -> N
                 "run_id": run["run_id"]}).json()["items"], "audited")
             assert row[0]["actor"] == actors[-1]
         assert actors == ["admin_alice", "anonymous"]
+
+
+def test_a_resolve_sent_again_with_its_idempotency_key_answers_as_the_first(
+        world: World) -> None:
+    """``Idempotency-Key`` on a resolve, as on ``continue``: the same request again by
+    the same caller gets the approval as it now is (nothing recorded); the key with
+    another request (another status, note or approval) or by another caller, 422."""
+    run = world.paused(message=TWO, user="bob")  # two calls: one resolve leaves it paused
+    first, second = approval_of(run, 0), approval_of(run, 1)
+    key = {"Idempotency-Key": f"resolve-{uuid.uuid4()}"}
+    body = {"status": "approved", "resolution_data": {"note": "fine"}}
+
+    def events() -> int:
+        with world.as_("audrey") as audrey:
+            return len(audrey.get(f"/runs/{run['run_id']}/events").json())
+
+    with world.as_("rita") as rita, world.as_("rex") as rex:
+        r = rita.post(f"/approvals/{first}/resolve", json=body, headers=key)
+        assert r.status_code == 200, r.text
+        answered = r.json()
+        assert (answered["status"], answered["run_status"]) == ("approved", "PAUSED")
+        recorded = events()
+        again = rita.post(f"/approvals/{first}/resolve", json=body, headers=key)
+        assert (again.status_code, again.json()) == (200, answered)
+        for other in ({**body, "status": "rejected"}, {"status": "approved"},
+                      {**body, "resolution_data": {"note": "other"}}):
+            r = rita.post(f"/approvals/{first}/resolve", json=other, headers=key)
+            assert "another request" in assert_problem(r, 422)["detail"], other
+        r = rex.post(f"/approvals/{first}/resolve", json=body, headers=key)
+        assert "another actor" in assert_problem(r, 422)["detail"]
+        assert_problem(rita.post(f"/approvals/{second}/resolve", json=body, headers=key), 422)
+        # Without the key, or with another, it is a second resolve: 409, as ever.
+        for headers in ({}, {"Idempotency-Key": f"other-{uuid.uuid4()}"}):
+            r = rita.post(f"/approvals/{first}/resolve", json=body, headers=headers)
+            problem = assert_problem(r, 409)
+            assert problem["decision"]["request_key"] == key["Idempotency-Key"]
+        assert events() == recorded
+        assert rita.get(f"/approvals/{second}/status").json()["status"] == "pending"
+
+        # Once the other is resolved and the run has gone on, the key's answer is the
+        # approval as it now is.
+        assert resolve(rita, second, "approved").json()["run_status"] == "COMPLETED"
+        again = rita.post(f"/approvals/{first}/resolve", json=body, headers=key)
+        assert again.status_code == 200, again.text
+        assert again.json() == {**answered, "run_status": "COMPLETED"}
+        # The run's tools name their approvals, resolved as pending.
+        done = rita.get(f"/agents/data_manager/runs/{run['run_id']}").json()
+        assert [(t["approval_type"], t["approval_id"]) for t in done["tools"]] == [
+            ("required", first), ("required", second)]
+
+
+def test_an_approval_is_never_deleted(world: World) -> None:
+    """Agno's ``DELETE /approvals/{id}``: 405 with ``Allow: GET``, a problem that says
+    why, whoever asks and whatever the id; the approval stays."""
+    run = world.paused(user="bob")
+    approval = approval_of(run)
+    for who in (None, "bob", "rita", "audrey", "adm"):
+        client = world.as_(who) if who else world.server.client()
+        with client:
+            for target in (approval, str(uuid.uuid4())):
+                r = client.delete(f"/approvals/{target}")
+                problem = assert_problem(r, 405)
+                assert r.headers["allow"] == "GET"
+                assert problem["detail"].startswith(
+                    "signoff never deletes an approval: it is the record of a decision")
+    with world.as_("rita") as rita:
+        assert rita.get(f"/approvals/{approval}/status").json()["status"] == "pending"

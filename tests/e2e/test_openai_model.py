@@ -74,3 +74,43 @@ def test_a_model_that_fails_ends_the_run_in_error_not_a_500(
         assert "HTTP 500" in r.json()["content"]
         events = c.get(f"/runs/{r.json()['run_id']}/events").json()
         assert [e["type"] for e in events] == ["RunStarted", "RunFailed"]
+
+
+def test_a_server_that_refuses_stream_options_still_streams(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    """An OpenAI-compatible server that answers ``stream_options`` with 400: the
+    adapter asks again without it (once: then it remembers), and the run streams as
+    with any other server, its text as ``RunContent`` pieces."""
+    from tests.e2e.sse import names, parse
+
+    fake_openai.refuses_stream_options = True
+    fake_openai.script(
+        tool_call_reply([("call_abc", "delete_records", {"table_name": "users", "count": 50})],
+                        content="Deleting them now."),
+        text_reply("All done: 50 records deleted."),
+    )
+    with live_server(f"sqlite:///{tmp_path / 's.db'}", tmp_path / "log",
+                     SIGNOFF_MODEL="openai:fake-model", OPENAI_API_KEY="sk-test",
+                     OPENAI_BASE_URL=fake_openai.base_url) as server, server.client() as c:
+        r = c.post("/agents/data_manager/runs",
+                   data={"message": "Delete 50 old records from the users table"})
+        assert r.status_code == 200, r.text
+        started = parse(r.text)
+        assert names(started)[-1] == "RunPaused", names(started)
+        pieces = [d["content"] for n, d in started if n == "RunContent"]
+        assert len(pieces) > 1 and "".join(pieces) == "Deleting them now."
+        paused = started[-1][1]
+        tools = paused["tools"]
+        tools[0]["confirmed"] = True
+        r = c.post(f"/agents/data_manager/runs/{paused['run_id']}/continue",
+                   data={"tools": json.dumps(tools)})
+        assert r.status_code == 200, r.text
+        continued = parse(r.text)
+        assert names(continued)[-1] == "RunCompleted", names(continued)
+        assert "".join(d["content"] for n, d in continued if n == "RunContent") == \
+            "All done: 50 records deleted."
+        # Refused once; every request after it asked without stream_options.
+        assert [("stream_options" in b, b.get("stream")) for b in fake_openai.requests] == [
+            (True, True), (False, True), (False, True)]
+        assert "the server refused stream_options" in server.log()

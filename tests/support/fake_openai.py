@@ -15,7 +15,9 @@ A request with ``stream: true`` gets the same answer as chat-completion chunks
 (server-sent events): the text a word at a time, each tool call's arguments in two
 pieces, and the usage last when ``stream_options.include_usage`` asks for it. A reply's
 ``delay`` comes before the first chunk, its ``gap`` before each further one
-(``slowly``).
+(``slowly``). With ``refuses_stream_options`` set, a request that carries
+``stream_options`` is answered HTTP 400 (as some OpenAI-compatible servers do), its
+scripted reply kept for the next request.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ class FakeOpenAI:
         self._replies: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self.refuses_stream_options = False
 
     def script(self, *replies: Reply) -> None:
         """Queue replies, answered in order, one per chat-completion request."""
@@ -128,6 +131,9 @@ class FakeOpenAI:
         with self._lock:
             self.requests.append(body)
             self.headers.append(headers)
+            if self.refuses_stream_options and "stream_options" in body:
+                return error_reply(400, "Unrecognized request argument supplied: "
+                                   "stream_options")
             if self._replies:
                 return self._replies.popleft()
         return error_reply(400, "fake_openai: no scripted reply left")
