@@ -36,6 +36,7 @@ from bootstrap import (
     build_lifecycle,
     build_loop,
     build_projections,
+    write_inline,
 )
 from service import logs, tracing
 from service.config import Settings, load_settings, unknown_variables
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         projections = build_projections(settings)
         dispatcher = None
         if settings.projections == "inline":
-            store.after_save.append(projections.prompt)
+            write_inline(store, projections)
             projections.start()
             dispatcher = build_dispatcher(settings, projections).start()
         sweeps = sweeper.sweeper(runs, projections, settings.expiry_interval)

@@ -3,7 +3,8 @@
 The store (``build_app``), the agent loop and its model (``build_loop``), the run
 lifecycle over both (``build_lifecycle``), the read models (``build_projections``), the
 webhook dispatcher that follows them (``build_dispatcher``), and who may call
-(``build_authenticator``, ``build_auth_policy``). Nothing below this package chooses an
+(``build_authenticator``, ``build_auth_policy``); ``write_inline`` has each save write
+the read models in its own transaction. Nothing below this package chooses an
 implementation."""
 
 from __future__ import annotations
@@ -104,6 +105,16 @@ def build_projections(settings: Settings, names: list[str] | None = None) -> Pro
                               batch_size=settings.projection_batch_size)
     use_signing_key(projections.views, settings.anchor_signer())
     return projections
+
+
+def write_inline(store: RunService, projections: Projections) -> None:
+    """Each save of ``store`` writes the inline read models in its own transaction
+    (``projections/inline.py``); their follower then checks the log once a second (and
+    when prompted) for what no save wrote: the anchors, other processes' events."""
+    from projections.inline import InlineWriter
+
+    store.recorder.read_models = InlineWriter(projections)  # type: ignore[attr-defined]
+    projections.listen = False
 
 
 def build_authenticator(settings: Settings, app: RunService) -> Authenticator:

@@ -78,6 +78,7 @@ class _AnchorsPage(Page):
 
 class AnchorsProjection(ReadModel[_AnchorsPage]):
     name = "anchors"
+    inline = False  # its head row would be updated by every save: its follower writes it
     tables_in_order = ("signoff_anchor_checkpoints", "signoff_anchor_runs",
                        "signoff_anchor_head", "signoff_anchor_signatures")
 

@@ -36,6 +36,9 @@ P = TypeVar("P", bound=Page)
 
 class ReadModel(Generic[P]):
     name: ClassVar[str]
+    # Written in each save's own transaction by the server that saves
+    # (``projections/inline.py``), or only by its follower.
+    inline: ClassVar[bool] = True
     tables_in_order: ClassVar[tuple[str, ...]] = ()  # what a rebuild empties, in order
     # Exact counters (``projections/store.py``): the table, and each counter's recount.
     counts_table: ClassVar[str] = ""

@@ -21,11 +21,14 @@ Following new events:
   page of another projection, and a projection far behind catches up a page per round.
   One thread rather than one per projection: followers woken by every commit compete
   with the request threads for the interpreter (docs/performance.md).
-- SQLite has no notifications: in the server process the application prompts the
-  projections after each save; otherwise (``signoff project`` beside another process) the
-  log is checked once a second.
+- SQLite has no notifications: the log is checked once a second, and whenever the
+  projections are prompted.
+- In the server with inline read models (``projections/inline.py``), each save writes
+  them itself; the follower does not listen, it checks the log once a second (and when
+  prompted: a save that left a read model to it prompts), to apply what no save of this
+  process wrote: the anchors, events written by another process, a rebuild.
 
-While following, the projections share the log's newest events (``_Tail``): a page is
+While following, the projections share the log's newest events (``projections/tail.py``): a page is
 read and decoded once, not once per projection, and the log is read again only after a
 notification (or a prompt, or the once-a-second check) says something may have been
 committed since. Each follower remembers its position between pages instead of reading
@@ -36,11 +39,10 @@ one retry, never an event applied twice.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +55,7 @@ from projections.queue import QueueProjection
 from projections.readmodel import ReadModel
 from projections.sessions import SessionsProjection
 from projections.store import PositionMoved, ViewMixin, open_view, same_database, write_together
+from projections.tail import Tail
 from projections.webhooks import WebhooksProjection
 
 if TYPE_CHECKING:  # projections depend on the domain only; the log comes in
@@ -98,9 +101,10 @@ class Projections:
         self._prompt = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._tail = _Tail(store, keep=max(2_000, 4 * batch_size))
+        self._tail = Tail(store, keep=max(2_000, 4 * batch_size))
         self._positions: dict[str, int] = {}  # where each follower last wrote
         self._together = same_database(env)  # one transaction can write every view
+        self.listen = True  # PostgreSQL: woken by every commit (else: once a second)
         self.on_applied: list[Callable[[str], None]] = []  # (name) after each page written
 
     # ------------------------------------------------------------- catch-up
@@ -195,6 +199,14 @@ class Projections:
 
     # ------------------------------------------------------------- following
 
+    def applied_inline(self, names: Sequence[str], position: int) -> None:
+        """A save's transaction wrote ``names`` up to ``position`` and committed: their
+        followers go on from there, and whoever waits for a page is told."""
+        for name in names:
+            self._positions[name] = max(self._positions.get(name) or 0, position)
+            for listener in self.on_applied:
+                listener(name)
+
     def prompt(self) -> None:
         """New events were saved (called by the application after each save)."""
         self._tail.signal()
@@ -203,7 +215,7 @@ class Projections:
     def follow(self, stop: threading.Event | None = None) -> None:
         """Apply new events as they are committed, until ``stop`` is set."""
         stop = stop or self._stop
-        if is_postgres(self.env):
+        if is_postgres(self.env) and self.listen:
             self._follow_postgres(stop)
         else:
             self._follow_polling(stop)
@@ -332,67 +344,6 @@ class Projections:
                 # it goes on from the tracked positions.
                 log.warning("projections lost PostgreSQL (%s); reconnecting", err)
                 done.wait(1.0)
-
-
-class _Tail:
-    """The newest events of the log, read and decoded once for every projection that
-    follows it.
-
-    Holds every event at the positions from ``start`` to ``end`` (a read of the log
-    returns every event in the range it covers: commit order is position order), at most
-    ``keep`` of them. A page asked for inside that range comes from here; what lies
-    past ``end`` is read from the log, under the lock (the followers asking for it at
-    the same moment wait for one read) -- unless nothing was signalled since the last
-    read that reached the log's head: then nothing new can have been committed that a
-    notification has not yet announced, and that notification signals again and wakes
-    every follower. A page asked for behind ``start`` (a projection far behind: a
-    rebuild) is read from the log without keeping it.
-    """
-
-    def __init__(self, store: RunService, keep: int) -> None:
-        self.store = store
-        self.keep = keep
-        self._lock = threading.Lock()
-        self._events: list[tuple[int, Any]] = []
-        self._ids: list[int] = []
-        self._start = 1
-        self._end = 0
-        self._signals = 0  # how many times something may have been committed
-        self._head_read_at = -1  # ``_signals`` when the last read that reached the head began
-
-    def signal(self) -> None:
-        with self._lock:
-            self._signals += 1
-
-    def page(self, start: int, limit: int) -> list[tuple[int, Any]]:
-        with self._lock:
-            if start < self._start:
-                return self._read(start, limit)
-            if start > self._end + 1:  # ahead of what is kept: keep from here on
-                self._events, self._ids = [], []
-                self._start, self._end = start, start - 1
-            i = bisect.bisect_left(self._ids, start)
-            cached = self._events[i:i + limit]
-            if len(cached) == limit or self._head_read_at == self._signals:
-                return cached
-            signals = self._signals
-            fresh = self._read(self._end + 1, limit - len(cached))
-            if len(fresh) < limit - len(cached):
-                self._head_read_at = signals
-            if fresh:
-                self._events.extend(fresh)
-                self._ids.extend(n for n, _ in fresh)
-                self._end = fresh[-1][0]
-                if len(self._events) > self.keep:
-                    del self._events[:-self.keep]
-                    del self._ids[:-self.keep]
-                    self._start = self._ids[0]
-            return cached + fresh
-
-    def _read(self, start: int, limit: int) -> list[tuple[int, Any]]:
-        mapper = self.store.mapper
-        return [(n.id, mapper.to_domain_event(n))
-                for n in self.store.recorder.select_notifications(start, limit)]
 
 
 def is_postgres(env: dict[str, str]) -> bool:

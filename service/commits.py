@@ -10,7 +10,9 @@ queue; a lone save writes at once, as before.
 
 The application's event store (``GroupCommitStore``, made by eventsourcing's
 ``Application.construct_event_store``) puts each save's events through the group; the
-group writes through the recorder's ``insert_events``.
+group writes through the recorder's ``insert_events``, handing it the domain events
+too, so that the read models written inline (``service/inline.py``) are written in the
+same transaction. With ``SIGNOFF_GROUP_COMMIT`` off, each save is a group of its own.
 
 A save is all or nothing as before, and its aggregates' events stay together, in order.
 If the shared transaction fails (a conflict: another request saved one of the same
@@ -26,7 +28,10 @@ from typing import Any
 
 from eventsourcing.persistence import EventStore, Mapper, Notification, Recording, StoredEvent
 
-Insert = Callable[[Sequence[StoredEvent]], Sequence[int] | None]
+from service.inline import InlineBatch
+
+# (stored events, their domain events) -> their positions, written in one transaction
+Insert = Callable[[Sequence[StoredEvent], Sequence[Any]], Sequence[int] | None]
 
 
 class _Save:
@@ -43,7 +48,7 @@ class _Save:
 
 class GroupCommit:
     """Writes the saves of concurrent threads in shared transactions (``insert``: the
-    recorder's ``insert_events``)."""
+    recorder's ``insert_events``), at most ``max_group`` saves in one."""
 
     def __init__(self, insert: Insert, max_group: int = 256) -> None:
         self.insert = insert
@@ -94,7 +99,8 @@ class GroupCommit:
             self._write_alone(group[0])
             return
         try:
-            ids = self.insert([s for save in group for s in save.stored])
+            ids = self.insert([s for save in group for s in save.stored],
+                              [e for save in group for e in save.events])
         except Exception:
             # Which save broke the group? Each on its own: the others commit.
             for save in group:
@@ -108,7 +114,7 @@ class GroupCommit:
 
     def _write_alone(self, save: _Save) -> None:
         try:
-            save.ids = self.insert(save.stored)
+            save.ids = self.insert(save.stored, save.events)
         except BaseException as e:
             save.error = e
 
@@ -127,9 +133,16 @@ class GroupCommitStore(EventStore[Any]):
     that tracks a position or carries options of its own is written as eventsourcing
     writes it."""
 
-    def __init__(self, mapper: Mapper[Any], recorder: Any) -> None:
+    def __init__(self, mapper: Mapper[Any], recorder: Any, max_group: int = 256) -> None:
         super().__init__(mapper, recorder)
-        self.group = GroupCommit(recorder.insert_events)
+
+        def insert(stored: Sequence[StoredEvent], events: Sequence[Any],
+                   ) -> Sequence[int] | None:
+            ids: Sequence[int] | None = recorder.insert_events(
+                stored, inline=InlineBatch(events))
+            return ids
+
+        self.group = GroupCommit(insert, max_group)
 
     def put(self, domain_events: Sequence[Any], **kwargs: Any) -> list[Recording[Any]]:
         if kwargs.get("tracking") is not None or any(

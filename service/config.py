@@ -56,9 +56,9 @@ class Settings(BaseSettings):
     )
     projections: Literal["inline", "off"] = Field(
         "inline",
-        description="'inline': the server process keeps the read models (queue, audit trail) "
-        "up to date itself. 'off': a separate `signoff project` process does (PostgreSQL "
-        "with several API workers); the API still reads them.",
+        description="'inline': each save writes the read models (queue, audit trail) in its "
+        "own transaction; the server follows the log for the rest. 'off': `signoff project`"
+        " keeps them (PostgreSQL, several API workers); the API still reads them.",
     )
     projection_batch_size: int = Field(
         500, ge=1, le=100_000,
@@ -334,6 +334,8 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     """Map ``SIGNOFF_DATABASE_URL`` (and ``SIGNOFF_COMPRESS``, ``SIGNOFF_CIPHER_KEY``) onto
     eventsourcing's own persistence settings."""
     env = _store_env(settings)
+    kind = "SQLite" if env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite" else "Postgres"
+    env["APPLICATION_RECORDER_TOPIC"] = f"service.inline:Inline{kind}Recorder"
     env["GROUP_COMMIT"] = "y" if settings.group_commit else "n"
     # Either reads both compressed and uncompressed events; they differ in what they write.
     compress = settings.compress or bool(settings.cipher_key)
@@ -375,12 +377,10 @@ def _store_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_PASSWORD": unquote(url.password or ""),
         "POSTGRES_POOL_SIZE": str(settings.postgres_pool_size),
         "POSTGRES_MAX_OVERFLOW": str(settings.postgres_pool_size),
-        # PostgreSQL going away and coming back: a pooled connection is checked before
-        # it is handed out (one broken by a restart is replaced, never given to a
-        # request, which eventsourcing would retry on it); a request waits at most 5 s
-        # for a connection per attempt (eventsourcing makes 10), a write at most 5 s for
-        # the table lock. The API answers 503 at once while the store is out of reach
-        # (api/storeguard.py), whatever these allow.
+        # A pooled connection is checked before it is handed out (one broken by a
+        # restart is replaced); a request waits at most 5 s for a connection per attempt
+        # (eventsourcing makes 10), a write at most 5 s for the table lock. The API
+        # answers 503 at once while the store is out of reach (api/storeguard.py).
         "POSTGRES_PRE_PING": "y",
         "POSTGRES_CONNECT_TIMEOUT": "5",
         "POSTGRES_LOCK_TIMEOUT": "5",

@@ -117,15 +117,15 @@ class RunService(Application[UUID]):
         transcoder.register(ToolCallAsDict())
 
     def construct_event_store(self) -> EventStore[UUID]:
-        """Concurrent saves share transactions (``service/commits.py``), unless
-        ``SIGNOFF_GROUP_COMMIT`` is off."""
-        if strtobool(self.env.get("GROUP_COMMIT") or "y"):
-            return GroupCommitStore(self.mapper, self.recorder)
-        return super().construct_event_store()
+        """Concurrent saves share transactions (``service/commits.py``); with
+        ``SIGNOFF_GROUP_COMMIT`` off, each save is a transaction of its own."""
+        shared = strtobool(self.env.get("GROUP_COMMIT") or "y")
+        return GroupCommitStore(self.mapper, self.recorder, max_group=256 if shared else 1)
 
     @property
-    def group_commit(self) -> GroupCommit | None:
-        return self.events.group if isinstance(self.events, GroupCommitStore) else None
+    def group_commit(self) -> GroupCommit:
+        assert isinstance(self.events, GroupCommitStore)
+        return self.events.group
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         ids = ",".join(str(getattr(o, "id", "")) for o in objs)

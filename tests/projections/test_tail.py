@@ -1,4 +1,4 @@
-"""Following shares the log's tail (projections/runner.py ``_Tail``): the projections
+"""Following shares the log's tail (projections/tail.py): the projections
 read and decode a page once between them, read the log again only after a signal that
 something may have been committed, and remember their positions. Whatever the order in
 which they follow, their tables equal a rebuild from zero, every event applied once.

@@ -1,0 +1,141 @@
+"""The read models a save writes in its own transaction (``service/inline.py`` calls
+``InlineWriter.apply`` from inside the store's insert transaction).
+
+Every read model whose class says ``inline`` (the queue, the audit trail, the webhook
+deliveries, the sessions) is written there: the events, each read model's rows and
+each one's tracked position commit together. A read model is written only when its
+tracked position is the last event stored before these (no event committed in
+between), so an event is applied exactly once and in log order; otherwise it is left
+to the follower (``projections/runner.py``), which applies what it missed. The
+anchors are not inline: they keep a running hash in one row, which every save would
+then update; their follower writes them at most once a second.
+
+Concurrency: on SQLite the insert holds the database's write lock, so nothing else
+writes meanwhile. On PostgreSQL eventsourcing's insert holds the events table's lock
+(inline writers go one at a time), and each read model is claimed with its follower's
+advisory lock, without waiting: one held by a follower (a rebuild, ``signoff
+project``) is left to it.
+
+What the read models write goes under a savepoint, so a failing read model rolls back
+alone: the events commit, and the follower meets the error (and logs it) in its turn.
+The positions are read for every inline read model in one statement and written without
+reading back (eventsourcing's tracking upsert reads its answer: a round trip per read
+model, inside the events table's lock).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from service.inline import GapFree
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from projections.runner import Projections
+    from projections.store import ViewMixin
+
+log = logging.getLogger("signoff.projections")
+
+
+@dataclass(frozen=True)
+class Applied:
+    names: tuple[str, ...]  # the read models written
+    position: int  # the position they reached
+    left: bool  # whether an inline read model was left to its follower
+
+
+class InlineWriter:
+    """Writes the inline read models of ``projections`` in a save's transaction."""
+
+    def __init__(self, projections: Projections) -> None:
+        self.projections = projections
+        self.views: list[ViewMixin] = sorted(
+            (v for v in projections.views.values() if v.model.inline),
+            key=lambda v: v.tracking_name)
+        self.postgres = bool(self.views) and self.views[0].dialect.name == "postgres"
+
+    def apply(self, raw: Any, events: Sequence[tuple[int, Any]], gap_free: GapFree,
+              ) -> Applied | None:
+        if not self.views:
+            return None
+        first, last = events[0][0], events[-1][0]
+        try:
+            with self._savepoint(raw):
+                positions = self._claim(raw)
+                contiguous: dict[int, bool] = {}
+                due = []
+                for view, position in zip(self.views, positions, strict=True):
+                    if position is None or position >= first:
+                        continue
+                    if position not in contiguous:
+                        contiguous[position] = (position == first - 1
+                                                or gap_free(position, first))
+                    if contiguous[position]:
+                        due.append(view)
+                for view in due:
+                    raw.execute(self._track_sql(view), (view.tracking_name, last))
+                    view.model.write_page(view.cursor_class(raw, view.dialect), events)
+        except Exception:
+            log.exception("the read models could not be written with the events at %d-%d; "
+                          "their follower will apply them", first, last)
+            return Applied((), last, left=True)
+        return Applied(tuple(v.model.name for v in due), last,
+                       left=len(due) < len(self.views))
+
+    def committed(self, applied: Applied) -> None:
+        """After the commit: the followers know where the read models are, whoever waits
+        for a page is told, and what was left wakes the follower."""
+        self.projections.applied_inline(applied.names, applied.position)
+        if applied.left:
+            self.projections.prompt()
+
+    def _claim(self, raw: Any) -> list[int | None]:
+        """Each inline read model's tracked position (0: none yet), or None when its
+        follower holds it (PostgreSQL), in one statement."""
+        params: list[Any] = []
+        columns = []
+        for i, view in enumerate(self.views):
+            table = self._tracking(view)
+            position = (f"coalesce((SELECT notification_id FROM {table} "
+                        f"WHERE application_name = %s), 0)")
+            if self.postgres:
+                columns.append(f"CASE WHEN pg_try_advisory_xact_lock(hashtext(%s)) "
+                               f"THEN {position} END AS p{i}")
+                params += [view.tracking_name, view.tracking_name]
+            else:
+                columns.append(f"{position} AS p{i}")
+                params.append(view.tracking_name)
+        sql = "SELECT " + ", ".join(columns)
+        raw.execute(sql if self.postgres else sql.replace("%s", "?"), params)
+        row = raw.fetchone()
+        return [row[f"p{i}"] for i in range(len(self.views))]
+
+    def _track_sql(self, view: ViewMixin) -> str:
+        sql = (f"INSERT INTO {self._tracking(view)} (application_name, notification_id) "
+               "VALUES (%s, %s) ON CONFLICT (application_name) DO UPDATE SET "
+               "notification_id = excluded.notification_id")
+        return sql if self.postgres else sql.replace("%s", "?")
+
+    def _tracking(self, view: ViewMixin) -> str:
+        table = view._tracking_table()
+        if self.postgres:
+            return f'"{view.datastore.schema}"."{table}"'  # type: ignore[attr-defined]
+        return table
+
+    @contextmanager
+    def _savepoint(self, raw: Any) -> Iterator[None]:
+        raw.execute("SAVEPOINT signoff_inline")
+        try:
+            # PostgreSQL: the writes are pipelined; a nested pipeline syncs as it ends,
+            # so that an error of theirs is raised here, not at the commit.
+            with raw.connection.pipeline() if self.postgres else nullcontext():
+                yield
+        except BaseException:
+            raw.execute("ROLLBACK TO SAVEPOINT signoff_inline")
+            raise
+        raw.execute("RELEASE SAVEPOINT signoff_inline")

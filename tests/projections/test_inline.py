@@ -1,0 +1,178 @@
+"""The read models written in each save's own transaction (projections/inline.py): one
+commit carries the events and the rows that show them. Whatever else writes the log
+meanwhile (another process without them, a follower, a rebuild, a crash between two
+saves, a read model that fails), each event is applied once per read model and the
+tables equal a rebuild from zero.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bootstrap import write_inline
+from projections.runner import Projections
+from service.runs import RunService
+from tests.projections.bulk import (
+    assert_dumps_equal,
+    count_writes,
+    dump,
+    log_positions,
+    rebuilt,
+    write_runs,
+)
+from tests.projections.scenario import assert_matches_fold
+
+INLINE = ["queue", "audit", "webhooks", "sessions"]
+
+
+class Server:
+    """A server process's store and read models, each save writing them inline."""
+
+    def __init__(self, env: dict[str, str], batch_size: int = 7) -> None:
+        self.app = RunService(env=env)
+        self.p = Projections(RunService(env=env), env, batch_size=batch_size)
+        write_inline(self.app, self.p)
+
+    def close(self) -> None:
+        self.p.close()
+        self.p.store.close()
+        self.app.close()
+
+
+@pytest.fixture
+def server(env: dict[str, str]) -> Iterator[Server]:
+    s = Server(env)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def positions(p: Projections) -> dict[str, int]:
+    return {s.name: s.position for s in p.status()}
+
+
+def test_a_save_writes_the_inline_read_models_in_its_own_transaction(
+        server: Server) -> None:
+    reads = []
+    original = server.p.store.recorder.select_notifications
+    server.p.store.recorder.select_notifications = (  # type: ignore[method-assign]
+        lambda *a, **k: reads.append(a) or original(*a, **k))
+    write_runs(server.app, 4, seed=1)
+    head = server.app.head()
+    # No follower ran: the saves wrote them, reading nothing back.
+    assert positions(server.p) == {**dict.fromkeys(INLINE, head), "anchors": 0}
+    assert reads == []
+    assert_matches_fold(server.p, server.app)
+    server.p.catch_up_all()  # the anchors are their follower's
+    assert_dumps_equal(dump(server.p), rebuilt(server.p))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_inline_saves_interleaved_with_everything_else_equal_a_rebuild(
+        env: dict[str, str], seed: int) -> None:
+    rng = random.Random(seed)
+    server = Server(env)
+    other = RunService(env=env)  # another process, its saves not writing read models
+    applied = count_writes(server.p)
+    try:
+        for step in range(24):
+            roll = rng.random()
+            if roll < 0.45:
+                write_runs(server.app, rng.randint(1, 2), seed=seed * 100 + step)
+            elif roll < 0.6:
+                write_runs(other, 1, seed=seed * 100 + step)
+            elif roll < 0.75:  # the follower, on some of them
+                server.p.prompt()
+                for name in rng.sample(list(server.p.views), rng.randint(1, 5)):
+                    server.p.follow_up(name, pages=rng.randint(1, 3))
+            elif roll < 0.85:
+                server.p.rebuild(rng.choice(list(server.p.views)))
+            else:  # the process dies between two saves; a new one starts
+                server.close()
+                server = Server(env)
+                applied = _merged(applied, count_writes(server.p))
+        server.p.catch_up_all()
+        # Each read model applied each position once, in order, since its last rebuild.
+        log = log_positions(server.app)
+        for name in INLINE:
+            seen = applied[name]
+            start = max((i for i, n in enumerate(seen) if n == log[0]), default=0)
+            assert seen[start:] == log, name
+        assert_matches_fold(server.p, server.app)
+        assert_dumps_equal(dump(server.p), rebuilt(server.p))
+    finally:
+        other.close()
+        server.close()
+
+
+def _merged(old: dict[str, list[int]], new: dict[str, list[int]]) -> dict[str, list[int]]:
+    """The new process's writes go on after the old one's (the lists are the new ones)."""
+    for key, values in old.items():
+        new[key][:0] = values
+    return new
+
+
+def test_a_failing_read_model_never_fails_the_save(server: Server) -> None:
+    write_runs(server.app, 1, seed=3)
+    queue = server.p.views["queue"].model
+    original = queue.write_page
+
+    def broken(c: Any, events: Any) -> None:
+        original(c, events)  # its rows are written, then it fails: all rolled back
+        raise RuntimeError("a read model's bug")
+
+    queue.write_page = broken  # type: ignore[method-assign]
+    ids = write_runs(server.app, 2, seed=4)
+    queue.write_page = original  # type: ignore[method-assign]
+    head = server.app.head()
+    assert all(server.app.get_run(i) for i in ids)  # every save committed
+    at = positions(server.p)
+    assert at["queue"] < head and at["audit"] < head  # one transaction: all left
+    server.p.catch_up_all()  # the follower applies what was left
+    write_runs(server.app, 1, seed=5)  # and the saves write them again
+    assert positions(server.p)["queue"] == server.app.head()
+    assert_matches_fold(server.p, server.app)
+    server.p.catch_up_all()
+    assert_dumps_equal(dump(server.p), rebuilt(server.p))
+
+
+def test_concurrent_saves_and_a_follower_apply_each_event_once(env: dict[str, str]) -> None:
+    server = Server(env, batch_size=50)
+    other = RunService(env=env)
+    applied = count_writes(server.p)
+    stop = threading.Event()
+    follower = threading.Thread(target=server.p.follow, args=(stop,))
+    errors: list[BaseException] = []
+
+    def drive(app: RunService, seed: int) -> None:
+        try:
+            write_runs(app, 6, seed=seed)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=drive, args=(server.app, 10 + i)) for i in range(4)]
+    threads.append(threading.Thread(target=drive, args=(other, 20)))
+    try:
+        follower.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        stop.set()
+        follower.join(10)
+        server.p.catch_up_all()
+        log = log_positions(server.app)
+        for name in INLINE:
+            assert sorted(applied[name]) == log, name  # once each, none missed
+        assert_dumps_equal(dump(server.p), rebuilt(server.p))
+    finally:
+        stop.set()
+        other.close()
+        server.close()
