@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from bootstrap import build_app
-from service import audit
+from service import audit, compression
 from service.archive import export_events, import_events
 from service.config import Settings
 from service.runs import RunService
@@ -92,3 +93,49 @@ def test_compressed_events_take_fewer_bytes(tmp_path: Path) -> None:
         app.close()
         sizes[compress] = sum(len(s) for s in _states(path))
     assert sizes[True] < 0.8 * sizes[False]
+
+
+def test_every_dictionary_stays_as_it_was_written() -> None:
+    """States name their dictionary by its Adler-32: one changed would leave every state
+    written with it unreadable. (A new dictionary is added beside the others.)"""
+    assert sorted(compression.DICTIONARIES) == [0xE0A6E923]
+    for dict_id, dictionary in compression.DICTIONARIES.items():
+        assert zlib.adler32(dictionary) == dict_id
+
+
+def test_states_from_before_the_dictionary_still_read(tmp_path: Path) -> None:
+    """A store written with zlib alone (no dictionary) reads, verifies and goes on with
+    states written with the dictionary beside them."""
+    path = tmp_path / "s.db"
+    app = _open(path, compress=False)
+    first = populate(app)
+    app.close()
+    with closing(sqlite3.connect(path)) as conn:  # as the compressor before wrote them
+        conn.executemany("UPDATE stored_events SET state = ? WHERE state = ?",
+                         [(zlib.compress(s), s) for s in _states(path)])
+        conn.commit()
+    app = _open(path, compress=True)
+    second = populate(app)
+    states = _states(path)
+    assert not states[0][1] & 0x20 and states[-1][1] & 0x20  # zlib alone, then with it
+    assert all(v["status"] for v in _views(app, first + second))
+    report = audit.verify_log(app)
+    assert report.intact and report.runs == len(first + second)
+    app.close()
+
+
+def test_the_dictionary_takes_a_third_off_what_zlib_alone_stores() -> None:
+    states = [json.dumps(line).encode() for line in _golden_states()]
+    alone = sum(len(zlib.compress(s)) for s in states)
+    with_dictionary = sum(len(compression.Zlib().compress(s)) for s in states)
+    assert with_dictionary < 0.75 * alone
+    assert all(compression.Zlib().decompress(compression.Zlib().compress(s)) == s
+               for s in states)
+
+
+def _golden_states() -> list[object]:
+    """Every event state of the golden histories (tests/golden), as stored."""
+    app = RunService(env={"PERSISTENCE_MODULE": "eventsourcing.popo",
+                          "COMPRESSOR_TOPIC": "service.compression:Plain"})
+    populate(app)
+    return [json.loads(app.mapper.to_stored_event(e).state) for _, e in app.log()]
