@@ -4,10 +4,11 @@
 and AFTER are checkouts (e.g. ``git worktree add /tmp/before <commit>``); each server and
 ``signoff project`` runs from its checkout's code (``python -m cli``, that directory as
 the working directory) with this environment's packages. For each round, for each setup,
-each checkout serves a fresh store while 32 ``http.client`` clients run cycles for
-``--seconds``: cycles/s, p50s, and the CPU per cycle of the server, ``signoff project``
-and PostgreSQL. On a shared machine one run's figures move by 10-20% from minute to
-minute: compare the two checkouts within a round, and over rounds.
+each checkout serves a fresh store while ``--clients`` ``http.client`` clients (32, or
+each count of a list in turn) run cycles for ``--seconds``: cycles/s, p50s, and the CPU
+per cycle of the server, ``signoff project`` and PostgreSQL. On a shared machine one
+run's figures move by 10-20% from minute to minute: compare the two checkouts within a
+round, and over rounds.
 
 Setups: ``sqlite-inline`` and ``postgres-inline`` (projections in the server process, the
 default), ``postgres-process`` (``SIGNOFF_PROJECTIONS=off`` beside one ``signoff
@@ -41,7 +42,7 @@ def _popen(tree: Path, args: list[str], env: dict[str, str], log: Path,
 
 
 def measure(tree: Path, setup: str, url: str, pg_pid: int | None, seconds: float,
-            tmp: Path) -> str:
+            tmp: Path, clients: int = 32) -> str:
     port = free_port()
     env = {**os.environ, "SIGNOFF_DATABASE_URL": url, "SIGNOFF_HOST": "127.0.0.1",
            "SIGNOFF_PORT": str(port), "SIGNOFF_MODEL": "offline",
@@ -58,7 +59,7 @@ def measure(tree: Path, setup: str, url: str, pg_pid: int | None, seconds: float
         run_load(base, 4, cycles=100)  # warm-up
         pids = [p.pid for p in procs] + ([pg_pid] if pg_pid else [])
         cpu0 = [tree_cpu(p) for p in pids]
-        r = run_load(base, 32, cycles=1_000_000, seconds=seconds)
+        r = run_load(base, clients, cycles=1_000_000, seconds=seconds)
         cpu = [(tree_cpu(p) - c) / max(r.cycles, 1) * 1000 for p, c in zip(pids, cpu0,
                                                                             strict=True)]
     finally:
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--setups", default=",".join(SETUPS))
+    p.add_argument("--clients", default="32", help="a count, or several: 1,8,32")
     args = p.parse_args(argv)
+    counts = [int(n) for n in args.clients.split(",") if n]
     setups = [s for s in args.setups.split(",") if s]
     bad = set(setups) - set(SETUPS)
     if bad:
@@ -88,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         rev = subprocess.run(["git", "-C", str(tree), "log", "-1", "--format=%h %s"],
                              capture_output=True, text=True).stdout.strip()
         print(f"{name}: {tree} ({rev[:70]})")
-    print("32 clients (http.client), one worker, a fresh store per row, "
+    print(f"{args.clients} clients (http.client), one worker, a fresh store per row, "
           f"{args.seconds:g} s per row")
-    print(f"{'round':<6}{'code':<8}{'setup':<18}{'cycles/s':>9}{'start p50':>11}"
+    print(f"{'round':<6}{'code':<8}{'setup':<18}{'clients':>8}{'cycles/s':>9}{'start p50':>11}"
           f"{'cont. p50':>11}{'CPU ms/cycle: server/project/PG':>34}{'errors':>7}")
     failed = 0
     with tempfile.TemporaryDirectory(prefix="signoff-ab-") as tmpdir, \
@@ -98,15 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmpdir)
         for round_ in range(1, args.rounds + 1):
             for setup in setups:
-                for name, tree in trees.items():
-                    if setup.startswith("sqlite"):
-                        url, pg_pid = f"sqlite:///{tmp / (uuid.uuid4().hex + '.db')}", None
-                    else:
-                        url = pg.create_database(f"ab_{uuid.uuid4().hex[:8]}").url
-                        pg_pid = pg.pid
-                    line = measure(tree, setup, url, pg_pid, args.seconds, tmp)
-                    failed += int(line.split()[-1])
-                    print(f"{round_:<6}{name:<8}{setup:<18}{line}", flush=True)
+                for clients in counts:
+                    for name, tree in trees.items():
+                        if setup.startswith("sqlite"):
+                            url, pg_pid = f"sqlite:///{tmp / (uuid.uuid4().hex + '.db')}", None
+                        else:
+                            url = pg.create_database(f"ab_{uuid.uuid4().hex[:8]}").url
+                            pg_pid = pg.pid
+                        line = measure(tree, setup, url, pg_pid, args.seconds, tmp, clients)
+                        failed += int(line.split()[-1])
+                        print(f"{round_:<6}{name:<8}{setup:<18}{clients:>8}{line}", flush=True)
     print("(CPU ms/cycle: the server, then `signoff project` if it runs, then PostgreSQL's "
           "processes if the store is PostgreSQL)")
     return 1 if failed else 0

@@ -16,26 +16,26 @@ writes meanwhile. On PostgreSQL eventsourcing's insert holds the events table's 
 advisory lock, without waiting: one held by a follower (a rebuild, ``signoff
 project``) is left to it.
 
-What the read models write goes under a savepoint, so a failing read model rolls back
-alone: the events commit, and the follower meets the error (and logs it) in its turn.
-The positions are read for every inline read model in one statement and written without
-reading back (eventsourcing's tracking upsert reads its answer: a round trip per read
-model, inside the events table's lock).
+A read model that fails raises ``ReadModelsFailed``: the recorder rolls the transaction
+back and writes the events again without the read models (``service/inline.py``); the
+follower meets the error (and logs it) in its turn.
+The positions are read for every inline read model in one statement (``claim``: on
+PostgreSQL sent with the events' insert, in its round trip) and written without reading
+back (eventsourcing's tracking upsert reads its answer: a round trip per read model,
+inside the events table's lock).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from service.inline import GapFree
+from service.inline import GapFree, ReadModelsFailed
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from projections.runner import Projections
     from projections.store import ViewMixin
 
@@ -59,33 +59,46 @@ class InlineWriter:
             key=lambda v: v.tracking_name)
         self.postgres = bool(self.views) and self.views[0].dialect.name == "postgres"
 
+    def claim(self, raw: Any) -> None:
+        """Ask where each inline read model is (``_claim``)."""
+        if self.views:
+            self._claim(raw)
+
     def apply(self, raw: Any, events: Sequence[tuple[int, Any]], gap_free: GapFree,
               ) -> Applied | None:
         if not self.views:
             return None
         first, last = events[0][0], events[-1][0]
         try:
-            with self._savepoint(raw):
-                positions = self._claim(raw)
-                contiguous: dict[int, bool] = {}
-                due = []
-                for view, position in zip(self.views, positions, strict=True):
-                    if position is None or position >= first:
-                        continue
-                    if position not in contiguous:
-                        contiguous[position] = (position == first - 1
-                                                or gap_free(position, first))
-                    if contiguous[position]:
-                        due.append(view)
+            due = self._due(raw, first, gap_free)
+            # PostgreSQL: the writes are pipelined; a nested pipeline syncs as it ends,
+            # so that an error of theirs is raised here, not at the commit.
+            with raw.connection.pipeline() if self.postgres else nullcontext():
                 for view in due:
                     raw.execute(self._track_sql(view), (view.tracking_name, last))
                     view.model.write_page(view.cursor_class(raw, view.dialect), events)
-        except Exception:
-            log.exception("the read models could not be written with the events at %d-%d; "
-                          "their follower will apply them", first, last)
-            return Applied((), last, left=True)
+        except Exception as e:
+            log.exception("the read models could not be written with the events at %d-%d",
+                          first, last)
+            raise ReadModelsFailed(Applied((), last, left=True)) from e
         return Applied(tuple(v.model.name for v in due), last,
                        left=len(due) < len(self.views))
+
+    def _due(self, raw: Any, first: int, gap_free: GapFree) -> list[ViewMixin]:
+        """The read models whose position (the claim's answer) is the last event stored
+        before ``first``."""
+        row = raw.fetchone()
+        contiguous: dict[int, bool] = {}
+        due = []
+        for i, view in enumerate(self.views):
+            position = row[f"p{i}"]
+            if position is None or position >= first:  # its follower's, or ahead
+                continue
+            if position not in contiguous:
+                contiguous[position] = position == first - 1 or gap_free(position, first)
+            if contiguous[position]:
+                due.append(view)
+        return due
 
     def committed(self, applied: Applied) -> None:
         """After the commit: the followers know where the read models are, whoever waits
@@ -94,9 +107,9 @@ class InlineWriter:
         if applied.left:
             self.projections.prompt()
 
-    def _claim(self, raw: Any) -> list[int | None]:
-        """Each inline read model's tracked position (0: none yet), or None when its
-        follower holds it (PostgreSQL), in one statement."""
+    def _claim(self, raw: Any) -> None:
+        """Ask, in one statement, for each inline read model's tracked position (0: none
+        yet), or None when its follower holds it (PostgreSQL)."""
         params: list[Any] = []
         columns = []
         for i, view in enumerate(self.views):
@@ -112,8 +125,6 @@ class InlineWriter:
                 params.append(view.tracking_name)
         sql = "SELECT " + ", ".join(columns)
         raw.execute(sql if self.postgres else sql.replace("%s", "?"), params)
-        row = raw.fetchone()
-        return [row[f"p{i}"] for i in range(len(self.views))]
 
     def _track_sql(self, view: ViewMixin) -> str:
         sql = (f"INSERT INTO {self._tracking(view)} (application_name, notification_id) "
@@ -126,16 +137,3 @@ class InlineWriter:
         if self.postgres:
             return f'"{view.datastore.schema}"."{table}"'  # type: ignore[attr-defined]
         return table
-
-    @contextmanager
-    def _savepoint(self, raw: Any) -> Iterator[None]:
-        raw.execute("SAVEPOINT signoff_inline")
-        try:
-            # PostgreSQL: the writes are pipelined; a nested pipeline syncs as it ends,
-            # so that an error of theirs is raised here, not at the commit.
-            with raw.connection.pipeline() if self.postgres else nullcontext():
-                yield
-        except BaseException:
-            raw.execute("ROLLBACK TO SAVEPOINT signoff_inline")
-            raise
-        raw.execute("RELEASE SAVEPOINT signoff_inline")

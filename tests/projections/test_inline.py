@@ -118,13 +118,16 @@ def _merged(old: dict[str, list[int]], new: dict[str, list[int]]) -> dict[str, l
     return new
 
 
-def test_a_failing_read_model_never_fails_the_save(server: Server) -> None:
+@pytest.mark.parametrize("fault", ["python", "sql"])
+def test_a_failing_read_model_never_fails_the_save(server: Server, fault: str) -> None:
     write_runs(server.app, 1, seed=3)
     queue = server.p.views["queue"].model
     original = queue.write_page
 
     def broken(c: Any, events: Any) -> None:
         original(c, events)  # its rows are written, then it fails: all rolled back
+        if fault == "sql":  # the database refuses a statement (the pipeline aborts)
+            c.execute("INSERT INTO signoff_no_such_table VALUES (1)")
         raise RuntimeError("a read model's bug")
 
     queue.write_page = broken  # type: ignore[method-assign]
