@@ -89,8 +89,8 @@ class _InlineRecorder:
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any,
                       ) -> Sequence[int] | None:
         batch: InlineBatch | None = kwargs.get("inline")
-        # A mixin: the recorder's own insert follows it in the method order.
         try:
+            # A mixin: the recorder's own insert follows it in the method order.
             ids: Sequence[int] | None = super().insert_events(  # type: ignore[misc]
                 stored_events, **kwargs)
         except BaseException:
