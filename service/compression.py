@@ -72,7 +72,10 @@ class Zlib(Compressor):
         if data[:1] and data[0] == _JSON:  # stored uncompressed
             return data
         if len(data) > 6 and data[1] & _FDICT:
-            d = zlib.decompressobj(zdict=DICTIONARIES[int.from_bytes(data[2:6], "big")])
+            zdict = DICTIONARIES.get(int.from_bytes(data[2:6], "big"))
+            if zdict is None:  # not zlib (ciphertext, altered bytes): as zlib says it
+                raise zlib.error("unknown preset dictionary: not a compressed state")
+            d = zlib.decompressobj(zdict=zdict)
             return d.decompress(data) + d.flush()
         return zlib.decompress(data)  # written before the dictionary
 

@@ -139,3 +139,11 @@ def _golden_states() -> list[object]:
                           "COMPRESSOR_TOPIC": "service.compression:Plain"})
     populate(app)
     return [json.loads(app.mapper.to_stored_event(e).state) for _, e in app.log()]
+
+
+def test_what_is_not_a_state_of_ours_is_a_zlib_error() -> None:
+    """Ciphertext read without its key (the store's key check) is refused as zlib would
+    refuse it, whatever dictionary its bytes seem to name."""
+    for data in (b"\x78\x20\x00\x00\x00\x01rest", b"\x78\xbb\xde\xad\xbe\xefrest", b"\x78"):
+        with pytest.raises(zlib.error):
+            compression.Zlib().decompress(data)
