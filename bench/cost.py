@@ -10,15 +10,21 @@ see the machine as it is at that minute. Per cycle:
 - bytes: the store's growth (SQLite: the database file and its WAL after a checkpoint;
   PostgreSQL: every table and index, and the WAL written, ``pg_current_wal_lsn``);
 - write transactions (the transaction ids taken), rows inserted and rows updated
-  (PostgreSQL's ``pg_stat_database``).
+  (PostgreSQL's ``pg_stat_database``);
+- and, while the clients run, how soon a run that paused is in ``/queue``: a probe starts
+  a run, and from its answer asks ``GET /queue`` until the run is listed (then continues
+  it): p50 and p99 of that time over the row (under load mostly the ask's own wait), and
+  the share of runs listed at the first ask.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from argparse import Namespace
 from collections.abc import Iterator
@@ -37,7 +43,7 @@ from bench.common import (
     wait_healthy,
     wait_projections,
 )
-from bench.load import run_load
+from bench.load import AGENT, MESSAGE, HttpClient, pct, run_load
 from tests.support.server import free_port
 
 # Write transactions are counted by the transaction ids they took (exact at once); rows by
@@ -83,6 +89,34 @@ def _counters(url: str) -> dict[str, int]:
                     strict=True))
 
 
+def _visible(url: str, stop: threading.Event, out: list[float], asks: list[int]) -> None:
+    """Until ``stop``: start a run, then ask ``/queue`` until it is listed; each time from
+    the start's answer to the answer that listed it (seconds), into ``out``, and how many
+    asks it took, into ``asks``."""
+    client = HttpClient(url)
+    try:
+        while not stop.is_set():
+            status, run = client.post(f"/agents/{AGENT}/runs",
+                                      {"message": MESSAGE, "stream": "false"})
+            answered = time.perf_counter()
+            if status != 200 or not isinstance(run, dict):
+                return
+            n = 0
+            while not stop.is_set():
+                n += 1
+                _, page = client.get(f"/queue?agent_id={AGENT}&limit=500")
+                if run["run_id"] in json.dumps(page):
+                    out.append(time.perf_counter() - answered)
+                    asks.append(n)
+                    break
+            tools = [{**t, "confirmed": True} for t in run.get("tools", [])]
+            client.post(f"/agents/{AGENT}/runs/{run['run_id']}/continue",
+                        {"tools": json.dumps(tools), "stream": "false"})
+            stop.wait(0.05)
+    finally:
+        client.close()
+
+
 def cost(stores: Stores, kind: str, args: Namespace) -> int:
     url = stores.fresh(kind, "cost")
     header(f"cost: a HITL cycle beside the framework's floor ({kind})", url, workers=1,
@@ -92,7 +126,7 @@ def cost(stores: Stores, kind: str, args: Namespace) -> int:
     print(f"{'clients':>7}{'floor ms':>10}{'server ms':>11}{'ratio':>7}"
           + (f"{'PG ms':>8}" if pg else "")
           + f"{'bytes':>8}" + (f"{'WAL':>8}{'commits':>9}{'ins.':>6}{'upd.':>6}" if pg else "")
-          + f"{'cycles/s':>10}{'errors':>7}")
+          + f"{'cycles/s':>10}{'visible p50/p99':>17}{'at once':>8}{'errors':>7}")
     failed = 0
     with floor_server(stores.log("cost-floor")) as (floor_url, floor_pid), \
             serve(url, stores.log("cost")) as server:
@@ -107,7 +141,14 @@ def cost(stores: Stores, kind: str, args: Namespace) -> int:
             before = _counters(url)
             pids = [server.proc.pid] + ([stores.pg.pid] if pg and stores.pg else [])
             cpu0s = [tree_cpu(p) for p in pids]
-            r = run_load(server.url, n, cycles=args.cycles, seconds=args.seconds)
+            stop, seen, asks = threading.Event(), list[float](), list[int]()
+            probe = threading.Thread(target=_visible, args=(server.url, stop, seen, asks))
+            probe.start()
+            try:
+                r = run_load(server.url, n, cycles=args.cycles, seconds=args.seconds)
+            finally:
+                stop.set()
+                probe.join(30)
             cpu = [(tree_cpu(p) - c) / max(r.cycles, 1) * 1000
                    for p, c in zip(pids, cpu0s, strict=True)]
             wait_projections(server.url)  # what the cycles wrote, read models included
@@ -119,10 +160,19 @@ def cost(stores: Stores, kind: str, args: Namespace) -> int:
                   + f"{per['size']:>8.0f}"
                   + (f"{per['wal']:>8.0f}{per['commits']:>9.1f}{per['inserted']:>6.1f}"
                      f"{per['updated']:>6.1f}" if pg else "")
-                  + f"{r.rate:>10.1f}{r.error_count:>7}", flush=True)
+                  + f"{r.rate:>10.1f}"
+                  + f"{_ms(pct(seen, 50)):>8}/{_ms(pct(seen, 99)):<8}"
+                  + f"{100 * asks.count(1) / max(len(asks), 1):>7.0f}%{r.error_count:>7}",
+                  flush=True)
     print("(per cycle: floor ms / server ms = CPU of the floor's app / of signoff serve, "
           "ratio = server / floor; PG ms = PostgreSQL's processes; bytes = the store's "
           "growth" + (", WAL = WAL written, commits = write transactions (each takes one "
                       "transaction id, the reading connection's own included), rows inserted "
-                      "/ updated from pg_stat_database)" if pg else " (database file and WAL))"))
+                      "/ updated from pg_stat_database)" if pg else " (database file and WAL))")
+          + "; visible = from a start's answer to /queue listing the run, at once = the "
+          "share listed at the first ask (a probe beside the clients, counted with them)")
     return failed
+
+
+def _ms(ms: float) -> str:
+    return f"{ms:.1f}ms" if ms == ms else "-"  # NaN: no sample
