@@ -74,8 +74,10 @@ class InlineWriter:
             # PostgreSQL: the writes are pipelined; a nested pipeline syncs as it ends,
             # so that an error of theirs is raised here, not at the commit.
             with raw.connection.pipeline() if self.postgres else nullcontext():
+                if due:  # every position, in one statement on PostgreSQL
+                    c = due[0].cursor_class(raw, due[0].dialect)
+                    c.together([(self._track_sql(v), (v.tracking_name, last)) for v in due])
                 for view in due:
-                    raw.execute(self._track_sql(view), (view.tracking_name, last))
                     view.model.write_page(view.cursor_class(raw, view.dialect), events)
         except Exception as e:
             log.exception("the read models could not be written with the events at %d-%d",
@@ -127,10 +129,9 @@ class InlineWriter:
         raw.execute(sql if self.postgres else sql.replace("%s", "?"), params)
 
     def _track_sql(self, view: ViewMixin) -> str:
-        sql = (f"INSERT INTO {self._tracking(view)} (application_name, notification_id) "
-               "VALUES (%s, %s) ON CONFLICT (application_name) DO UPDATE SET "
-               "notification_id = excluded.notification_id")
-        return sql if self.postgres else sql.replace("%s", "?")
+        return (f"INSERT INTO {self._tracking(view)} (application_name, notification_id) "
+                "VALUES (%s, %s) ON CONFLICT (application_name) DO UPDATE SET "
+                "notification_id = excluded.notification_id")
 
     def _tracking(self, view: ViewMixin) -> str:
         table = view._tracking_table()
