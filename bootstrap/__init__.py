@@ -113,8 +113,10 @@ def write_inline(store: RunService, projections: Projections) -> None:
     when prompted) for what no save wrote: the anchors, other processes' events."""
     from projections.inline import InlineWriter
 
-    store.recorder.read_models = InlineWriter(projections)  # type: ignore[attr-defined]
+    writer = InlineWriter(projections)
+    store.recorder.read_models = writer  # type: ignore[attr-defined]
     projections.listen = False
+    projections.saves_write = {v.model.name for v in writer.views}
 
 
 def build_authenticator(settings: Settings, app: RunService) -> Authenticator:

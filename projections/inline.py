@@ -4,9 +4,11 @@
 Every read model whose class says ``inline`` (the queue, the audit trail, the webhook
 deliveries, the sessions) is written there: the events, each read model's rows and
 each one's tracked position commit together. A read model is written only when its
-tracked position is the last event stored before these (no event committed in
-between), so an event is applied exactly once and in log order; otherwise it is left
-to the follower (``projections/runner.py``), which applies what it missed. The
+tracked position is the last event stored before these, so an event is applied exactly
+once and in log order: one a little behind (another process saved without it, or its
+follower held it a moment) first gets the events it missed (at most ``CATCH_UP``, read
+and decoded in the same transaction); one further behind (a rebuild) is left to its
+follower (``projections/runner.py``). The
 anchors are not inline: they keep a running hash in one row, which every save would
 then update; their follower writes them at most once a second.
 
@@ -19,6 +21,7 @@ project``) is left to it.
 A read model that fails raises ``ReadModelsFailed``: the recorder rolls the transaction
 back and writes the events again without the read models (``service/inline.py``); the
 follower meets the error (and logs it) in its turn.
+
 The positions are read for every inline read model in one statement (``claim``: on
 PostgreSQL sent with the events' insert, in its round trip) and written without reading
 back (eventsourcing's tracking upsert reads its answer: a round trip per read model,
@@ -33,13 +36,18 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from service.inline import GapFree, ReadModelsFailed
+from service.inline import Between, ReadModelsFailed
 
 if TYPE_CHECKING:
     from projections.runner import Projections
     from projections.store import ViewMixin
 
 log = logging.getLogger("signoff.projections")
+
+# How many events a save applies to a read model that missed them (another process wrote
+# without it, or its follower held it as this process saved); one further behind (a
+# rebuild) is its follower's.
+CATCH_UP = 200
 
 
 @dataclass(frozen=True)
@@ -58,49 +66,71 @@ class InlineWriter:
             (v for v in projections.views.values() if v.model.inline),
             key=lambda v: v.tracking_name)
         self.postgres = bool(self.views) and self.views[0].dialect.name == "postgres"
+        # A read model found too far behind, at the position it was found at.
+        self._far: dict[ViewMixin, int] = {}
 
     def claim(self, raw: Any) -> None:
         """Ask where each inline read model is (``_claim``)."""
         if self.views:
             self._claim(raw)
 
-    def apply(self, raw: Any, events: Sequence[tuple[int, Any]], gap_free: GapFree,
+    def apply(self, raw: Any, events: Sequence[tuple[int, Any]], between: Between,
               ) -> Applied | None:
         if not self.views:
             return None
         first, last = events[0][0], events[-1][0]
         try:
-            due = self._due(raw, first, gap_free)
+            pages = self._pages(raw, events, between)
             # PostgreSQL: the writes are pipelined; a nested pipeline syncs as it ends,
             # so that an error of theirs is raised here, not at the commit.
             with raw.connection.pipeline() if self.postgres else nullcontext():
-                if due:  # every position, in one statement on PostgreSQL
-                    c = due[0].cursor_class(raw, due[0].dialect)
-                    c.together([(self._track_sql(v), (v.tracking_name, last)) for v in due])
-                for view in due:
-                    view.model.write_page(view.cursor_class(raw, view.dialect), events)
+                if pages:  # every position, in one statement on PostgreSQL
+                    v = pages[0][0]
+                    v.cursor_class(raw, v.dialect).together(
+                        [(self._track_sql(v), (v.tracking_name, last)) for v, _ in pages])
+                for view, page in pages:
+                    view.model.write_page(view.cursor_class(raw, view.dialect), page)
         except Exception as e:
             log.exception("the read models could not be written with the events at %d-%d",
                           first, last)
             raise ReadModelsFailed(Applied((), last, left=True)) from e
-        return Applied(tuple(v.model.name for v in due), last,
-                       left=len(due) < len(self.views))
+        return Applied(tuple(v.model.name for v, _ in pages), last,
+                       left=len(pages) < len(self.views))
 
-    def _due(self, raw: Any, first: int, gap_free: GapFree) -> list[ViewMixin]:
-        """The read models whose position (the claim's answer) is the last event stored
-        before ``first``."""
+    def _pages(self, raw: Any, events: Sequence[tuple[int, Any]], between: Between,
+               ) -> list[tuple[ViewMixin, Sequence[tuple[int, Any]]]]:
+        """What each read model is to apply: ``events``, after the events it missed when
+        it is a little behind (at most ``CATCH_UP`` events: read, in the same
+        transaction, from the position the claim answered). One held by its follower,
+        or further behind, is left out (and not asked again at the same position)."""
         row = raw.fetchone()
-        contiguous: dict[int, bool] = {}
-        due = []
+        first = events[0][0]
+        missed: dict[int, list[tuple[int, Any]] | None] = {}
+        pages: list[tuple[ViewMixin, Sequence[tuple[int, Any]]]] = []
         for i, view in enumerate(self.views):
             position = row[f"p{i}"]
-            if position is None or position >= first:  # its follower's, or ahead
+            if position is None or position >= first or self._far.get(view) == position:
                 continue
-            if position not in contiguous:
-                contiguous[position] = position == first - 1 or gap_free(position, first)
-            if contiguous[position]:
-                due.append(view)
-        return due
+            if position not in missed:
+                missed[position] = self._missed(position, first, between)
+            before = missed[position]
+            if before is None:
+                self._far[view] = position
+                continue
+            pages.append((view, [*before, *events]))
+        return pages
+
+    def _missed(self, position: int, first: int, between: Between,
+                ) -> list[tuple[int, Any]] | None:
+        """The events after ``position`` and before ``first`` (decoded), or None when there
+        are more than ``CATCH_UP``."""
+        if position == first - 1:
+            return []
+        found = between(position, first, CATCH_UP + 1)
+        if len(found) > CATCH_UP:
+            return None
+        mapper = self.projections.store.mapper
+        return [(n.id, mapper.to_domain_event(n)) for n in found]
 
     def committed(self, applied: Applied) -> None:
         """After the commit: the followers know where the read models are, whoever waits

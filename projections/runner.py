@@ -105,6 +105,7 @@ class Projections:
         self._positions: dict[str, int] = {}  # where each follower last wrote
         self._together = same_database(env)  # one transaction can write every view
         self.listen = True  # PostgreSQL: woken by every commit (else: once a second)
+        self.saves_write: set[str] = set()  # the read models this process's saves write
         self.on_applied: list[Callable[[str], None]] = []  # (name) after each page written
 
     # ------------------------------------------------------------- catch-up
@@ -157,6 +158,9 @@ class Projections:
                 batch = self._tail.page(position + 1, self.batch_size)
                 if not batch:
                     return applied
+                if name in self.saves_write and (moved := view.position()) > position:
+                    position = moved  # a save wrote it meanwhile: no lock taken from it
+                    continue
                 try:
                     view.write(batch, after=position)
                 except PositionMoved:  # as in catch_up

@@ -9,9 +9,11 @@ queue never lags its own writes, and no other transaction is opened, read back o
 decoded.
 
 The read models decide what they can apply (``apply``): each one whose tracked position
-is just before these events (nothing committed in between: ``gap_free``) is written and
-its position moved; one that is behind (being rebuilt, or another process wrote without
-it) is left to its follower. Once the transaction has committed, ``committed`` is told
+is just before these events is written and its position moved; one a little behind
+(another process wrote without it, or its follower held it a moment) is first given
+the events it missed, read in the same transaction (``between``: while the insert holds
+the log's write lock, every event before its own is committed); one far behind (being
+rebuilt) is left to its follower. Once the transaction has committed, ``committed`` is told
 what was applied (to wake whoever waits on the read models).
 
 A save never fails for a read model's sake. When a read model fails, ``apply`` raises
@@ -33,15 +35,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
 log = logging.getLogger("signoff.inline")
 
-# (after, before): whether no event is stored at a position strictly between them.
-GapFree = Callable[[int, int], bool]
+# (after, before, limit): the events stored strictly between two positions, in log order
+# (at most ``limit``).
+Between = Callable[[int, int, int], Sequence[Notification]]
 
 
 class ReadModelsFailed(BaseException):
@@ -61,7 +64,7 @@ class ReadModelsPort(Protocol):
         are), as soon as the events' insert is sent: on PostgreSQL the question goes in
         the insert's own round trip."""
 
-    def apply(self, cursor: Any, events: Sequence[tuple[int, Any]], gap_free: GapFree,
+    def apply(self, cursor: Any, events: Sequence[tuple[int, Any]], between: Between,
               ) -> Any:
         """Write what ``events`` ((position, domain event), in log order) change, on
         the ``cursor`` that ``claim`` asked on, inside the insert transaction. Returns
@@ -113,13 +116,13 @@ class _InlineRecorder:
                 batch.cursor = cursor
 
     def _apply(self, ids: Sequence[int] | None, kwargs: dict[str, Any],
-               gap_free: GapFree) -> None:
+               between: Between) -> None:
         batch: InlineBatch | None = kwargs.get("inline")
         if batch is None or batch.cursor is None or not ids or self.read_models is None:
             return
         try:
             batch.applied = self.read_models.apply(
-                batch.cursor, list(zip(ids, batch.events, strict=True)), gap_free)
+                batch.cursor, list(zip(ids, batch.events, strict=True)), between)
         except ReadModelsFailed as failed:
             cursor = batch.cursor
             batch.failed, batch.applied, batch.cursor = True, failed.applied, None
@@ -135,13 +138,16 @@ class InlineSQLiteRecorder(_InlineRecorder, SQLiteApplicationRecorder):
                        **kwargs: Any) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
 
-        def gap_free(after: int, before: int) -> bool:
-            c.execute(f"SELECT 1 FROM {self.events_table_name} "
-                      "WHERE rowid > ? AND rowid < ? LIMIT 1", (after, before))
-            return c.fetchone() is None
+        def between(after: int, before: int, limit: int) -> list[Notification]:
+            c.execute(f"SELECT rowid, originator_id, originator_version, topic, state "
+                      f"FROM {self.events_table_name} WHERE rowid > ? AND rowid < ? "
+                      "ORDER BY rowid LIMIT ?", (after, before, limit))
+            return [Notification(id=r["rowid"], originator_id=self.convert_originator_id(
+                r["originator_id"]), originator_version=r["originator_version"],
+                topic=r["topic"], state=r["state"]) for r in c.fetchall()]
 
         self._claim(c, kwargs)
-        self._apply(ids, kwargs, gap_free)
+        self._apply(ids, kwargs, between)
         return ids
 
 
@@ -159,15 +165,17 @@ class InlinePostgresRecorder(_InlineRecorder, PostgresApplicationRecorder):
                                        **kwargs: Any) -> Sequence[int] | None:
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         cursor = curs.connection.cursor()
-        between = SQL("SELECT 1 FROM {}.{} WHERE notification_id > %s AND "
-                      "notification_id < %s LIMIT 1").format(
+        select = SQL("SELECT * FROM {}.{} WHERE notification_id > %s AND notification_id < %s "
+                     "ORDER BY notification_id LIMIT %s").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name))
 
-        def gap_free(after: int, before: int) -> bool:
-            cursor.execute(between, (after, before))
-            return cursor.fetchone() is None
+        def between(after: int, before: int, limit: int) -> list[Notification]:
+            cursor.execute(select, (after, before, limit))
+            return [Notification(id=r["notification_id"], originator_id=r["originator_id"],
+                                 originator_version=r["originator_version"], topic=r["topic"],
+                                 state=bytes(r["state"])) for r in cursor.fetchall()]
 
-        self._apply(ids, kwargs, gap_free)
+        self._apply(ids, kwargs, between)
         return ids
 
     def _abandon(self, cursor: Any, failed: ReadModelsFailed) -> None:

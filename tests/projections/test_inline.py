@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bootstrap import write_inline
+from projections import inline
 from projections.runner import Projections
 from service.runs import RunService
 from tests.projections.bulk import (
@@ -179,3 +180,32 @@ def test_concurrent_saves_and_a_follower_apply_each_event_once(env: dict[str, st
         stop.set()
         other.close()
         server.close()
+
+
+def test_a_save_gives_a_read_model_the_few_events_it_missed(server: Server,
+                                                            env: dict[str, str]) -> None:
+    """Another process's saves (no read models written) are applied by this process's
+    next save, in its transaction; a read model far behind (a rebuild) is left to its
+    follower."""
+    other = RunService(env=env)
+    try:
+        write_runs(other, 2, seed=6)
+        behind = server.app.head()
+        assert positions(server.p)["queue"] == 0
+        write_runs(server.app, 1, seed=7)
+        assert set(positions(server.p).values()) - {0} == {server.app.head()}
+        assert_matches_fold(server.p, server.app)
+
+        write_runs(server.app, 30, seed=8)  # more than a save catches up
+        assert server.app.head() - behind > inline.CATCH_UP
+        server.p.views["audit"].reset(target=server.app.head())  # a rebuild begins
+        write_runs(server.app, 2, seed=10)
+        at = positions(server.p)
+        assert at["audit"] == 0 and at["queue"] == server.app.head() > behind
+        server.p.rebuild("audit")  # the follower's
+        write_runs(server.app, 1, seed=9)  # and the saves write it again
+        assert positions(server.p)["audit"] == server.app.head()
+        server.p.catch_up_all()
+        assert_dumps_equal(dump(server.p), rebuilt(server.p))
+    finally:
+        other.close()
