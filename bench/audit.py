@@ -12,6 +12,15 @@ process:
 For each it prints events per second and the process's resident memory (RSS) sampled at
 each tenth of the log: flat figures mean memory does not grow with the log. PostgreSQL is
 a throwaway server the benchmark starts itself.
+
+With ``--runs N`` instead (``bench/auditcli.py``): N runs with the decisions reviewers
+make (confirmed, with and without a note, with edited arguments; rejected; external
+results; user input; two calls in a run; cancelled; some left paused), then the commands
+an auditor runs, each in a process of its own, timed, with its peak memory:
+``signoff project rebuild`` of the anchors and the decision trail, ``signoff audit
+verify`` (every chain, the anchors and every decision row against the log: the
+default), ``verify --log-only``, ``audit export`` (JSON Lines, with its anchors) and
+``--format csv``, and ``audit import`` of that export into an empty store.
 """
 
 from __future__ import annotations
@@ -77,6 +86,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.audit", description=__doc__)
     parser.add_argument("--stores", default="postgres,sqlite")
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int,
+                        help="N runs with decisions, through the audit commands")
     parser.add_argument("--encrypted", action="store_true", help="with SIGNOFF_CIPHER_KEY")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -91,6 +102,11 @@ def main() -> None:
         from eventsourcing.cryptography import AESCipher
 
         key = AESCipher.create_key(32)
+    if args.runs:
+        from bench.auditcli import run_commands
+
+        run_commands(args.runs, args.stores.split(","), key)
+        return
     runs = args.events * 3 // 28  # a third of the runs are rejected: 28 events per 3 runs
     print(f"machine: {machine()}")
     print(f"workload: {runs} runs of 10 or 8 events (about {args.events} events), "

@@ -98,6 +98,9 @@ class AuditProjection(ReadModel[Page]):
             "ON signoff_decisions (tool_name, position)",
             "CREATE INDEX IF NOT EXISTS signoff_decisions_decided "
             "ON signoff_decisions (decided_at)",
+            # by=requested analytics; IF NOT EXISTS: older stores get it when next opened
+            "CREATE INDEX IF NOT EXISTS signoff_decisions_requested "
+            "ON signoff_decisions (requested_at)",
             """CREATE TABLE IF NOT EXISTS signoff_decision_events (
                 position BIGINT NOT NULL,
                 tool_call_id TEXT NOT NULL,

@@ -33,7 +33,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.persistence import StoredEvent
 
 from domain import chain
-from service.runchain import MISMATCH, Broken, RunChain, anchored_problem, reordered, resume
+from service.runchain import (
+    MISMATCH,
+    Broken,
+    RunChain,
+    anchored_problem,
+    log_positions,
+    reordered,
+    resume,
+)
 from service.runs import RunNotFound, RunService, _uuid
 
 __all__ = ["Broken", "Report", "verify_log", "verify_run"]
@@ -87,14 +95,18 @@ def verify_run(app: RunService, run_id: str | UUID,
     ``projections.anchors.anchored_run``), that the run still reaches that event
     unchanged: a run cut short, or rewritten (its hashes recomputed or removed) after it
     was anchored, is named here."""
-    stored = app.recorder.select_events(_uuid(run_id))
+    rid = _uuid(run_id)
+    stored = app.recorder.select_events(rid)
     if not stored and not anchored:
         raise RunNotFound(f"no run {run_id!r}")
-    return _run_report(app, str(run_id), stored, anchored)
+    return _run_report(app, str(run_id), stored, anchored,
+                       log_positions(app, rid) if stored else {})
 
 
 def _run_report(app: RunService, run_id: str, stored: Sequence[StoredEvent],
-                anchored: dict[str, Any] | None) -> Report:
+                anchored: dict[str, Any] | None, positions: dict[int, int]) -> Report:
+    """The run's own check; ``positions``: each version's log position (the head's, and
+    the first broken event's, are reported)."""
     report = Report(runs=1, anchored=anchored)
     run_chain = RunChain(run_id)
     links: dict[int, str] = {}
@@ -105,8 +117,10 @@ def _run_report(app: RunService, run_id: str, stored: Sequence[StoredEvent],
     if first is not None and first.problem.startswith(MISMATCH):
         first = reordered(app, stored, first) or first
     if first is not None:
+        first.position = positions.get(first.version, first.position)
         report.add(first)
-    report.head = {"version": run_chain.version, "hash": run_chain.prev}
+    report.head = {"version": run_chain.version, "hash": run_chain.prev,
+                   "position": positions.get(run_chain.version)}
     if anchored:
         version = int(anchored["version"])
         problem = anchored_problem(version, str(anchored["hash"]), run_chain.version,
@@ -215,16 +229,16 @@ class _LogPass:
         whole in version order, only the log's order was altered."""
         first = run_chain.first
         assert first is not None
-        own = _run_report(self.app, run_chain.run_id,
-                          self.app.recorder.select_events(UUID(run_chain.run_id)),
-                          None).first_broken
+        rid = UUID(run_chain.run_id)
+        own = _run_report(self.app, run_chain.run_id, self.app.recorder.select_events(rid),
+                          None, log_positions(self.app, rid)).first_broken
         if own is None:
             return Broken(first.run_id, first.version, (
                 f"reordered: version {first.version} of the run comes before its version "
                 f"{run_chain.expected} in the log: the log's order was altered"),
                 first.type, position)
         if own.version == stored.originator_version:
-            own.position = position
+            own.position = position  # (a store in memory has no positions to look up)
         return own
 
     def finish(self, position: int) -> None:

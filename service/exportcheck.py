@@ -145,9 +145,12 @@ class _ExportChecker:
         if before is not None and version != before[0] + 1:
             raise _refused(f"{where}: version {before[0] + 1} of the run is missing "
                            "before it")
-        if self.header and before is None and version != 1:
+        if before is None and version != 1:
             raise _refused(f"{where}: the run's first line, in a whole export, is not its "
-                           "version 1 (its first events were removed)")
+                           "version 1 (its first events were removed)" if self.header else
+                           f"{where}: the run's first line is not its version 1: an export "
+                           "of a period (--since) lacks the run's earlier events, and a store "
+                           "cannot hold the run without them: import a whole export")
         _check_link(where, rec, before, computed)
         if version == 1 and rec["type"].endswith(":Run.RunStarted"):
             self.result.runs += 1
@@ -172,9 +175,8 @@ def _check_link(where: str, rec: dict[str, Any], before: tuple[int, str | None] 
         if before is not None and before[1] is not None:
             raise _refused(f"{where}: has no hash, but an earlier event of the run does "
                            "(its hashes were removed)")
-    else:
-        expected_prev = before[1] if before else (chain.GENESIS if int(rec["version"]) == 1
-                                                  else rec["prev"])
+    else:  # (the first event with a hash after events without: prev is 64 zeros)
+        expected_prev = (before[1] if before else None) or chain.GENESIS
         if rec["prev"] != expected_prev or computed != rec["hash"]:
             raise _refused(f"{where}: does not match its hash (the line was altered, or "
                            "one of its run before it altered or removed)")

@@ -1,6 +1,8 @@
-"""One run's hash chain, event by event (``RunChain``), and what is wrong with a run the
-anchors saw (``anchored_problem``): what the whole log's check and a run's own check
-share (``service/audit.py``), so that both say the same damage in the same words."""
+"""One run's hash chain, event by event (``RunChain``), what is wrong with a run the
+anchors saw (``anchored_problem``), and where a run's events are in the log
+(``log_positions``): what the whole log's check and a run's own check share
+(``service/audit.py``), so that both say the same damage in the same words, at the same
+log position."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteDatastore
 
 from domain import chain
 from service.runs import RunService, type_name, unreadable
@@ -152,3 +155,23 @@ def resume(app: RunService, run_id: str, version: int) -> RunChain:
                 run_chain.broken = True
             run_chain.version = version - 1
     return run_chain
+
+
+def log_positions(app: RunService, run_id: UUID) -> dict[int, int]:
+    """The log position of each of the run's stored versions, read from the events table
+    (a store of eventsourcing's own, in memory, has none: empty)."""
+    table = getattr(app.recorder, "events_table_name", None)
+    datastore = getattr(app.recorder, "datastore", None)
+    if table is None or datastore is None:
+        return {}
+    if isinstance(datastore, SQLiteDatastore):  # its notification id is the rowid
+        statement = (f"SELECT originator_version AS v, rowid AS p FROM {table} "
+                     "WHERE originator_id = ?")
+        key: Any = run_id.hex
+    else:
+        statement = (f"SELECT originator_version AS v, notification_id AS p FROM {table} "
+                     "WHERE originator_id = %s")
+        key = run_id
+    with datastore.transaction(commit=False) as c:
+        c.execute(statement, (key,))
+        return {int(row["v"]): int(row["p"]) for row in c.fetchall()}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -75,3 +79,23 @@ def test_the_api_health_check_uses_the_configured_port() -> None:
     port = api["environment"]["SIGNOFF_PORT"]
     assert f"127.0.0.1:{port}/health" in " ".join(api["healthcheck"]["test"])
     assert "SIGNOFF_PORT" in _dockerfile_healthcheck()
+
+
+def test_time_zones_come_with_the_declared_dependencies() -> None:
+    """Analytics' ``tz=`` needs the IANA time zone database. A slim image may lack the
+    system's (/usr/share/zoneinfo); the ``tzdata`` package, a dependency installed with
+    the wheels, is zoneinfo's fallback. Checked with the system's database hidden
+    (``PYTHONTZPATH`` empty), as in an image without it."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    names = [re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0].lower()
+             for d in pyproject["project"]["dependencies"]]
+    assert "tzdata" in names
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    assert not any("--no-deps" in ln for ln in lines)  # the wheels bring it along
+    code = ("import zoneinfo; assert zoneinfo.TZPATH == (), zoneinfo.TZPATH; "
+            "from datetime import datetime; "
+            "print(datetime(2030, 7, 1, tzinfo=zoneinfo.ZoneInfo('Europe/Paris')).utcoffset())")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONTZPATH": ""},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2:00:00"

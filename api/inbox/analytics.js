@@ -1,5 +1,6 @@
-// The analytics view: approval rate and time to decision per tool and per reviewer
-// (GET /analytics/decisions?group_by=tool|actor), drawn as inline SVG.
+// The analytics view: how often each kind of call was accepted, and time to decision,
+// per tool and per reviewer (GET /analytics/decisions?group_by=tool|actor), drawn as
+// inline SVG.
 
 import { get } from "./api.js";
 import { h, clear, duration } from "./dom.js";
@@ -29,6 +30,30 @@ export function mount(root) {
   return {};
 }
 
+// Per kind of call (what it waits for): its caption, and what to say when no call of
+// the kind was decided. A rate is acceptance[kind].rate: accepted / (accepted +
+// rejected) of the calls of that kind only (GET /analytics/decisions, `acceptance`).
+const KINDS = [
+  ["confirmation", "Confirmations accepted: confirmed / (confirmed + rejected), of the calls that wait for a confirmation",
+    "No confirmation accepted or rejected yet."],
+  ["external_execution", "External results given: results / (results + rejected), of the calls that wait for an external result", null],
+  ["user_input", "User input given: input / (input + rejected), of the calls that wait for user input", null],
+];
+
+// One bar chart of a kind's acceptance rate; nothing for a kind never decided but the
+// confirmation's (it says so).
+function acceptance(groups, groupBy, kind, caption, none) {
+  const rated = groups.filter((g) => g.acceptance[kind].rate !== null);
+  if (!rated.length && !none) return null;
+  return h("figure", { className: "chart", dataset: { chart: `acceptance-${kind}-${groupBy}` } },
+    h("figcaption", {}, caption),
+    rated.length ? bars(rated.map((g) => {
+      const a = g.acceptance[kind];
+      return { label: g.label, value: a.rate,
+               text: `${Math.round(a.rate * 100)} % of ${a.accepted + a.rejected}` };
+    }), { max: 1, format: (v) => `${Math.round(v * 100)} %` }) : h("p", { className: "empty" }, none));
+}
+
 async function draw(el, groupBy, window_) {
   let body;
   try {
@@ -42,14 +67,8 @@ async function draw(el, groupBy, window_) {
     clear(el, h("p", { className: "empty" }, "No decision yet."));
     return;
   }
-  const rated = groups.filter((g) => g.approval_rate !== null);
   clear(el,
-    h("figure", { className: "chart", dataset: { chart: `approval-${groupBy}` } },
-      h("figcaption", {}, "Approval rate (approved / (approved + rejected))"),
-      rated.length ? bars(rated.map((g) => ({
-        label: g.label, value: g.approval_rate,
-        text: `${Math.round(g.approval_rate * 100)} % of ${g.confirmed + g.rejected}`,
-      })), { max: 1, format: (v) => `${Math.round(v * 100)} %` }) : h("p", { className: "empty" }, "No approval or rejection yet.")),
+    ...KINDS.map(([kind, caption, none]) => acceptance(groups, groupBy, kind, caption, none)),
     h("figure", { className: "chart", dataset: { chart: `time-${groupBy}` } },
       h("figcaption", {}, "Time to decision: median (bar), 90th percentile (line)"),
       ranges(groups.filter((g) => g.time_to_decision_p50_ms !== null).map((g) => ({

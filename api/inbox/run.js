@@ -340,8 +340,10 @@ async function verify(run, el) {
     el.className = `verify ${v.intact ? "intact" : "broken"}`;
     clear(el, v.intact
       ? h("p", {}, h("strong", {}, "Intact"), `: ${v.events} events, every hash recomputed; `,
-        "head ", h("code", { title: v.head?.hash }, `v${v.head?.version} ${v.head?.hash?.slice(0, 16)}…`))
+        "head ", h("code", { title: v.head?.hash }, `v${v.head?.version} ${v.head?.hash?.slice(0, 16)}…`),
+        v.head?.position ? ` at log position ${v.head.position}` : "")
       : h("p", {}, h("strong", {}, "Broken"), ` at version ${v.first_broken?.version} `,
+        v.first_broken?.position ? `(log position ${v.first_broken.position}) ` : "",
         `(${v.first_broken?.type}): ${v.first_broken?.problem}`));
   } catch (e) {
     el.className = "verify broken";

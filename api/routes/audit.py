@@ -79,8 +79,8 @@ class VerifyReport(BaseModel):
     anchors_checked: int
     anchor_mismatch: AnchorMismatch | None
     head: dict[str, int | str | None] | None = Field(
-        description="where the check ended: the run's version and hash, or the log's "
-        "position, event count, log hash and runs digest")
+        description="where the check ended: a run's newest version, its hash and its log "
+        "position; or the log's position, event count, log hash and runs digest")
     anchored: dict[str, int | str | None] | None = Field(
         None, description="a run's check: its newest version and hash as the anchors saw "
         "them (a run whose stored head is older was truncated)")
@@ -118,8 +118,10 @@ class PublicKey(BaseModel):
             response_model=VerifyReport, dependencies=[allow(A)])
 def verify_run(run_id: str, c: ContainerDep) -> VerifyReport:
     """Recompute the run's hash chain from its stored events; name the first broken
-    event, or report it intact. (A run removed whole, or its last events, only show in
-    the whole log's check: ``GET /audit/verify``.)"""
+    event (with its log position), or report it intact (``head``: the run's newest event,
+    its hash and log position). A run cut short, rewritten or removed after the anchors
+    saw it is named too (``anchored``: its newest event as they saw it). The whole log:
+    ``GET /audit/verify``."""
     with c.projections.views[anchors.AnchorsProjection.name].read() as cur:
         anchored = anchors.anchored_run(cur, run_id)
     return VerifyReport.model_validate(audit.verify_run(c.store, run_id, anchored).as_dict())

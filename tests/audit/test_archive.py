@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,12 @@ from eventsourcing.cryptography import AESCipher
 from bootstrap import build_app
 from domain import chain
 from service import audit
-from service.archive import ImportError_, export_events, import_events
+from service.archive import ImportError_, check_export, export_events, import_events
 from service.config import Settings
 from service.views import event_view, run_view
 from tests.audit.store import Store, filled_store
 from tests.golden.record import populate
+from tests.golden.test_golden import load as load_golden
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,22 +66,29 @@ def test_round_trip(tmp_path: Path, store_url: str, source_key: str, target_key:
     source.close()
 
 
-def test_every_exported_line_verifies_with_the_script_in_the_docs(tmp_path: Path) -> None:
-    """docs/audit.md gives a third party a script of their own; it is run here, as is,
-    over a whole export and over an export of a period."""
+def _docs_script(tmp_path: Path) -> Callable[[Path], subprocess.CompletedProcess[str]]:
+    """The checker script of docs/audit.md, as is; run over an export file."""
     doc = (ROOT / "docs" / "audit.md").read_text()
     section = doc[doc.index("### Checking an export with your own script"):]
     script = tmp_path / "check.py"
     script.write_text(section.split("```python\n", 1)[1].split("```", 1)[0])
+
+    def check(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), str(path)], capture_output=True,
+                              text=True, timeout=60)
+
+    return check
+
+
+def test_every_exported_line_verifies_with_the_script_in_the_docs(tmp_path: Path) -> None:
+    """docs/audit.md gives a third party a script of their own; it is run here, as is,
+    over a whole export and over an export of a period."""
+    check = _docs_script(tmp_path)
     source = filled_store(f"sqlite:///{tmp_path / 'a.db'}")
     whole, period = tmp_path / "whole.jsonl", tmp_path / "period.jsonl"
     whole.write_text("".join(export_events(source.app)))
     times = sorted(e.timestamp for _, e in source.app.log())
     period.write_text("".join(export_events(source.app, since=times[30], until=times[70])))
-
-    def check(path: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(script), str(path)], capture_output=True,
-                              text=True, timeout=60)
 
     out = check(whole)
     assert out.returncode == 0, out.stderr
@@ -92,6 +102,46 @@ def test_every_exported_line_verifies_with_the_script_in_the_docs(tmp_path: Path
     broken = check(whole)
     assert broken.returncode != 0 and "line 41" in broken.stderr
     source.close()
+
+
+def test_the_script_in_the_docs_checks_exports_of_events_recorded_before_the_chain(
+        tmp_path: Path) -> None:
+    """Issue 16, point 9: the script failed on a v1 (pre-chain) history. The golden v1
+    history, exported whole and as a period, and after one of its paused runs was decided
+    today (its new events chained, the first with ``prev`` = 64 zeros), checks; its log
+    hash is the one ``verify`` computes. A run's hashes stripped after a hashed line fail."""
+    check = _docs_script(tmp_path)
+    app = load_golden(ROOT / "tests" / "golden" / "v1")
+    expected = json.loads((ROOT / "tests" / "golden" / "v1" / "expected.json").read_text())
+    v1_only = tmp_path / "v1.jsonl"
+    v1_only.write_text("".join(export_events(app)))
+    paused = next(r for r, want in expected.items() if want["final"]["status"] == "PAUSED")
+    run = app.get_run(paused)
+    run.provide_external_result(run.pending_calls()[0].tool_call_id, decided_by="bob",
+                                result="paid")
+    run.continue_run()
+    app.save(run)
+    mixed, period = tmp_path / "mixed.jsonl", tmp_path / "period.jsonl"
+    mixed.write_text("".join(export_events(app)))
+    times = sorted(e.timestamp for _, e in app.log())
+    period.write_text("".join(export_events(app, since=times[len(times) // 2])))
+    report = audit.verify_log(app)
+    assert report.intact and 0 < report.unchained < report.events
+    for path in (v1_only, mixed, period):
+        out = check(path)
+        assert out.returncode == 0, (path.name, out.stderr)
+    assert check(mixed).stdout.split()[-1] == report.head["hash"]
+
+    # The run decided today, its new lines stripped of their hashes: refused.
+    lines = mixed.read_text().splitlines()
+    recs = [json.loads(line) for line in lines]
+    chained = [i for i, r in enumerate(recs) if r.get("run_id") == paused and r["hash"]]
+    assert len(chained) == 2
+    recs[chained[1]]["hash"] = None
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    stripped = check(mixed)
+    assert stripped.returncode != 0 and f"line {chained[1] + 1}" in stripped.stderr
+    app.close()
 
 
 def test_export_of_a_period(tmp_path: Path) -> None:
@@ -182,4 +232,60 @@ def test_an_event_after_a_run_ended_still_chains(tmp_path: Path) -> None:
     late = lines[-1]
     assert late["type"].endswith("ToolExecuted")
     assert late["prev"] == next(r["hash"] for r in lines if r["type"].endswith("RunCancelled"))
+    app.close()
+
+
+def test_an_export_of_a_period_is_refused_by_import_and_leaves_no_store(
+        tmp_path: Path) -> None:
+    """Issue 16, point 9: importing a ``--since`` export left a broken store (runs without
+    their first events, verify BROKEN, and no way to import again). Now it is refused
+    before anything is written; the whole export then imports into the same place."""
+    a, b = f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "b.db"
+    source = filled_store(a)
+    since = next(e.timestamp for _, e in source.app.log()
+                 if type(e).__name__ == "ToolConfirmed")  # a run's middle
+    source.close()
+    period, whole = tmp_path / "period.jsonl", tmp_path / "whole.jsonl"
+    assert _cli("audit", "export", "--since", since.isoformat(), "-o", str(period),
+                url=a).returncode == 0
+    first = json.loads(period.read_text().splitlines()[0])
+    assert first["version"] > 1
+
+    refused = _cli("audit", "import", str(period), url=f"sqlite:///{b}")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert (f"refused: line 1 (run {first['run_id']} version {first['version']}): the "
+            "run's first line is not its version 1: an export of a period (--since) lacks "
+            "the run's earlier events") in refused.stderr
+    assert "nothing was imported" in refused.stderr and "imported" not in refused.stdout
+    if b.exists():  # nothing written: no event
+        with sqlite3.connect(b) as conn:
+            tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master")}
+            assert "stored_events" not in tables or conn.execute(
+                "SELECT count(*) FROM stored_events").fetchone() == (0,)
+
+    assert _cli("audit", "export", "-o", str(whole), url=a).returncode == 0
+    imported = _cli("audit", "import", str(whole), url=f"sqlite:///{b}")
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.startswith("INTACT: 102 events of 12 runs")
+
+
+def test_a_pre_chain_history_continued_today_is_imported_intact(tmp_path: Path) -> None:
+    """A run recorded before the hash chain (v1) and decided today: its first chained
+    event's ``prev`` is 64 zeros. Import refused it as altered; it checks and imports."""
+    app = load_golden(ROOT / "tests" / "golden" / "v1")
+    expected = json.loads((ROOT / "tests" / "golden" / "v1" / "expected.json").read_text())
+    paused = next(r for r, want in expected.items() if want["final"]["status"] == "PAUSED")
+    run = app.get_run(paused)
+    run.provide_external_result(run.pending_calls()[0].tool_call_id, decided_by="bob",
+                                result="paid")
+    run.continue_run()
+    app.save(run)
+    lines = list(export_events(app))
+    checked = check_export(lines)
+    target = build_app(Settings(database_url=f"sqlite:///{tmp_path / 'b.db'}"))
+    assert import_events(target, lines) == checked.events == app.head()
+    report = audit.verify_log(target, checked.anchors)
+    assert report.intact and report.anchors_checked == 1, report.as_dict()
+    assert report.head["hash"] == audit.verify_log(app).head["hash"]
+    target.close()
     app.close()

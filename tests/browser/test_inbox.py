@@ -1,9 +1,9 @@
 """The inbox in a real browser against a real server with API keys: a reviewer sees a run
 pause without reloading, edits an argument and approves; a reviewer filters the queue and
 rejects with a reason; an auditor opens a run's history at a version and verifies it, and
-reads the analytics; each role is refused what it may not do. On a service without keys:
-input and an external result entered under a name, and the live queue back after the
-server restarts.
+reads the analytics (each kind of call's acceptance); each role is refused what it may not
+do. On a service without keys: input and an external result entered under a name, and the
+live queue back after the server restarts.
 
 Every outcome is checked through the API too: the page must have recorded exactly what
 the reviewer did, under the reviewer's name.
@@ -136,13 +136,40 @@ def test_an_auditor_opens_a_runs_history_at_a_version_and_verifies_it(
     expect(verdict).to_contain_text("Intact")
     expect(verdict).to_contain_text(f"{len(history)} events")
     expect(verdict).to_contain_text(history[-1]["hash"][:16])
+    with world.as_("audrey") as c:  # where the run's last event is in the log
+        position = c.get(f"/runs/{run['run_id']}/verify").json()["head"]["position"]
+    expect(verdict).to_contain_text(f"at log position {position}")
 
-    # Analytics: approval rate and time to decision, per tool and per reviewer.
+    # Analytics: acceptance per kind of call and time to decision, per tool and per
+    # reviewer. Rita also rejects a call that waits for an external result: it is in the
+    # external results' rate, not in the confirmations' (issue 16: the label read
+    # "confirmed + rejected", every rejection counted against the confirmations).
+    paid = world.paused('call check_payment {"order_id": "o-7"}', agent="support_desk")
+    world.decide(paid, confirmed=False)
+    with world.as_("audrey") as c:
+        rita = eventually(lambda: next((g for g in c.get(
+            "/analytics/decisions", params={"group_by": "actor"}).json()["groups"]
+            if g["group"] == "rita" and g["acceptance"]["external_execution"]["rejected"]),
+            None))
     page.click("nav a[data-view='analytics']")
-    for chart, label in [("approval-tool", "delete_records"), ("time-tool", "delete_records"),
-                         ("approval-actor", "rita"), ("time-actor", "rita")]:
+    for chart, label in [("acceptance-confirmation-tool", "delete_records"),
+                         ("time-tool", "delete_records"),
+                         ("acceptance-confirmation-actor", "rita"), ("time-actor", "rita"),
+                         ("acceptance-external_execution-tool", "check_payment"),
+                         ("acceptance-external_execution-actor", "rita")]:
         expect(page.locator(f"[data-chart='{chart}'] rect[data-label='{label}']")
                ).to_have_count(1)
+    confirmations = page.locator("[data-chart='acceptance-confirmation-actor']")
+    expect(confirmations.locator("figcaption")).to_have_text(
+        "Confirmations accepted: confirmed / (confirmed + rejected), of the calls that "
+        "wait for a confirmation")
+    accepted = rita["acceptance"]["confirmation"]
+    decided_ = accepted["accepted"] + accepted["rejected"]
+    assert decided_ < rita["confirmed"] + rita["rejected"]  # the external rejection
+    expect(confirmations.locator("rect[data-label='rita'] title")).to_have_text(
+        f"rita: {int(accepted['rate'] * 100 + 0.5)} % of {decided_}")  # JS's Math.round
+    expect(page.locator("[data-chart='acceptance-external_execution-actor'] "
+                        "rect[data-label='rita'] title")).to_have_text("rita: 0 % of 1")
 
 
 def test_an_auditor_cannot_decide_and_a_reviewer_cannot_audit(world: World, page: Any) -> None:
