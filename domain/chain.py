@@ -144,8 +144,9 @@ def runs_digest(heads: Iterable[tuple[str, int, str]]) -> str:
 # ------------------------------------------------------------------ signed anchors
 #
 # An anchor may carry an Ed25519 signature (RFC 8032) of its *signed text*, in UTF-8:
-# ``EVENTS:HASH:RUNS`` for a checkpoint, ``EVENTS:HASH`` for the head (its runs digest is
-# worked out when it is read, not at every page; the log hash binds the same events).
+# ``EVENTS:HASH`` (neither the head nor a checkpoint is signed with a runs digest: the
+# log hash binds the same events, and the digest is worked out when it is read), or
+# ``EVENTS:HASH:RUNS`` for a checkpoint of a store anchored when checkpoints carried one.
 # The signature is written base64 (88 characters). Keys are given as PEM (PKCS #8 for
 # the private key, SubjectPublicKeyInfo for the public one: what ``openssl genpkey
 # -algorithm ed25519`` and ``openssl pkey -pubout`` write) or as base64 of their 32 raw
@@ -154,7 +155,7 @@ def runs_digest(heads: Iterable[tuple[str, int, str]]) -> str:
 
 def signed_text(anchor: Mapping[str, Any]) -> str:
     """What an anchor's signature is over (``anchor``: {kind, events, hash, runs})."""
-    if anchor.get("kind") == "checkpoint":
+    if anchor.get("kind") == "checkpoint" and anchor.get("runs"):
         return f"{int(anchor['events'])}:{anchor['hash']}:{anchor['runs']}"
     return f"{int(anchor['events'])}:{anchor['hash']}"
 

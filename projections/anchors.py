@@ -23,7 +23,11 @@ The **runs digest** binds every stream's newest event at that point::
 (``id`` the stream's UUID as text, ``link`` its newest event's hash as above; API keys
 are streams of the same log and count too.) It lets a run's own check say it was cut
 short: ``signoff_anchor_runs`` keeps each stream's newest anchored version and hash, and
-a run whose stored head is older than that was truncated.
+a run whose stored head is older than that was truncated. It is worked out for the head
+when the head is read (``signoff audit anchor``, exports, ``/audit/anchors``), not for
+each checkpoint: at a checkpoint the log hash already binds the same events, and
+working the digest out reads every stream's head, a cost that grows with the runs.
+(Checkpoints of stores anchored when they carried one keep it, and it is checked.)
 
 Tables (plain SQL; see docs/audit.md):
 
@@ -127,16 +131,13 @@ class AnchorsProjection(ReadModel[_AnchorsPage]):
         page.hash = chain.log_link(page.hash, link)
         page.at = event.timestamp
         page.heads[str(event.originator_id)] = (event.originator_version, link, page.position)
-        if page.events % EVERY == 0:
-            self._write_heads(page)
-            d = page.c.dialect
-            runs = _runs_now(page.c)
+        if page.events % EVERY == 0:  # no runs digest (the module's docstring says why)
             page.c.execute(
                 "INSERT INTO signoff_anchor_checkpoints (events, position, hash, runs, "
-                "anchored_at) VALUES (%s, %s, %s, %s, %s)",
-                (page.events, page.position, page.hash, runs, d.time(page.at)))
+                "anchored_at) VALUES (%s, %s, %s, '', %s)",
+                (page.events, page.position, page.hash, page.c.dialect.time(page.at)))
             self._sign(page, {"kind": "checkpoint", "events": page.events,
-                              "hash": page.hash, "runs": runs})
+                              "hash": page.hash})
 
     def end(self, page: _AnchorsPage) -> None:
         self._write_heads(page)
@@ -189,7 +190,7 @@ def read_anchors(c: Cursor) -> list[dict[str, Any]]:
         "SELECT h.position, h.events, h.hash, h.anchored_at, s.signature, s.signed_by "
         "FROM signoff_anchor_head h LEFT JOIN signoff_anchor_signatures s "
         "ON s.kind = 'head' AND s.events = h.events WHERE h.id = 1").fetchone()
-    out = [{**r, "kind": "checkpoint"} for r in rows]
+    out = [{**r, "runs": r["runs"] or None, "kind": "checkpoint"} for r in rows]
     if head is not None and head["events"] > 0:
         out.append({**head, "runs": _runs_now(c), "kind": "head"})
     for r in out:
@@ -220,8 +221,9 @@ def anchored_runs(c: Cursor) -> list[tuple[str, int, str]]:
 
 
 def anchor_text(a: dict[str, Any]) -> str:
-    """An anchor as printed and kept: ``EVENTS:HASH:RUNS``."""
-    return f"{a['events']}:{a['hash']}:{a['runs']}"
+    """An anchor as printed and kept: ``EVENTS:HASH:RUNS`` (``EVENTS:HASH`` for a
+    checkpoint, which carries no runs digest)."""
+    return f"{a['events']}:{a['hash']}" + (f":{a['runs']}" if a.get("runs") else "")
 
 
 def parse_anchor(text: str) -> tuple[dict[str, Any], bool]:

@@ -96,7 +96,9 @@ class Anchor(BaseModel):
     kind: Literal["checkpoint", "head"]
     events: int = Field(description="the count of events the anchor was taken after")
     hash: str = Field(description="the log hash after those events")
-    runs: str = Field(description="the digest of every stream's newest event then")
+    runs: str | None = Field(description="the digest of every stream's newest event then "
+                             "(the head; null for a checkpoint taken since checkpoints "
+                             "carry none: the log hash binds the same events)")
     position: int = Field(description="the log position it was taken at (information)")
     anchored_at: datetime
     text: str = Field(description="as `signoff audit anchor` prints it: EVENTS:HASH:RUNS")

@@ -7,6 +7,7 @@ signatures and ``import --public-key`` checks them; the public key is published.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import sqlite3
@@ -64,7 +65,7 @@ def test_every_anchor_is_signed_and_verifies(store: Store) -> None:
     for a in found:
         assert a["signed_by"] == PUBLIC
         public.verify(base64.b64decode(a["signature"]), chain.signed_text(a).encode())
-    assert chain.signed_text(found[0]) == anchors.anchor_text(found[0])  # EVENTS:HASH:RUNS
+    assert chain.signed_text(found[0]) == anchors.anchor_text(found[0])  # EVENTS:HASH
     assert chain.signed_text(found[-1]) == f"102:{found[-1]['hash']}"  # the head: EVENTS:HASH
     report = store.verify()
     assert report.intact, report.as_dict()
@@ -227,3 +228,27 @@ def test_the_signature_script_in_the_docs_checks_an_export(store: Store,
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.split() == ["signed:", "3", "anchors"]
     assert check(_new_key()[1]).returncode != 0
+
+
+def test_a_checkpoint_that_carries_a_runs_digest_still_verifies(store: Store) -> None:
+    """Checkpoints are written without a runs digest (the log hash binds the same
+    events); one written when they carried it (signed over ``EVENTS:HASH:RUNS``) still
+    verifies, and its digest altered is named."""
+    report = store.verify()
+    assert report.intact and report.head is not None
+    signer = chain.signing_key(KEY)
+    heads: dict[str, tuple[str, int, str]] = {}
+    for _, e in itertools.islice(store.app.log(), 40):  # the heads after 40 events
+        heads[str(e.originator_id)] = (str(e.originator_id), e.originator_version,
+                                       chain.link_of(e))
+    runs = chain.runs_digest(heads.values())
+    legacy = {"kind": "checkpoint", "events": 40, "hash": store.stored_anchors()[0]["hash"],
+              "runs": runs}
+    _sql(store, "UPDATE signoff_anchor_checkpoints SET runs = %s WHERE events = 40", runs)
+    _sql(store, "UPDATE signoff_anchor_signatures SET signature = %s "
+         "WHERE kind = 'checkpoint' AND events = 40", chain.sign(signer, legacy))
+    report = store.verify()
+    assert report.intact and report.bad_signatures == [], report.as_dict()
+    _sql(store, "UPDATE signoff_anchor_checkpoints SET runs = %s WHERE events = 40", "ef" * 32)
+    report = store.verify()
+    assert not report.intact
