@@ -11,10 +11,10 @@ see the machine as it is at that minute. Per cycle:
   PostgreSQL: every table and index, and the WAL written, ``pg_current_wal_lsn``);
 - write transactions (the transaction ids taken), rows inserted and rows updated
   (PostgreSQL's ``pg_stat_database``);
-- and, while the clients run, how soon a run that paused is in ``/queue``: a probe starts
-  a run, and from its answer asks ``GET /queue`` until the run is listed (then continues
-  it): p50 and p99 of that time over the row (under load mostly the ask's own wait), and
-  the share of runs listed at the first ask.
+- and how soon a run that paused is in ``/queue`` under the same load (apart from the
+  measured cycles, half as many again): a probe starts a run, and from its answer asks
+  ``GET /queue`` until the run is listed (then continues it): p50 and p99 of that time
+  (under load mostly the ask's own wait), and the share of runs listed at the first ask.
 """
 
 from __future__ import annotations
@@ -141,19 +141,22 @@ def cost(stores: Stores, kind: str, args: Namespace) -> int:
             before = _counters(url)
             pids = [server.proc.pid] + ([stores.pg.pid] if pg and stores.pg else [])
             cpu0s = [tree_cpu(p) for p in pids]
-            stop, seen, asks = threading.Event(), list[float](), list[int]()
-            probe = threading.Thread(target=_visible, args=(server.url, stop, seen, asks))
-            probe.start()
-            try:
-                r = run_load(server.url, n, cycles=args.cycles, seconds=args.seconds)
-            finally:
-                stop.set()
-                probe.join(30)
+            r = run_load(server.url, n, cycles=args.cycles, seconds=args.seconds)
             cpu = [(tree_cpu(p) - c) / max(r.cycles, 1) * 1000
                    for p, c in zip(pids, cpu0s, strict=True)]
             wait_projections(server.url)  # what the cycles wrote, read models included
             after = _counters(url)
             per = {k: (after[k] - before[k]) / max(r.cycles, 1) for k in after}
+            # Then, apart (its requests would count as the cycles' CPU), the probe beside
+            # the same load for a while.
+            stop, seen, asks = threading.Event(), list[float](), list[int]()
+            probe = threading.Thread(target=_visible, args=(server.url, stop, seen, asks))
+            probe.start()
+            try:
+                run_load(server.url, n, cycles=max(args.cycles // 2, 50), seconds=args.seconds)
+            finally:
+                stop.set()
+                probe.join(30)
             failed += r.error_count + f.error_count
             print(f"{n:>7}{floor_ms:>10.2f}{cpu[0]:>11.2f}{cpu[0] / floor_ms:>7.1f}"
                   + (f"{cpu[1]:>8.2f}" if pg else "")
@@ -170,7 +173,8 @@ def cost(stores: Stores, kind: str, args: Namespace) -> int:
                       "transaction id, the reading connection's own included), rows inserted "
                       "/ updated from pg_stat_database)" if pg else " (database file and WAL))")
           + "; visible = from a start's answer to /queue listing the run, at once = the "
-          "share listed at the first ask (a probe beside the clients, counted with them)")
+          "share listed at the first ask (a probe beside the same load, after the "
+          "measured cycles)")
     return failed
 
 

@@ -120,11 +120,14 @@ class _Handler(QueueHandler):
         lines: list[str] | None = getattr(self.held, "lines", None)
         if lines is not None:
             lines.append(record.getMessage())
-        else:
+        elif self.listening:
             self.records.put(record)  # waits while the queue is full
+        # Closed (replaced, or the process ending) yet still reached by a logger: no
+        # listener drains the queue, so a line waiting for room would wait for ever.
 
     def enqueue_lines(self, lines: list[str]) -> None:
-        self.records.put(logging.makeLogRecord({"msg": "\n".join(lines)}))
+        if self.listening:
+            self.records.put(logging.makeLogRecord({"msg": "\n".join(lines)}))
 
     def flush(self) -> None:
         """Return once the listener has written every line queued so far."""

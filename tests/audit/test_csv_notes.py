@@ -102,11 +102,11 @@ def test_an_empty_note_is_quoted_and_no_note_is_an_empty_field(
         "confirmed"]
 
 
+@pytest.mark.parametrize("store_url", [pytest.param("postgres", marks=pytest.mark.postgres)],
+                         indirect=True)
 def test_postgresql_copy_loads_an_empty_note_as_empty_and_none_as_null(
         rows: tuple[str, list[dict[str, Any]], str]) -> None:
     text, _, url = rows
-    if not url.startswith("postgres"):
-        pytest.skip("PostgreSQL's COPY reads the file")
     columns = ", ".join(f"{c} TEXT" for c in COLUMNS)
     with psycopg.connect(url) as conn:
         conn.execute(f"CREATE TEMPORARY TABLE loaded ({columns})")

@@ -140,7 +140,7 @@ def _plain(dialect: Any, row: dict[str, Any]) -> dict[str, Any]:
     """A row with JSON decoded and times as datetimes, whichever the database."""
     plain = {}
     for key, value in row.items():
-        if isinstance(value, str) and value[:1] in "{[":
+        if isinstance(value, str) and value[:1] in ("{", "["):
             value = dialect.from_json(value)
         plain[key] = value
     return plain

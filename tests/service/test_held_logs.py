@@ -142,6 +142,33 @@ def test_a_replaced_handler_writes_what_it_had_queued(stream: Writes) -> None:
     assert messages(stream.getvalue()) == ["queued last"]
 
 
+def test_a_closed_handler_a_logger_still_reaches_never_blocks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once closed (its listener stopped), a handler some logger still holds drops what it
+    is given: no line waits for room in a queue nobody reads (a test process hung so,
+    in an HTTP client's log line)."""
+    monkeypatch.setattr(logs, "MAX_QUEUED", 5)
+    handler = logs._Handler(io.StringIO(), logging.Formatter())
+    handler.close()
+    log = logging.getLogger("signoff.test.closed")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        done = threading.Event()
+
+        def emit() -> None:
+            for n in range(50):
+                log.warning("line %d", n)
+            with logs.held():
+                log.warning("held")
+            done.set()
+
+        threading.Thread(target=emit, daemon=True).start()
+        assert done.wait(5), "a closed handler blocked its logger"
+    finally:
+        log.removeHandler(handler)
+
+
 class Stuck(Writes):
     """A stream whose writes wait until ``release`` is set (a pipe nobody reads)."""
 
