@@ -156,7 +156,13 @@ class InlineWriter:
                 columns.append(f"{position} AS p{i}")
                 params.append(view.tracking_name)
         sql = "SELECT " + ", ".join(columns)
-        raw.execute(sql if self.postgres else sql.replace("%s", "?"), params)
+        if self.postgres:
+            # Never a prepared statement: it follows the insert in the pipeline, and when
+            # the insert fails (a conflict) psycopg may count as prepared a statement the
+            # server skipped ("prepared statement ... does not exist" on the next save).
+            raw.execute(sql, params, prepare=False)
+        else:
+            raw.execute(sql.replace("%s", "?"), params)
 
     def _track_sql(self, view: ViewMixin) -> str:
         return (f"INSERT INTO {self._tracking(view)} (application_name, notification_id) "

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import IntegrityError
 
 from bootstrap import write_inline
+from domain.run import Run
 from projections import inline
 from projections.runner import Projections
 from service.runs import RunService
@@ -209,3 +211,23 @@ def test_a_save_gives_a_read_model_the_few_events_it_missed(server: Server,
         assert_dumps_equal(dump(server.p), rebuilt(server.p))
     finally:
         other.close()
+
+
+def test_saves_that_lose_a_race_leave_the_next_saves_sound(server: Server) -> None:
+    """A save that conflicts (another saved the run first) fails alone, again and again,
+    and the saves after it write the events and the read models as before (on
+    PostgreSQL the read models' claim follows the failed insert in its pipeline)."""
+    for n in range(12):
+        run = Run.start(agent_id="ops", agent_name="Ops", user_id=f"u{n}", session_id="s",
+                        input="hi")
+        server.app.save(run)
+        first, second = server.app.get_run(run.id), server.app.get_run(run.id)
+        first.cancel(cancelled_by="alice")
+        second.cancel(cancelled_by="bob")
+        server.app.save(first)
+        with pytest.raises(IntegrityError):
+            server.app.save(second)
+    write_runs(server.app, 3, seed=11)
+    assert set(positions(server.p).values()) - {0} == {server.app.head()}
+    server.p.catch_up_all()
+    assert_dumps_equal(dump(server.p), rebuilt(server.p))
