@@ -68,6 +68,12 @@ class InlineWriter:
         self.postgres = bool(self.views) and self.views[0].dialect.name == "postgres"
         # A read model found too far behind, at the position it was found at.
         self._far: dict[ViewMixin, int] = {}
+        # The statements every save sends, made once.
+        self._claim_sql = self._claim_statement()
+        self._track = {v: f"INSERT INTO {self._tracking(v)} (application_name, "
+                          "notification_id) VALUES (%s, %s) ON CONFLICT (application_name) "
+                          "DO UPDATE SET notification_id = excluded.notification_id"
+                       for v in self.views}
 
     def claim(self, raw: Any) -> None:
         """Ask where each inline read model is (``_claim``)."""
@@ -142,11 +148,20 @@ class InlineWriter:
     def _claim(self, raw: Any) -> None:
         """Ask, in one statement, for each inline read model's tracked position (0: none
         yet), or None when its follower holds it (PostgreSQL)."""
-        params: list[Any] = []
+        sql, params = self._claim_sql
+        if self.postgres:
+            # Never a prepared statement: it follows the insert in the pipeline, and when
+            # the insert fails (a conflict) psycopg may count as prepared a statement the
+            # server skipped ("prepared statement ... does not exist" on the next save).
+            raw.execute(sql, params, prepare=False)
+        else:
+            raw.execute(sql, params)
+
+    def _claim_statement(self) -> tuple[str, list[str]]:
+        params: list[str] = []
         columns = []
         for i, view in enumerate(self.views):
-            table = self._tracking(view)
-            position = (f"coalesce((SELECT notification_id FROM {table} "
+            position = (f"coalesce((SELECT notification_id FROM {self._tracking(view)} "
                         f"WHERE application_name = %s), 0)")
             if self.postgres:
                 columns.append(f"CASE WHEN pg_try_advisory_xact_lock(hashtext(%s)) "
@@ -156,18 +171,10 @@ class InlineWriter:
                 columns.append(f"{position} AS p{i}")
                 params.append(view.tracking_name)
         sql = "SELECT " + ", ".join(columns)
-        if self.postgres:
-            # Never a prepared statement: it follows the insert in the pipeline, and when
-            # the insert fails (a conflict) psycopg may count as prepared a statement the
-            # server skipped ("prepared statement ... does not exist" on the next save).
-            raw.execute(sql, params, prepare=False)
-        else:
-            raw.execute(sql.replace("%s", "?"), params)
+        return (sql if self.postgres else sql.replace("%s", "?")), params
 
     def _track_sql(self, view: ViewMixin) -> str:
-        return (f"INSERT INTO {self._tracking(view)} (application_name, notification_id) "
-                "VALUES (%s, %s) ON CONFLICT (application_name) DO UPDATE SET "
-                "notification_id = excluded.notification_id")
+        return self._track[view]
 
     def _tracking(self, view: ViewMixin) -> str:
         table = view._tracking_table()
