@@ -110,7 +110,7 @@ class _InlineRecorder:
     def _claim(self, cursor: Any, kwargs: dict[str, Any]) -> None:
         batch: InlineBatch | None = kwargs.get("inline")
         if batch is not None and not batch.failed:
-            batch.cursor = None  # a retried insert forgets an earlier try
+            batch.applied = batch.cursor = None  # a retried insert forgets an earlier try
             if self.read_models is not None:
                 self.read_models.claim(cursor)
                 batch.cursor = cursor
