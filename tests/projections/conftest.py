@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from service.config import Settings, eventsourcing_env
+from service.runs import RunService
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -18,3 +20,13 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     else:
         url = request.getfixturevalue("pg_database").url
     return eventsourcing_env(Settings(database_url=url, postgres_pool_size=2))
+
+
+@pytest.fixture
+def app(env: dict[str, str]) -> Iterator[RunService]:
+    """The store ``env`` points at, empty (a module may define its own ``app``)."""
+    app = RunService(env=env)
+    try:
+        yield app
+    finally:
+        app.close()

@@ -42,15 +42,6 @@ MINUTE = timedelta(minutes=1)
 
 
 @pytest.fixture
-def app(env: dict[str, str]) -> Iterator[RunService]:
-    app = RunService(env=env)
-    try:
-        yield app
-    finally:
-        app.close()
-
-
-@pytest.fixture
 def projections(app: RunService, env: dict[str, str]) -> Iterator[Projections]:
     p = Projections(app, env)
     try:

@@ -31,15 +31,6 @@ def at(minutes: float) -> datetime:
 
 
 @pytest.fixture
-def app(env: dict[str, str]) -> Iterator[RunService]:
-    app = RunService(env=env)
-    try:
-        yield app
-    finally:
-        app.close()
-
-
-@pytest.fixture
 def projections(app: RunService, env: dict[str, str]) -> Iterator[Projections]:
     p = Projections(app, env, names=[NAME])
     try:

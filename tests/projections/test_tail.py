@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,15 +22,6 @@ from tests.projections.bulk import (
     rebuilt,
     write_runs,
 )
-
-
-@pytest.fixture
-def app(env: dict[str, str]) -> Iterator[RunService]:
-    app = RunService(env=env)
-    try:
-        yield app
-    finally:
-        app.close()
 
 
 def count_reads(app: RunService) -> list[tuple[int, int]]:
