@@ -90,6 +90,7 @@ class Dispatcher:
         self.concurrency = concurrency
         self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix=THREADS)
         self._wake = threading.Event()
+        self._made = 0  # the webhooks read model's deliveries_made when last woken
         self._idle = threading.Condition()
         self._in_flight = 0
         self._stop = threading.Event()
@@ -127,9 +128,15 @@ class Dispatcher:
         self._wake.set()
 
     def applied(self, name: str) -> None:
-        """A projection applied a page: the webhooks one may have made deliveries due."""
+        """A projection applied a page: when the webhooks one wrote deliveries, look for
+        due ones now (a page that wrote none leaves it to the poll; so does one whose
+        wake-up another thread took before this page committed: it is sent at most a
+        poll later)."""
         if name == webhooks.WebhooksProjection.name:
-            self._wake.set()
+            made = self.view.model.deliveries_made  # type: ignore[attr-defined]
+            if made != self._made:
+                self._made = made
+                self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -70,10 +70,8 @@ class InlineWriter:
         self._far: dict[ViewMixin, int] = {}
         # The statements every save sends, made once.
         self._claim_sql = self._claim_statement()
-        self._track = {v: f"INSERT INTO {self._tracking(v)} (application_name, "
-                          "notification_id) VALUES (%s, %s) ON CONFLICT (application_name) "
-                          "DO UPDATE SET notification_id = excluded.notification_id"
-                       for v in self.views}
+        # The positions' statements, for each set of read models a save writes.
+        self._track: dict[tuple[ViewMixin, ...], list[tuple[str, list[str]]]] = {}
 
     def claim(self, raw: Any) -> None:
         """Ask where each inline read model is (``_claim``)."""
@@ -90,10 +88,12 @@ class InlineWriter:
             # PostgreSQL: the writes are pipelined; a nested pipeline syncs as it ends,
             # so that an error of theirs is raised here, not at the commit.
             with raw.connection.pipeline() if self.postgres else nullcontext():
-                if pages:  # every position, in one statement on PostgreSQL
-                    v = pages[0][0]
-                    v.cursor_class(raw, v.dialect).together(
-                        [(self._track_sql(v), (v.tracking_name, last)) for v, _ in pages])
+                if pages:  # every position in one statement
+                    views = tuple(v for v, _ in pages)
+                    statements = self._track.get(views) or self._track_statements(views)
+                    views[0].cursor_class(raw, views[0].dialect).together(
+                        [(sql, [p for name in names for p in (name, last)])
+                         for sql, names in statements])
                 for view, page in pages:
                     view.model.write_page(view.cursor_class(raw, view.dialect), page)
         except Exception as e:
@@ -173,8 +173,19 @@ class InlineWriter:
         sql = "SELECT " + ", ".join(columns)
         return (sql if self.postgres else sql.replace("%s", "?")), params
 
-    def _track_sql(self, view: ViewMixin) -> str:
-        return self._track[view]
+    def _track_statements(self, views: tuple[ViewMixin, ...]) -> list[tuple[str, list[str]]]:
+        """One upsert of the positions of ``views`` per tracking table (one table, unless
+        configured otherwise), with the names it tracks; remembered for the next save
+        that writes the same read models."""
+        tables: dict[str, list[str]] = {}
+        for v in views:
+            tables.setdefault(self._tracking(v), []).append(v.tracking_name)
+        self._track[views] = [
+            (f"INSERT INTO {table} (application_name, notification_id) VALUES "
+             + ", ".join(["(%s, %s)"] * len(names)) + " ON CONFLICT (application_name) "
+             "DO UPDATE SET notification_id = excluded.notification_id", names)
+            for table, names in tables.items()]
+        return self._track[views]
 
     def _tracking(self, view: ViewMixin) -> str:
         table = view._tracking_table()

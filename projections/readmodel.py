@@ -15,7 +15,8 @@ methods and the queries that read it, and list it in ``projections/runner.py``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
@@ -59,10 +60,25 @@ class ReadModel(Generic[P]):
 
     def write_page(self, c: Cursor, events: Sequence[tuple[int, Any]]) -> None:
         page = self.begin(c)
+        handler = self._handler
         for position, event in events:
             page.position = position
-            self.process_event(event, page)
+            handler(type(event))(self, event, page)
         self.end(page)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The method ``process_event`` registered for an event class, found through the
+        # ``singledispatchmethod``'s own dispatcher (and its cache): getting the method
+        # from an instance would build a new function on each event.
+        method = inspect.getattr_static(cls, "process_event")
+        dispatcher = getattr(method, "dispatcher", None)
+        if dispatcher is not None:
+            cls._handler = staticmethod(dispatcher.dispatch)
+
+    @staticmethod
+    def _handler(kind: type) -> Callable[..., None]:
+        return lambda self, event, page: self.process_event(event, page)
 
     def process_event(self, event: Any, page: P) -> None:
         """What ``event`` changes. Each read model defines it as a

@@ -58,6 +58,9 @@ class WebhooksProjection(ReadModel[_WebhooksPage]):
     # What a rebuild empties: the subscriptions only. Deliveries and their attempts stay
     # (a delivery's id is its webhook and position: one already there is not sent again).
     tables_in_order = ("signoff_webhooks",)
+    # Deliveries this instance has written (rolled back ones included): the dispatcher
+    # looks for due ones when it moves (``projections/deliveries.py``).
+    deliveries_made = 0
 
     @classmethod
     def create_statements(cls, d: Dialect) -> list[str]:
@@ -123,6 +126,7 @@ class WebhooksProjection(ReadModel[_WebhooksPage]):
         d = page.c.dialect
         for webhook_id, event_types in page.subscriptions:
             if wants(event_types, made):
+                self.deliveries_made += 1
                 page.c.execute(
                     "INSERT INTO signoff_webhook_deliveries (delivery_id, webhook_id, "
                     "position, event_type, run_id, version, occurred_at, status, "
