@@ -55,6 +55,7 @@ class Applied:
     names: tuple[str, ...]  # the read models written
     position: int  # the position they reached
     left: bool  # whether an inline read model was left to its follower
+    events: Sequence[tuple[int, Any]] = ()  # the save's events, at their positions
 
 
 class InlineWriter:
@@ -101,7 +102,7 @@ class InlineWriter:
                           first, last)
             raise ReadModelsFailed(Applied((), last, left=True)) from e
         return Applied(tuple(v.model.name for v, _ in pages), last,
-                       left=len(pages) < len(self.views))
+                       left=len(pages) < len(self.views), events=events)
 
     def _pages(self, raw: Any, events: Sequence[tuple[int, Any]], between: Between,
                ) -> list[tuple[ViewMixin, Sequence[tuple[int, Any]]]]:
@@ -140,8 +141,10 @@ class InlineWriter:
 
     def committed(self, applied: Applied) -> None:
         """After the commit: the followers know where the read models are, whoever waits
-        for a page is told, and what was left wakes the follower."""
-        self.projections.applied_inline(applied.names, applied.position)
+        for a page is told, and what was left wakes the follower. The events are offered
+        to the followers' tail (``projections/tail.py``): the anchors' follower then
+        finds them decoded."""
+        self.projections.applied_inline(applied.names, applied.position, applied.events)
         if applied.left:
             self.projections.prompt()
 

@@ -203,9 +203,12 @@ class Projections:
 
     # ------------------------------------------------------------- following
 
-    def applied_inline(self, names: Sequence[str], position: int) -> None:
+    def applied_inline(self, names: Sequence[str], position: int,
+                       events: Sequence[tuple[int, Any]] = ()) -> None:
         """A save's transaction wrote ``names`` up to ``position`` and committed: their
-        followers go on from there, and whoever waits for a page is told."""
+        followers go on from there, and whoever waits for a page is told. ``events``,
+        the save's own, are offered to the tail the followers read."""
+        self._tail.offer(events)
         for name in names:
             self._positions[name] = max(self._positions.get(name) or 0, position)
             for listener in self.on_applied:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,7 +24,9 @@ class Tail:
     read that reached the log's head: then nothing new can have been committed that a
     notification has not yet announced, and that notification signals again and wakes
     every follower. A page asked for behind ``start`` (a projection far behind: a
-    rebuild) is read from the log without keeping it.
+    rebuild) is read from the log without keeping it. The events of this process's own
+    saves are offered as they commit (``offer``), and kept when they are the next
+    positions: a follower then finds them without reading or decoding them again.
     """
 
     def __init__(self, store: RunService, keep: int) -> None:
@@ -60,11 +63,26 @@ class Tail:
                 self._events.extend(fresh)
                 self._ids.extend(n for n, _ in fresh)
                 self._end = fresh[-1][0]
-                if len(self._events) > self.keep:
-                    del self._events[:-self.keep]
-                    del self._ids[:-self.keep]
-                    self._start = self._ids[0]
+                self._trim()
             return cached + fresh
+
+    def offer(self, events: Sequence[tuple[int, Any]]) -> None:
+        """Events this process has just committed, decoded already: kept when they are
+        the next positions after what is kept (else the log is read for them, as for
+        any other's: an event between might be another process's)."""
+        with self._lock:
+            if not events or events[0][0] != self._end + 1:
+                return
+            self._events.extend(events)
+            self._ids.extend(n for n, _ in events)
+            self._end = events[-1][0]
+            self._trim()
+
+    def _trim(self) -> None:
+        if len(self._events) > self.keep:
+            del self._events[:-self.keep]
+            del self._ids[:-self.keep]
+            self._start = self._ids[0]
 
     def _read(self, start: int, limit: int) -> list[tuple[int, Any]]:
         mapper = self.store.mapper

@@ -231,3 +231,37 @@ def test_saves_that_lose_a_race_leave_the_next_saves_sound(server: Server) -> No
     assert set(positions(server.p).values()) - {0} == {server.app.head()}
     server.p.catch_up_all()
     assert_dumps_equal(dump(server.p), rebuilt(server.p))
+
+
+def test_the_follower_finds_the_saves_own_events_decoded(server: Server,
+                                                        env: dict[str, str]) -> None:
+    """The anchors' follower applies this process's saves from the events they offered
+    (none read from the log); another process's events between them are read from the log,
+    never skipped: the anchors equal a rebuild."""
+    reads: list[int] = []
+    original = server.p.store.recorder.select_notifications
+
+    def select(start: Any, limit: int, *args: Any, **kwargs: Any) -> Any:
+        page = original(start, limit, *args, **kwargs)
+        reads.append(len(page))
+        return page
+
+    server.p.store.recorder.select_notifications = select  # type: ignore[method-assign]
+    other = RunService(env=env)
+    try:
+        write_runs(server.app, 1, seed=11)
+        server.p.catch_up_all()  # the follower reaches the head: the tail is there
+        reads.clear()
+        write_runs(server.app, 3, seed=12)
+        server.p.follow_up("anchors")
+        assert sum(reads) == 0 and positions(server.p)["anchors"] == server.app.head()
+
+        write_runs(other, 1, seed=13)  # not offered: read
+        write_runs(server.app, 1, seed=14)  # offered after a gap in what the tail holds
+        server.p.prompt()
+        server.p.follow_up("anchors")
+        assert sum(reads) > 0 and positions(server.p)["anchors"] == server.app.head()
+        server.p.catch_up_all()
+        assert_dumps_equal(dump(server.p), rebuilt(server.p))
+    finally:
+        other.close()

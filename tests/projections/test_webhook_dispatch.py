@@ -220,3 +220,25 @@ def test_an_expiry_that_escalates_is_decision_escalated_then_one_that_rejects_is
     assert (made["decision"], made["action"], made["decided_by"]) == (
         "expired", "reject", "system")
     assert len(receiver.requests) == 2
+
+
+def test_the_dispatcher_is_woken_by_a_page_that_made_deliveries_only(
+        projections: Projections) -> None:
+    """Pages that owe no one anything (no subscription wants their events) leave the
+    dispatcher asleep until its poll; the first page that owes a delivery wakes it."""
+    p = projections
+    d = Dispatcher.for_settings(Settings(database_url="sqlite:///:memory:"), p)
+    try:
+        _a_run_that_completes(p.store)
+        p.catch_up_all()  # every applied page is told to the dispatcher
+        assert not d._wake.is_set()
+
+        _subscribe(p, "http://127.0.0.1:9/hook", ["run.completed"])
+        p.catch_up_all()
+        assert not d._wake.is_set()  # a subscription made: nothing owed yet
+
+        _a_run_that_completes(p.store)
+        p.catch_up_all()
+        assert d._wake.is_set()
+    finally:
+        d.close()
