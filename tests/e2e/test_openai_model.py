@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.support.fake_openai import FakeOpenAI, text_reply, tool_call_reply
+from tests.support.fake_openai import FakeOpenAI, slowly, text_reply, tool_call_reply
 from tests.support.server import live_server
 
 
@@ -85,9 +85,12 @@ def test_a_server_that_refuses_stream_options_still_streams(
     from tests.e2e.sse import names, parse
 
     fake_openai.refuses_stream_options = True
+    # The first reply's chunks a little apart: pieces that arrive together may go out
+    # as one.
     fake_openai.script(
-        tool_call_reply([("call_abc", "delete_records", {"table_name": "users", "count": 50})],
-                        content="Deleting them now."),
+        slowly(tool_call_reply([("call_abc", "delete_records",
+                                 {"table_name": "users", "count": 50})],
+                               content="Deleting them now."), 0.0, 0.01),
         text_reply("All done: 50 records deleted."),
     )
     with live_server(f"sqlite:///{tmp_path / 's.db'}", tmp_path / "log",

@@ -276,13 +276,19 @@ def test_the_age_of_what_waits_per_tool_and_group(world: World) -> None:
                            "age_p90_ms": 51 * minute},
         "purge": {"waiting": 1, "oldest_requested_at": T0, "age_oldest_ms": 61 * minute,
                   "age_p50_ms": 61 * minute, "age_p90_ms": 61 * minute}}
-    by_group = world.queue_age("group")
-    assert list(by_group) == ["leads", "-"]  # not escalated: null, last
-    assert (by_group["leads"]["waiting"], by_group["-"]["waiting"]) == (1, 2)
+    groups = world.queue_age("group")
+    assert list(groups) == ["leads", "-"]  # not escalated: null, last
+    assert (groups["leads"]["waiting"], groups["-"]["waiting"]) == (1, 2)
     with world.projections.views[queue.QueueProjection.name].read() as c:
         for group_by in ("tool", "group", "tool,group", "kind,agent"):
             assert queue_from_sql(c, group_by, world.clock.now()) == world.queue_age(
                 group_by), group_by
+        # A fraction of a second that SQLite's time functions (milliseconds) would
+        # round up into the next second.
+        for fraction in (999_989, 999_500, 500):
+            at = world.clock.now() + timedelta(microseconds=fraction)
+            assert queue_from_sql(c, "tool", at) == by_group(
+                analytics.queue_age(c, "tool", at=at)), fraction
 
 
 # ------------------------------------------------- the docs' SQL, everywhere
