@@ -177,18 +177,35 @@ class InlineWriter:
         return (sql if self.postgres else sql.replace("%s", "?")), params
 
     def _track_statements(self, views: tuple[ViewMixin, ...]) -> list[tuple[str, list[str]]]:
-        """One upsert of the positions of ``views`` per tracking table (one table, unless
+        """The statements that set the positions of ``views`` in each tracking table (one, unless
         configured otherwise), with the names it tracks; remembered for the next save
         that writes the same read models."""
         tables: dict[str, list[str]] = {}
         for v in views:
             tables.setdefault(self._tracking(v), []).append(v.tracking_name)
-        self._track[views] = [
-            (f"INSERT INTO {table} (application_name, notification_id) VALUES "
-             + ", ".join(["(%s, %s)"] * len(names)) + " ON CONFLICT (application_name) "
-             "DO UPDATE SET notification_id = excluded.notification_id", names)
-            for table, names in tables.items()]
+        self._track[views] = [(sql, names) for table, names in tables.items()
+                              for sql in self._upserts(table, len(names))]
         return self._track[views]
+
+    def _upserts(self, table: str, n: int) -> list[str]:
+        """The statements that set the rows of ``n`` read models in a tracking table to a
+        position (each takes ``name, position`` for each read model). On PostgreSQL the
+        rows that exist (all but a new read model's) are updated, and only the missing
+        ones inserted: ``ON CONFLICT DO UPDATE`` would lock each row before updating it,
+        a WAL record more per read model per save."""
+        upsert = (" ON CONFLICT (application_name) "
+                  "DO UPDATE SET notification_id = excluded.notification_id")
+        if not self.postgres:
+            return [f"INSERT INTO {table} (application_name, notification_id) VALUES "
+                    + ", ".join(["(%s, %s)"] * n) + upsert]
+        rows = ("(VALUES " + ", ".join(["(%s, %s::bigint)"] * n)
+                + ") AS v (application_name, notification_id)")
+        return [f"UPDATE {table} AS t SET notification_id = v.notification_id FROM {rows} "
+                f"WHERE t.application_name = v.application_name",
+                f"INSERT INTO {table} (application_name, notification_id) "
+                f"SELECT v.application_name, v.notification_id FROM {rows} WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {table} AS t WHERE t.application_name = v.application_name)"
+                + upsert]
 
     def _tracking(self, view: ViewMixin) -> str:
         table = view._tracking_table()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import singledispatchmethod
 from typing import Any
@@ -44,9 +45,42 @@ from projections.sql import (
 )
 
 COUNTS_TABLE = "signoff_queue_counts"
-# A run that pauses or ends is no longer running (a row it no longer has: no change).
-_NOT_RUNNING = "DELETE FROM signoff_queue_running WHERE run_id = %s"
 _RUN = "SELECT paused_since FROM signoff_queue_runs WHERE run_id = %s"
+# What a page leaves in ``signoff_queue_running`` for a run, by kind: its row as it ends
+# the page (a run that starts or continues: inserted, or replaced whatever the table
+# held), its step's times if it has a row (a run the page did not start or continue: a
+# paused or ended run has none), or no row (a run that paused or ended).
+_RUNNING = {
+    "put": ("INSERT INTO signoff_queue_running (run_id, since, deadline) VALUES (%s, %s, %s) "
+            "ON CONFLICT (run_id) DO UPDATE SET since = excluded.since, "
+            "deadline = excluded.deadline"),
+    "step": "UPDATE signoff_queue_running SET since = %s, deadline = %s WHERE run_id = %s",
+    "gone": "DELETE FROM signoff_queue_running WHERE run_id = %s",
+}
+
+
+@dataclass
+class _QueuePage(Page):
+    """A page of the queue, and what it leaves in ``signoff_queue_running`` for each run
+    it changed (kind, since, deadline): written once as the page ends, so a save that
+    starts a run and pauses it, or continues it and starts its tool, changes its row once
+    or not at all."""
+
+    running: dict[str, tuple[str, Any, Any]] = field(default_factory=dict)
+
+    def run(self, run_id: str, at: datetime) -> None:
+        """The run is running, its step (a model turn) begun ``at``."""
+        self.running[run_id] = ("put", at, None)
+
+    def step(self, run_id: str, at: datetime, deadline: datetime | None) -> None:
+        """A running run's step begins (a tool, with its deadline, or the next turn)."""
+        kind = self.running.get(run_id, ("step",))[0]
+        if kind != "gone":
+            self.running[run_id] = (kind, at, deadline)
+
+    def gone(self, run_id: str) -> None:
+        """The run paused or ended: no longer running."""
+        self.running[run_id] = ("gone", None, None)
 
 
 def _paused(delta: int, before: str) -> tuple[str, tuple[int]]:
@@ -55,7 +89,7 @@ def _paused(delta: int, before: str) -> tuple[str, tuple[int]]:
             f"(SELECT 1 FROM {{rows}} WHERE {before})", (delta,))
 
 
-class QueueProjection(ReadModel[Page]):
+class QueueProjection(ReadModel[_QueuePage]):
     name = "queue"
     tables_in_order = ("signoff_queue_calls", "signoff_queue_runs", "signoff_queue_deadlines",
                        "signoff_queue_running", COUNTS_TABLE)
@@ -74,12 +108,20 @@ class QueueProjection(ReadModel[Page]):
                 started_at {d.time_type} NOT NULL,
                 paused_since {d.time_type},
                 position BIGINT NOT NULL)""",
-            "CREATE INDEX IF NOT EXISTS signoff_queue_runs_paused "
-            "ON signoff_queue_runs (paused_since, run_id)",
-            "CREATE INDEX IF NOT EXISTS signoff_queue_runs_agent "
-            "ON signoff_queue_runs (agent_id, paused_since, run_id)",
-            "CREATE INDEX IF NOT EXISTS signoff_queue_runs_user "
-            "ON signoff_queue_runs (user_id, paused_since, run_id)",
+            # The queue's orders hold the paused runs only: a run's row gets entries in
+            # them when it pauses, none as it starts or continues (those changes touch
+            # the primary key alone). Indexes of every row once had these names.
+            "DROP INDEX IF EXISTS signoff_queue_runs_paused",
+            "DROP INDEX IF EXISTS signoff_queue_runs_agent",
+            "DROP INDEX IF EXISTS signoff_queue_runs_user",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_runs_waiting "
+            "ON signoff_queue_runs (paused_since, run_id) WHERE paused_since IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_runs_agent_waiting "
+            "ON signoff_queue_runs (agent_id, paused_since, run_id) "
+            "WHERE paused_since IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_runs_user_waiting "
+            "ON signoff_queue_runs (user_id, paused_since, run_id) "
+            "WHERE paused_since IS NOT NULL",
             # In run id order, for counting filtered matches (a merge with the calls below).
             "CREATE INDEX IF NOT EXISTS signoff_queue_runs_paused_run "
             "ON signoff_queue_runs (run_id) WHERE paused_since IS NOT NULL",
@@ -136,16 +178,27 @@ class QueueProjection(ReadModel[Page]):
     def process_event(self, event: object, page: Page) -> None:
         """Events the queue does not show change nothing."""
 
+    def begin(self, c: Cursor) -> _QueuePage:
+        return _QueuePage(c)
+
+    def end(self, page: _QueuePage) -> None:
+        d = page.c.dialect
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        for run_id, (kind, at, deadline) in page.running.items():
+            rows.setdefault(kind, []).append(
+                (run_id, d.time(at), d.time(deadline)) if kind == "put" else
+                (d.time(at), d.time(deadline), run_id) if kind == "step" else (run_id,))
+        for kind, params in rows.items():
+            page.c.executemany(_RUNNING[kind], params)
+
     @process_event.register
-    def run_started(self, e: Run.RunStarted, page: Page) -> None:
-        c, d, run_id = page.c, page.c.dialect, str(e.originator_id)
-        c.together([
-            ("INSERT INTO signoff_queue_runs (run_id, agent_id, user_id, session_id, "
-             "started_at, paused_since, position) VALUES (%s, %s, %s, %s, %s, NULL, %s)",
-             (run_id, e.agent_id, e.user_id, e.session_id, d.time(e.timestamp),
-              page.position)),
-            ("INSERT INTO signoff_queue_running (run_id, since, deadline) "
-             "VALUES (%s, %s, NULL)", (run_id, d.time(e.timestamp)))])
+    def run_started(self, e: Run.RunStarted, page: _QueuePage) -> None:
+        run_id, d = str(e.originator_id), page.c.dialect
+        page.c.execute(
+            "INSERT INTO signoff_queue_runs (run_id, agent_id, user_id, session_id, "
+            "started_at, paused_since, position) VALUES (%s, %s, %s, %s, %s, NULL, %s)",
+            (run_id, e.agent_id, e.user_id, e.session_id, d.time(e.timestamp), page.position))
+        page.run(run_id, e.timestamp)
 
     @process_event.register
     def tool_call_requested(self, e: Run.ToolCallRequested, page: Page) -> None:
@@ -164,12 +217,12 @@ class QueueProjection(ReadModel[Page]):
                       (run_id, e.tool_call_id, d.time(e.expires_at)))
 
     @process_event.register
-    def run_paused(self, e: Run.RunPaused, page: Page) -> None:
+    def run_paused(self, e: Run.RunPaused, page: _QueuePage) -> None:
         run_id = str(e.originator_id)
         page.c.counting(_paused(+1, "paused_since IS NULL"), (_RUN, (run_id,)), [
             ("UPDATE signoff_queue_runs SET paused_since = %s, position = %s "
-             "WHERE run_id = %s", (page.c.dialect.time(e.timestamp), page.position, run_id)),
-            (_NOT_RUNNING, (run_id,))])
+             "WHERE run_id = %s", (page.c.dialect.time(e.timestamp), page.position, run_id))])
+        page.gone(run_id)
 
     @process_event.register
     def decided(self, e: DecisionEvent, page: Page) -> None:
@@ -199,47 +252,40 @@ class QueueProjection(ReadModel[Page]):
                         e.tool_call_id))
 
     @process_event.register
-    def tool_execution_started(self, e: Run.ToolExecutionStarted, page: Page) -> None:
-        # A tool's step begins (a running run's row: a tool starts only while it runs).
-        d = page.c.dialect
-        page.c.execute("UPDATE signoff_queue_running SET since = %s, deadline = %s "
-                       "WHERE run_id = %s",
-                       (d.time(e.timestamp), d.time(e.deadline), str(e.originator_id)))
+    def tool_execution_started(self, e: Run.ToolExecutionStarted, page: _QueuePage) -> None:
+        # A tool's step begins (a tool starts only while its run runs).
+        page.step(str(e.originator_id), e.timestamp, e.deadline)
 
     @process_event.register
-    def tool_outcome(self, e: Run.ToolExecuted | Run.ToolFailed, page: Page) -> None:
+    def tool_outcome(self, e: Run.ToolExecuted | Run.ToolFailed, page: _QueuePage) -> None:
         # An outcome settles a call: a late one, of a call in doubt, takes it out of the
         # queue (the run no longer waits for it). A running run's next step begins (a
         # paused or ended run has no row to change).
         run_id = str(e.originator_id)
-        page.c.together([
-            ("UPDATE signoff_queue_calls SET waiting = FALSE "
-             "WHERE run_id = %s AND tool_call_id = %s AND waiting", (run_id, e.tool_call_id)),
-            ("UPDATE signoff_queue_running SET since = %s, deadline = NULL WHERE run_id = %s",
-             (page.c.dialect.time(e.timestamp), run_id))])
+        page.c.execute("UPDATE signoff_queue_calls SET waiting = FALSE "
+                       "WHERE run_id = %s AND tool_call_id = %s AND waiting",
+                       (run_id, e.tool_call_id))
+        page.step(run_id, e.timestamp, None)
 
     @process_event.register
-    def run_continued(self, e: Run.RunContinued, page: Page) -> None:
-        # An upsert, not an insert: the same row whatever the table held for the run
-        # (applied again in a replay, the event changes nothing more).
+    def run_continued(self, e: Run.RunContinued, page: _QueuePage) -> None:
+        # Its running row is the same whatever the table held for the run (applied again
+        # in a replay, the event changes nothing more).
         run_id = str(e.originator_id)
         page.c.counting(_paused(-1, "paused_since IS NOT NULL"), (_RUN, (run_id,)), [
             ("UPDATE signoff_queue_runs SET paused_since = NULL, position = %s "
-             "WHERE run_id = %s", (page.position, run_id)),
-            ("INSERT INTO signoff_queue_running (run_id, since, deadline) "
-             "VALUES (%s, %s, NULL) ON CONFLICT (run_id) "
-             "DO UPDATE SET since = excluded.since, deadline = NULL",
-             (run_id, page.c.dialect.time(e.timestamp)))])
+             "WHERE run_id = %s", (page.position, run_id))])
+        page.run(run_id, e.timestamp)
 
     @process_event.register
     def run_ended(self, e: Run.RunCompleted | Run.RunFailed | Run.RunCancelled,
-                  page: Page) -> None:
+                  page: _QueuePage) -> None:
         run_id = str(e.originator_id)
         page.c.counting(_paused(-1, "paused_since IS NOT NULL"), (_RUN, (run_id,)), [
             ("DELETE FROM signoff_queue_calls WHERE run_id = %s", (run_id,)),
             ("DELETE FROM signoff_queue_deadlines WHERE run_id = %s", (run_id,)),
-            (_NOT_RUNNING, (run_id,)),
             ("DELETE FROM signoff_queue_runs WHERE run_id = %s", (run_id,))])
+        page.gone(run_id)
 
 
 # ------------------------------------------------------------------ reading
