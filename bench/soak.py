@@ -9,7 +9,9 @@ Loopback only, bounded in count and time (``--seconds``, ``--max-cycles``).
 Reported: errors (any answer but the expected 200, any transport error: must be 0),
 throughput, latency (p50, p99, max) of each request kind, and the server's resident
 memory (VmRSS) after the warm-up, as the runs pile up, and at the end: it must not grow
-with the number of runs served. Exits 1 if there was any error.
+with the number of runs served; and at each memory sample, what each table takes
+(``bench/storage.py``): the read models whose rows leave with the runs (the queue) must
+stay the same size however many runs are served. Exits 1 if there was any error.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -33,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, store  # noqa: E402
 from bench.load import MESSAGE  # noqa: E402
+from bench.storage import Table, report, snapshot  # noqa: E402
 from tests.support.server import live_server  # noqa: E402
 
 
@@ -80,9 +84,10 @@ def rss_mb(pid: int) -> float:
 
 
 def run_soak(url: str, pid: int, clients: int, seconds: float, max_cycles: int,
-             sample_every: float) -> tuple[Tally, float, list[tuple[float, int, float]]]:
+             sample_every: float, each: Callable[[int], None] = lambda cycles: None,
+             ) -> tuple[Tally, float, list[tuple[float, int, float]]]:
     """Load for ``seconds`` (or until ``max_cycles``); (tally, elapsed, RSS samples as
-    (seconds, cycles done, MB))."""
+    (seconds, cycles done, MB)). ``each`` is called with the cycles done at each sample."""
     tally = Tally()
     stop = threading.Event()
     barrier = threading.Barrier(clients + 1)
@@ -104,9 +109,11 @@ def run_soak(url: str, pid: int, clients: int, seconds: float, max_cycles: int,
     barrier.wait()
     t0 = time.perf_counter()
     samples = [(0.0, 0, rss_mb(pid))]
+    each(0)
     while not stop.wait(min(sample_every, max(0.0, t0 + seconds - time.perf_counter()))):
         elapsed = time.perf_counter() - t0
         samples.append((elapsed, tally.cycles, rss_mb(pid)))
+        each(tally.cycles)
         if elapsed >= seconds:
             break
     stop.set()
@@ -114,6 +121,7 @@ def run_soak(url: str, pid: int, clients: int, seconds: float, max_cycles: int,
         t.join(120)
     elapsed = time.perf_counter() - t0
     samples.append((elapsed, tally.cycles, rss_mb(pid)))
+    each(tally.cycles)
     return tally, elapsed, samples
 
 
@@ -158,8 +166,10 @@ def main() -> None:
         # Warm-up at full concurrency (imports, pools, threads, buffers), so that what
         # memory grows by afterwards is what the runs served cost.
         run_soak(server.url, pid, args.clients, 15, 1000, 15)
-        tally, elapsed, samples = run_soak(server.url, pid, args.clients, args.seconds,
-                                           args.max_cycles, args.sample_every)
+        tables: list[tuple[int, dict[str, Table]]] = []
+        tally, elapsed, samples = run_soak(
+            server.url, pid, args.clients, args.seconds, args.max_cycles,
+            args.sample_every, lambda cycles: tables.append((cycles, snapshot(db))))
 
     errors = sum(tally.errors.values())
     requests = 2 * tally.cycles + errors
@@ -181,6 +191,9 @@ def main() -> None:
     print(f"server RSS: start {samples[0][2]:.1f} MB, end {samples[-1][2]:.1f} MB, max "
           f"{max(m for _, _, m in samples):.1f} MB; slope over the soak "
           f"{slope_mb_per_1000(samples):+.2f} MB per 1,000 runs")
+    print("storage per table (indexes included), as runs were served after the warm-up:")
+    for line in report(tables):
+        print(f"  {line}")
     for what, n in tally.errors.most_common(10):
         print(f"error x{n}: {what}")
     sys.exit(1 if errors else 0)

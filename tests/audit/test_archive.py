@@ -112,15 +112,9 @@ def test_the_script_in_the_docs_checks_exports_of_events_recorded_before_the_cha
     hash is the one ``verify`` computes. A run's hashes stripped after a hashed line fail."""
     check = _docs_script(tmp_path)
     app = load_golden(ROOT / "tests" / "golden" / "v1")
-    expected = json.loads((ROOT / "tests" / "golden" / "v1" / "expected.json").read_text())
     v1_only = tmp_path / "v1.jsonl"
     v1_only.write_text("".join(export_events(app)))
-    paused = next(r for r, want in expected.items() if want["final"]["status"] == "PAUSED")
-    run = app.get_run(paused)
-    run.provide_external_result(run.pending_calls()[0].tool_call_id, decided_by="bob",
-                                result="paid")
-    run.continue_run()
-    app.save(run)
+    paused = _decide_a_paused_v1_run_today(app)
     mixed, period = tmp_path / "mixed.jsonl", tmp_path / "period.jsonl"
     mixed.write_text("".join(export_events(app)))
     times = sorted(e.timestamp for _, e in app.log())
@@ -273,13 +267,7 @@ def test_a_pre_chain_history_continued_today_is_imported_intact(tmp_path: Path) 
     """A run recorded before the hash chain (v1) and decided today: its first chained
     event's ``prev`` is 64 zeros. Import refused it as altered; it checks and imports."""
     app = load_golden(ROOT / "tests" / "golden" / "v1")
-    expected = json.loads((ROOT / "tests" / "golden" / "v1" / "expected.json").read_text())
-    paused = next(r for r, want in expected.items() if want["final"]["status"] == "PAUSED")
-    run = app.get_run(paused)
-    run.provide_external_result(run.pending_calls()[0].tool_call_id, decided_by="bob",
-                                result="paid")
-    run.continue_run()
-    app.save(run)
+    _decide_a_paused_v1_run_today(app)
     lines = list(export_events(app))
     checked = check_export(lines)
     target = build_app(Settings(database_url=f"sqlite:///{tmp_path / 'b.db'}"))
@@ -289,3 +277,16 @@ def test_a_pre_chain_history_continued_today_is_imported_intact(tmp_path: Path) 
     assert report.head["hash"] == audit.verify_log(app).head["hash"]
     target.close()
     app.close()
+
+
+def _decide_a_paused_v1_run_today(app: Any) -> str:
+    """One of the golden v1 history's paused runs gets its external result and continues
+    (its id): its new events are chained, the first with ``prev`` = 64 zeros."""
+    expected = json.loads((ROOT / "tests" / "golden" / "v1" / "expected.json").read_text())
+    paused = next(r for r, want in expected.items() if want["final"]["status"] == "PAUSED")
+    run = app.get_run(paused)
+    run.provide_external_result(run.pending_calls()[0].tool_call_id, decided_by="bob",
+                                result="paid")
+    run.continue_run()
+    app.save(run)
+    return paused

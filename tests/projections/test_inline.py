@@ -2,23 +2,32 @@
 commit carries the events and the rows that show them. Whatever else writes the log
 meanwhile (another process without them, a follower, a rebuild, a crash between two
 saves, a read model that fails), each event is applied once per read model and the
-tables equal a rebuild from zero.
+tables equal a rebuild from zero. The interleavings of saves, followers, rebuilds and
+crashes are drawn (and shrunk) by Hypothesis, each in a fresh store.
 """
 
 from __future__ import annotations
 
-import random
+import contextlib
+import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from bootstrap import write_inline
 from domain.run import Run
 from projections import inline
-from projections.runner import Projections
+from projections.runner import Projections, projection_names
+from service.config import Settings, eventsourcing_env
 from service.runs import RunService
 from tests.projections.bulk import (
     assert_dumps_equal,
@@ -29,8 +38,10 @@ from tests.projections.bulk import (
     write_runs,
 )
 from tests.projections.scenario import assert_matches_fold
+from tests.support.postgres import PgServer
 
 INLINE = ["queue", "audit", "webhooks", "sessions"]
+VIEWS = projection_names()
 
 
 class Server:
@@ -76,26 +87,80 @@ def test_a_save_writes_the_inline_read_models_in_its_own_transaction(
     assert_dumps_equal(dump(server.p), rebuilt(server.p))
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+# A step: ("inline", runs) saved by the server, ("other", runs) by another process,
+# ("follow", names, pages) the follower on some read models, ("rebuild", name), ("crash",)
+# the server dying between two saves and a new one starting.
+STEPS = st.lists(st.one_of(
+    st.tuples(st.just("inline"), st.integers(1, 2)),
+    st.just(("other", 1)),
+    st.tuples(st.just("follow"),
+              st.lists(st.sampled_from(VIEWS), min_size=1, max_size=len(VIEWS),
+                       unique=True).map(tuple),
+              st.integers(1, 3)),
+    st.tuples(st.just("rebuild"), st.sampled_from(VIEWS)),
+    st.just(("crash",)),
+), min_size=1, max_size=24)
+
+
+@contextmanager
+def fresh_env(request: pytest.FixtureRequest, backend: str) -> Iterator[dict[str, str]]:
+    """eventsourcing's settings for a new empty store: a SQLite file, or a new database on
+    the session's throwaway PostgreSQL (dropped afterwards)."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="signoff-inline-") as tmp:
+            url = f"sqlite:///{Path(tmp) / 'signoff.db'}"
+            yield eventsourcing_env(Settings(database_url=url, postgres_pool_size=2))
+        return
+    pg: PgServer = request.getfixturevalue("pg_server")
+    db = pg.create_database(f"test_{uuid.uuid4().hex[:12]}")
+    try:
+        yield eventsourcing_env(Settings(database_url=db.url, postgres_pool_size=2))
+    finally:
+        with contextlib.suppress(psycopg.OperationalError):
+            db.drop_database()
+
+
+# Examples per store: each one starts a fresh store (a new database on PostgreSQL).
+EXAMPLES = {"sqlite": 80, "postgres": 15}
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_inline_saves_interleaved_with_everything_else_equal_a_rebuild(
-        env: dict[str, str], seed: int) -> None:
-    rng = random.Random(seed)
+        request: pytest.FixtureRequest, backend: str) -> None:
+    """Any interleaving of steps (``STEPS``), each in a fresh store."""
+
+    @settings(max_examples=EXAMPLES[backend], deadline=None, derandomize=True)
+    @example(steps=[("inline", 2), ("other", 1), ("crash",), ("inline", 1), ("other", 1),
+                    ("inline", 2)])
+    @example(steps=[("inline", 2), ("rebuild", "queue"), ("inline", 1),
+                    ("follow", ("audit", "queue"), 1), ("rebuild", "audit"), ("inline", 1)])
+    @given(steps=STEPS)
+    def interleaving(steps: list[tuple[Any, ...]]) -> None:
+        with fresh_env(request, backend) as env:
+            check_interleaving(env, steps)
+
+    interleaving()
+
+
+def check_interleaving(env: dict[str, str], steps: list[tuple[Any, ...]]) -> None:
     server = Server(env)
     other = RunService(env=env)  # another process, its saves not writing read models
     applied = count_writes(server.p)
+    rebuilds: dict[str, int] = {}  # where each read model's last rebuild began, in applied
     try:
-        for step in range(24):
-            roll = rng.random()
-            if roll < 0.45:
-                write_runs(server.app, rng.randint(1, 2), seed=seed * 100 + step)
-            elif roll < 0.6:
-                write_runs(other, 1, seed=seed * 100 + step)
-            elif roll < 0.75:  # the follower, on some of them
+        for i, (kind, *args) in enumerate(steps):
+            if kind == "inline":
+                write_runs(server.app, args[0], seed=i)
+            elif kind == "other":
+                write_runs(other, args[0], seed=i)
+            elif kind == "follow":
                 server.p.prompt()
-                for name in rng.sample(list(server.p.views), rng.randint(1, 5)):
-                    server.p.follow_up(name, pages=rng.randint(1, 3))
-            elif roll < 0.85:
-                server.p.rebuild(rng.choice(list(server.p.views)))
+                for name in args[0]:
+                    server.p.follow_up(name, pages=args[1])
+            elif kind == "rebuild":
+                rebuilds[args[0]] = len(applied[args[0]])
+                server.p.rebuild(args[0])
             else:  # the process dies between two saves; a new one starts
                 server.close()
                 server = Server(env)
@@ -104,9 +169,7 @@ def test_inline_saves_interleaved_with_everything_else_equal_a_rebuild(
         # Each read model applied each position once, in order, since its last rebuild.
         log = log_positions(server.app)
         for name in INLINE:
-            seen = applied[name]
-            start = max((i for i, n in enumerate(seen) if n == log[0]), default=0)
-            assert seen[start:] == log, name
+            assert applied[name][rebuilds.get(name, 0):] == log, name
         assert_matches_fold(server.p, server.app)
         assert_dumps_equal(dump(server.p), rebuilt(server.p))
     finally:
