@@ -98,11 +98,11 @@ class AnchorsProjection(ReadModel[_AnchorsPage]):
                 hash TEXT NOT NULL,
                 runs TEXT NOT NULL,
                 anchored_at {d.time_type} NOT NULL)""",
-            """CREATE TABLE IF NOT EXISTS signoff_anchor_runs (
+            f"""CREATE TABLE IF NOT EXISTS signoff_anchor_runs (
                 run_id TEXT PRIMARY KEY,
                 version BIGINT NOT NULL,
                 hash TEXT NOT NULL,
-                position BIGINT NOT NULL)""",
+                position BIGINT NOT NULL){d.keyed}""",
             f"""CREATE TABLE IF NOT EXISTS signoff_anchor_head (
                 id INTEGER PRIMARY KEY CHECK (id = 1),
                 position BIGINT NOT NULL,

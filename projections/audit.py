@@ -53,11 +53,11 @@ class AuditProjection(ReadModel[Page]):
     @classmethod
     def create_statements(cls, d: Dialect) -> list[str]:
         return [
-            """CREATE TABLE IF NOT EXISTS signoff_audit_runs (
+            f"""CREATE TABLE IF NOT EXISTS signoff_audit_runs (
                 run_id TEXT PRIMARY KEY,
                 agent_id TEXT NOT NULL,
                 user_id TEXT,
-                session_id TEXT NOT NULL)""",
+                session_id TEXT NOT NULL){d.keyed}""",
             f"""CREATE TABLE IF NOT EXISTS signoff_audit_calls (
                 run_id TEXT NOT NULL,
                 tool_call_id TEXT NOT NULL,
@@ -101,12 +101,12 @@ class AuditProjection(ReadModel[Page]):
             # by=requested analytics; IF NOT EXISTS: older stores get it when next opened
             "CREATE INDEX IF NOT EXISTS signoff_decisions_requested "
             "ON signoff_decisions (requested_at)",
-            """CREATE TABLE IF NOT EXISTS signoff_decision_events (
+            f"""CREATE TABLE IF NOT EXISTS signoff_decision_events (
                 position BIGINT NOT NULL,
                 tool_call_id TEXT NOT NULL,
                 version BIGINT NOT NULL,
                 hash TEXT NOT NULL,
-                PRIMARY KEY (position, tool_call_id))""",
+                PRIMARY KEY (position, tool_call_id)){d.keyed}""",
             f"""CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (
                 name TEXT PRIMARY KEY,
                 n BIGINT NOT NULL)""",

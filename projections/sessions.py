@@ -74,16 +74,16 @@ class SessionsProjection(ReadModel[Page]):
                 agent_id TEXT NOT NULL,
                 user_id TEXT,
                 status TEXT NOT NULL,
-                created_at {d.time_type} NOT NULL)""",
+                created_at {d.time_type} NOT NULL){d.keyed}""",
             "CREATE INDEX IF NOT EXISTS signoff_session_runs_session "
             "ON signoff_session_runs (session_id, created_at, run_id)",
-            """CREATE TABLE IF NOT EXISTS signoff_session_models (
+            f"""CREATE TABLE IF NOT EXISTS signoff_session_models (
                 session_id TEXT NOT NULL,
                 model TEXT NOT NULL,
                 provider TEXT NOT NULL,
                 input_tokens BIGINT NOT NULL,
                 output_tokens BIGINT NOT NULL,
-                PRIMARY KEY (session_id, model, provider))""",
+                PRIMARY KEY (session_id, model, provider)){d.keyed}""",
         ]
 
     @singledispatchmethod

@@ -37,6 +37,14 @@ class Dialect:
     def time_type(self) -> str:
         return "timestamptz" if self.name == "postgres" else "TEXT"
 
+    @property
+    def keyed(self) -> str:
+        """What ends the DDL of a table of small rows read and written by their primary
+        key: on SQLite ``WITHOUT ROWID``, so that the rows live in the key's b-tree
+        (no rowid table beside a separate index of the key: one b-tree written per row,
+        about 50 bytes less a row)."""
+        return "" if self.name == "postgres" else " WITHOUT ROWID"
+
     def sql(self, statement: str) -> str:
         return statement.replace("%s", "?") if self.name == "sqlite" else statement
 
