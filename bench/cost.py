@@ -11,6 +11,8 @@ see the machine as it is at that minute. Per cycle:
   PostgreSQL: every table and index, and the WAL written, ``pg_current_wal_lsn``);
 - write transactions (the transaction ids taken), rows inserted and rows updated
   (PostgreSQL's ``pg_stat_database``);
+- below the table, the bytes per cycle of each table (its indexes included;
+  ``bench/storage.py``) over every row's measured cycles;
 - and how soon a run that paused is in ``/queue`` under the same load (apart from the
   measured cycles, half as many again): a probe starts a run, and from its answer asks
   ``GET /queue`` until the run is listed (then continues it): p50 and p99 of that time
@@ -44,6 +46,7 @@ from bench.common import (
     wait_projections,
 )
 from bench.load import AGENT, MESSAGE, HttpClient, pct, run_load
+from bench.storage import snapshot
 from tests.support.server import free_port
 
 # Write transactions are counted by the transaction ids they took (exact at once); rows by
@@ -127,7 +130,8 @@ def cost(stores: Stores, kind: str, args: Namespace) -> int:
           + (f"{'PG ms':>8}" if pg else "")
           + f"{'bytes':>8}" + (f"{'WAL':>8}{'commits':>9}{'ins.':>6}{'upd.':>6}" if pg else "")
           + f"{'cycles/s':>10}{'visible p50/p99':>17}{'at once':>8}{'errors':>7}")
-    failed = 0
+    failed, measured = 0, 0
+    grown: dict[str, int] = {}
     with floor_server(stores.log("cost-floor")) as (floor_url, floor_pid), \
             serve(url, stores.log("cost")) as server:
         assert server.proc is not None
@@ -138,7 +142,7 @@ def cost(stores: Stores, kind: str, args: Namespace) -> int:
             cpu0 = cpu_seconds(floor_pid)
             f = run_load(floor_url, n, cycles=args.cycles, seconds=args.seconds)
             floor_ms = (cpu_seconds(floor_pid) - cpu0) / max(f.cycles, 1) * 1000
-            before = _counters(url)
+            before, tables = _counters(url), snapshot(url)
             pids = [server.proc.pid] + ([stores.pg.pid] if pg and stores.pg else [])
             cpu0s = [tree_cpu(p) for p in pids]
             r = run_load(server.url, n, cycles=args.cycles, seconds=args.seconds)
@@ -147,6 +151,10 @@ def cost(stores: Stores, kind: str, args: Namespace) -> int:
             wait_projections(server.url)  # what the cycles wrote, read models included
             after = _counters(url)
             per = {k: (after[k] - before[k]) / max(r.cycles, 1) for k in after}
+            for name, t in snapshot(url).items():
+                was = tables[name].bytes if name in tables else 0
+                grown[name] = grown.get(name, 0) + t.bytes - was
+            measured += r.cycles
             # Then, apart (its requests would count as the cycles' CPU), the probe beside
             # the same load for a while.
             stop, seen, asks = threading.Event(), list[float](), list[int]()
@@ -175,6 +183,9 @@ def cost(stores: Stores, kind: str, args: Namespace) -> int:
           + "; visible = from a start's answer to /queue listing the run, at once = the "
           "share listed at the first ask (a probe beside the same load, after the "
           "measured cycles)")
+    largest = sorted(((k, n) for k, n in grown.items() if n > 0), key=lambda kv: -kv[1])[:12]
+    print("bytes per cycle by table (indexes included), over the measured cycles: "
+          + ", ".join(f"{name} {n / max(measured, 1):.0f}" for name, n in largest))
     return failed
 
 

@@ -45,6 +45,19 @@ def test_the_cycles_section_runs_both_setups_and_the_floor_runs(
     assert floor and floor[0][1:3] == ["6", "0"], out
 
 
+def test_the_cost_section_runs_and_names_what_each_table_grew_by(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["--sections", "cost", "--stores", "sqlite", "--clients", "1",
+                   "--cycles", "10"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    [row] = [line.split() for line in out.splitlines() if line.split()[:1] == ["1"]]
+    assert float(row[3]) > 0 and int(row[4]) > 0, out  # a ratio to the floor; bytes
+    [tables] = [line for line in out.splitlines() if line.startswith("bytes per cycle by")]
+    grown = dict(part.rsplit(" ", 1) for part in tables.split(": ", 1)[1].split(", "))
+    assert int(grown["stored_events"]) > 0, out
+
+
 def _cycles(url: str, n: int) -> list[str]:
     """``n`` HITL cycles in process (start, confirm, complete); their run ids."""
     from bootstrap import build_app, build_loop
