@@ -49,7 +49,7 @@ from bench.common import cycle, machine, store  # noqa: E402
 from bench.load import MESSAGE  # noqa: E402
 from domain.run import Run  # noqa: E402
 from domain.values import Requirement  # noqa: E402
-from projections import audit, queue  # noqa: E402
+from projections import audit, queue, queuepages  # noqa: E402
 from projections.runner import Projections  # noqa: E402
 from service.config import Settings, eventsourcing_env  # noqa: E402
 from service.runs import RunService  # noqa: E402
@@ -154,7 +154,7 @@ def timed_read(p: Projections, path: str, n: int) -> list[float]:
             return p.store.head()
         if url.path == "/queue":
             with p.views[queue.QueueProjection.name].read(snapshot=False) as cur:
-                return queue.list_queue(cur, agent_id=q.get("agent_id"),
+                return queuepages.list_queue(cur, agent_id=q.get("agent_id"),
                                         tool_name=q.get("tool"), after=after, limit=limit)
         with p.views[audit.AuditProjection.name].read(snapshot=False) as cur:
             return audit.list_decisions(cur, actor=q.get("actor"), after=after, limit=limit)
@@ -211,7 +211,7 @@ def decision_to_queue(server_url: str, env: dict[str, str], clients: int, probes
 
     def queued(user: str) -> bool:
         with view.read() as cur:
-            return bool(queue.list_queue(cur, user_id=user, limit=1)["items"])
+            return bool(queuepages.list_queue(cur, user_id=user, limit=1)["items"])
 
     lags: list[float] = []
     t_load = time.perf_counter()

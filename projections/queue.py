@@ -19,15 +19,14 @@ Tables (plain SQL; see docs/projections.md):
 - ``signoff_queue_counts``: exact counters, moved in the same transaction as the rows:
   ``paused`` is how many runs are paused (the unfiltered queue's ``total``).
 
-The queue is the runs with ``paused_since`` set, each with its waiting calls.
+The queue is the runs with ``paused_since`` set, each with its waiting calls; reviewers
+page through it with ``projections/queuepages.py``.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import singledispatchmethod
 from typing import Any
 
@@ -35,14 +34,7 @@ from domain.decisions import DecisionEvent
 from domain.run import Run
 from domain.values import TimeoutAction
 from projections.readmodel import Page, ReadModel
-from projections.sql import (
-    TOTAL_CAP,  # a filtered total counts up to this many matches
-    Cursor,
-    Dialect,
-    Row,
-    Total,
-    capped_count,
-)
+from projections.sql import Cursor, Dialect
 
 COUNTS_TABLE = "signoff_queue_counts"
 _RUN = "SELECT paused_since FROM signoff_queue_runs WHERE run_id = %s"
@@ -61,12 +53,32 @@ _RUNNING = {
 
 @dataclass
 class _QueuePage(Page):
-    """A page of the queue, and what it leaves in ``signoff_queue_running`` for each run
-    it changed (kind, since, deadline): written once as the page ends, so a save that
-    starts a run and pauses it, or continues it and starts its tool, changes its row once
-    or not at all."""
+    """A page of the queue, and the rows it writes once, as it ends: the ``signoff_queue_runs``
+    row of each run it started, as the page leaves it (with the ``paused`` counter's move
+    for them), and what it leaves in ``signoff_queue_running`` for each run it changed
+    (kind, since, deadline). So a save that starts a run and pauses it inserts its row
+    paused, one that continues a run and starts its tool writes its running row once, and
+    a run that starts and ends in one page (a rebuild's) writes neither."""
 
+    started: dict[str, list[Any]] = field(default_factory=dict)  # run id: the row's values
+    paused: int = 0
     running: dict[str, tuple[str, Any, Any]] = field(default_factory=dict)
+
+    def moved(self, run_id: str, paused_since: Any) -> bool:
+        """Whether the run is one this page started, its row then paused (``paused_since``
+        stored) or running (None)."""
+        row = self.started.get(run_id)
+        if row is not None:
+            self.paused += (paused_since is not None) - (row[5] is not None)
+            row[5:] = [paused_since, self.position]
+        return row is not None
+
+    def ended(self, run_id: str) -> bool:
+        """Whether the run is one this page started (its row then never written)."""
+        row = self.started.pop(run_id, None)
+        if row is not None:
+            self.paused -= row[5] is not None
+        return row is not None
 
     def run(self, run_id: str, at: datetime) -> None:
         """The run is running, its step (a model turn) begun ``at``."""
@@ -183,6 +195,13 @@ class QueueProjection(ReadModel[_QueuePage]):
 
     def end(self, page: _QueuePage) -> None:
         d = page.c.dialect
+        page.c.executemany(
+            "INSERT INTO signoff_queue_runs (run_id, agent_id, user_id, session_id, "
+            "started_at, paused_since, position) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            list(page.started.values()))
+        if page.paused:
+            page.c.execute(f"UPDATE {COUNTS_TABLE} SET n = n + %s WHERE name = 'paused'",
+                           (page.paused,))
         rows: dict[str, list[tuple[Any, ...]]] = {}
         for run_id, (kind, at, deadline) in page.running.items():
             rows.setdefault(kind, []).append(
@@ -193,11 +212,9 @@ class QueueProjection(ReadModel[_QueuePage]):
 
     @process_event.register
     def run_started(self, e: Run.RunStarted, page: _QueuePage) -> None:
-        run_id, d = str(e.originator_id), page.c.dialect
-        page.c.execute(
-            "INSERT INTO signoff_queue_runs (run_id, agent_id, user_id, session_id, "
-            "started_at, paused_since, position) VALUES (%s, %s, %s, %s, %s, NULL, %s)",
-            (run_id, e.agent_id, e.user_id, e.session_id, d.time(e.timestamp), page.position))
+        run_id = str(e.originator_id)
+        page.started[run_id] = [run_id, e.agent_id, e.user_id, e.session_id,
+                                page.c.dialect.time(e.timestamp), None, page.position]
         page.run(run_id, e.timestamp)
 
     @process_event.register
@@ -218,10 +235,11 @@ class QueueProjection(ReadModel[_QueuePage]):
 
     @process_event.register
     def run_paused(self, e: Run.RunPaused, page: _QueuePage) -> None:
-        run_id = str(e.originator_id)
-        page.c.counting(_paused(+1, "paused_since IS NULL"), (_RUN, (run_id,)), [
-            ("UPDATE signoff_queue_runs SET paused_since = %s, position = %s "
-             "WHERE run_id = %s", (page.c.dialect.time(e.timestamp), page.position, run_id))])
+        run_id, at = str(e.originator_id), page.c.dialect.time(e.timestamp)
+        if not page.moved(run_id, at):
+            page.c.counting(_paused(+1, "paused_since IS NULL"), (_RUN, (run_id,)), [
+                ("UPDATE signoff_queue_runs SET paused_since = %s, position = %s "
+                 "WHERE run_id = %s", (at, page.position, run_id))])
         page.gone(run_id)
 
     @process_event.register
@@ -272,145 +290,21 @@ class QueueProjection(ReadModel[_QueuePage]):
         # Its running row is the same whatever the table held for the run (applied again
         # in a replay, the event changes nothing more).
         run_id = str(e.originator_id)
-        page.c.counting(_paused(-1, "paused_since IS NOT NULL"), (_RUN, (run_id,)), [
-            ("UPDATE signoff_queue_runs SET paused_since = NULL, position = %s "
-             "WHERE run_id = %s", (page.position, run_id))])
+        if not page.moved(run_id, None):
+            page.c.counting(_paused(-1, "paused_since IS NOT NULL"), (_RUN, (run_id,)), [
+                ("UPDATE signoff_queue_runs SET paused_since = NULL, position = %s "
+                 "WHERE run_id = %s", (page.position, run_id))])
         page.run(run_id, e.timestamp)
 
     @process_event.register
     def run_ended(self, e: Run.RunCompleted | Run.RunFailed | Run.RunCancelled,
                   page: _QueuePage) -> None:
         run_id = str(e.originator_id)
-        page.c.counting(_paused(-1, "paused_since IS NOT NULL"), (_RUN, (run_id,)), [
-            ("DELETE FROM signoff_queue_calls WHERE run_id = %s", (run_id,)),
-            ("DELETE FROM signoff_queue_deadlines WHERE run_id = %s", (run_id,)),
-            ("DELETE FROM signoff_queue_runs WHERE run_id = %s", (run_id,))])
+        calls = [("DELETE FROM signoff_queue_calls WHERE run_id = %s", (run_id,)),
+                 ("DELETE FROM signoff_queue_deadlines WHERE run_id = %s", (run_id,))]
+        if page.ended(run_id):
+            page.c.together(calls)
+        else:
+            page.c.counting(_paused(-1, "paused_since IS NOT NULL"), (_RUN, (run_id,)), [
+                *calls, ("DELETE FROM signoff_queue_runs WHERE run_id = %s", (run_id,))])
         page.gone(run_id)
-
-
-# ------------------------------------------------------------------ reading
-
-def _cursor_encode(paused_since: datetime, run_id: str) -> str:
-    raw = json.dumps([paused_since.isoformat(), run_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def cursor_decode(token: str) -> tuple[datetime, str]:
-    """The position after which a page starts; ValueError when the token is not ours."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        since, run_id = json.loads(raw)
-        if not isinstance(run_id, str):
-            raise TypeError("run id")
-        paused_since = datetime.fromisoformat(since)
-        if paused_since.tzinfo is None:  # ours always carry their zone
-            raise ValueError("no time zone")
-        # In UTC, as stored; a time that has no UTC equivalent is no cursor of ours.
-        return paused_since.astimezone(UTC), run_id
-    except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as e:
-        raise ValueError("not a queue cursor") from e
-
-
-def list_queue(
-    c: Cursor,
-    *,
-    agent_id: str | None = None,
-    user_id: str | None = None,
-    tool_name: str | None = None,
-    kind: str | None = None,
-    after: str | None = None,
-    limit: int = 50,
-    total_cap: int = TOTAL_CAP,
-    group: str | None = None,
-) -> dict[str, Any]:
-    """Paused runs, oldest first, with the calls they wait for; ``next_cursor`` continues
-    after this page. ``group``: only runs with a call escalated to that group.
-
-    ``total`` counts the runs matching the filters (all pages). Unfiltered, it is the
-    ``paused`` counter: exact, whatever the size of the queue. Filtered, the matches are
-    counted up to ``total_cap``: ``total_exact`` is false when there are more than
-    ``total`` (then ``total`` is the cap)."""
-    d = c.dialect
-    where = ["r.paused_since IS NOT NULL"]
-    params: list[Any] = []
-    if agent_id is not None:
-        where.append("r.agent_id = %s")
-        params.append(agent_id)
-    if user_id is not None:
-        where.append("r.user_id = %s")
-        params.append(user_id)
-    if tool_name is not None or kind is not None:
-        # A semi-join: PostgreSQL merges the runs and the calls in run id order, or
-        # probes the calls of each run by (tool, run) or (kind, run); SQLite probes.
-        sub = ["q.run_id = r.run_id", "q.waiting"]
-        if tool_name is not None:
-            sub.append("q.tool_name = %s")
-            params.append(tool_name)
-        if kind is not None:
-            sub.append("q.kind = %s")
-            params.append(kind)
-        where.append(f"EXISTS (SELECT 1 FROM signoff_queue_calls q WHERE {' AND '.join(sub)})")
-    if group is not None:
-        # A deadline's row lives while its call waits: escalated and still waiting.
-        where.append("EXISTS (SELECT 1 FROM signoff_queue_deadlines x "
-                     "WHERE x.escalated_to = %s AND x.run_id = r.run_id)")
-        params.append(group)
-    filters = " AND ".join(where)
-    filtered = any(v is not None for v in (agent_id, user_id, tool_name, kind, group))
-    total = (Total.capped(f"SELECT 1 FROM signoff_queue_runs r WHERE {filters}", params,
-                          total_cap) if filtered else Total.counter(COUNTS_TABLE, "paused"))
-    page_where, page_params = filters, list(params)
-    if after is not None:
-        since, run_id = cursor_decode(after)
-        # The range on paused_since alone is what an index can seek to: written as
-        # (paused_since > t OR (= t AND run_id > r)) only, the scan starts at the queue's
-        # head and filters every row before the cursor (deep pages cost their depth).
-        page_where += (" AND r.paused_since >= %s"
-                       " AND (r.paused_since > %s OR r.run_id > %s)")
-        page_params += [d.time(since), d.time(since), run_id]
-    # One statement: the total, the page's runs and their waiting calls (a row per call;
-    # one row of NULLs after the total when the page is empty).
-    total_sql, total_params = total.select()
-    rows = c.execute(
-        "WITH page AS (SELECT r.run_id, r.agent_id, r.user_id, r.session_id, r.started_at, "
-        f"r.paused_since FROM signoff_queue_runs r WHERE {page_where} "
-        "ORDER BY r.paused_since, r.run_id LIMIT %s) "
-        "SELECT t.total, p.run_id, p.agent_id, p.user_id, p.session_id, p.started_at, "
-        "p.paused_since, q.tool_call_id, q.tool_name, q.tool_args, q.kind, "
-        "q.confirmation_message, q.requested_at, x.expires_at, x.escalated_to "
-        f"FROM ({total_sql}) AS t LEFT JOIN page p ON 1 = 1 "
-        "LEFT JOIN signoff_queue_calls q ON q.run_id = p.run_id AND q.waiting "
-        "LEFT JOIN signoff_queue_deadlines x "
-        "ON x.run_id = q.run_id AND x.tool_call_id = q.tool_call_id "
-        "ORDER BY p.paused_since, p.run_id, q.requested_at, q.tool_call_id",
-        [*page_params, limit + 1, *total_params]).fetchall()
-    if rows[0]["total"] is None:  # pragma: no cover - the counter's row always exists
-        counted = capped_count(c, f"SELECT 1 FROM signoff_queue_runs r WHERE {filters}",
-                               params, total_cap)
-    else:
-        counted = total.read(rows[0]["total"])
-    items: list[Row] = []
-    for row in rows:
-        if row["run_id"] is None:
-            continue
-        if not items or items[-1]["run_id"] != row["run_id"]:
-            items.append({"run_id": row["run_id"], "agent_id": row["agent_id"],
-                          "user_id": row["user_id"], "session_id": row["session_id"],
-                          "started_at": d.from_time(row["started_at"]),
-                          "paused_since": d.from_time(row["paused_since"]),
-                          "waiting_for": []})
-        if row["tool_call_id"] is not None:
-            items[-1]["waiting_for"].append({
-                "tool_call_id": row["tool_call_id"], "tool_name": row["tool_name"],
-                "tool_args": d.from_json(row["tool_args"]), "kind": row["kind"],
-                "confirmation_message": row["confirmation_message"],
-                "requested_at": d.from_time(row["requested_at"]),
-                "expires_at": d.from_time(row["expires_at"]),
-                "escalated_to": row["escalated_to"]})
-    has_more = len(items) > limit
-    items = items[:limit]
-    next_cursor = (_cursor_encode(items[-1]["paused_since"], items[-1]["run_id"])
-                   if has_more and items else None)
-    total_n, exact = counted
-    return {"items": items, "total": total_n, "total_exact": exact,
-            "next_cursor": next_cursor}

@@ -18,7 +18,7 @@ from api.auth import ADMIN, A, R, allow
 from api.deps import ContainerDep
 from api.errors import ProblemError
 from api.wire import IsoTime
-from projections import audit, queue
+from projections import audit, queue, queuepages
 from projections.csvfile import decisions_csv
 from projections.store import ViewMixin
 from service.auth import Identity
@@ -68,7 +68,7 @@ _COMPLETE = ("False while the read model is being rebuilt (`signoff project rebu
 
 class QueuePage(BaseModel):
     items: list[QueueItem]
-    total: int = Field(description=_TOTAL.format(cap=f"{queue.TOTAL_CAP:,}"))
+    total: int = Field(description=_TOTAL.format(cap=f"{queuepages.TOTAL_CAP:,}"))
     total_exact: bool = Field(description=_TOTAL_EXACT)
     complete: bool = Field(True, description=_COMPLETE)
     next_cursor: str | None = Field(description="Pass back as `cursor` for the next page; "
@@ -125,12 +125,12 @@ def get_queue(
     ``cursor`` for the next page.
     """
     if cursor is not None:
-        _check_cursor(queue.cursor_decode, cursor)
+        _check_cursor(queuepages.cursor_decode, cursor)
     agent_id = _in_scope(caller.agents, agent_id, "agent_id", "agents")
     tool = _in_scope(caller.tools, tool, "tool", "tools")
     view = c.projections.views[queue.QueueProjection.name]
     with view.read(snapshot=False) as cur:  # one statement
-        page = queue.list_queue(cur, agent_id=agent_id, user_id=user_id, tool_name=tool,
+        page = queuepages.list_queue(cur, agent_id=agent_id, user_id=user_id, tool_name=tool,
                                 kind=kind, after=cursor, limit=limit, group=group)
     return _completeness(page, view, response)
 

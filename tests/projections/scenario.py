@@ -35,7 +35,7 @@ from agent.tools import Agent, tool
 from domain.calls import ToolCall
 from domain.run import Run
 from domain.values import CallState, Decision, DecisionKind, Requirement, RunStatus
-from projections import analytics, audit, queue, sweeps
+from projections import analytics, audit, queue, queuepages, sweeps
 from projections.runner import Projections
 from service.policies import Policies
 from service.runs import RunService
@@ -377,7 +377,7 @@ def expected_total(matches: int, filtered: bool, cap: int) -> tuple[int, bool]:
     return cap, False
 
 
-def read_queue(p: Projections, *, limit: int, total_cap: int = queue.TOTAL_CAP,
+def read_queue(p: Projections, *, limit: int, total_cap: int = queuepages.TOTAL_CAP,
                **filters: Any) -> list[dict[str, Any]]:
     """Every page of ``list_queue``, following ``next_cursor``; checks that every page
     has the same ``total`` and ``total_exact``, and that they are right."""
@@ -387,7 +387,7 @@ def read_queue(p: Projections, *, limit: int, total_cap: int = queue.TOTAL_CAP,
     view = p.views[queue.QueueProjection.name]
     while True:
         with view.read() as c:
-            page = queue.list_queue(c, after=after, limit=limit, total_cap=total_cap,
+            page = queuepages.list_queue(c, after=after, limit=limit, total_cap=total_cap,
                                     **filters)
         assert len(page["items"]) <= limit
         items += page["items"]
@@ -525,7 +525,7 @@ def assert_read_models_match_fold(p: Projections, app: RunService, data: Any) ->
     assert_running_matches_fold(p, f, now, idle_before,
                                 draw(st.sampled_from([1, 2, 100]), "stale limit"))
     # Small caps too: a filtered total beyond the cap says so (total_exact false).
-    cap = draw(st.sampled_from([1, 2, 3, queue.TOTAL_CAP]), "total cap")
+    cap = draw(st.sampled_from([1, 2, 3, queuepages.TOTAL_CAP]), "total cap")
     queue_limit = draw(st.integers(1, 4), "queue page size")
     same(read_queue(p, limit=queue_limit, total_cap=cap), expected_queue(f), "queue")
     waiting = [c for item in expected_queue(f) for c in item["waiting_for"]]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from projections import audit, queue
+from projections import audit, queue, queuepages
 from projections.runner import Projections
 from service.runs import RunService
 from tests.projections.bulk import assert_dumps_equal, copy_events, dump, realistic_events
@@ -92,11 +92,11 @@ def test_filtered_totals_are_counted_up_to_the_cap(app: RunService, env: dict[st
         user = paused[0]["user_id"]
         theirs = [i for i in paused if i["user_id"] == user]
         with p.views[queue.QueueProjection.name].read() as c:
-            page = queue.list_queue(c, limit=1, total_cap=0)
+            page = queuepages.list_queue(c, limit=1, total_cap=0)
             assert (page["total"], page["total_exact"]) == (len(paused), True)
-            page = queue.list_queue(c, user_id=user, limit=1, total_cap=0)
+            page = queuepages.list_queue(c, user_id=user, limit=1, total_cap=0)
             assert (page["total"], page["total_exact"]) == (0, False)
-            page = queue.list_queue(c, user_id=user, limit=1, total_cap=len(theirs))
+            page = queuepages.list_queue(c, user_id=user, limit=1, total_cap=len(theirs))
             assert (page["total"], page["total_exact"]) == (len(theirs), True)
         # read_queue / read_decisions check every page's total against the cap.
         read_queue(p, limit=2, total_cap=1, user_id=user)

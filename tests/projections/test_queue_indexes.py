@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from projections import queue
+from projections import queue, queuepages
 from projections.runner import Projections
 from service.runs import RunService
 from tests.projections.bulk import assert_dumps_equal, copy_events, dump, realistic_events
@@ -83,10 +83,10 @@ def test_a_page_of_the_queue_is_a_range_of_an_order(projections: Projections,
              for i in range(10_000)])
         c.execute("ANALYZE signoff_queue_runs")
     with view.read() as c:
-        first = queue.list_queue(c, limit=5, **filters)
+        first = queuepages.list_queue(c, limit=5, **filters)
         assert first["next_cursor"]
         recording = _Recording(c)
-        following = queue.list_queue(recording, limit=5, after=first["next_cursor"],  # type: ignore[arg-type]
+        following = queuepages.list_queue(recording, limit=5, after=first["next_cursor"],  # type: ignore[arg-type]
                                      **filters)
         assert following["items"] and all(r["paused_since"] for r in following["items"])
         plans = [_plan(c, statement, params) for statement, params in recording.statements]
