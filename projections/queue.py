@@ -151,13 +151,18 @@ class QueueProjection(ReadModel[_QueuePage]):
                 requested_at {d.time_type} NOT NULL,
                 waiting BOOLEAN NOT NULL,
                 PRIMARY KEY (run_id, tool_call_id))""",
-            # (tool, run): a run's waiting calls of a tool are found by both, in run id
-            # order for one tool.
+            # (tool, run): a run's calls of a tool are found by both, in run id order for
+            # one tool. No index names ``waiting`` (not even in a predicate), so that
+            # the decision that clears it is a HOT update on PostgreSQL: no index entry,
+            # and the old version pruned on its page. Indexes of the waiting calls only
+            # once had these names.
             "DROP INDEX IF EXISTS signoff_queue_calls_waiting",
-            "CREATE INDEX IF NOT EXISTS signoff_queue_calls_tool "
-            "ON signoff_queue_calls (tool_name, run_id, kind) WHERE waiting",
-            "CREATE INDEX IF NOT EXISTS signoff_queue_calls_kind "
-            "ON signoff_queue_calls (kind, run_id) WHERE waiting",
+            "DROP INDEX IF EXISTS signoff_queue_calls_tool",
+            "DROP INDEX IF EXISTS signoff_queue_calls_kind",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_calls_by_tool "
+            "ON signoff_queue_calls (tool_name, run_id, kind)",
+            "CREATE INDEX IF NOT EXISTS signoff_queue_calls_by_kind "
+            "ON signoff_queue_calls (kind, run_id)",
             # A table of its own (not columns of signoff_queue_calls): a store projected
             # before deadlines existed gets it as it opens, and needs no migration.
             f"""CREATE TABLE IF NOT EXISTS signoff_queue_deadlines (
