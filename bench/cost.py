@@ -12,7 +12,8 @@ see the machine as it is at that minute. Per cycle:
 - write transactions (the transaction ids taken), rows inserted and rows updated
   (PostgreSQL's ``pg_stat_database``);
 - below the table, the bytes per cycle of each table (its indexes included;
-  ``bench/storage.py``) over every row's measured cycles;
+  ``bench/storage.py``) over every row's measured cycles, and on PostgreSQL the rows each
+  table had inserted, updated (of them HOT) and deleted per cycle;
 - and how soon a run that paused is in ``/queue`` under the same load (apart from the
   measured cycles, half as many again): a probe starts a run, and from its answer asks
   ``GET /queue`` until the run is listed (then continues it): p50 and p99 of that time
@@ -46,7 +47,7 @@ from bench.common import (
     wait_projections,
 )
 from bench.load import AGENT, MESSAGE, HttpClient, pct, run_load
-from bench.storage import snapshot
+from bench.storage import Table, snapshot
 from tests.support.server import free_port
 
 # Write transactions are counted by the transaction ids they took (exact at once); rows by
@@ -132,6 +133,7 @@ def cost(stores: Stores, kind: str, args: Namespace) -> int:
           + f"{'cycles/s':>10}{'visible p50/p99':>17}{'at once':>8}{'errors':>7}")
     failed, measured = 0, 0
     grown: dict[str, int] = {}
+    changed: dict[str, tuple[int, ...]] = {}  # rows inserted, updated, HOT, deleted
     with floor_server(stores.log("cost-floor")) as (floor_url, floor_pid), \
             serve(url, stores.log("cost")) as server:
         assert server.proc is not None
@@ -152,8 +154,12 @@ def cost(stores: Stores, kind: str, args: Namespace) -> int:
             after = _counters(url)
             per = {k: (after[k] - before[k]) / max(r.cycles, 1) for k in after}
             for name, t in snapshot(url).items():
-                was = tables[name].bytes if name in tables else 0
-                grown[name] = grown.get(name, 0) + t.bytes - was
+                was = tables.get(name, Table(0, 0))
+                grown[name] = grown.get(name, 0) + t.bytes - was.bytes
+                moved = (t.inserts - was.inserts, t.updates - was.updates,
+                         t.hot - was.hot, t.deletes - was.deletes)
+                before_rows = changed.get(name, (0, 0, 0, 0))
+                changed[name] = tuple(a + b for a, b in zip(before_rows, moved, strict=True))
             measured += r.cycles
             # Then, apart (its requests would count as the cycles' CPU), the probe beside
             # the same load for a while.
@@ -186,6 +192,12 @@ def cost(stores: Stores, kind: str, args: Namespace) -> int:
     largest = sorted(((k, n) for k, n in grown.items() if n > 0), key=lambda kv: -kv[1])[:12]
     print("bytes per cycle by table (indexes included), over the measured cycles: "
           + ", ".join(f"{name} {n / max(measured, 1):.0f}" for name, n in largest))
+    if pg:
+        per_cycle = {name: [n / max(measured, 1) for n in moved]
+                     for name, moved in sorted(changed.items()) if any(moved)}
+        print("rows per cycle by table, inserted / updated (of them HOT) / deleted: " + ", ".join(
+            f"{name} {i:.1f}/{u:.1f} ({h:.1f})/{d:.1f}" for name, (i, u, h, d)
+            in per_cycle.items()))
     return failed
 
 

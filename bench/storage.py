@@ -3,8 +3,9 @@ rows do not follow the runs (the queue, the tracking rows, the counters) stay th
 size, and how many bytes a run leaves in the others.
 
 ``snapshot(url)``: per table (its indexes and, on PostgreSQL, its TOAST included) the bytes
-it takes, its live rows and, on PostgreSQL, its dead row versions, updates and the share
-of them that were HOT (heap-only: no index entry written). SQLite's figures come from
+it takes, its live rows and, on PostgreSQL, its dead row versions, and the rows inserted,
+updated (and of them HOT: heap-only, no index entry written) and deleted so far
+(``pg_stat_user_tables``, which a backend updates at most once a second). SQLite's figures come from
 ``dbstat`` (pages in use; a freed page is in the file's ``freelist`` until reused).
 """
 
@@ -25,6 +26,8 @@ class Table:
     dead: int = 0
     updates: int = 0
     hot: int = 0
+    inserts: int = 0
+    deletes: int = 0
 
 
 def snapshot(url: str) -> dict[str, Table]:
@@ -53,7 +56,8 @@ def _postgres(url: str) -> dict[str, Table]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT relname, pg_total_relation_size(relid), n_live_tup, n_dead_tup, "
-            "n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables").fetchall()
+            "n_tup_upd, n_tup_hot_upd, n_tup_ins, n_tup_del FROM pg_stat_user_tables"
+        ).fetchall()
     return {r[0]: Table(*r[1:]) for r in rows}
 
 
