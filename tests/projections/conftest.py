@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from projections.runner import Projections
 from service.config import Settings, eventsourcing_env
 from service.runs import RunService
 
@@ -30,3 +31,13 @@ def app(env: dict[str, str]) -> Iterator[RunService]:
         yield app
     finally:
         app.close()
+
+
+@pytest.fixture
+def projections(app: RunService, env: dict[str, str]) -> Iterator[Projections]:
+    """Every read model over ``app``'s store (a module may define its own)."""
+    p = Projections(app, env)
+    try:
+        yield p
+    finally:
+        p.close()

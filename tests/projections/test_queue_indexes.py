@@ -7,7 +7,6 @@ was projected with the indexes of before gets these when it opens.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,15 +28,6 @@ OLD = {"signoff_queue_runs_paused": "(paused_since, run_id)",
 CALLS = ("signoff_queue_calls_by_tool", "signoff_queue_calls_by_kind")
 OLD_CALLS = {"signoff_queue_calls_tool": "(tool_name, run_id, kind) WHERE waiting",
              "signoff_queue_calls_kind": "(kind, run_id) WHERE waiting"}
-
-
-@pytest.fixture
-def projections(app: RunService, env: dict[str, str]) -> Iterator[Projections]:
-    p = Projections(app, env)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def _indexes(c: Any, table: str = "signoff_queue_runs") -> dict[str, str]:

@@ -7,7 +7,7 @@ SQLite and PostgreSQL; every answer is compared with the fold's too.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,15 +39,6 @@ from tests.support.postgres import PgServer
 
 T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
-
-
-@pytest.fixture
-def projections(app: RunService, env: dict[str, str]) -> Iterator[Projections]:
-    p = Projections(app, env)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def at(minutes: float) -> datetime:
