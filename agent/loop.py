@@ -7,12 +7,15 @@ answers, tool results) is recorded as an event on the run, so a replay never cal
 anything again.
 
 Durability: it commits (the lifecycle's ``commit``) in as few transactions as the rules
-allow: one when a run pauses, completes or fails, and one just before any tool's
-function is called, so that a decision and the fact that the tool started are
-committed before its side effect can happen. If the process dies while a tool runs, the
-call stays ``running`` until its deadline passes; then the lifecycle (on the next touch
-of the run, or the sweeper) marks it in doubt and pauses for a person, or, for an
-idempotent tool, has the loop run it again.
+allow: one when a run pauses, completes or fails; one just before any tool's function
+is called, so that a decision and the fact that the tool started are committed before
+its side effect can happen; and one when the tools have run, before the model is asked
+again, so that no outcome waits on a model's answer. If the process dies while a tool
+runs, the call stays ``running`` until its deadline passes; then the lifecycle (on the
+next touch of the run, or the sweeper) marks it in doubt and pauses for a person, or,
+for an idempotent tool, has the loop run it again. A tool that does not finish in time
+is in doubt the same way (its thread cannot be stopped: it may still have its effect),
+unless it is idempotent: then it failed, and the model is told.
 
 A run followed live (the lifecycle's ``Live``: a streamed response) is also committed
 just before each model turn, so its start and its tools' outcomes are sent before the
@@ -25,7 +28,6 @@ import concurrent.futures
 import contextvars
 import functools
 import importlib
-import json
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -35,8 +37,8 @@ from uuid import uuid4
 from agent.limits import CUT, Limits
 from agent.messages import chat_messages
 from agent.models.base import TEXT_SINK, ModelClient, ModelError, ModelTurn, ToolSpec
-from agent.tools import Agent, Tool, requirement_for
-from domain.calls import ToolCall
+from agent.tools import Agent, Unfinished, requirement_for, run_tool
+from domain.calls import OPEN, ToolCall
 from domain.errors import InvalidDecision
 from domain.run import Run
 from domain.values import (
@@ -175,8 +177,8 @@ class AgentLoop:
 
     def drive(self, run: Run, commit: Commit, live: Live | None = None) -> Run:
         """Drive a RUNNING run until it pauses or ends, committing at the durable points
-        (before each tool's function is called, and at the end; for ``live``, before
-        each model turn too)."""
+        (before each tool's function is called, when the tools have run, and at the end;
+        for ``live``, before each model turn too)."""
         if run.status == RunStatus.RUNNING:
             self._drive(run, self.agent(run.agent_id), commit, live)
         commit(run)
@@ -227,6 +229,10 @@ class AgentLoop:
             if to_run:
                 if self._run_tools(run, agent, to_run, commit):
                     break
+                if run.pending_calls():  # a tool that did not finish: a person decides
+                    run.pause()
+                    break
+                commit(run)  # the outcomes, before the model is asked again
                 continue
             if turns >= self.max_model_turns:
                 run.fail(f"stopped after {turns} model turns in one request")
@@ -250,8 +256,14 @@ class AgentLoop:
         except ModelError as e:
             run.fail(f"model error: {e}")
             return
-        # What the model proposed, as recorded: arguments over the limit are cut.
-        proposals = [(c.id, c.name, self.limits.cut_args(c.args)) for c in turn.tool_calls]
+        # What the model proposed, as recorded: arguments over the limit are cut, and an
+        # id the run already holds (some servers number calls per answer) made unique.
+        proposals = []
+        taken = set(run.calls)
+        for c in turn.tool_calls:
+            call_id = _unique(c.id, taken)
+            taken.add(call_id)
+            proposals.append((call_id, c.name, self.limits.cut_args(c.args)))
         run.record_model_response(
             model=model.name, provider=model.provider, content=turn.content,
             tool_calls=[{"id": i, "name": n, "args": a} for i, n, a in proposals],
@@ -336,7 +348,13 @@ class AgentLoop:
             else:
                 run.start_tool(call_id, deadline=deadline)
             commit(run)  # committed before any side effect
-            outcome = self._execute(agent.get_tool(call.tool_name), call)
+            tool = agent.get_tool(call.tool_name)
+            outcome = run_tool(self._pool, tool, call, self.tool_timeout)
+            if isinstance(outcome, Unfinished):
+                if not (tool and tool.idempotent):
+                    run.mark_in_doubt(call_id)
+                    continue
+                outcome = outcome.error  # safe to run again: it failed
             if isinstance(outcome, BaseException):
                 run.record_tool_failure(
                     call_id, self.limits.cut_text(f"{type(outcome).__name__}: {outcome}"))
@@ -345,31 +363,20 @@ class AgentLoop:
                 run.record_tool_result(call_id, outcome)
                 if call.stop_after_tool_call:
                     stop_content = outcome
-        if stop_content is not None and not run.calls_in(CallState.APPROVED, CallState.RUNNING):
+        if stop_content is not None and not run.calls_in(*OPEN):
             run.complete(stop_content)
             return True
         return False
 
-    def _execute(self, tool: Tool | None, call: ToolCall) -> str | BaseException:
-        if tool is None:
-            return LookupError(f"the agent has no tool {call.tool_name!r}")
-        if tool.external_execution:
-            return RuntimeError("an external tool cannot be run by signoff")
-        args = call.args
-        if CUT in args:
-            return ValueError("the arguments the model proposed were cut (over the size "
-                              "limit): the tool was not run")
-        future = self._pool.submit(tool.fn, **args)
-        try:
-            result = future.result(timeout=self.tool_timeout)
-        except concurrent.futures.TimeoutError:
-            if future.cancel():  # still queued behind other tools: it never runs
-                return TimeoutError(f"the tool did not start within {self.tool_timeout:g} s; "
-                                    "it was not run")
-            return TimeoutError(f"the tool did not finish within {self.tool_timeout:g} s")
-        except Exception as e:  # the tool's own failure is recorded, not raised
-            return e
-        return result if isinstance(result, str) else _to_text(result)
+
+def _unique(call_id: str, taken: set[str]) -> str:
+    """``call_id``, or, if the run holds it already, the first of ``call_id~2``,
+    ``call_id~3``... that it does not."""
+    n, unique = 1, call_id
+    while unique in taken:
+        n += 1
+        unique = f"{call_id}~{n}"
+    return unique
 
 
 class _Sink:
@@ -390,9 +397,3 @@ def _idempotent(agent: Agent, call: ToolCall) -> bool:
     tool = agent.get_tool(call.tool_name)
     return tool is not None and tool.idempotent
 
-
-def _to_text(value: Any) -> str:
-    try:
-        return json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        return str(value)

@@ -6,7 +6,11 @@ it may run: a person's confirmation, an external system's result, or user input.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import inspect
+import json
+import logging
 import re
 import typing
 from collections.abc import Callable
@@ -14,10 +18,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, overload
 
+from agent.limits import CUT
 from agent.models.base import ModelClient, ToolSpec
-from domain.calls import PolicyOutcome
+from domain.calls import PolicyOutcome, ToolCall
 from domain.values import PolicyVerdict
 from service.policies import Policies, failed_closed
+
+log = logging.getLogger("signoff.loop")
 
 _JSON_TYPES: dict[Any, str] = {
     str: "string",
@@ -287,3 +294,53 @@ class Agent:
 
     def system_prompt(self) -> str:
         return "\n".join(self.instructions)
+
+
+# ------------------------------------------------------------------ running a call
+
+@dataclass(frozen=True)
+class Unfinished:
+    """A tool still running at its timeout: its outcome is unknown."""
+
+    error: TimeoutError
+
+
+def run_tool(pool: concurrent.futures.Executor, tool: Tool | None, call: ToolCall,
+             timeout: float) -> str | BaseException | Unfinished:
+    """What an approved call's function returned (as text), or what went wrong: the
+    tool's own exception, a call that could not be run (no such tool, an external one,
+    arguments cut), a ``TimeoutError`` for a call still queued at ``timeout`` (it is
+    cancelled: it never runs), ``Unfinished`` for one still running (its thread cannot
+    be stopped)."""
+    if tool is None:
+        return LookupError(f"the agent has no tool {call.tool_name!r}")
+    if tool.external_execution:
+        return RuntimeError("an external tool cannot be run by signoff")
+    args = call.args
+    if CUT in args:
+        return ValueError("the arguments the model proposed were cut (over the size "
+                          "limit): the tool was not run")
+    future = pool.submit(tool.fn, **args)
+    try:
+        result = future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        if future.cancel():  # still queued behind other tools: it never runs
+            return TimeoutError(f"the tool did not start within {timeout:g} s; "
+                                "it was not run")
+        future.add_done_callback(functools.partial(_finished_late, call))
+        return Unfinished(TimeoutError(f"the tool did not finish within {timeout:g} s"))
+    except Exception as e:  # the tool's own failure is recorded, not raised
+        return e
+    return result if isinstance(result, str) else _to_text(result)
+
+
+def _finished_late(call: ToolCall, future: concurrent.futures.Future[Any]) -> None:
+    log.warning("call %s (%s) finished after its timeout; its outcome is not recorded "
+                "(the call is in doubt, or failed)", call.tool_call_id, call.tool_name)
+
+
+def _to_text(value: Any) -> str:
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return str(value)

@@ -155,6 +155,8 @@ class RunCommands:
                      approved_args: Json | None = None, request_key: str | None = None,
                      request_digest: str | None = None) -> None:
         call = self._pending_call(tool_call_id, DecisionKind.CONFIRMED, decided_by)
+        if approved_args is None and call.state == CallState.IN_DOUBT:
+            approved_args = call.approved_args  # run again as the attempt in doubt ran
         if approved_args is not None and approved_args == call.tool_args:
             approved_args = None
         if approved_args is not None and not call.editable_args:
@@ -258,10 +260,19 @@ class RunCommands:
         tool had its effect. A run that has ended takes no model turn after it."""
         self._require_started(tool_call_id)
         self.trigger_event(self.ToolExecuted, tool_call_id=tool_call_id, result=result)
+        self._go_on_when_nothing_waits()
 
     def record_tool_failure(self, tool_call_id: str, error: str) -> None:
         self._require_started(tool_call_id)
         self.trigger_event(self.ToolFailed, tool_call_id=tool_call_id, error=error)
+        self._go_on_when_nothing_waits()
+
+    def _go_on_when_nothing_waits(self) -> None:
+        """A late outcome resolved the call in doubt a paused run waited for: with
+        nothing else to wait for, the run goes on (a paused run always waits for
+        something)."""
+        if self.status == RunStatus.PAUSED and not self.pending_calls():
+            self.trigger_event(self.RunContinued)
 
     def mark_in_doubt(self, tool_call_id: str) -> None:
         call = self._call(tool_call_id)

@@ -8,7 +8,10 @@ use case of ``service/lifecycle.py`` makes them before it writes anything:
   did not exist;
 - a reviewer limited to some agents or tools is ``Forbidden`` (403) outside them;
 - a call whose decision expired and was escalated to a group is decided (or cancelled
-  with its run) by a member of that group only.
+  with its run) by a reviewer of that group only;
+- a client decides only what its run asks of its user (input, an external result): a
+  call that needs a person's confirmation, and a call in doubt after a crash, are a
+  reviewer's to decide (403 to the client, as Agno answers with authorization on).
 
 Without authentication (no key issued, no JWT key: local development) the caller is
 ``OPEN``: every run is visible, and the actor is whoever the request names.
@@ -21,6 +24,7 @@ from typing import TypeVar
 
 from domain.keys import Role
 from domain.run import Run
+from domain.values import CallState, Decision, Requirement
 from service.auth import Identity
 from service.runs import RunDamaged, RunNotFound, RunService
 
@@ -82,9 +86,29 @@ def check_calls(caller: Identity, run: Run, call_ids: Iterable[str]) -> None:
         return
     for call_id in ids:
         group = run.calls[call_id].escalated_to
-        if group is not None and group not in caller.groups:
+        if group is not None and (caller.role != Role.REVIEWER or group not in caller.groups):
             raise Forbidden(f"call {call_id!r} was escalated to the reviewers of {group!r}: "
                             "only they decide it")
+
+
+# What a client may decide: what the run asks of its user.
+_USERS_TO_ANSWER = (Requirement.USER_INPUT, Requirement.EXTERNAL_EXECUTION)
+
+
+def check_decisions(caller: Identity, run: Run, decisions: Iterable[Decision]) -> None:
+    """May the caller make these decisions? As ``check_calls``; and a client gives only
+    the input and the external results its run asks for: the confirmation of a call (or
+    its rejection), and any decision on a call in doubt, are a reviewer's."""
+    decisions = list(decisions)
+    check_calls(caller, run, [d.tool_call_id for d in decisions])
+    if caller.open or caller.role != Role.CLIENT:
+        return
+    for d in decisions:
+        call = run.calls[d.tool_call_id]
+        if call.state == CallState.IN_DOUBT or call.requires not in _USERS_TO_ANSWER:
+            raise Forbidden(f"call {d.tool_call_id!r} ({call.tool_name}) needs a reviewer's "
+                            "decision: this run requires a reviewer's approval before it can "
+                            "be continued")
 
 
 def acting_as(caller: Identity, named: str | None) -> str | None:

@@ -36,7 +36,14 @@ from domain.errors import InvalidRunTransition, RunError, ToolCallNotPending
 from domain.keys import Role
 from domain.run import Run
 from domain.values import CallState, Decision, Reply, RunStatus, TimeoutAction
-from service.access import acting_as, actor, check_calls, check_run, read_for
+from service.access import (
+    acting_as,
+    actor,
+    check_calls,
+    check_decisions,
+    check_run,
+    read_for,
+)
 from service.auth import Identity
 from service.idempotency import IdempotencyKey, continued_since, replayed, request_digest
 from service.live import Live
@@ -156,7 +163,7 @@ class RunLifecycle:
         if request and (since := replayed(run, request, decided_by)) is not None:
             return Decided(run, since)
         decisions = run.decisions_for(replies)
-        check_calls(caller, run, [d.tool_call_id for d in decisions])
+        check_decisions(caller, run, decisions)
         if not decisions:
             if not replies and (since := continued_since(run)) is not None:
                 return Decided(run, since)  # decided elsewhere: as that left it
@@ -266,12 +273,17 @@ class RunLifecycle:
         """A call whose deadline passed with no outcome recorded is in doubt: a person
         decides (it may have had its effect), unless its tool is idempotent, when it is
         run again. A run left ``RUNNING`` with nothing in flight for longer than the
-        tool timeout is driven on."""
-        if run.status != RunStatus.RUNNING:
-            return run
+        tool timeout is driven on. On a run that ended meanwhile (cancelled while the
+        tool ran) such a call is in doubt too, and nothing runs again."""
         now = self.clock()
         running = run.calls_in(CallState.RUNNING)
         expired = [c for c in running if c.deadline is not None and c.deadline < now]
+        if run.status.is_final and expired:
+            for call in expired:
+                run.mark_in_doubt(call.tool_call_id)
+            return self.drive(run)  # saves what it recorded
+        if run.status != RunStatus.RUNNING:
+            return run
         idle = run.modified_on + timedelta(seconds=self.tool_timeout) < now
         if not (expired or (idle and not running)):
             return run

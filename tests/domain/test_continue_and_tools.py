@@ -290,18 +290,51 @@ def test_given_a_decided_in_doubt_call_when_it_is_decided_again_then_it_is_not_p
     pytest.param(lambda run: run.record_tool_result("c1", "late"), CallState.EXECUTED, id="ok"),
     pytest.param(lambda run: run.record_tool_failure("c1", "late"), CallState.FAILED, id="err"),
 ])
-def test_given_an_in_doubt_call_when_a_late_outcome_arrives_then_it_resolves_the_call(
+def test_given_an_in_doubt_call_when_a_late_outcome_arrives_then_it_resolves_the_call_and_the_run_goes_on(
     record, state: CallState,
 ) -> None:
     run = a_run_in_doubt_on("c1")
 
     record(run)
 
-    assert len(run.collect_events()) == 1
+    assert names(run.collect_events())[1:] == ["RunContinued"]  # nothing left to wait for
     assert run.calls["c1"].state == state
     assert run.pending_calls() == []
-    run.continue_run()  # nothing left to decide
     assert run.status == RunStatus.RUNNING
+
+
+def test_given_two_calls_in_doubt_when_a_late_outcome_resolves_one_then_the_run_still_waits(
+) -> None:
+    run = a_run_requesting(a_call("c1"), a_call("c2"))
+    run.start_tool("c1", deadline=DEADLINE)
+    run.start_tool("c2", deadline=DEADLINE)
+    run.mark_in_doubt("c1")
+    run.mark_in_doubt("c2")
+    run.pause()
+    done(run)
+
+    run.record_tool_result("c1", "late")
+
+    assert names(run.collect_events()) == ["ToolExecuted"]
+    assert (run.status, [c.tool_call_id for c in run.pending_calls()]) == (
+        RunStatus.PAUSED, ["c2"])
+
+
+def test_given_an_in_doubt_call_run_with_edited_arguments_when_it_is_confirmed_again_then_it_runs_with_them(
+) -> None:
+    run = a_run_paused_on(a_confirmation_call("c1", args={"amount": 10000}))
+    run.confirm_tool("c1", decided_by="ann", approved_args={"amount": 100})
+    run.continue_run()
+    run.start_tool("c1", deadline=DEADLINE)
+    run.mark_in_doubt("c1")
+    run.pause()
+    done(run)
+
+    run.confirm_tool("c1", decided_by="bob", note="run it again")  # no arguments sent
+
+    [confirmed] = run.collect_events()
+    assert confirmed.approved_args == {"amount": 100}  # recorded, as the attempt ran
+    assert run.calls["c1"].args == {"amount": 100}
 
 
 # ------------------------------------------------------------------ complete

@@ -223,8 +223,9 @@ def test_another_clients_continue_on_a_stale_run_records_nothing(keyed: Keyed) -
 
     def confirm() -> None:
         try:
-            with keyed.as_("ann") as own:
-                own.post(f"/agents/mailer/runs/{run_id}/continue", files=confirm_form(run))
+            with keyed.as_("rita") as reviewer:
+                reviewer.post(f"/agents/mailer/runs/{run_id}/continue",
+                              files=confirm_form(run))
         except httpx.HTTPError:
             pass  # the server dies under it
 

@@ -23,6 +23,7 @@ from tests.e2e.flows import assert_problem, decided, form, pending
 from tests.support.server import ROOT, LiveServer, live_server
 
 SEED = "Delete 50 old records from the users table"
+EXTERNAL = 'call check_payment {"order_id": "A-1"}'
 KEYS = {  # name: (role, extra options)
     "adm": ("admin", []), "ann": ("client", []), "bob": ("client", []),
     "rita": ("reviewer", []), "sam": ("reviewer", ["--agent", "support_desk"]),
@@ -78,9 +79,17 @@ def _run_route(method: str, suffix: str = "", **kw: Any) -> Request:
     def build(w: World) -> tuple[str, str, dict[str, Any]]:
         run = w.paused()
         path = suffix.format(run=run["run_id"], agent=run["agent_id"])
-        extra = {"files": _confirm(run)} if path.endswith("/continue") else kw
-        return method, path, extra
+        return method, path, kw
     return build
+
+
+def _continue(w: World) -> tuple[str, str, dict[str, Any]]:
+    """A continue that answers what the run asks of its user (an external result):
+    what a client may decide, as a reviewer may."""
+    run = w.paused("support_desk", EXTERNAL)
+    answers = [decided(t, result="paid") for t in pending(run)]
+    return "POST", f"/agents/support_desk/runs/{run['run_id']}/continue", {
+        "files": form(tools=answers, stream="false")}
 
 
 def _session_route(method: str, suffix: str, **kw: Any) -> Request:
@@ -124,8 +133,7 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ("GET", "/agents/{agent_id}"): lambda w: ("GET", "/agents/data_manager", {}),
     ("POST", "/agents/{agent_id}/runs"): lambda w: (
         "POST", "/agents/data_manager/runs", {"files": form(message=SEED, stream="false")}),
-    ("POST", "/agents/{agent_id}/runs/{run_id}/continue"):
-        _run_route("POST", "/agents/{agent}/runs/{run}/continue"),
+    ("POST", "/agents/{agent_id}/runs/{run_id}/continue"): _continue,
     ("GET", "/agents/{agent_id}/runs/{run_id}"): _run_route("GET", "/agents/{agent}/runs/{run}"),
     ("POST", "/agents/{agent_id}/runs/{run_id}/cancel"):
         _run_route("POST", "/agents/{agent}/runs/{run}/cancel"),
@@ -274,6 +282,36 @@ def test_a_body_that_names_another_actor_is_refused(world: World) -> None:
         r = ann.post(f"/runs/{run['run_id']}/cancel", json={"actor": "mallory"})
         assert_problem(r, 403)
         assert ann.get(f"/runs/{run['run_id']}").json()["status"] == "PAUSED"
+
+
+def test_a_client_answers_what_its_run_asks_of_it_and_a_reviewer_decides_the_rest(
+        world: World) -> None:
+    """A client gives the input and the external results its own run asks for; the
+    confirmation of a sensitive call (or its rejection) is a reviewer's: 403, with
+    nothing recorded, whatever arguments the client sends."""
+    run = world.paused(user="ann")  # data_manager: delete_records needs a confirmation
+    [tool] = pending(run)
+    head = _head(world)
+    with world.as_("ann") as ann:
+        for decision in ({"confirmed": True},
+                         {"confirmed": True, "tool_args": {**tool["tool_args"], "count": 9}},
+                         {"confirmed": False, "confirmation_note": "no"}):
+            r = ann.post(f"/agents/data_manager/runs/{run['run_id']}/continue",
+                         files=form(tools=[decided(tool, **decision)], stream="false"))
+            assert "reviewer" in assert_problem(r, 403)["detail"]
+        assert _head(world) == head
+        assert ann.get(f"/runs/{run['run_id']}").json()["status"] == "PAUSED"
+    with world.as_("rita") as rita:
+        r = rita.post(f"/agents/data_manager/runs/{run['run_id']}/continue",
+                      files=_confirm(run))
+        assert r.json()["status"] == "COMPLETED", r.text
+    # What the run asks of its user: the client answers it.
+    asks = world.paused("support_desk", EXTERNAL, user="ann")
+    with world.as_("ann") as ann:
+        r = ann.post(f"/agents/support_desk/runs/{asks['run_id']}/continue",
+                     files=form(tools=[decided(t, result="paid") for t in pending(asks)],
+                                stream="false"))
+        assert r.json()["status"] == "COMPLETED", r.text
 
 
 def test_the_recorded_actor_is_the_authenticated_caller(world: World) -> None:

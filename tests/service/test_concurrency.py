@@ -200,9 +200,9 @@ def test_two_workers_deciding_and_driving_at_once_run_the_tool_once(
                 "ToolCallRequested", "ToolConfirmed", "ToolExecutionStarted", "ToolExecuted"]
             assert types[-1] == "RunCompleted"
             # The decision and the tool's start were committed in one save, then the
-            # outcome and the end in another: two saves, not three.
+            # outcome, then the model's answer and the end.
             assert saves == [["ToolConfirmed", "RunContinued", "ToolExecutionStarted"],
-                             ["ToolExecuted", "ModelResponded", "RunCompleted"]]
+                             ["ToolExecuted"], ["ModelResponded", "RunCompleted"]]
     finally:
         close(*sides)
 
