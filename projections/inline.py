@@ -16,15 +16,17 @@ Concurrency: on SQLite the insert holds the database's write lock, so nothing el
 writes meanwhile. On PostgreSQL eventsourcing's insert holds the events table's lock
 (inline writers go one at a time), and each read model is claimed with its follower's
 advisory lock, without waiting: one held by a follower (a rebuild, ``signoff
-project``) is left to it.
+project``) is left to it. The positions are read by the statement after the one that
+takes the locks: a statement reads what was committed when it began, so a follower that
+committed and let go of its lock just before is seen.
 
 A read model that fails raises ``ReadModelsFailed``: the recorder rolls the transaction
 back and writes the events again without the read models (``service/inline.py``); the
 follower meets the error (and logs it) in its turn.
 
 The positions are read for every inline read model in one statement (``claim``: on
-PostgreSQL sent with the events' insert, in its round trip) and written without reading
-back (eventsourcing's tracking upsert reads its answer: a round trip per read model,
+PostgreSQL sent with the events' insert and the locks, in its round trip) and written
+without reading back (eventsourcing's tracking upsert reads its answer: a round trip per read model,
 inside the events table's lock).
 """
 
@@ -51,6 +53,16 @@ CATCH_UP = 200
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A save's question of where its read models are: the cursor that asked (its
+    answer read, and the read models written, on it) and, on PostgreSQL, the cursor that
+    took the followers' locks just before."""
+
+    cursor: Any
+    locks: Any = None
+
+
+@dataclass(frozen=True)
 class Applied:
     names: tuple[str, ...]  # the read models written
     position: int  # the position they reached
@@ -70,22 +82,35 @@ class InlineWriter:
         # A read model found too far behind, at the position it was found at.
         self._far: dict[ViewMixin, int] = {}
         # The statements every save sends, made once.
-        self._claim_sql = self._claim_statement()
+        self._locks_sql, self._claim_sql = self._claim_statements()
         # The positions' statements, for each set of read models a save writes.
         self._track: dict[tuple[ViewMixin, ...], list[tuple[str, list[str]]]] = {}
 
-    def claim(self, raw: Any) -> None:
-        """Ask where each inline read model is (``_claim``)."""
-        if self.views:
-            self._claim(raw)
+    def claim(self, raw: Any) -> Claim | None:
+        """Ask, on ``raw``, where each inline read model is (0: none yet); on PostgreSQL
+        first take each one's follower lock, without waiting, on a cursor of its own.
+        Never prepared statements: they follow the insert in the pipeline, and when the
+        insert fails (a conflict) psycopg may count as prepared a statement the server
+        skipped ("prepared statement ... does not exist" on the next save)."""
+        if not self.views:
+            return None
+        sql, params = self._claim_sql
+        if not self.postgres:
+            raw.execute(sql, params)
+            return Claim(raw)
+        locks = raw.connection.cursor()
+        locks.execute(*self._locks_sql, prepare=False)
+        raw.execute(sql, params, prepare=False)
+        return Claim(raw, locks)
 
-    def apply(self, raw: Any, events: Sequence[tuple[int, Any]], between: Between,
+    def apply(self, claim: Claim, events: Sequence[tuple[int, Any]], between: Between,
               ) -> Applied | None:
         if not self.views:
             return None
+        raw = claim.cursor
         first, last = events[0][0], events[-1][0]
         try:
-            pages = self._pages(raw, events, between)
+            pages = self._pages(claim, events, between)
             # PostgreSQL: the writes are pipelined; a nested pipeline syncs as it ends,
             # so that an error of theirs is raised here, not at the commit.
             with raw.connection.pipeline() if self.postgres else nullcontext():
@@ -104,18 +129,19 @@ class InlineWriter:
         return Applied(tuple(v.model.name for v, _ in pages), last,
                        left=len(pages) < len(self.views), events=events)
 
-    def _pages(self, raw: Any, events: Sequence[tuple[int, Any]], between: Between,
+    def _pages(self, claim: Claim, events: Sequence[tuple[int, Any]], between: Between,
                ) -> list[tuple[ViewMixin, Sequence[tuple[int, Any]]]]:
         """What each read model is to apply: ``events``, after the events it missed when
         it is a little behind (at most ``CATCH_UP`` events: read, in the same
         transaction, from the position the claim answered). One held by its follower,
         or further behind, is left out (and not asked again at the same position)."""
-        row = raw.fetchone()
+        row = claim.cursor.fetchone()
+        locked = claim.locks.fetchone() if claim.locks is not None else None
         first = events[0][0]
         missed: dict[int, list[tuple[int, Any]] | None] = {}
         pages: list[tuple[ViewMixin, Sequence[tuple[int, Any]]]] = []
         for i, view in enumerate(self.views):
-            position = row[f"p{i}"]
+            position = row[f"p{i}"] if locked is None or locked[f"l{i}"] else None
             if position is None or position >= first or self._far.get(view) == position:
                 continue
             if position not in missed:
@@ -148,33 +174,20 @@ class InlineWriter:
         if applied.left:
             self.projections.prompt()
 
-    def _claim(self, raw: Any) -> None:
-        """Ask, in one statement, for each inline read model's tracked position (0: none
-        yet), or None when its follower holds it (PostgreSQL)."""
-        sql, params = self._claim_sql
-        if self.postgres:
-            # Never a prepared statement: it follows the insert in the pipeline, and when
-            # the insert fails (a conflict) psycopg may count as prepared a statement the
-            # server skipped ("prepared statement ... does not exist" on the next save).
-            raw.execute(sql, params, prepare=False)
-        else:
-            raw.execute(sql, params)
-
-    def _claim_statement(self) -> tuple[str, list[str]]:
-        params: list[str] = []
-        columns = []
+    def _claim_statements(self) -> tuple[tuple[str, list[str]], tuple[str, list[str]]]:
+        """The statement that takes each read model's follower lock (PostgreSQL), and the
+        one that reads each one's tracked position."""
+        positions, names = [], []
         for i, view in enumerate(self.views):
-            position = (f"coalesce((SELECT notification_id FROM {self._tracking(view)} "
-                        f"WHERE application_name = %s), 0)")
-            if self.postgres:
-                columns.append(f"CASE WHEN pg_try_advisory_xact_lock(hashtext(%s)) "
-                               f"THEN {position} END AS p{i}")
-                params += [view.tracking_name, view.tracking_name]
-            else:
-                columns.append(f"{position} AS p{i}")
-                params.append(view.tracking_name)
-        sql = "SELECT " + ", ".join(columns)
-        return (sql if self.postgres else sql.replace("%s", "?")), params
+            positions.append(f"coalesce((SELECT notification_id FROM {self._tracking(view)} "
+                             f"WHERE application_name = %s), 0) AS p{i}")
+            names.append(view.tracking_name)
+        claim = "SELECT " + ", ".join(positions)
+        if not self.postgres:
+            return ("", []), (claim.replace("%s", "?"), names)
+        locks = "SELECT " + ", ".join(f"pg_try_advisory_xact_lock(hashtext(%s)) AS l{i}"
+                                      for i in range(len(names)))
+        return (locks, names), (claim, names)
 
     def _track_statements(self, views: tuple[ViewMixin, ...]) -> list[tuple[str, list[str]]]:
         """The statements that set the positions of ``views`` in each tracking table (one, unless

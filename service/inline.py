@@ -59,15 +59,15 @@ class ReadModelsFailed(BaseException):
 class ReadModelsPort(Protocol):
     """What the recorder needs of the read models written inline."""
 
-    def claim(self, cursor: Any) -> None:
+    def claim(self, cursor: Any) -> Any:
         """Ask, on ``cursor``, for what ``apply`` reads first (where the read models
         are), as soon as the events' insert is sent: on PostgreSQL the question goes in
-        the insert's own round trip."""
+        the insert's own round trip. Returns what ``apply`` is given."""
 
-    def apply(self, cursor: Any, events: Sequence[tuple[int, Any]], between: Between,
+    def apply(self, claim: Any, events: Sequence[tuple[int, Any]], between: Between,
               ) -> Any:
         """Write what ``events`` ((position, domain event), in log order) change, on
-        the ``cursor`` that ``claim`` asked on, inside the insert transaction. Returns
+        the cursor that ``claim`` asked on, inside the insert transaction. Returns
         what was applied (passed to ``committed``), or None; ``ReadModelsFailed`` when a
         read model fails."""
 
@@ -83,6 +83,7 @@ class InlineBatch:
     events: Sequence[Any]
     applied: Any = None
     cursor: Any = None  # the cursor the read models were claimed on
+    claim: Any = None  # what their claim returned, for ``apply``
     failed: bool = False  # a read model failed: insert without them
 
 
@@ -112,7 +113,7 @@ class _InlineRecorder:
         if batch is not None and not batch.failed:
             batch.applied = batch.cursor = None  # a retried insert forgets an earlier try
             if self.read_models is not None:
-                self.read_models.claim(cursor)
+                batch.claim = self.read_models.claim(cursor)
                 batch.cursor = cursor
 
     def _apply(self, ids: Sequence[int] | None, kwargs: dict[str, Any],
@@ -122,7 +123,7 @@ class _InlineRecorder:
             return
         try:
             batch.applied = self.read_models.apply(
-                batch.cursor, list(zip(ids, batch.events, strict=True)), between)
+                batch.claim, list(zip(ids, batch.events, strict=True)), between)
         except ReadModelsFailed as failed:
             cursor = batch.cursor
             batch.failed, batch.applied, batch.cursor = True, failed.applied, None
