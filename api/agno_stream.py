@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -150,14 +150,16 @@ class Cursor:
 
 async def follow(cursor: Cursor, read: Callable[[int], list[Any]], watch: LogWatcher,
                  follower: Follower, drive: asyncio.Future[Any] | None,
-                 ) -> AsyncIterator[Message]:
+                 allowed: Callable[[], Awaitable[bool]]) -> AsyncIterator[Message]:
     """The run's messages after the cursor: its committed events, read from the store
     when the run is committed, and the model turns ``follower`` hears of. With ``drive``
     (this request drives the run, and tells ``follower`` of each commit), until the drive
     is over and what it committed is sent; without, until the run waits or has ended,
     reading whenever the log's head moves (another request, worker or machine may be
-    driving it)."""
-    while True:
+    driving it). Either wakes at least every ``WAIT_SECONDS``, and, whenever it wakes,
+    ends at once if the caller is no longer ``allowed`` (api/auth.py: ``StillAllowed``;
+    a drive goes on without it)."""
+    while await allowed():
         head = watch.head
         notices = follower.take()  # before the read: what each follows is committed
         over = drive is not None and drive.done()
@@ -182,12 +184,12 @@ async def follow(cursor: Cursor, read: Callable[[int], list[Any]], watch: LogWat
 
 async def _next(waits: list[Coroutine[Any, Any, Any]],
                 drive: asyncio.Future[Any] | None) -> None:
-    """Until the first of ``waits`` is done, or the drive is over (left to end on its
-    own: the waits are cancelled, never the drive)."""
+    """Until the first of ``waits`` is done, the drive is over (left to end on its own:
+    the waits are cancelled, never the drive), or ``WAIT_SECONDS`` have passed."""
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:
         await asyncio.wait([*tasks, *([drive] if drive is not None else [])],
-                           return_when=asyncio.FIRST_COMPLETED)
+                           timeout=WAIT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in tasks:
             t.cancel()

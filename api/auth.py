@@ -13,13 +13,22 @@ it started, a reviewer only those of its agents and tools) is checked by the run
 cases (``service/access.py``), before they write anything.
 
 With authentication off (no key issued, no JWT key: local development) every route is
-open and actors come from the request as in Agno.
+open and actors come from the request as in Agno; but not to the web pages the developer
+visits: open access refuses what a page of another site sends (``Sec-Fetch-Site:
+cross-site``, an ``Origin`` that is not the request's ``Host``) and, reached on a
+loopback address, a request addressed to a name that is not a loopback one (a page whose
+name was pointed at 127.0.0.1: DNS rebinding).
+
+A stream (server-sent events) is authorized again as it goes on: ``StillAllowed``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ipaddress
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -62,7 +71,10 @@ class Allow:
         c: Container = request.app.state.container
         tracing.name_request(request.method, _route_path(request),
                              request.path_params.get("run_id"))
-        token = _token(request)
+        return await self.answer(request, c, _token(request))
+
+    async def answer(self, request: Request, c: Container, token: str | None) -> Identity:
+        """``_authorize``: on the event loop when it needs no store, else in the threadpool."""
         if c.auth.settled() and (token is None or c.authenticator.settled(token)):
             return self._authorize(request, c, token)
         return await run_in_threadpool(self._authorize, request, c, token)
@@ -74,6 +86,7 @@ class Allow:
             if c.auth_required:
                 raise ProblemError(401, "authentication required: send 'Authorization: "
                                    "Bearer <API key or JWT>'")
+            _refuse_other_sites(request)
             caller = OPEN
         else:
             try:
@@ -85,7 +98,131 @@ class Allow:
                                f"{request.method} {_route_path(request)} (allowed: "
                                f"{', '.join(sorted(self.roles))})")
         request.state.caller = caller
+        request.state.allowed_by = self
         return caller
+
+
+class StillAllowed:
+    """Whether the caller of a request that goes on (a stream) would still be let in:
+    ``await allowed()`` makes the request's authorization (its route's ``Allow``) again.
+
+    False once the caller would be refused a new request, or would be someone else: its
+    key revoked (as this process's key cache knows it, within its ``cache_seconds``),
+    authentication turned on for an open caller, a JWT past its ``exp`` (by ``clock``:
+    the service's, the lifecycle's; a JWT's signature and claims do not change, so the
+    clock is all that is asked again). Each stream awaits it whenever it wakes, before it
+    sends anything more, and ends when it is False."""
+
+    def __init__(self, request: Request,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.request = request
+        self.allow: Allow = request.state.allowed_by
+        self.caller: Identity = request.state.caller
+        self.token = _token(request)
+        self.container: Container = request.app.state.container
+        self.clock = clock or self.container.runs.clock
+        self.expires = _expiry(self.token) if self.caller.via == "jwt" else None
+
+    async def __call__(self) -> bool:
+        if self.expires is not None:
+            return self.clock() < self.expires
+        try:
+            again = await self.allow.answer(self.request, self.container, self.token)
+        except ProblemError:
+            return False
+        return again == self.caller
+
+
+def _expiry(token: str | None) -> datetime | None:
+    """The ``exp`` of a JWT ``Authenticator.identify`` accepted (it verified it, and
+    requires ``exp``)."""
+    import jwt
+
+    if token is None:
+        return None
+    exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    return datetime.fromtimestamp(exp, UTC) if isinstance(exp, int | float) else None
+
+
+# ------------------------------------------------------------ open access
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _refuse_other_sites(request: Request) -> None:
+    """Open access is for programs (curl, Agno's client) and the pages this service
+    serves, not for every web page the developer's browser visits. A browser sends what
+    any page asks to 127.0.0.1 (a form needs no CORS preflight), and a page whose own
+    name was pointed at 127.0.0.1 (DNS rebinding) may read the answers: ``ProblemError``
+    (403) for a request a browser marks as sent by
+    another site, or from an ``Origin`` that is not the ``Host`` it is addressed to;
+    and, when this server was reached on a loopback address, for a ``Host`` that is not
+    a loopback name. Requests without these headers pass."""
+    headers = request.headers
+    host = headers.get("host")
+    if headers.get("sec-fetch-site", "").strip().lower() == "cross-site":
+        raise ProblemError(403, "no authentication: this server refuses a request a web page "
+                           "of another site sent (Sec-Fetch-Site: cross-site); issue an API "
+                           "key (`signoff keys create`) to call it from elsewhere")
+    origin = headers.get("origin")
+    if origin is not None and not _same_origin(origin, host):
+        raise ProblemError(403, f"no authentication: this server refuses a request from the "
+                           f"page of {origin[:100]!r}, which is not this server "
+                           f"({(host or '')[:100]!r})")
+    if host is not None and _on_loopback(request) and not _loopback_name(host):
+        raise ProblemError(403, f"no authentication: this server answers requests addressed "
+                           f"to localhost, 127.0.0.1 or [::1] only, not to "
+                           f"{host[:100]!r} (a name of another site may point here)")
+
+
+def _authority(host: str, scheme: str) -> tuple[str, int | None] | None:
+    """A ``Host`` (or an origin's host and port) as (name, port), the port the scheme's
+    default when it names none; None when it cannot be read."""
+    try:
+        parts = urlsplit("//" + host)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return parts.hostname, port if port is not None else _DEFAULT_PORTS.get(scheme)
+
+
+def _same_origin(origin: str, host: str | None) -> bool:
+    """Whether ``Origin`` names the host and port the request is addressed to (``Origin:
+    null``, a page with no origin of its own, never does)."""
+    parts = urlsplit(origin.strip())
+    if parts.scheme.lower() not in _DEFAULT_PORTS or host is None:
+        return False
+    theirs = _authority(parts.netloc, parts.scheme.lower())
+    return theirs is not None and theirs == _authority(host, parts.scheme.lower())
+
+
+def _loopback_ip(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def _on_loopback(request: Request) -> bool:
+    """Whether this server was reached on a loopback address (the ASGI ``server``: the
+    address of the connection's socket here; a server in a container reached through a
+    published port sees its own address there, not a loopback one)."""
+    server = request.scope.get("server")
+    if not server:  # a unix socket: no address
+        return False
+    return isinstance(server[0], str) and _loopback_ip(server[0])
+
+
+def _loopback_name(host: str) -> bool:
+    """``localhost`` or a loopback address (``127.0.0.1``, ``[::1]``), with any port."""
+    authority = _authority(host, "http")
+    return authority is not None and (authority[0] == "localhost"
+                                      or _loopback_ip(authority[0]))
 
 
 def allow(*roles: Role) -> Any:

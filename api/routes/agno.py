@@ -22,7 +22,7 @@ from api.agno import (
     run_output,
 )
 from api.agno_stream import LAST, Cursor, Message, Position, follow, resume_point
-from api.auth import EVERY_ROLE, A, C, R, allow
+from api.auth import EVERY_ROLE, A, C, R, StillAllowed, allow
 from api.deps import Container, ContainerDep
 from api.errors import ProblemError, problem_responses
 from api.streams import LiveTurns, live_turns, watcher
@@ -100,11 +100,13 @@ def _stream(request: Request, c: Container, run_id: str, after: Position,
             drive: Callable[[LiveTurns], Run] | None = None) -> EventSourceResponse:
     """The run as Agno stream events after ``after`` (api/agno_stream.py), each sent as
     soon as it is committed; with ``drive``, while it drives the run in a thread (which
-    goes on if the client goes away), telling ``LiveTurns`` of what it does."""
+    goes on if the client goes away), telling ``LiveTurns`` of what it does. The stream
+    ends, the drive going on, once the caller is no longer let in (``StillAllowed``)."""
     turns = live_turns(request.app)
     watch = watcher(request.app, c.store)
     model = _model(c, request.path_params["agent_id"])
     store = c.store.repository.event_store
+    allowed = StillAllowed(request)
     future: asyncio.Future[Run] | None = None
     if drive is not None:
         future = asyncio.get_running_loop().run_in_executor(
@@ -127,7 +129,7 @@ def _stream(request: Request, c: Container, run_id: str, after: Position,
     async def messages() -> AsyncIterator[Message]:
         with turns.follow(run_id) as follower:
             cursor = Cursor(run_id, await run_in_threadpool(load), after, model)
-            async for m in follow(cursor, read, watch, follower, future):
+            async for m in follow(cursor, read, watch, follower, future, allowed):
                 yield m
 
     return EventSourceResponse(messages(), sep="\n", ping=15)

@@ -1,5 +1,7 @@
 """``GET /runs/{run_id}/stream`` and ``GET /queue/stream``: server-sent events that resume
-with ``Last-Event-ID`` (api/streams.py)."""
+with ``Last-Event-ID`` (api/streams.py). Each wakes when the log's head moves, or every
+``WAIT_SECONDS``, and ends once its caller is no longer let in (api/auth.py:
+``StillAllowed``)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse
 
-from api.auth import A, C, R, allow
+from api.auth import A, C, R, StillAllowed, allow
 from api.deps import ContainerDep
 from api.errors import problem_responses
 from api.streams import MAX_POSITION, last_event_id, watcher
@@ -50,6 +52,7 @@ async def stream_run(
     version = last_event_id(last_event_id_header, after) or 0
     watch = watcher(request.app, c.store)
     store = c.store.repository.event_store
+    allowed = StillAllowed(request)
 
     def read(after_version: int) -> list[Any]:
         return list(store.get(run.id, gt=after_version))
@@ -57,7 +60,7 @@ async def stream_run(
     async def messages() -> AsyncIterator[dict[str, Any]]:
         nonlocal version
         ended = run.status.is_final and run.version <= version
-        while not ended:
+        while not ended and await allowed():
             head = watch.head
             events = await run_in_threadpool(read, version)
             for e in events:
@@ -90,6 +93,7 @@ async def stream_queue(
     resume = last_event_id(last_event_id_header, after)
     position = resume if resume is not None else await run_in_threadpool(c.store.head)
     watch = watcher(request.app, c.store)
+    allowed = StillAllowed(request)
     agents: OrderedDict[UUID, str] = OrderedDict()
 
     def agent_of(run_id: UUID) -> str:
@@ -118,7 +122,7 @@ async def stream_queue(
 
     async def messages() -> AsyncIterator[dict[str, Any]]:
         nonlocal position
-        while True:
+        while await allowed():
             head = watch.head
             changes = await run_in_threadpool(page, position)
             for pos, name, data in changes:
