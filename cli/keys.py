@@ -21,8 +21,19 @@ from cli.common import (
 )
 from domain.errors import KeyRevoked
 from domain.keys import Role
-from service.keys import KeyNotFound, create_key, key_view, list_keys, revoke_key
+from service.keys import (
+    RESERVED_NAMES,
+    KeyNameTaken,
+    KeyNotFound,
+    KeyRefused,
+    check_name,
+    create_key,
+    key_view,
+    list_keys,
+    revoke_key,
+)
 
+_RESERVED = " nor ".join(sorted(RESERVED_NAMES))
 keys = group("API keys (create, list, revoke) and the cipher key (generate).")
 
 
@@ -35,6 +46,8 @@ def _role(role: str, agent: list[str] | None, tool: list[str] | None,
         raise fail(f"--role must be one of {', '.join(Role)}", 2) from None
     if (agent or tool) and parsed != Role.REVIEWER:
         raise fail("--agent and --tool limit reviewers only", 2)
+    if any(not a.strip() for a in [*(agent or ()), *(tool or ())]):
+        raise fail("--agent and --tool each name an agent or a tool: not a blank", 2)
     if groups and (parsed != Role.REVIEWER or any(not g.strip() for g in groups)):
         raise fail("--group names a group of reviewers (--role reviewer)", 2)
     return parsed
@@ -43,7 +56,8 @@ def _role(role: str, agent: list[str] | None, tool: list[str] | None,
 @keys.command("create", cls=Command)
 def create(
     name: Annotated[str, typer.Option(metavar="NAME", help="who holds the key: recorded as "
-                                      "the actor of everything done with it")],
+                                      "the actor of everything done with it (one live key "
+                                      f"per name; not {_RESERVED})")],
     role: Annotated[str, typer.Option(metavar="ROLE",
                                       help="client, reviewer, auditor or admin")],
     agent: Annotated[list[str] | None, typer.Option(
@@ -60,11 +74,19 @@ def create(
     parsed = _role(role, agent, tool, groups)
     if not name.strip() or len(name) > 200:
         raise fail("--name must be 1 to 200 characters", 2)
+    try:
+        check_name(name.strip())  # before the store is opened (or made)
+    except KeyRefused as e:
+        raise fail(str(e), 2) from None
     store = build_app(load_settings(database_url=database_url))
     try:
         secret, key = create_key(store, name=name.strip(), role=parsed,
                                  created_by=cli_actor(), agents=agent, tools=tool,
                                  groups=[g.strip() for g in groups] if groups else None)
+    except KeyRefused as e:
+        raise fail(str(e), 2) from None
+    except KeyNameTaken as e:
+        raise fail(str(e)) from None
     finally:
         store.close()
     typer.echo(secret)

@@ -13,6 +13,8 @@ import hashlib
 from enum import StrEnum
 from uuid import UUID, uuid5
 
+from eventsourcing.utils import get_topic
+
 from domain.chain import Chained
 from domain.errors import KeyRevoked
 
@@ -36,7 +38,7 @@ class ApiKey(Chained):
     class Created(Chained.Created):
         name: str
         role: str
-        agents: list[str] | None  # a reviewer limited to these agents (None: all)
+        agents: list[str] | None  # a reviewer limited to these agents (None: all; never [])
         tools: list[str] | None  # ... and to these tools
         hint: str  # the secret's first characters, to tell keys apart in a list
         created_by: str
@@ -76,3 +78,7 @@ class ApiKey(Chained):
         if self.revoked:
             raise KeyRevoked(f"key {self.name!r} is already revoked")
         self.trigger_event(self.Revoked, revoked_by=revoked_by)
+
+
+# The topic of a key's first event: how the log's keys are found among runs' events.
+KEY_CREATED = get_topic(ApiKey.Created)

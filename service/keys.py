@@ -1,4 +1,19 @@
-"""Issuing, listing and revoking API keys (``signoff keys ...``, ``/keys``)."""
+"""Issuing, listing and revoking API keys (``signoff keys ...``, ``/keys``).
+
+A key's name is its holder's identity: the actor recorded for what the holder does, and,
+for a client, whose runs are its own (``service/access.py`` compares names). So a name
+is held by one live key at a time (revoking a key frees its name), and the names
+signoff records for itself (``SYSTEM``, an expired decision) and for a caller without
+authentication (``ANONYMOUS``) are never a key's.
+
+Two issues of one name at the same time (two admins, two workers) may both find it free
+before either saves. So each checks again once its key is in the log, whose order is
+the order of commits: a key is kept only if no live key of the same name comes before
+it. The later one always sees the earlier, revokes its own key and answers
+``KeyNameTaken``; its secret is never shown. Between that save and that revocation (a
+few milliseconds, or for good if its process dies in them) the name has a second live
+key, which nobody holds.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +22,15 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.utils import get_topic
+from eventsourcing.persistence import IntegrityError
 
-from domain.keys import PREFIX, ApiKey, Role
+from domain.errors import KeyRevoked
+from domain.keys import KEY_CREATED, PREFIX, ApiKey, Role
+from domain.values import SYSTEM
+from service.access import ANONYMOUS
 from service.runs import RunService
 
-KEY_CREATED = get_topic(ApiKey.Created)
+RESERVED_NAMES = frozenset({SYSTEM, ANONYMOUS})
 
 
 def new_secret() -> str:
@@ -23,15 +41,72 @@ class KeyNotFound(Exception):
     """No key has this id or hint."""
 
 
+class KeyNameTaken(Exception):
+    """A live key already has this name (409)."""
+
+
+class KeyRefused(ValueError):
+    """A key that cannot be issued as asked: a reserved name, or an empty scope (422)."""
+
+
 def create_key(app: RunService, *, name: str, role: Role, created_by: str,
                agents: list[str] | None = None, tools: list[str] | None = None,
                groups: list[str] | None = None) -> tuple[str, ApiKey]:
-    """A new key: its secret (shown once, never stored) and the key."""
+    """A new key: its secret (shown once, never stored) and the key. ``agents`` and
+    ``tools`` limit a reviewer (None: all; an empty list is ``KeyRefused``, as it would
+    leave the reviewer nothing); ``groups`` are the reviewer's (None or empty: none)."""
+    check_name(name)
+    for scope, given in (("agents", agents), ("tools", tools)):
+        if given is not None and not given:
+            raise KeyRefused(empty_scope(scope))
+    if live_keys_named(app, name):
+        raise KeyNameTaken(name_taken(name))
     secret = new_secret()
     key = ApiKey.issue(secret, name=name, role=role, created_by=created_by,
-                       agents=agents or None, tools=tools or None, groups=groups or None)
+                       agents=agents, tools=tools, groups=groups or None)
     app.save(key)
+    first = live_keys_named(app, name)[:1]
+    if first and first[0].id != key.id:  # another issue of this name came first
+        _withdraw(app, key.id, by=created_by)
+        raise KeyNameTaken(name_taken(name))
     return secret, key
+
+
+def check_name(name: str) -> None:
+    """``KeyRefused`` for a name signoff keeps for its own actors (in any case)."""
+    if name.casefold() in {n.casefold() for n in RESERVED_NAMES}:
+        raise KeyRefused(f"the name {name!r} is reserved: signoff records {SYSTEM!r} for "
+                         f"what it does itself (an expired decision) and {ANONYMOUS!r} "
+                         "for a caller without authentication")
+
+
+def name_taken(name: str) -> str:
+    return (f"a live key is already named {name!r}: a name is who the key's holder is "
+            "(the actor recorded, the user whose runs a client reads); choose another, "
+            "or revoke that key first")
+
+
+def empty_scope(scope: str) -> str:
+    return (f"an empty list of {scope} would limit the reviewer to none: leave {scope} "
+            "out (or null) for all of them, or name at least one")
+
+
+def live_keys_named(app: RunService, name: str) -> list[ApiKey]:
+    """The keys named ``name`` not revoked, in the order they were issued."""
+    ids = [e.originator_id for _, e in app.log(topics=[KEY_CREATED])
+           if getattr(e, "name", None) == name]
+    keys: list[ApiKey] = [app.repository.get(i) for i in ids]
+    return [k for k in keys if not k.revoked]
+
+
+def _withdraw(app: RunService, key_id: UUID, *, by: str) -> None:
+    """Revoke a key just issued whose name turned out to be taken (unless revoked already)."""
+    key: ApiKey = app.repository.get(key_id)
+    try:
+        key.revoke(revoked_by=by)
+        app.save(key)
+    except (KeyRevoked, IntegrityError):  # revoked meanwhile (by an admin): it is
+        pass
 
 
 def key_view(key: ApiKey) -> dict[str, Any]:
@@ -76,28 +151,3 @@ def revoke_key(app: RunService, id_or_hint: str, *, revoked_by: str) -> ApiKey:
     key.revoke(revoked_by=revoked_by)
     app.save(key)
     return key
-
-
-def index_key_events(app: RunService) -> None:
-    """A partial index over the events table holding only keys' first events: ``any_key``
-    is then one index probe, not a scan of every run's events (1-2 s at 8.8M events on
-    PostgreSQL). Run events never enter it, so it costs their inserts nothing."""
-    table = getattr(app.recorder, "events_table_name", None)
-    datastore = getattr(app.recorder, "datastore", None)
-    if table is None or datastore is None:  # the in-memory store
-        return
-    with datastore.transaction(commit=True) as c:
-        c.execute(f"CREATE INDEX IF NOT EXISTS {table}_key_created ON {table} "
-                  f"(topic) WHERE topic = '{KEY_CREATED}'")
-
-
-def any_key(app: RunService) -> bool:
-    """Whether any key was ever issued (then the service requires authentication)."""
-    table = getattr(app.recorder, "events_table_name", None)
-    datastore = getattr(app.recorder, "datastore", None)
-    if table is None or datastore is None:
-        return any(True for _ in app.log(limit=1, topics=[KEY_CREATED]))
-    with datastore.transaction(commit=False) as c:
-        # The topic as a literal, so that the planner proves the partial index applies.
-        c.execute(f"SELECT 1 FROM {table} WHERE topic = '{KEY_CREATED}' LIMIT 1")
-        return c.fetchone() is not None

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from api.auth import ADMIN, allow
 from api.deps import ContainerDep
@@ -14,8 +14,18 @@ from api.errors import ProblemError, problem_responses
 from api.wire import Body
 from domain.errors import KeyRevoked
 from domain.keys import Role
+from service.access import ANONYMOUS
 from service.auth import Identity
-from service.keys import KeyNotFound, create_key, key_view, list_keys, revoke_key
+from service.keys import (
+    KeyNameTaken,
+    KeyNotFound,
+    KeyRefused,
+    create_key,
+    empty_scope,
+    key_view,
+    list_keys,
+    revoke_key,
+)
 
 router = APIRouter(tags=["Keys"])
 
@@ -39,13 +49,22 @@ class KeyOut(BaseModel):
 class NewKey(Body):
     name: str = _NAME
     role: Role
-    agents: list[str] | None = Field(None, max_length=100,
-                                     description="limit a reviewer to these agents")
-    tools: list[str] | None = Field(None, max_length=100,
-                                    description="limit a reviewer to these tools")
+    agents: list[Annotated[str, _NAME]] | None = Field(
+        None, max_length=100, description="limit a reviewer to these agents (absent or "
+        "null: all; an empty list is refused)")
+    tools: list[Annotated[str, _NAME]] | None = Field(
+        None, max_length=100, description="limit a reviewer to these tools (absent or "
+        "null: all; an empty list is refused)")
     groups: list[Annotated[str, _NAME]] | None = Field(
         None, max_length=100, description="the reviewer's groups (decisions escalated to "
         "one of them: see the tool's escalate_to)")
+
+    @field_validator("agents", "tools")
+    @classmethod
+    def _not_empty(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError(empty_scope(str(info.field_name)))
+        return value
 
     @model_validator(mode="after")
     def _scope_for_reviewers(self) -> NewKey:
@@ -72,13 +91,19 @@ def get_keys(c: ContainerDep) -> list[KeyOut]:
 
 
 @router.post("/keys", status_code=201, response_model=IssuedKey,
-             responses=problem_responses(400, 422))
+             responses=problem_responses(400, 409, 422))
 def post_key(body: NewKey, c: ContainerDep,
              caller: Annotated[Identity, allow(ADMIN)]) -> IssuedKey:
-    """Issue a key. Its secret is in this answer only."""
-    secret, key = create_key(c.store, name=body.name, role=body.role,
-                             created_by=caller.name or "anonymous",
-                             agents=body.agents, tools=body.tools, groups=body.groups)
+    """Issue a key. Its secret is in this answer only. A name held by a live key is 409;
+    a name signoff records for itself or for a caller without authentication is 422."""
+    try:
+        secret, key = create_key(c.store, name=body.name, role=body.role,
+                                 created_by=caller.name or ANONYMOUS,
+                                 agents=body.agents, tools=body.tools, groups=body.groups)
+    except KeyNameTaken as e:
+        raise ProblemError(409, str(e)) from None
+    except KeyRefused as e:
+        raise ProblemError(422, str(e)) from None
     return IssuedKey(secret=secret, key=_out(key))
 
 
@@ -88,7 +113,7 @@ def post_revoke(key_id: str, c: ContainerDep,
                 caller: Annotated[Identity, allow(ADMIN)]) -> KeyOut:
     """Revoke a key (by id): every server refuses it within seconds."""
     try:
-        return _out(revoke_key(c.store, key_id, revoked_by=caller.name or "anonymous"))
+        return _out(revoke_key(c.store, key_id, revoked_by=caller.name or ANONYMOUS))
     except KeyNotFound as e:
         raise ProblemError(404, str(e)) from None
     except KeyRevoked as e:

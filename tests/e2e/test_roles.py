@@ -196,8 +196,9 @@ def _new_webhook_path(w: World) -> str:
 
 
 def _new_key_path(w: World) -> str:
+    name = f"doomed-{time.monotonic_ns()}"  # one live key per name: a name of its own
     with w.as_("adm") as c:
-        key = c.post("/keys", json={"name": "doomed", "role": "client"}).json()["key"]
+        key = c.post("/keys", json={"name": name, "role": "client"}).json()["key"]
     return f"/keys/{key['id']}/revoke"
 
 
