@@ -290,7 +290,7 @@ def test_given_a_decided_in_doubt_call_when_it_is_decided_again_then_it_is_not_p
     pytest.param(lambda run: run.record_tool_result("c1", "late"), CallState.EXECUTED, id="ok"),
     pytest.param(lambda run: run.record_tool_failure("c1", "late"), CallState.FAILED, id="err"),
 ])
-def test_given_an_in_doubt_call_when_a_late_outcome_arrives_then_it_resolves_the_call_and_the_run_goes_on(
+def test_given_an_in_doubt_call_when_a_late_outcome_arrives_then_it_resolves_it_and_goes_on(
     record, state: CallState,
 ) -> None:
     run = a_run_in_doubt_on("c1")
@@ -320,7 +320,7 @@ def test_given_two_calls_in_doubt_when_a_late_outcome_resolves_one_then_the_run_
         RunStatus.PAUSED, ["c2"])
 
 
-def test_given_an_in_doubt_call_run_with_edited_arguments_when_it_is_confirmed_again_then_it_runs_with_them(
+def test_given_an_in_doubt_call_with_edited_args_when_confirmed_again_then_it_runs_with_them(
 ) -> None:
     run = a_run_paused_on(a_confirmation_call("c1", args={"amount": 10000}))
     run.confirm_tool("c1", decided_by="ann", approved_args={"amount": 100})
