@@ -8,7 +8,7 @@ Sessions and the runs of the session routes carry times as ISO 8601 UTC text
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +17,8 @@ from api.agno import agent_info, run_output
 from api.errors import ProblemError
 from domain.keys import Role
 from domain.run import Run
-from projections.sessions import SESSIONS
+from projections.sessions import SESSIONS, SessionsProjection, get_session
+from projections.store import ViewMixin
 from service.access import Forbidden
 from service.auth import Identity
 
@@ -72,6 +73,22 @@ def scope(caller: Identity, user_id: str | None = None) -> Json:
     if caller.role == Role.REVIEWER and caller.agents is not None:
         return {"user_id": user_id, "agents": caller.agents}
     return {"user_id": user_id}
+
+
+# A session id that lists as another user's, to a client (revealing nothing of it).
+TAKEN = ("Could not create a session with the supplied session_id. Omit session_id to have "
+         "one generated, or choose a different one.")
+
+
+def refuse_anothers(views: Mapping[str, ViewMixin], caller: Identity, session_id: str,
+                    ) -> None:
+    """409 (``TAKEN``) when ``session_id`` lists as a session the caller may not see:
+    its runs, its name and its first message are another user's, and a run of the
+    caller's must not join them. A session that does not list is the caller's to begin."""
+    with views[SessionsProjection.name].read() as cur:
+        existing = get_session(cur, session_id)
+    if existing is not None and not sees(scope(caller), existing):
+        raise ProblemError(409, TAKEN)
 
 
 def sees(filters: Json, row: Json) -> bool:

@@ -25,6 +25,7 @@ from api.agno_stream import LAST, Cursor, Message, Position, follow, resume_poin
 from api.auth import EVERY_ROLE, A, C, R, StillAllowed, allow
 from api.deps import Container, ContainerDep
 from api.errors import ProblemError, problem_responses
+from api.sessions import refuse_anothers
 from api.streams import LiveTurns, live_turns, watcher
 from api.wire import Body, JSONBody, loads
 from domain.run import Run
@@ -186,6 +187,9 @@ async def create_agent_run(
         return _stream(request, c, run_id, after)
     run = c.runs.open_run(caller, agent_id, form.message, user_id=form.user_id,
                           session_id=form.session_id)  # refused before a stream's 200
+    if form.session_id is not None and not caller.open:  # not into another user's session
+        await run_in_threadpool(refuse_anothers, c.projections.views, caller,
+                                form.session_id)
     if form.stream:
         return _stream(request, c, run.run_id, Position(0), functools.partial(_drive, c, run))
     return JSONBody(run_output(await run_in_threadpool(c.runs.drive, run)))

@@ -197,8 +197,7 @@ def create_session(
         if wire.sees(wire.scope(caller), existing):
             raise ProblemError(409, f"Session with id '{session_id}' already exists. Use "
                                f"PATCH /sessions/{session_id} to update it.")
-        raise ProblemError(409, "Could not create a session with the supplied session_id. "
-                           "Omit session_id to have one generated, or choose a different one.")
+        raise ProblemError(409, wire.TAKEN)
     position = record(c.store, session_id, lambda s: s.define(
         user_id=user_id, agent_id=body.agent_id, session_name=body.session_name,
         session_state=body.session_state, metadata=body.metadata, by=actor(caller, user_id)))

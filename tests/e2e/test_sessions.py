@@ -22,7 +22,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.flows import Json, assert_problem, continue_, decided, pending, start
+from tests.e2e.flows import (
+    Json,
+    assert_problem,
+    continue_,
+    decided,
+    pending,
+    post_start,
+    start,
+)
 from tests.support.server import ROOT, LiveServer, live_server
 
 pytestmark = pytest.mark.e2e
@@ -303,13 +311,24 @@ def test_a_client_sees_its_own_sessions_only(keyed: Keyed) -> None:
     with keyed.as_("ann") as ann, keyed.as_("bob") as bob:
         own = start(ann, "data_manager", FIRST, user_id="ann", session_id=mine)
         start(bob, "data_manager", FIRST, user_id="bob", session_id=theirs)
-        # bob starts a run under ann's session id: neither sees the other's run.
-        intruder = start(bob, "data_manager", SECOND, user_id="bob", session_id=mine)
+        # bob cannot start a run under ann's session id (it says nothing of it), in a
+        # streamed start neither: 409 before anything is recorded.
+        for stream in ("false", "true"):
+            r = post_start(bob, "data_manager", message=SECOND, session_id=mine,
+                           stream=stream)
+            assert assert_problem(r, 409)["detail"].startswith(
+                "Could not create a session with the supplied session_id.")
         listed = {s["session_id"] for s in _ok(ann.get("/sessions"))["data"]}
         assert mine in listed and theirs not in listed
         assert [r["run_id"] for r in _ok(ann.get(f"/sessions/{mine}/runs"))] == [
             own["run_id"]]
-        assert_problem(ann.get(f"/sessions/{mine}/runs/{intruder['run_id']}"), 404)
+        # A session bob created ahead is bob's: ann's run does not join it (nor does
+        # her first message become its name).
+        ahead = f"ahead-{uuid.uuid4().hex[:8]}"
+        _ok(bob.post("/sessions", json={"session_id": ahead}), 201)
+        assert_problem(post_start(ann, "data_manager", message="PIN 4321", session_id=ahead,
+                                  stream="false"), 409)
+        assert _ok(bob.get(f"/sessions/{ahead}"))["session_name"] != "PIN 4321"
         assert "you are 'ann'" in assert_problem(
             ann.get("/sessions", params={"user_id": "bob"}), 403)["detail"]
         # To bob, ann's session does not exist: not read, renamed, changed or deleted.
