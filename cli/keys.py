@@ -21,8 +21,8 @@ from cli.common import (
 )
 from domain.errors import KeyRevoked
 from domain.keys import Role
+from service.auth import RESERVED_NAMES
 from service.keys import (
-    RESERVED_NAMES,
     KeyNameTaken,
     KeyNotFound,
     KeyRefused,

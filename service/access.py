@@ -25,10 +25,9 @@ from typing import TypeVar
 from domain.keys import Role
 from domain.run import Run
 from domain.values import CallState, Decision, Requirement
-from service.auth import Identity
+from service.auth import ANONYMOUS, Identity
 from service.runs import RunDamaged, RunNotFound, RunService
 
-ANONYMOUS = "anonymous"
 T = TypeVar("T")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain.keys import KEY_CREATED, PREFIX, ApiKey, Role, key_id
+from domain.values import SYSTEM
 from service.runs import RunService
 
 
@@ -42,6 +43,15 @@ class Identity:
 
 
 OPEN = Identity(name="", role=None, via="open")
+# The actor recorded for a caller without authentication who names no one.
+ANONYMOUS = "anonymous"
+# Names signoff records for its own actors: never a caller's (a key's, a JWT's ``sub``).
+RESERVED_NAMES = frozenset({SYSTEM, ANONYMOUS})
+
+
+def reserved(name: str) -> bool:
+    """Is ``name`` one signoff keeps for its own actors (in any case)?"""
+    return name.casefold() in {n.casefold() for n in RESERVED_NAMES}
 
 
 class Authenticator:
@@ -118,6 +128,9 @@ class Authenticator:
         if not isinstance(subject, str) or not subject.strip():
             raise Unauthenticated("the token's 'sub' claim names no one: it must be a "
                                   "non-empty string")
+        if reserved(subject):
+            raise Unauthenticated(f"the token's 'sub' {subject!r} is a name signoff keeps "
+                                  "for its own actors")
         try:
             role = Role(claims.get(self.jwt_role_claim))  # type: ignore[arg-type]  # None: ValueError
         except ValueError:

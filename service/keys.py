@@ -27,10 +27,8 @@ from eventsourcing.persistence import IntegrityError
 from domain.errors import KeyRevoked
 from domain.keys import KEY_CREATED, PREFIX, ApiKey, Role
 from domain.values import SYSTEM
-from service.access import ANONYMOUS
+from service.auth import ANONYMOUS, reserved
 from service.runs import RunService
-
-RESERVED_NAMES = frozenset({SYSTEM, ANONYMOUS})
 
 
 def new_secret() -> str:
@@ -74,7 +72,7 @@ def create_key(app: RunService, *, name: str, role: Role, created_by: str,
 
 def check_name(name: str) -> None:
     """``KeyRefused`` for a name signoff keeps for its own actors (in any case)."""
-    if name.casefold() in {n.casefold() for n in RESERVED_NAMES}:
+    if reserved(name):
         raise KeyRefused(f"the name {name!r} is reserved: signoff records {SYSTEM!r} for "
                          f"what it does itself (an expired decision) and {ANONYMOUS!r} "
                          "for a caller without authentication")

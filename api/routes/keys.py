@@ -14,8 +14,7 @@ from api.errors import ProblemError, problem_responses
 from api.wire import Body
 from domain.errors import KeyRevoked
 from domain.keys import Role
-from service.access import ANONYMOUS
-from service.auth import Identity
+from service.auth import ANONYMOUS, Identity
 from service.keys import (
     KeyNameTaken,
     KeyNotFound,

@@ -21,8 +21,7 @@ import pytest
 
 from domain.keys import Role
 from domain.values import SYSTEM
-from service.access import ANONYMOUS
-from service.auth import Authenticator, Unauthenticated
+from service.auth import ANONYMOUS, Authenticator, Unauthenticated
 from service.config import Settings, eventsourcing_env
 from service.keys import KeyNameTaken, create_key, list_keys, revoke_key
 from service.runs import RunService

@@ -84,3 +84,13 @@ def test_a_reviewers_token_with_empty_agents_reviews_nothing(auth: Authenticator
 def test_a_bad_claim_is_named_before_the_role_is_considered(auth: Authenticator) -> None:
     with pytest.raises(Unauthenticated, match="'signoff_groups' claim must be a list"):
         _identify(auth, "client", signoff_groups="leads")
+
+
+@pytest.mark.parametrize("sub", ["system", "anonymous", "System"])
+def test_a_token_whose_subject_is_a_name_signoff_keeps_for_itself_is_refused(
+        auth: Authenticator, sub: str) -> None:
+    """A reviewer's decision recorded as ``system`` would read as the sweeper's."""
+    token = jwt.encode({"sub": sub, "role": "reviewer", "exp": int(time.time()) + 300},
+                       SECRET, algorithm="HS256")
+    with pytest.raises(Unauthenticated, match="keeps for its own actors"):
+        auth.identify(token)
