@@ -15,9 +15,9 @@ cases (``service/access.py``), before they write anything.
 With authentication off (no key issued, no JWT key: local development) every route is
 open and actors come from the request as in Agno; but not to the web pages the developer
 visits: open access refuses what a page of another site sends (``Sec-Fetch-Site:
-cross-site``, an ``Origin`` that is not the request's ``Host``) and, reached on a
-loopback address, a request addressed to a name that is not a loopback one (a page whose
-name was pointed at 127.0.0.1: DNS rebinding).
+cross-site``, an ``Origin`` that is not the request's ``Host``) and a request over the
+network addressed to a name ``SIGNOFF_OPEN_HOSTS`` does not list (a page whose name was
+pointed at this server: DNS rebinding).
 
 A stream (server-sent events) is authorized again as it goes on: ``StillAllowed``.
 """
@@ -86,7 +86,7 @@ class Allow:
             if c.auth_required:
                 raise ProblemError(401, "authentication required: send 'Authorization: "
                                    "Bearer <API key or JWT>'")
-            _refuse_other_sites(request)
+            _refuse_other_sites(request, c.settings.open_hosts)
             caller = OPEN
         else:
             try:
@@ -149,15 +149,15 @@ def _expiry(token: str | None) -> datetime | None:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _refuse_other_sites(request: Request) -> None:
+def _refuse_other_sites(request: Request, open_hosts: str) -> None:
     """Open access is for programs (curl, Agno's client) and the pages this service
     serves, not for every web page the developer's browser visits. A browser sends what
     any page asks to 127.0.0.1 (a form needs no CORS preflight), and a page whose own
     name was pointed at 127.0.0.1 (DNS rebinding) may read the answers: ``ProblemError``
-    (403) for a request a browser marks as sent by
-    another site, or from an ``Origin`` that is not the ``Host`` it is addressed to;
-    and, when this server was reached on a loopback address, for a ``Host`` that is not
-    a loopback name. Requests without these headers pass."""
+    (403) for a request a browser marks as sent by another site, or from an ``Origin``
+    that is not the ``Host`` it is addressed to, and for a request over the network
+    addressed to a name not in ``open_hosts`` (``SIGNOFF_OPEN_HOSTS``; by default the
+    loopback names). Requests without these headers pass."""
     headers = request.headers
     host = headers.get("host")
     if headers.get("sec-fetch-site", "").strip().lower() == "cross-site":
@@ -169,9 +169,9 @@ def _refuse_other_sites(request: Request) -> None:
         raise ProblemError(403, f"no authentication: this server refuses a request from the "
                            f"page of {origin[:100]!r}, which is not this server "
                            f"({(host or '')[:100]!r})")
-    if host is not None and _on_loopback(request) and not _loopback_name(host):
+    if host is not None and _over_network(request) and not _named(host, open_hosts):
         raise ProblemError(403, f"no authentication: this server answers requests addressed "
-                           f"to localhost, 127.0.0.1 or [::1] only, not to "
+                           f"to {open_hosts} only (SIGNOFF_OPEN_HOSTS), not to "
                            f"{host[:100]!r} (a name of another site may point here)")
 
 
@@ -198,31 +198,25 @@ def _same_origin(origin: str, host: str | None) -> bool:
     return theirs is not None and theirs == _authority(host, parts.scheme.lower())
 
 
-def _loopback_ip(address: str) -> bool:
+def _over_network(request: Request) -> bool:
+    """Whether the request came over the network: the ASGI ``server`` (the address of the
+    connection's socket) is an IP address; not a unix socket, nor an in-process client."""
+    server = request.scope.get("server")
+    if not server:
+        return False
     try:
-        ip = ipaddress.ip_address(address)
+        ipaddress.ip_address(server[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
+    return True
 
 
-def _on_loopback(request: Request) -> bool:
-    """Whether this server was reached on a loopback address (the ASGI ``server``: the
-    address of the connection's socket here; a server in a container reached through a
-    published port sees its own address there, not a loopback one)."""
-    server = request.scope.get("server")
-    if not server:  # a unix socket: no address
-        return False
-    return isinstance(server[0], str) and _loopback_ip(server[0])
-
-
-def _loopback_name(host: str) -> bool:
-    """``localhost`` or a loopback address (``127.0.0.1``, ``[::1]``), with any port."""
-    authority = _authority(host, "http")
-    return authority is not None and (authority[0] == "localhost"
-                                      or _loopback_ip(authority[0]))
+def _named(host: str, names: str) -> bool:
+    """Whether ``Host`` names one of ``names`` (comma-separated, as ``Host`` values), with
+    any port."""
+    found = _authority(host, "http")
+    return found is not None and found[0] in {
+        a[0] for n in names.split(",") if n.strip() and (a := _authority(n.strip(), "http"))}
 
 
 def allow(*roles: Role) -> Any:

@@ -172,6 +172,8 @@ class Settings(BaseSettings):
     allow_open: bool = Field(
         False, description="Serve without authentication on an address other than loopback "
         "(a trusted network only).")
+    open_hosts: str = Field("localhost,127.0.0.1,[::1]", description="Without authentication, "
+        "the names (any port, comma-separated) a request over the network may address (Host).")
     jwt_key: str = Field(
         "", repr=False,
         description="Accept bearer JWTs signed with this key: the shared secret (HS256) or "
@@ -265,8 +267,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, v: str) -> str:
-        scheme = urlsplit(v).scheme
-        if scheme not in ("sqlite", "postgresql", "postgres"):
+        if urlsplit(v).scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return v
 
@@ -278,9 +279,8 @@ class Settings(BaseSettings):
         return v
 
     def default_model_spec(self) -> str:
-        if self.model:
-            return self.model
-        return "openai:gpt-4o-mini" if os.environ.get("OPENAI_API_KEY") else "offline"
+        return self.model or ("openai:gpt-4o-mini" if os.environ.get("OPENAI_API_KEY")
+                              else "offline")
 
     def store_address(self) -> str:
         """Where the store is, for messages: the SQLite file, or PostgreSQL's host, port,
@@ -295,8 +295,7 @@ class Settings(BaseSettings):
 
     def sqlite_file(self) -> Path | None:
         """The SQLite file the store is kept in; None for PostgreSQL or a store in memory."""
-        env = _store_env(self)
-        name = env.get("SQLITE_DBNAME")
+        name = _store_env(self).get("SQLITE_DBNAME")
         return None if name is None or name.startswith("file::memory:") else Path(name)
 
 

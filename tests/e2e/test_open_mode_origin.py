@@ -3,12 +3,12 @@ machine, and to the pages signoff serves, but not to a web page of another site 
 developer visits: a browser sends such a page's form to 127.0.0.1 without asking
 (no CORS preflight), and a page whose name an attacker pointed at 127.0.0.1 (DNS
 rebinding) reads the answers. signoff refuses (403) a request a browser marks as sent by
-another site, from an ``Origin`` that is not the request's ``Host``, or, reached on a
-loopback address, addressed to a ``Host`` that is not a loopback name.
+another site, from an ``Origin`` that is not the request's ``Host``, or over the network
+addressed to a ``Host`` not in ``SIGNOFF_OPEN_HOSTS`` (by default the loopback names),
+wherever the server listens (in a container too, reached through a published port).
 
 Requests without these headers (curl, Agno's client, the tests' clients) are answered as
-before; and a server reached on another address than a loopback one (in a container,
-through a published port) takes any ``Host``, ``localhost:7777`` included.
+before.
 """
 
 from __future__ import annotations
@@ -112,19 +112,26 @@ def _address_of_this_machine() -> str | None:
     return None if address.startswith("127.") else address
 
 
-def test_a_server_reached_on_another_address_takes_any_host(tmp_path: Path) -> None:
+def test_a_server_reached_on_another_address_takes_the_open_hosts_only(
+        tmp_path: Path) -> None:
     """As in docker-compose: listening on 0.0.0.0 (``SIGNOFF_ALLOW_OPEN``), reached on
     the container's own address through a port published on the host's loopback, with
-    ``Host: localhost:7777``. Another site's page is still refused."""
+    ``Host: localhost:7777``. A page whose name was pointed at it is refused, unless its
+    name is one ``SIGNOFF_OPEN_HOSTS`` lists; another site's page is refused."""
     address = _address_of_this_machine()
     if address is None:
         pytest.skip("this machine has no address but loopback ones")
     with live_server(f"sqlite:///{tmp_path / 'open.db'}", tmp_path / "server.log",
                      SIGNOFF_EXPIRY_INTERVAL="0", SIGNOFF_HOST="0.0.0.0",
-                     SIGNOFF_ALLOW_OPEN="true") as server, \
+                     SIGNOFF_ALLOW_OPEN="true",
+                     SIGNOFF_OPEN_HOSTS="localhost,signoff.internal") as server, \
             httpx.Client(base_url=f"http://{address}:{server.port}", timeout=30) as c:
-        r = c.get("/queue", headers={"Host": "localhost:7777"})
-        assert r.status_code == 200, r.text
-        assert _form_post(c, {"Host": "localhost:7777"}).status_code == 200
+        for host in ("localhost:7777", f"signoff.internal:{server.port}"):
+            r = c.get("/queue", headers={"Host": host})
+            assert r.status_code == 200, r.text
+            assert _form_post(c, {"Host": host}).status_code == 200
+        assert "SIGNOFF_OPEN_HOSTS" in assert_problem(
+            c.get("/queue", headers={"Host": "rebind.evil.example:7777"}), 403)["detail"]
+        assert_problem(c.get("/queue", headers={"Host": f"{address}:{server.port}"}), 403)
         assert_problem(_form_post(c, {"Host": "localhost:7777", "Origin": EVIL,
                                       "Sec-Fetch-Site": "cross-site"}), 403)
