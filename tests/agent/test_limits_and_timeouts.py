@@ -111,13 +111,6 @@ def proposing(name: str, args: dict[str, Any]) -> ModelTurn:
     return ModelTurn(content=None, tool_calls=[ToolCallProposal("call_1", name, args)])
 
 
-@pytest.fixture
-def app() -> Iterator[RunService]:
-    store = RunService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    yield store
-    store.close()
-
-
 @pytest.fixture(autouse=True)
 def _reset() -> Iterator[None]:
     CALLED.clear()

@@ -5,10 +5,7 @@ those of the same run driven with nobody following."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from agent.loop import AgentLoop
 from agent.models.base import TEXT_SINK, ModelTurn, ToolCallProposal, ToolSpec
@@ -73,13 +70,6 @@ class Timeline:
 
     def model_text(self, run: Run, delta: str) -> None:
         self.seen.append(("text", delta))
-
-
-@pytest.fixture
-def app() -> Iterator[RunService]:
-    store = RunService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    yield store
-    store.close()
 
 
 def runs_with(app: RunService, model: Any, **options: Any) -> Runs:

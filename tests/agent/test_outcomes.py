@@ -96,13 +96,6 @@ class Model:
         return ModelTurn(content="done")
 
 
-@pytest.fixture
-def app() -> Iterator[RunService]:
-    store = RunService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    yield store
-    store.close()
-
-
 @pytest.fixture(autouse=True)
 def _reset() -> Iterator[None]:
     RAN.clear()

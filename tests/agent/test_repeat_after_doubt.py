@@ -13,7 +13,6 @@ tool ran twice on one acknowledged decision.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,13 +57,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-def app() -> Iterator[RunService]:
-    store = RunService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    yield store
-    store.close()
 
 
 def confirm() -> list[Decision]:
