@@ -82,7 +82,7 @@ class InlineWriter:
         # A read model found too far behind, at the position it was found at.
         self._far: dict[ViewMixin, int] = {}
         # The statements every save sends, made once.
-        self._locks_sql, self._claim_sql = self._claim_statements()
+        self._locks_sql, self._claim_sql, self._names = self._claim_statements()
         # The positions' statements, for each set of read models a save writes.
         self._track: dict[tuple[ViewMixin, ...], list[tuple[str, list[str]]]] = {}
 
@@ -94,13 +94,12 @@ class InlineWriter:
         skipped ("prepared statement ... does not exist" on the next save)."""
         if not self.views:
             return None
-        sql, params = self._claim_sql
-        if not self.postgres:
-            raw.execute(sql, params)
+        if self._locks_sql is None:
+            raw.execute(self._claim_sql, self._names)
             return Claim(raw)
         locks = raw.connection.cursor()
-        locks.execute(*self._locks_sql, prepare=False)
-        raw.execute(sql, params, prepare=False)
+        locks.execute(self._locks_sql, self._names, prepare=False)
+        raw.execute(self._claim_sql, self._names, prepare=False)
         return Claim(raw, locks)
 
     def apply(self, claim: Claim, events: Sequence[tuple[int, Any]], between: Between,
@@ -174,9 +173,9 @@ class InlineWriter:
         if applied.left:
             self.projections.prompt()
 
-    def _claim_statements(self) -> tuple[tuple[str, list[str]], tuple[str, list[str]]]:
-        """The statement that takes each read model's follower lock (PostgreSQL), and the
-        one that reads each one's tracked position."""
+    def _claim_statements(self) -> tuple[str | None, str, list[str]]:
+        """The statement that takes each read model's follower lock (PostgreSQL; None on
+        SQLite), the one that reads each one's tracked position, and the names both take."""
         positions, names = [], []
         for i, view in enumerate(self.views):
             positions.append(f"coalesce((SELECT notification_id FROM {self._tracking(view)} "
@@ -184,10 +183,10 @@ class InlineWriter:
             names.append(view.tracking_name)
         claim = "SELECT " + ", ".join(positions)
         if not self.postgres:
-            return ("", []), (claim.replace("%s", "?"), names)
+            return None, claim.replace("%s", "?"), names
         locks = "SELECT " + ", ".join(f"pg_try_advisory_xact_lock(hashtext(%s)) AS l{i}"
                                       for i in range(len(names)))
-        return (locks, names), (claim, names)
+        return locks, claim, names
 
     def _track_statements(self, views: tuple[ViewMixin, ...]) -> list[tuple[str, list[str]]]:
         """The statements that set the positions of ``views`` in each tracking table (one, unless
