@@ -260,9 +260,16 @@ class AsgiStream:
             self.body += message.get("body", b"").decode()
         self._grew.set()
 
+    async def opened(self, timeout: float = 10.0) -> bool:
+        """The answer has begun: the route has taken the log position it follows from."""
+        return await self._until(lambda: self.status is not None, timeout)
+
     async def until(self, text: str, timeout: float = 10.0) -> bool:
+        return await self._until(lambda: text in self.body, timeout)
+
+    async def _until(self, done: Callable[[], bool], timeout: float) -> bool:
         async def grown() -> None:
-            while text not in self.body:
+            while not done():
                 self._grew.clear()
                 await self._grew.wait()
 
@@ -311,6 +318,7 @@ def test_a_jwt_stream_ends_once_the_token_is_past_its_exp(tmp_path: Path) -> Non
                                          base_url="http://127.0.0.1:7777") as http:
                 stream = AsgiStream(app, "/queue/stream", _jwt("rev", "reviewer", exp))
                 try:
+                    assert await stream.opened(), "the stream never answered"
                     first = await start(http)
                     assert await stream.until(first), (stream.status, stream.body)
                     now[0] = exp + timedelta(seconds=1)
